@@ -1,0 +1,64 @@
+# The two commands a new machine needs: `make demo` and `make test`. Everything else is a step of those.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ADP := $(BIN)/adplatform
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup stack-up stack-down stack-status demo demo-down test test-unit lint format bench bench-http loadtest chaos clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+## setup: virtualenv with pinned deps, system services installed, Kafka/Spark jars fetched
+setup: $(STAMP)
+	$(ADP) stack fetch
+
+stack-up: setup
+	$(ADP) stack up
+
+stack-down:
+	@if [ -x $(ADP) ]; then $(ADP) stack down; fi
+
+stack-status:
+	$(ADP) stack status
+
+## demo: the whole pipeline end to end on the local stack, with a summary
+demo: stack-up
+	$(BIN)/python -m adplatform.demo
+
+demo-down:
+	$(BIN)/python -m adplatform.demo --down
+
+## test: the whole suite on the real local stack (started here)
+test: stack-up
+	$(BIN)/pytest
+
+test-unit: setup
+	$(BIN)/pytest -m "not postgres and not redis and not kafka and not spark"
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## bench: pytest-benchmark suites (ratios against references measured in the same run)
+bench: stack-up
+	$(BIN)/python -m bench.run
+
+bench-http: stack-up
+	$(BIN)/python -m bench.http
+
+loadtest: stack-up
+	$(BIN)/python -m loadtest.run
+
+clean: stack-down
+	rm -rf .stack $(VENV)

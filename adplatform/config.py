@@ -1,0 +1,193 @@
+"""The environment, read once: ``ADP_*`` variables (and a ``.env`` file if present) → frozen config objects.
+
+Every variable is documented in ``.env.example``. Defaults point at the local stack started by
+``adplatform stack up``. A bad value fails fast with a message naming the variable. Secrets (token keys,
+passwords inside DSNs) are kept out of reprs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from index.money import CPM_UNITS_PER_UNIT
+
+PREFIX = "ADP_"
+
+
+class ConfigError(ValueError):
+    """A configuration variable is missing or malformed; the message names the variable."""
+
+
+def redact_url(url: str) -> str:
+    """``postgresql://u:secret@h/db`` → ``postgresql://u:***@h/db``: for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse a simple ``KEY=value`` file (``#`` comments, optional quotes); missing file → {}."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :]
+        key, sep, value = line.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key.strip()):
+            raise ConfigError(f"{path}:{lineno}: expected KEY=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    """Kafka topic names (one place), with an optional prefix that isolates tests and tenants."""
+
+    prefix: str = ""
+    partitions: int = 4
+
+    @property
+    def instructions(self) -> str:
+        return f"{self.prefix}campaign-instructions"
+
+    @property
+    def instructions_dlq(self) -> str:
+        return f"{self.prefix}campaign-instructions-dlq"
+
+    @property
+    def ad_changes(self) -> str:
+        return f"{self.prefix}ad-changes"
+
+    @property
+    def served_ads(self) -> str:
+        return f"{self.prefix}served-ads"
+
+    @property
+    def feedback(self) -> str:
+        return f"{self.prefix}ad-feedback"
+
+    def all(self) -> tuple[str, ...]:
+        return (self.instructions, self.instructions_dlq, self.ad_changes, self.served_ads, self.feedback)
+
+
+@dataclass(frozen=True)
+class TokenKey:
+    key_id: str
+    secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a process needs to know about its environment."""
+
+    pg_dsn: str = field(repr=False)
+    redis_url: str = field(repr=False)
+    kafka_bootstrap: str
+    topics: TopicConfig
+    #: Consumer-group prefix, so tests can run isolated groups.
+    group_prefix: str
+    #: Signing keys for request tokens; the first signs, all verify (rotation).
+    token_keys: tuple[TokenKey, ...] = field(repr=False)
+    token_ttl_s: int
+    reserve_cpm_units: int
+    default_country: str
+    slot_s: int
+    stack_dir: Path
+    archive_dir: Path
+    log_level: str
+
+    @property
+    def pg_dsn_redacted(self) -> str:
+        return redact_url(self.pg_dsn)
+
+    @property
+    def redis_url_redacted(self) -> str:
+        return redact_url(self.redis_url)
+
+    def group(self, name: str) -> str:
+        return f"{self.group_prefix}{name}"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name}: expected an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{PREFIX}{name}: must be >= {minimum}, got {value}")
+    return value
+
+
+def _cpm_units(raw: str) -> int:
+    """A cpm in currency units → exact 1e-10 units (the scale of every auction score)."""
+    try:
+        scaled = Decimal(raw) * CPM_UNITS_PER_UNIT
+    except InvalidOperation:
+        raise ConfigError(f"{PREFIX}RESERVE_CPM: not a number: {raw!r}") from None
+    if not scaled.is_finite() or scaled != scaled.to_integral_value() or scaled < 0:
+        raise ConfigError(f"{PREFIX}RESERVE_CPM: must be >= 0 with at most 10 decimals, got {raw!r}")
+    return int(scaled)
+
+
+def _token_keys(raw: str) -> tuple[TokenKey, ...]:
+    keys: list[TokenKey] = []
+    for item in raw.split(","):
+        kid, sep, secret = item.strip().partition(":")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9]{1,16}", kid) or len(secret) < 16:
+            raise ConfigError(
+                f"{PREFIX}TOKEN_KEYS: expected 'kid:secret[,kid:secret...]' with alphanumeric key ids "
+                "and secrets of at least 16 characters"
+            )
+        keys.append(TokenKey(kid, secret.encode()))
+    return tuple(keys)
+
+
+#: Development-only signing key. `adplatform` warns when it is used outside the local stack.
+DEV_TOKEN_KEYS = "dev1:adplatform-development-key-change-me"
+
+
+def load_config(environ: Mapping[str, str] | None = None, *, dotenv: Path | None = None) -> Config:
+    """Build the config from ``environ`` (default ``os.environ``) over the ``.env`` file (default ./.env)."""
+    env: dict[str, str] = dict(read_dotenv(dotenv if dotenv is not None else Path(".env")))
+    env.update(os.environ if environ is None else environ)
+    stack_dir = Path(env.get(PREFIX + "STACK_DIR") or ".stack").absolute()
+    reserve_units = _cpm_units(env.get(PREFIX + "RESERVE_CPM") or "0.000001")
+    level = (env.get(PREFIX + "LOG_LEVEL") or "INFO").upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError(f"{PREFIX}LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR, got {level!r}")
+    return Config(
+        pg_dsn=env.get(PREFIX + "PG_DSN") or "postgresql://postgres@127.0.0.1:15432/adplatform",
+        redis_url=env.get(PREFIX + "REDIS_URL") or "redis://127.0.0.1:16379/0",
+        kafka_bootstrap=env.get(PREFIX + "KAFKA_BOOTSTRAP") or "127.0.0.1:19092",
+        topics=TopicConfig(
+            prefix=env.get(PREFIX + "TOPIC_PREFIX", ""),
+            partitions=_int(env, "KAFKA_PARTITIONS", 4, minimum=1),
+        ),
+        group_prefix=env.get(PREFIX + "GROUP_PREFIX", ""),
+        token_keys=_token_keys(env.get(PREFIX + "TOKEN_KEYS") or DEV_TOKEN_KEYS),
+        token_ttl_s=_int(env, "TOKEN_TTL_S", 86_400, minimum=1),
+        reserve_cpm_units=reserve_units,
+        default_country=env.get(PREFIX + "DEFAULT_COUNTRY") or "India",
+        slot_s=_int(env, "SLOT_S", 600, minimum=1),
+        stack_dir=stack_dir,
+        archive_dir=Path(env.get(PREFIX + "ARCHIVE_DIR") or stack_dir / "archive").absolute(),
+        log_level=level,
+    )

@@ -1,0 +1,99 @@
+"""Kafka glue shared by every process: topic creation and client factories with the house settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from adplatform.config import Config, TopicConfig
+
+logger = logging.getLogger(__name__)
+
+#: Per-topic settings. ad-changes is compacted: reading it from offset 0 rebuilds the whole active set.
+TOPIC_SETTINGS: dict[str, dict[str, str]] = {
+    "ad-changes": {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "600000"},
+    "campaign-instructions-dlq": {"retention.ms": str(30 * 24 * 3600 * 1000)},
+}
+
+
+def topic_settings(topics: TopicConfig, name: str) -> dict[str, str]:
+    base = name[len(topics.prefix) :] if topics.prefix and name.startswith(topics.prefix) else name
+    return TOPIC_SETTINGS.get(base, {})
+
+
+async def ensure_topics(config: Config, names: Iterable[str] | None = None) -> list[str]:
+    """Create the platform's topics (or ``names``) if missing; returns those created. Idempotent."""
+    wanted = list(names) if names is not None else list(config.topics.all())
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in wanted if n not in existing]
+        if missing:
+            new = [
+                NewTopic(
+                    name=n,
+                    num_partitions=config.topics.partitions,
+                    replication_factor=1,
+                    topic_configs=topic_settings(config.topics, n),
+                )
+                for n in missing
+            ]
+            # A concurrent creator may win the race; the topic is there, which is what we want.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(new)
+        return missing
+    finally:
+        await admin.close()
+
+
+async def wait_for_topics(config: Config, names: Iterable[str], timeout_s: float = 30.0) -> None:
+    """Wait until every topic has leaders for all its partitions (fresh topics take a moment)."""
+    wanted = set(names)
+    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka_bootstrap)
+    await consumer.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            topics = await consumer.topics()
+            if wanted <= topics and all(consumer.partitions_for_topic(t) for t in wanted):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"topics not ready after {timeout_s}s: {sorted(wanted - topics)}")
+            await asyncio.sleep(0.1)
+            await consumer._client.force_metadata_update()
+    finally:
+        await consumer.stop()
+
+
+def make_producer(config: Config, *, linger_ms: int = 5, client_id: str = "adplatform") -> AIOKafkaProducer:
+    """An idempotent producer (acks=all) with the given linger: batched, never a flush per message."""
+    return AIOKafkaProducer(
+        bootstrap_servers=config.kafka_bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=linger_ms,
+        max_batch_size=256 * 1024,
+        compression_type=None,
+        request_timeout_ms=10_000,
+    )
+
+
+async def kafka_alive(bootstrap: str, timeout_s: float = 5.0) -> bool:
+    """True when the broker answers a metadata request."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        await asyncio.wait_for(admin.list_topics(), timeout_s)
+        return True
+    except (KafkaConnectionError, TimeoutError, OSError):
+        return False
+    finally:
+        await admin.close()

@@ -1,0 +1,32 @@
+"""Consumer-group names and Redis key layout: the one place they are spelled.
+
+Topic names live on ``adplatform.config.TopicConfig`` (they take the configured prefix). Redis keys of one
+campaign share the hash tag ``{campaign_id}`` so that, on Redis Cluster, a campaign's budget, spend and
+de-duplication keys live on one shard and one Lua script can touch them atomically.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP_AD_MANAGER: Final = "ad-manager"
+GROUP_SERVED_WRITER: Final = "served-writer"
+GROUP_LEDGER: Final = "spend-ledger"
+
+REDIS_PREFIX: Final = "adp:"
+#: Pub/sub channel on which budget exhaustion (and replenishment) is announced to every ad-server worker.
+CHANNEL_BUDGET: Final = REDIS_PREFIX + "budget-events"
+#: Pacer lease: one pacer acts per slot.
+PACER_LEASE: Final = REDIS_PREFIX + "pacer:lease"
+#: Set of campaign ids whose budget (total or slot) is spent; workers load it at start.
+BLOCKED_SET: Final = REDIS_PREFIX + "blocked"
+
+
+def budget_key(campaign_id: str) -> str:
+    """Hash of one campaign's money: budget, spent, version, slot id, slot budget, slot spent (micros)."""
+    return f"{REDIS_PREFIX}camp:{{{campaign_id}}}"
+
+
+def dedup_key(campaign_id: str, request_id_digest: str, action: str) -> str:
+    """Marks (request, action) as charged; same hash slot as the campaign's budget key."""
+    return f"{REDIS_PREFIX}dedup:{{{campaign_id}}}:{request_id_digest}:{action}"

@@ -1,0 +1,328 @@
+"""The in-memory targeting index: campaigns by id, and candidate lists sorted by bid for the hot path.
+
+How a lookup avoids scanning every campaign: location is the most selective dimension and the only one
+with a hierarchy, so the index keeps, per *location key* (a resolved request location), the candidate list
+of every active campaign whose location targeting accepts it, sorted by ``cpm_units`` descending. The other
+attributes (device, gender, income, age, flight, blocked) are checked while walking that list from the top,
+which for an auction stops after the winner group and the first strictly lower eligible bid.
+
+Each campaign is stored once as an ``_Entry`` tuple, shared by every list it is in (8 bytes per list).
+Device, gender and income are pre-compiled to bit masks so each check is one AND (``All`` is ``-1``).
+Lists are built lazily per location key and then kept up to date by each ``apply`` (binary search and an
+O(n) pointer move per affected list), so a bootstrap of many campaigns costs nothing until the first query.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator
+from typing import Final
+
+import msgspec
+
+from index.campaign import ACTIVE, ALL, Campaign
+from index.geo import DEFAULT_GEO, GeoTable
+from index.targeting import AdRequest
+
+# (cpm_units, flight_start_s, flight_end_s, device_mask, gender_mask, income_mask, age_lo, age_hi,
+#  campaign_id, campaign): a flat tuple, because unpacking one is the cheapest per-item access in CPython.
+_Entry = tuple[int, int, int, int, int, int, int, int, str, Campaign]
+_LocKey = tuple[str | None, str | None, str | None]
+_LocTarget = tuple[str, str, str]
+
+#: Age of a request without one: below every real range, so it matches only "any age" (0–0) campaigns.
+_NO_AGE: Final = -(1 << 62)
+_ANY_AGE: Final = (_NO_AGE, 1 << 62)
+#: Bit of a value that no campaign targets, or that the request lacks: only ``All`` (all bits) matches it.
+_UNKNOWN_BIT: Final = 1
+
+
+def _order(entry: _Entry) -> tuple[int, str]:
+    """Sort key of candidate lists: highest bid first, then campaign id (a total order, for bisect)."""
+    return (-entry[0], entry[8])
+
+
+class TopBids(msgspec.Struct, frozen=True):
+    """The head of an auction: every eligible campaign at the top bid, and the next bid below it.
+
+    ``second_cpm_units`` is the second-highest eligible bid: equal to ``top_cpm_units`` when several
+    campaigns tie at the top, ``None`` when the winner is the only bidder (at or above the reserve).
+    """
+
+    winners: tuple[Campaign, ...]
+    top_cpm_units: int
+    second_cpm_units: int | None
+
+
+class _MaskVocab:
+    """Gives each targeted value of one attribute its own bit, so matching is ``mask & bit``."""
+
+    def __init__(self) -> None:
+        self._bits: dict[str, int] = {}
+
+    def campaign_mask(self, target: str) -> int:
+        if target == ALL:
+            return -1
+        bit = self._bits.get(target)
+        if bit is None:
+            # Bits only grow, bounded by the distinct values campaigns target (a handful per attribute).
+            bit = 1 << (len(self._bits) + 1)
+            self._bits[target] = bit
+        return bit
+
+    def request_bit(self, value: str | None) -> int:
+        if value is None:
+            return _UNKNOWN_BIT
+        return self._bits.get(value, _UNKNOWN_BIT)
+
+
+def _loc_target(campaign: Campaign) -> _LocTarget:
+    return (campaign.target_city, campaign.target_state, campaign.target_country)
+
+
+def _loc_accepts(target: _LocTarget, key: _LocKey) -> bool:
+    """Whether a campaign with this location targeting belongs in the candidate list of ``key``."""
+    return all(t == ALL or t == k for t, k in zip(target, key, strict=True))
+
+
+class TargetingIndex:
+    """All campaigns by id (inactive ones too), and the active ones indexed for eligibility and auctions.
+
+    Fold of ``ad-changes``: ``apply`` keeps the highest ``version`` per campaign. Campaigns in the
+    ``blocked`` set (total or slot budget spent) stay indexed but are skipped by every lookup.
+    """
+
+    def __init__(self, geo: GeoTable = DEFAULT_GEO, blocked: set[str] | None = None) -> None:
+        self._geo = geo
+        # Shared by reference on purpose: the budget layer may own the set and mutate it directly.
+        self.blocked: set[str] = blocked if blocked is not None else set()
+        self._by_id: dict[str, Campaign] = {}
+        self._entries: dict[str, _Entry] = {}
+        self._by_loc: dict[_LocTarget, dict[str, _Entry]] = {}
+        # How many indexed campaigns target each city / state / country (All excluded): a request value
+        # nobody targets is mapped to None, so request garbage cannot create candidate lists.
+        self._loc_counts: tuple[dict[str, int], dict[str, int], dict[str, int]] = ({}, {}, {})
+        self._lists: dict[_LocKey, list[_Entry]] = {}
+        self._device = _MaskVocab()
+        self._gender = _MaskVocab()
+        self._income = _MaskVocab()
+
+    # ---- state -------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Number of indexed campaigns: Active ones (not yet pruned after their flight ended)."""
+        return len(self._entries)
+
+    def __contains__(self, campaign_id: object) -> bool:
+        return campaign_id in self._by_id
+
+    def get(self, campaign_id: str) -> Campaign | None:
+        """Latest known state of a campaign, active or not."""
+        return self._by_id.get(campaign_id)
+
+    def indexed(self) -> Iterator[Campaign]:
+        """The campaigns lookups consider (Active), in no particular order."""
+        return (entry[9] for entry in self._entries.values())
+
+    def apply(self, campaign: Campaign) -> bool:
+        """Insert, update or stop a campaign; a version not newer than the stored one is ignored.
+
+        Returns whether anything changed.
+        """
+        cid = campaign.campaign_id
+        old = self._by_id.get(cid)
+        if old is not None and campaign.version <= old.version:
+            return False
+        self._by_id[cid] = campaign
+        old_entry = self._entries.pop(cid, None)
+        if old_entry is not None:
+            self._unindex(old_entry)
+        if campaign.status == ACTIVE:
+            entry = self._make_entry(campaign)
+            self._entries[cid] = entry
+            self._index(entry)
+        return True
+
+    def apply_all(self, campaigns: Iterable[Campaign]) -> int:
+        """``apply`` each campaign in order; returns how many changed something."""
+        return sum(self.apply(c) for c in campaigns)
+
+    def prune(self, now_s: float) -> int:
+        """Unindex campaigns whose flight has ended (they stay retrievable by id); returns how many.
+
+        Ended campaigns are skipped by lookups anyway; pruning keeps them from being walked over.
+        """
+        ended = [e for e in self._entries.values() if e[2] <= now_s]
+        for entry in ended:
+            del self._entries[entry[8]]
+            self._unindex(entry)
+        return len(ended)
+
+    def block(self, campaign_id: str) -> None:
+        """Skip this campaign in lookups (budget or slot budget spent) until ``unblock``."""
+        self.blocked.add(campaign_id)
+
+    def unblock(self, campaign_id: str) -> None:
+        self.blocked.discard(campaign_id)
+
+    def warm(self) -> int:
+        """Build the candidate lists of every known city and of a request without a location, so the
+        first requests after a bootstrap do not pay for it; returns the number of lists built."""
+        before = len(self._lists)
+        locations = [(None, None, None)] + [(c.name, None, None) for c in self._geo.cities]
+        for city, state, country in locations:
+            self._candidates(AdRequest(user_id="", city=city, state=state, country=country))
+        return len(self._lists) - before
+
+    # ---- lookups -----------------------------------------------------------------------------------
+
+    def eligible(self, request: AdRequest, now_s: float) -> list[Campaign]:
+        """Every campaign eligible for the request at ``now_s`` and not blocked, highest bid first."""
+        out: list[Campaign] = []
+        dbit, gbit, ibit, age = self._request_bits(request)
+        blocked = self.blocked
+        for cpm, start, end, dm, gm, im, lo, hi, cid, c in self._candidates(request):
+            if (
+                start <= now_s < end
+                and dm & dbit
+                and gm & gbit
+                and im & ibit
+                and lo <= age <= hi
+                and cid not in blocked
+            ):
+                out.append(c)
+        return out
+
+    def top(self, request: AdRequest, now_s: float, reserve_cpm_units: int = 0) -> TopBids | None:
+        """The auction's head: eligible campaigns at the top bid and the second bid, or ``None``.
+
+        Campaigns bidding below the reserve are not eligible. Walks the sorted candidates only until
+        the outcome is decided: after the winner group, at the first strictly lower eligible bid.
+        """
+        dbit, gbit, ibit, age = self._request_bits(request)
+        blocked = self.blocked
+        entries = iter(self._candidates(request))
+        for cpm, start, end, dm, gm, im, lo, hi, cid, c in entries:
+            if cpm < reserve_cpm_units:
+                return None  # sorted: everything after bids lower still
+            if (
+                start <= now_s < end
+                and dm & dbit
+                and gm & gbit
+                and im & ibit
+                and lo <= age <= hi
+                and cid not in blocked
+            ):
+                top_cpm = cpm
+                winners = [c]
+                break
+        else:
+            return None
+        second: int | None = None
+        for cpm, start, end, dm, gm, im, lo, hi, cid, c in entries:
+            if cpm < reserve_cpm_units or (cpm < top_cpm and len(winners) > 1):
+                break  # the tie group is complete and already sets the second price
+            if (
+                start <= now_s < end
+                and dm & dbit
+                and gm & gbit
+                and im & ibit
+                and lo <= age <= hi
+                and cid not in blocked
+            ):
+                if cpm == top_cpm:
+                    winners.append(c)
+                else:
+                    second = cpm
+                    break
+        if len(winners) > 1:
+            second = top_cpm
+        return TopBids(tuple(winners), top_cpm, second)
+
+    # ---- internals ---------------------------------------------------------------------------------
+
+    def _request_bits(self, request: AdRequest) -> tuple[int, int, int, int]:
+        age = request.age
+        return (
+            self._device.request_bit(request.device_type),
+            self._gender.request_bit(request.gender),
+            self._income.request_bit(request.income_bucket),
+            _NO_AGE if age is None else age,
+        )
+
+    def _candidates(self, request: AdRequest) -> list[_Entry]:
+        city, state, country = self._geo.resolve(request.city, request.state, request.country)
+        cities, states, countries = self._loc_counts
+        key: _LocKey = (
+            city if city in cities else None,
+            state if state in states else None,
+            country if country in countries else None,
+        )
+        entries = self._lists.get(key)
+        if entries is None:
+            entries = self._build(key)
+        return entries
+
+    def _build(self, key: _LocKey) -> list[_Entry]:
+        city, state, country = key
+        found: list[_Entry] = []
+        for c in (ALL,) if city is None else (city, ALL):
+            for s in (ALL,) if state is None else (state, ALL):
+                for k in (ALL,) if country is None else (country, ALL):
+                    posting = self._by_loc.get((c, s, k))
+                    if posting:
+                        found.extend(posting.values())
+        found.sort(key=_order)
+        self._lists[key] = found
+        return found
+
+    def _make_entry(self, c: Campaign) -> _Entry:
+        lo, hi = (c.target_age_start, c.target_age_end)
+        if lo == 0 and hi == 0:
+            lo, hi = _ANY_AGE
+        return (
+            c.cpm_units,
+            c.flight_start_s,
+            c.flight_end_s,
+            self._device.campaign_mask(c.target_device),
+            self._gender.campaign_mask(c.target_gender),
+            self._income.campaign_mask(c.target_income_bucket),
+            lo,
+            hi,
+            c.campaign_id,
+            c,
+        )
+
+    def _index(self, entry: _Entry) -> None:
+        target = _loc_target(entry[9])
+        self._by_loc.setdefault(target, {})[entry[8]] = entry
+        for value, counts in zip(target, self._loc_counts, strict=True):
+            if value != ALL:
+                counts[value] = counts.get(value, 0) + 1
+        for key, entries in self._lists.items():
+            if _loc_accepts(target, key):
+                bisect.insort(entries, entry, key=_order)
+
+    def _unindex(self, entry: _Entry) -> None:
+        target = _loc_target(entry[9])
+        posting = self._by_loc[target]
+        del posting[entry[8]]
+        if not posting:
+            del self._by_loc[target]
+        for key, entries in self._lists.items():
+            if _loc_accepts(target, key):
+                i = bisect.bisect_left(entries, _order(entry), key=_order)
+                # The order is total (campaign id breaks ties), so the entry sits exactly at i.
+                assert entries[i] is entry
+                del entries[i]
+        gone: list[tuple[int, str]] = []
+        for pos, (value, counts) in enumerate(zip(target, self._loc_counts, strict=True)):
+            if value != ALL:
+                counts[value] -= 1
+                if counts[value] == 0:
+                    del counts[value]
+                    gone.append((pos, value))
+        for pos, value in gone:
+            # Keys naming a value nobody targets any more are no longer produced by lookups: free them.
+            for key in [k for k in self._lists if k[pos] == value]:
+                del self._lists[key]
