@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -143,6 +144,118 @@ def topics_cmd() -> None:
 
     created = asyncio.run(ensure_topics(_config()))
     click.echo(f"created: {', '.join(created) or 'nothing (all exist)'}")
+
+
+# --- ingest -----------------------------------------------------------------------------------------------
+
+
+@main.group()
+def generate() -> None:
+    """Deterministic generators of campaign files and users."""
+
+
+@generate.command("campaigns")
+@click.option("--count", default=5000, show_default=True, help="Instructions (rows) to write.")
+@click.option("--seed", default=1, show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def generate_campaigns_cmd(count: int, seed: int, output: Path) -> None:
+    """Write a campaign-instruction CSV in the seed format, with flights live from now."""
+    from datetime import UTC, datetime
+
+    from ingest.generator import generate_campaigns, write_campaigns_csv
+
+    rows = generate_campaigns(count, seed, datetime.now(UTC))
+    write_campaigns_csv(output, rows)
+    click.echo(f"wrote {len(rows)} instructions to {output}")
+
+
+@generate.command("users")
+@click.option("--count", default=1000, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+def generate_users_cmd(count: int, seed: int) -> None:
+    """Insert generated users into online_ads."user" (idempotent for a seed)."""
+    import asyncio
+
+    from ingest.generator import generate_users
+    from ingest.users_postgres import write_users
+
+    config = _config()
+    written = asyncio.run(write_users(config.pg_dsn, generate_users(count, seed)))
+    click.echo(f'users: {written} written to online_ads."user"')
+
+
+@main.command("produce")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--rate", type=float, default=None, help="Rows per second (default: as fast as possible).")
+@click.option("--rebase-dates", is_flag=True, help="Move every flight to start now, keeping its length.")
+def produce_cmd(file: Path, rate: float | None, rebase_dates: bool) -> None:
+    """Publish a campaign-instruction CSV to campaign-instructions (key = campaign_id)."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ingest.producer import produce_file
+
+    config = _config()
+    total = max(sum(1 for _ in file.open("rb")) - 1, 0)
+    with Progress(
+        TextColumn("[bold]produce"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        transient=True, disable=not sys.stderr.isatty(),
+    ) as progress:  # fmt: skip
+        task = progress.add_task("rows", total=total)
+        summary = asyncio.run(
+            produce_file(
+                config,
+                file,
+                rate=rate,
+                rebase=rebase_dates,
+                on_progress=lambda n: progress.update(task, completed=n),
+                on_error=lambda msg: click.echo(msg, err=True),
+            )
+        )
+    click.echo(
+        f"produced {summary.published} instructions to {config.topics.instructions} "
+        f"in {summary.elapsed_s:.1f}s ({summary.rate:,.0f}/s); skipped {summary.skipped} malformed rows"
+    )
+
+
+@main.command("manager")
+@click.option("--until-idle", is_flag=True, help="Stop once every assigned partition is drained.")
+@click.option("--timeout", type=float, default=None, help="Stop after this many seconds at most.")
+def manager_cmd(until_idle: bool, timeout: float | None) -> None:
+    """Run the Ad Manager (consumer group ad-manager): instructions → PostgreSQL, Redis, ad-changes."""
+    import asyncio
+
+    from ingest.manager import run_manager
+
+    config = _config()
+    _logging(config)
+    stats = asyncio.run(run_manager(config, until_idle=until_idle, idle_timeout_s=timeout))
+    click.echo(
+        f"manager: {stats.messages} messages in {stats.batches} batches, {stats.applied} campaign states "
+        f"applied, {stats.rejected} rejected to the DLQ"
+    )
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter queue of campaign instructions."""
+
+
+@dlq.command("show")
+@click.option("--limit", type=int, default=None, help="At most this many entries.")
+def dlq_show(limit: int | None) -> None:
+    """List DLQ entries with their reasons and the start of their raw value."""
+    import asyncio
+
+    from ingest.dlq import read_dlq
+
+    config = _config()
+    entries = asyncio.run(read_dlq(config, limit=limit))
+    for e in entries:
+        raw = e.value[:80]
+        click.echo(f"{e.source:<40} {e.reason}\n    value: {raw!r}{'...' if len(e.value) > 80 else ''}")
+    click.echo(f"{len(entries)} entries in {config.topics.instructions_dlq}")
 
 
 if __name__ == "__main__":  # pragma: no cover

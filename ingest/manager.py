@@ -1,0 +1,235 @@
+"""The Ad Manager: campaign instructions → validated, enriched campaign states in PostgreSQL, Redis, Kafka.
+
+Per batch (``getmany``): decode and enrich each instruction (a pure ``process_message``), send the bad ones
+to the DLQ with the reason, fold the good ones to the newest state per campaign, upsert them into
+``online_ads.ads``, set budgets in Redis, publish the states to ``ad-changes``, and only then commit the
+offsets. ``version`` is the instruction's offset + 1 (instructions are keyed by campaign id, so one
+campaign's instructions share a partition and their offsets grow), which makes every step idempotent:
+a manager killed at any moment reprocesses from the last commit and reaches the same state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import msgspec
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from redis.exceptions import RedisError
+
+from adplatform.budget_redis import BudgetStore
+from adplatform.config import Config
+from adplatform.kafka import make_producer
+from adplatform.names import GROUP_AD_MANAGER
+from index.campaign import Campaign
+from index.pacing import Clock, SystemClock
+from ingest.instruction import InstructionError, process_message
+from ingest.sink_postgres import AdsSink
+
+logger = logging.getLogger(__name__)
+
+#: Failures of a dependency that go away by themselves: retry the batch (offsets stay uncommitted).
+RETRIABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+             asyncpg.CannotConnectNowError, RedisError, KafkaError)  # fmt: skip
+
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass
+class ManagerStats:
+    """Counters of one manager run."""
+
+    messages: int = 0
+    applied: int = 0
+    rejected: int = 0
+    batches: int = 0
+    retries: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    record: ConsumerRecord[bytes, bytes]
+    reason: str
+
+
+def fold(
+    records: Sequence[ConsumerRecord[bytes, bytes]], now_s: int
+) -> tuple[list[Campaign], list[Rejected]]:
+    """Decode and enrich a batch; newest state per campaign, and every rejected record with its reason."""
+    latest: dict[str, Campaign] = {}
+    rejected: list[Rejected] = []
+    for record in records:
+        try:
+            campaign = process_message(record.value or b"", version=record.offset + 1, now_s=now_s)
+        except InstructionError as exc:
+            rejected.append(Rejected(record, exc.reason))
+            continue
+        current = latest.get(campaign.campaign_id)
+        if current is None or current.version < campaign.version:
+            latest[campaign.campaign_id] = campaign
+    return list(latest.values()), rejected
+
+
+def _dlq_headers(rejected: Rejected, now_s: float) -> list[tuple[str, bytes]]:
+    r = rejected.record
+    return [
+        ("reason", rejected.reason.encode("utf-8", "replace")[:1000]),
+        ("source", f"{r.topic}/{r.partition}/{r.offset}".encode()),
+        ("rejected-at", str(int(now_s)).encode()),
+    ]
+
+
+class AdManager:
+    """One member of the ``ad-manager`` consumer group."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        sink: AdsSink,
+        budgets: BudgetStore,
+        clock: Clock | None = None,
+    ) -> None:
+        self._config = config
+        self._consumer = consumer
+        self._producer = producer
+        self._sink = sink
+        self._budgets = budgets
+        self._clock = clock or SystemClock()
+        self._stopping = asyncio.Event()
+        self.stats = ManagerStats()
+
+    def stop(self) -> None:
+        """Finish the current batch, commit, and return from ``run``."""
+        self._stopping.set()
+
+    async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Write one batch everywhere it goes; raises on a dependency failure (nothing is committed)."""
+        now = self._clock.now()
+        campaigns, rejected = fold(records, int(now))
+        await self._sink.write(campaigns)
+        await self._budgets.init_campaigns(campaigns, now)
+        futures: list[Any] = []
+        for c in campaigns:
+            futures.append(
+                await self._producer.send(
+                    self._config.topics.ad_changes, _encoder.encode(c), key=c.campaign_id.encode()
+                )
+            )
+        for bad in rejected:
+            futures.append(
+                await self._producer.send(
+                    self._config.topics.instructions_dlq,
+                    bad.record.value,
+                    key=bad.record.key,
+                    headers=_dlq_headers(bad, now),
+                )
+            )
+        if futures:
+            await asyncio.gather(*futures)  # acknowledged by Kafka (acks=all) before the commit
+        self.stats.applied += len(campaigns)
+        self.stats.rejected += len(rejected)
+        for bad in rejected:
+            kind = bad.reason.split(":", 1)[0]
+            self.stats.reasons[kind] = self.stats.reasons.get(kind, 0) + 1
+
+    async def _drained(self) -> bool:
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return False
+        ends = await self._consumer.end_offsets(list(assignment))
+        for tp in assignment:
+            if await self._consumer.position(tp) < ends[tp]:
+                return False
+        return True
+
+    async def run(self, *, until_idle: bool = False, max_batch: int = 5000) -> ManagerStats:
+        """Consume until stopped (or, with ``until_idle``, until every assigned partition is drained)."""
+        backoff_s = 0.2
+        while not self._stopping.is_set():
+            batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = await self._consumer.getmany(
+                timeout_ms=300, max_records=max_batch
+            )
+            records = [r for part in batch.values() for r in part]
+            if not records:
+                if until_idle and await self._drained():
+                    break
+                continue
+            while True:
+                try:
+                    await self.handle(records)
+                    break
+                except RETRIABLE as exc:
+                    self.stats.retries += 1
+                    logger.warning("batch of %d failed (%s); retrying in %.1fs", len(records), exc, backoff_s)
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, 5.0)
+            backoff_s = 0.2
+            try:
+                await self._consumer.commit()
+            except CommitFailedError as exc:
+                # A rebalance moved the partitions; the new owner reprocesses, which is idempotent.
+                logger.warning("commit failed after a rebalance (%s); the batch will be replayed", exc)
+            self.stats.messages += len(records)
+            self.stats.batches += 1
+        return self.stats
+
+
+async def run_manager(
+    config: Config, *, until_idle: bool = False, idle_timeout_s: float | None = None
+) -> ManagerStats:
+    """Entry point: create every client, run one manager, close everything."""
+    import signal
+
+    consumer = AIOKafkaConsumer(
+        config.topics.instructions,
+        bootstrap_servers=config.kafka_bootstrap,
+        group_id=config.group(GROUP_AD_MANAGER),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=2_000,
+    )
+    producer = make_producer(config, linger_ms=10, client_id="ad-manager")
+    pool = await asyncpg.create_pool(config.pg_dsn, min_size=1, max_size=2)
+    redis_client = aioredis.Redis.from_url(config.redis_url, socket_timeout=5)
+    await producer.start()
+    await consumer.start()
+    manager = AdManager(
+        config,
+        consumer=consumer,
+        producer=producer,
+        sink=AdsSink(pool),
+        budgets=BudgetStore(redis_client, slot_s=config.slot_s),
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, manager.stop)
+    started = time.monotonic()
+    try:
+        task = asyncio.ensure_future(manager.run(until_idle=until_idle))
+        if idle_timeout_s is not None:
+            done, _ = await asyncio.wait({task}, timeout=idle_timeout_s)
+            if not done:
+                manager.stop()
+        return await task
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await consumer.stop()
+        await producer.stop()
+        await pool.close()
+        await redis_client.aclose()
+        logger.info("manager stopped after %.1fs: %s", time.monotonic() - started, manager.stats)
