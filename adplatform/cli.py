@@ -222,7 +222,8 @@ def produce_cmd(file: Path, rate: float | None, rebase_dates: bool) -> None:
 @main.command("manager")
 @click.option("--until-idle", is_flag=True, help="Stop once every assigned partition is drained.")
 @click.option("--timeout", type=float, default=None, help="Stop after this many seconds at most.")
-def manager_cmd(until_idle: bool, timeout: float | None) -> None:
+@click.option("--max-batch", type=click.IntRange(1, 100_000), default=5000, show_default=True)
+def manager_cmd(until_idle: bool, timeout: float | None, max_batch: int) -> None:
     """Run the Ad Manager (consumer group ad-manager): instructions → PostgreSQL, Redis, ad-changes."""
     import asyncio
 
@@ -230,7 +231,9 @@ def manager_cmd(until_idle: bool, timeout: float | None) -> None:
 
     config = _config()
     _logging(config)
-    stats = asyncio.run(run_manager(config, until_idle=until_idle, idle_timeout_s=timeout))
+    stats = asyncio.run(
+        run_manager(config, until_idle=until_idle, idle_timeout_s=timeout, max_batch=max_batch)
+    )
     click.echo(
         f"manager: {stats.messages} messages in {stats.batches} batches, {stats.applied} campaign states "
         f"applied, {stats.rejected} rejected to the DLQ"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from typing import Final
 
 import msgspec
@@ -33,6 +34,9 @@ _LocTarget = tuple[str, str, str]
 #: Age of a request without one: below every real range, so it matches only "any age" (0–0) campaigns.
 _NO_AGE: Final = -(1 << 62)
 _ANY_AGE: Final = (_NO_AGE, 1 << 62)
+#: Batch size from which ``apply_all`` rebuilds candidate lists instead of updating them in place
+#: (an update moves ~n pointers per list, a rebuild sorts ~n entries: break-even near a thousand).
+_BULK_BATCH: Final = 1_000
 #: Bit of a value that no campaign targets, or that the request lacks: only ``All`` (all bits) matches it.
 _UNKNOWN_BIT: Final = 1
 
@@ -82,7 +86,7 @@ def _loc_target(campaign: Campaign) -> _LocTarget:
 
 def _loc_accepts(target: _LocTarget, key: _LocKey) -> bool:
     """Whether a campaign with this location targeting belongs in the candidate list of ``key``."""
-    return all(t == ALL or t == k for t, k in zip(target, key, strict=True))
+    return all(t in (ALL, k) for t, k in zip(target, key, strict=True))
 
 
 class TargetingIndex:
@@ -144,8 +148,19 @@ class TargetingIndex:
         return True
 
     def apply_all(self, campaigns: Iterable[Campaign]) -> int:
-        """``apply`` each campaign in order; returns how many changed something."""
-        return sum(self.apply(c) for c in campaigns)
+        """``apply`` each campaign in order; returns how many changed something.
+
+        A large batch drops the candidate lists first and rebuilds them after: one sort per list is
+        cheaper than that many O(n) inserts into it.
+        """
+        batch = list(campaigns)
+        rebuild = len(batch) >= _BULK_BATCH and bool(self._lists)
+        if rebuild:
+            self._lists.clear()
+        changed = sum(self.apply(c) for c in batch)
+        if rebuild:
+            self.warm()
+        return changed
 
     def prune(self, now_s: float) -> int:
         """Unindex campaigns whose flight has ended (they stay retrievable by id); returns how many.
@@ -181,7 +196,7 @@ class TargetingIndex:
         out: list[Campaign] = []
         dbit, gbit, ibit, age = self._request_bits(request)
         blocked = self.blocked
-        for cpm, start, end, dm, gm, im, lo, hi, cid, c in self._candidates(request):
+        for _cpm, start, end, dm, gm, im, lo, hi, cid, c in self._candidates(request):
             if (
                 start <= now_s < end
                 and dm & dbit
@@ -272,7 +287,9 @@ class TargetingIndex:
                     posting = self._by_loc.get((c, s, k))
                     if posting:
                         found.extend(posting.values())
-        found.sort(key=_order)
+        # Same order as _order, via two stable C-level sorts: several times faster than a tuple key.
+        found.sort(key=itemgetter(8))
+        found.sort(key=itemgetter(0), reverse=True)
         self._lists[key] = found
         return found
 

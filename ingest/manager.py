@@ -11,9 +11,11 @@ a manager killed at any moment reprocesses from the last commit and reaches the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +23,7 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
 from redis.exceptions import RedisError
 
 from adplatform.budget_redis import BudgetStore
@@ -60,15 +62,18 @@ class Rejected:
     reason: str
 
 
-def fold(
-    records: Sequence[ConsumerRecord[bytes, bytes]], now_s: int
-) -> tuple[list[Campaign], list[Rejected]]:
-    """Decode and enrich a batch; newest state per campaign, and every rejected record with its reason."""
+def fold(records: Sequence[ConsumerRecord[bytes, bytes]]) -> tuple[list[Campaign], list[Rejected]]:
+    """Decode and enrich a batch; newest state per campaign, and every rejected record with its reason.
+
+    ``updated_at_s`` is the instruction's Kafka timestamp, not the wall clock, so a replay is identical.
+    """
     latest: dict[str, Campaign] = {}
     rejected: list[Rejected] = []
     for record in records:
         try:
-            campaign = process_message(record.value or b"", version=record.offset + 1, now_s=now_s)
+            campaign = process_message(
+                record.value or b"", version=record.offset + 1, now_s=record.timestamp // 1000
+            )
         except InstructionError as exc:
             rejected.append(Rejected(record, exc.reason))
             continue
@@ -99,6 +104,7 @@ class AdManager:
         sink: AdsSink,
         budgets: BudgetStore,
         clock: Clock | None = None,
+        max_batch: int = 5000,
     ) -> None:
         self._config = config
         self._consumer = consumer
@@ -106,6 +112,7 @@ class AdManager:
         self._sink = sink
         self._budgets = budgets
         self._clock = clock or SystemClock()
+        self._max_batch = max_batch
         self._stopping = asyncio.Event()
         self.stats = ManagerStats()
 
@@ -116,7 +123,7 @@ class AdManager:
     async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Write one batch everywhere it goes; raises on a dependency failure (nothing is committed)."""
         now = self._clock.now()
-        campaigns, rejected = fold(records, int(now))
+        campaigns, rejected = fold(records)
         await self._sink.write(campaigns)
         await self._budgets.init_campaigns(campaigns, now)
         futures: list[Any] = []
@@ -153,13 +160,18 @@ class AdManager:
                 return False
         return True
 
-    async def run(self, *, until_idle: bool = False, max_batch: int = 5000) -> ManagerStats:
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        return self._consumer
+
+    async def run(self, *, until_idle: bool = False) -> ManagerStats:
         """Consume until stopped (or, with ``until_idle``, until every assigned partition is drained)."""
         backoff_s = 0.2
         while not self._stopping.is_set():
-            batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = await self._consumer.getmany(
-                timeout_ms=300, max_records=max_batch
-            )
+            try:
+                batch = await self._consumer.getmany(timeout_ms=300, max_records=self._max_batch)
+            except ConsumerStoppedError:
+                break  # closed under us (shutdown); nothing uncommitted was written
             records = [r for part in batch.values() for r in part]
             if not records:
                 if until_idle and await self._drained():
@@ -185,18 +197,16 @@ class AdManager:
         return self.stats
 
 
-async def run_manager(
-    config: Config, *, until_idle: bool = False, idle_timeout_s: float | None = None
-) -> ManagerStats:
-    """Entry point: create every client, run one manager, close everything."""
-    import signal
-
+@contextlib.asynccontextmanager
+async def open_manager(config: Config, *, max_batch: int = 5000) -> AsyncIterator[AdManager]:
+    """Create every client of one manager, yield it (not yet running), close everything after."""
     consumer = AIOKafkaConsumer(
         config.topics.instructions,
         bootstrap_servers=config.kafka_bootstrap,
         group_id=config.group(GROUP_AD_MANAGER),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        max_poll_records=max_batch,
         max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
         session_timeout_ms=10_000,
@@ -205,31 +215,42 @@ async def run_manager(
     producer = make_producer(config, linger_ms=10, client_id="ad-manager")
     pool = await asyncpg.create_pool(config.pg_dsn, min_size=1, max_size=2)
     redis_client = aioredis.Redis.from_url(config.redis_url, socket_timeout=5)
-    await producer.start()
-    await consumer.start()
-    manager = AdManager(
-        config,
-        consumer=consumer,
-        producer=producer,
-        sink=AdsSink(pool),
-        budgets=BudgetStore(redis_client, slot_s=config.slot_s),
-    )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, manager.stop)
-    started = time.monotonic()
     try:
-        task = asyncio.ensure_future(manager.run(until_idle=until_idle))
-        if idle_timeout_s is not None:
-            done, _ = await asyncio.wait({task}, timeout=idle_timeout_s)
-            if not done:
-                manager.stop()
-        return await task
+        await producer.start()
+        await consumer.start()
+        yield AdManager(
+            config,
+            consumer=consumer,
+            producer=producer,
+            sink=AdsSink(pool),
+            budgets=BudgetStore(redis_client, slot_s=config.slot_s),
+            max_batch=max_batch,
+        )
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         await consumer.stop()
         await producer.stop()
         await pool.close()
         await redis_client.aclose()
-        logger.info("manager stopped after %.1fs: %s", time.monotonic() - started, manager.stats)
+
+
+async def run_manager(
+    config: Config, *, until_idle: bool = False, idle_timeout_s: float | None = None, max_batch: int = 5000
+) -> ManagerStats:
+    """Entry point: one manager until SIGTERM/SIGINT (or idle, or the timeout)."""
+    started = time.monotonic()
+    async with open_manager(config, max_batch=max_batch) as manager:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, manager.stop)
+        try:
+            task = asyncio.ensure_future(manager.run(until_idle=until_idle))
+            if idle_timeout_s is not None:
+                done, _ = await asyncio.wait({task}, timeout=idle_timeout_s)
+                if not done:
+                    manager.stop()
+            stats = await task
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    logger.info("manager stopped after %.1fs: %s", time.monotonic() - started, stats)
+    return stats

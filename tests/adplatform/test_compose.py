@@ -31,7 +31,9 @@ def test_compose_ports_match_the_local_stack_and_config_defaults() -> None:
     assert config.pg_dsn.endswith(f":{PG_PORT}/adplatform")
     assert config.redis_url.startswith(f"redis://127.0.0.1:{REDIS_PORT}/")
     assert config.kafka_bootstrap == f"127.0.0.1:{KAFKA_PORT}"
-    assert f"EXTERNAL://127.0.0.1:{KAFKA_PORT}" in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert (
+        f"EXTERNAL://127.0.0.1:{KAFKA_PORT}" in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    )
 
 
 def test_compose_platform_services_run_commands_of_the_cli() -> None:
@@ -50,8 +52,7 @@ def test_compose_platform_services_run_commands_of_the_cli() -> None:
 
 def test_compose_config_validates_when_the_plugin_exists() -> None:
     docker = shutil.which("docker")
-    probe = subprocess.run([docker, "compose", "version"], capture_output=True) if docker else None
-    if probe is None or probe.returncode != 0:
+    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
         # The compose plugin is not on this machine: the YAML checks above are what we can do here.
         return
     result = subprocess.run([docker, "compose", "config", "-q"], cwd=ROOT, capture_output=True, text=True)
