@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
 from redis.exceptions import RedisError
 
