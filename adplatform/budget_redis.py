@@ -1,14 +1,24 @@
-"""Campaign budgets in Redis: the Lua scripts every process uses, so the rules live in one place.
+"""Campaign budgets in Redis: the Lua scripts every process uses, so the money rules live in one place.
 
-One hash per campaign (``adplatform.names.budget_key``) holds integer micro-units: ``budget``, ``spent``,
-``version`` (of the campaign state that set the budget), and the pacing fields ``slot``, ``slot_budget``,
-``slot_spent``. Every change is one script, so it is atomic under any concurrency. Redis Lua numbers are
-doubles: micro amounts stay far below 2^53, so they are exact.
+One hash per campaign (``adplatform.names.budget_key``) holds integers: ``budget``, ``spent``,
+``slot_budget`` and ``slot_spent`` in micro-units, ``version`` of the campaign state that set the budget,
+``slot`` (the epoch-aligned pacing slot the slot fields belong to), and the flight in epoch seconds.
+Every change is one script, so it is atomic under any concurrency, and each script touches the keys of
+one campaign only (same hash tag), so it also runs on Redis Cluster.
+
+Redis Lua numbers are doubles: every amount here stays far below 2^53, where doubles are exact integers,
+and ``math.floor(a / b)`` is exact for such integers.
+
+Exhaustion: when a charge uses up the total or the slot budget, the script adds the campaign to the
+blocked set and publishes ``block:<id>`` on ``names.CHANNEL_BUDGET`` in the same atomic step; every
+ad-server worker subscribes and skips the campaign (pub/sub reaches all workers in about a millisecond;
+the set is what a worker loads when it starts or reconnects, so a missed message is repaired).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -16,36 +26,177 @@ import redis.asyncio as aioredis
 from adplatform import names
 from index import pacing
 from index.campaign import Campaign
-from index.pacing import slot_id
 
-# KEYS[1] budget hash, KEYS[2] blocked set.
-# ARGV: version, budget, slot, slot_budget, active(1/0).
-# A newer campaign state sets the budget (spend is kept: an Update changes the budget, not what was spent).
-# An older or equal version is ignored, so replays after a crash change nothing.
-_INIT = """
+# Shared Lua: roll the slot lazily when the hash still holds an older slot, so a charge never uses a
+# stale slot budget even if no pacer has run yet. Leftover rolls forward: the new slot budget is the
+# remaining budget over the remaining slots of the flight.
+_ROLL = """
+local function roll(key, slot, slot_s)
+  local cur = tonumber(redis.call('HGET', key, 'slot') or '-1')
+  if cur == slot then return end
+  local budget = tonumber(redis.call('HGET', key, 'budget'))
+  local spent = tonumber(redis.call('HGET', key, 'spent') or '0')
+  local fs = tonumber(redis.call('HGET', key, 'flight_start') or '0')
+  local fe = tonumber(redis.call('HGET', key, 'flight_end') or '0')
+  local now = slot * slot_s
+  local slots = 0
+  if now < fe and fe > fs then
+    local first = math.floor(math.max(now, fs) / slot_s)
+    local last = math.floor((fe - 1) / slot_s)
+    slots = last - first + 1
+  end
+  local sb = 0
+  if slots > 0 and budget > spent then sb = math.floor((budget - spent) / slots) end
+  redis.call('HSET', key, 'slot', slot, 'slot_budget', sb, 'slot_spent', 0)
+end
+
+local function cid_of(key)
+  return string.sub(key, string.find(key, '{', 1, true) + 1, -2)
+end
+
+-- Block or unblock after any change; publish only on a change of state.
+local function settle(key, blocked, channel)
+  local budget = tonumber(redis.call('HGET', key, 'budget'))
+  local spent = tonumber(redis.call('HGET', key, 'spent'))
+  local sb = tonumber(redis.call('HGET', key, 'slot_budget') or '0')
+  local ss = tonumber(redis.call('HGET', key, 'slot_spent') or '0')
+  local cid = cid_of(key)
+  if spent >= budget or ss >= sb then
+    if redis.call('SADD', blocked, cid) == 1 then redis.call('PUBLISH', channel, 'block:' .. cid) end
+    return 1
+  end
+  if redis.call('SREM', blocked, cid) == 1 then redis.call('PUBLISH', channel, 'unblock:' .. cid) end
+  return 0
+end
+"""
+
+# KEYS: budget hash, blocked set. ARGV: version, budget, flight_start, flight_end, slot, slot_s, channel.
+# A newer campaign state sets the budget and flight; spend is kept (an Update changes the budget, not
+# what was spent). An older or equal version is ignored, so a replay after a crash changes nothing.
+_INIT = (
+    _ROLL
+    + """
 local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
-local version = tonumber(ARGV[1])
-if cur >= version then return 0 end
-local budget = tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'budget', ARGV[2], 'active', ARGV[5])
-if redis.call('HEXISTS', KEYS[1], 'spent') == 0 then
-  redis.call('HSET', KEYS[1], 'spent', 0)
+if cur >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'budget', ARGV[2], 'flight_start', ARGV[3],
+           'flight_end', ARGV[4])
+if redis.call('HEXISTS', KEYS[1], 'spent') == 0 then redis.call('HSET', KEYS[1], 'spent', 0) end
+-- Recompute the slot budget from the new budget and flight; what this slot already spent still counts.
+local slot = tonumber(ARGV[5])
+local kept = 0
+if tonumber(redis.call('HGET', KEYS[1], 'slot') or '-1') == slot then
+  kept = tonumber(redis.call('HGET', KEYS[1], 'slot_spent') or '0')
 end
-local slot = redis.call('HGET', KEYS[1], 'slot')
-if slot ~= ARGV[3] then
-  redis.call('HSET', KEYS[1], 'slot', ARGV[3], 'slot_budget', ARGV[4], 'slot_spent', 0)
+redis.call('HDEL', KEYS[1], 'slot')
+roll(KEYS[1], slot, tonumber(ARGV[6]))
+if kept > 0 then
+  local sb = tonumber(redis.call('HGET', KEYS[1], 'slot_budget')) + kept
+  redis.call('HSET', KEYS[1], 'slot_spent', kept, 'slot_budget', sb)
 end
+settle(KEYS[1], KEYS[2], ARGV[7])
+return 1
+"""
+)
+
+# KEYS: budget hash, dedup key, blocked set. ARGV: amount, dedup ttl s, slot, slot_s, channel.
+# Returns {status, charged, exhausted}: status 0 charged, 1 duplicate (charged = the first charge),
+# 2 unknown campaign (no budget in Redis: refuse, nothing charged).
+_DEBIT = (
+    _ROLL
+    + """
+local prev = redis.call('GET', KEYS[2])
+if prev then return {1, tonumber(prev), 0} end
+if redis.call('HEXISTS', KEYS[1], 'budget') == 0 then return {2, 0, 0} end
+roll(KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4]))
+local budget = tonumber(redis.call('HGET', KEYS[1], 'budget'))
 local spent = tonumber(redis.call('HGET', KEYS[1], 'spent'))
-local slot_budget = tonumber(redis.call('HGET', KEYS[1], 'slot_budget'))
-local slot_spent = tonumber(redis.call('HGET', KEYS[1], 'slot_spent'))
-local cid = string.sub(KEYS[1], string.find(KEYS[1], '{') + 1, -2)
-if spent >= budget or slot_spent >= slot_budget then
-  redis.call('SADD', KEYS[2], cid)
-else
-  redis.call('SREM', KEYS[2], cid)
+local sb = tonumber(redis.call('HGET', KEYS[1], 'slot_budget'))
+local ss = tonumber(redis.call('HGET', KEYS[1], 'slot_spent'))
+local charge = tonumber(ARGV[1])
+if charge > budget - spent then charge = budget - spent end
+if charge > sb - ss then charge = sb - ss end
+if charge < 0 then charge = 0 end
+if charge > 0 then
+  redis.call('HINCRBY', KEYS[1], 'spent', charge)
+  redis.call('HINCRBY', KEYS[1], 'slot_spent', charge)
+end
+redis.call('SET', KEYS[2], charge, 'EX', tonumber(ARGV[2]))
+local exhausted = settle(KEYS[1], KEYS[3], ARGV[5])
+return {0, charge, exhausted}
+"""
+)
+
+# KEYS: budget hash, dedup key, blocked set. ARGV: charged, slot, channel.
+# Undo a debit whose event Kafka did not acknowledge: the client gets a 503 and may retry.
+_REFUND = (
+    _ROLL
+    + """
+local prev = redis.call('GET', KEYS[2])
+if not prev or tonumber(prev) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[2])
+local charged = tonumber(ARGV[1])
+if charged > 0 and redis.call('HEXISTS', KEYS[1], 'budget') == 1 then
+  redis.call('HINCRBY', KEYS[1], 'spent', -charged)
+  if tonumber(redis.call('HGET', KEYS[1], 'slot') or '-1') == tonumber(ARGV[2]) then
+    redis.call('HINCRBY', KEYS[1], 'slot_spent', -charged)
+  end
+  settle(KEYS[1], KEYS[3], ARGV[3])
 end
 return 1
 """
+)
+
+# KEYS: budget hash, blocked set. ARGV: slot, slot_s, channel. The pacer's per-slot step.
+_PACE = (
+    _ROLL
+    + """
+if redis.call('HEXISTS', KEYS[1], 'budget') == 0 then return -1 end
+roll(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+return settle(KEYS[1], KEYS[2], ARGV[3])
+"""
+)
+
+# KEYS: budget hash, blocked set. ARGV: expected spent ('' = the hash must be absent), new spent,
+# version, budget, flight_start, flight_end, slot, slot_s, channel.
+# Reconciliation's compare-and-set: repairs only if nothing charged since the spend was read.
+_REPAIR = (
+    _ROLL
+    + """
+local cur = redis.call('HGET', KEYS[1], 'spent')
+if ARGV[1] == '' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+  redis.call('HSET', KEYS[1], 'version', ARGV[3], 'budget', ARGV[4], 'flight_start', ARGV[5],
+             'flight_end', ARGV[6], 'spent', ARGV[2])
+elseif cur ~= ARGV[1] then
+  return 0
+else
+  local delta = tonumber(ARGV[2]) - tonumber(cur)
+  redis.call('HSET', KEYS[1], 'spent', ARGV[2])
+  if redis.call('HEXISTS', KEYS[1], 'slot_spent') == 1 then
+    local ss = tonumber(redis.call('HGET', KEYS[1], 'slot_spent')) + delta
+    if ss < 0 then ss = 0 end
+    redis.call('HSET', KEYS[1], 'slot_spent', ss)
+  end
+end
+roll(KEYS[1], tonumber(ARGV[7]), tonumber(ARGV[8]))
+settle(KEYS[1], KEYS[2], ARGV[9])
+return 1
+"""
+)
+
+
+class BudgetStatus:
+    CHARGED = 0
+    DUPLICATE = 1
+    UNKNOWN = 2
+
+
+@dataclass(frozen=True)
+class Debit:
+    status: int
+    charged_micros: int
+    exhausted: bool
+    slot: int
 
 
 class BudgetStore:
@@ -55,17 +206,25 @@ class BudgetStore:
         self._client = client
         self._slot_s = slot_s
         self._init = client.register_script(_INIT)
+        self._debit = client.register_script(_DEBIT)
+        self._refund = client.register_script(_REFUND)
+        self._pace = client.register_script(_PACE)
+        self._repair = client.register_script(_REPAIR)
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._client
 
     async def init_campaigns(self, campaigns: Iterable[Campaign], now_s: float) -> int:
         """Set or update budgets for campaign states (newer versions only); returns how many changed."""
-        slot = slot_id(now_s, self._slot_s)
+        slot = pacing.slot_id(now_s, self._slot_s)
         pipe = self._client.pipeline(transaction=False)
         count = 0
         for c in campaigns:
-            slot_budget_micros = pacing.slot_budget(
-                c.budget_micros, now_s, c.flight_start_s, c.flight_end_s, self._slot_s
-            )
-            args: list[Any] = [c.version, c.budget_micros, slot, slot_budget_micros, 1 if c.active else 0]
+            args: list[Any] = [
+                c.version, c.budget_micros, c.flight_start_s, c.flight_end_s, slot, self._slot_s,
+                names.CHANNEL_BUDGET,
+            ]  # fmt: skip
             await self._init(
                 keys=[names.budget_key(c.campaign_id), names.BLOCKED_SET], args=args, client=pipe
             )
@@ -75,6 +234,59 @@ class BudgetStore:
         results = await pipe.execute()
         return sum(int(r) for r in results)
 
+    async def debit(
+        self, campaign_id: str, dedup_id: str, amount_micros: int, *, now_s: float, dedup_ttl_s: int
+    ) -> Debit:
+        """Charge at most ``amount_micros`` once per ``dedup_id``, capped by total and slot budget."""
+        slot = pacing.slot_id(now_s, self._slot_s)
+        keys = [names.budget_key(campaign_id), names.dedup_key(campaign_id, dedup_id), names.BLOCKED_SET]
+        args: list[Any] = [amount_micros, dedup_ttl_s, slot, self._slot_s, names.CHANNEL_BUDGET]
+        status, charged, exhausted = await self._debit(keys=keys, args=args)
+        return Debit(int(status), int(charged), bool(int(exhausted)), slot)
+
+    async def refund(self, campaign_id: str, dedup_id: str, debit: Debit) -> bool:
+        """Undo ``debit`` (its event was not acknowledged); idempotent."""
+        keys = [names.budget_key(campaign_id), names.dedup_key(campaign_id, dedup_id), names.BLOCKED_SET]
+        args: list[Any] = [debit.charged_micros, debit.slot, names.CHANNEL_BUDGET]
+        return bool(int(await self._refund(keys=keys, args=args)))
+
+    async def pace(self, campaign_ids: Iterable[str], now_s: float) -> dict[str, bool]:
+        """Roll every campaign to the current slot; returns campaign id → blocked after the roll."""
+        slot = pacing.slot_id(now_s, self._slot_s)
+        ids = list(campaign_ids)
+        pipe = self._client.pipeline(transaction=False)
+        for cid in ids:
+            args: list[Any] = [slot, self._slot_s, names.CHANNEL_BUDGET]
+            await self._pace(keys=[names.budget_key(cid), names.BLOCKED_SET], args=args, client=pipe)
+        results = await pipe.execute() if ids else []
+        return {cid: int(r) == 1 for cid, r in zip(ids, results, strict=True) if int(r) >= 0}
+
+    async def repair(
+        self, campaign: Campaign, *, expected_spent: int | None, spent: int, now_s: float
+    ) -> bool:
+        """Set a campaign's spend to ``spent`` if Redis still holds ``expected_spent`` (None = no hash)."""
+        slot = pacing.slot_id(now_s, self._slot_s)
+        args: list[Any] = [
+            "" if expected_spent is None else expected_spent, spent, campaign.version, campaign.budget_micros,
+            campaign.flight_start_s, campaign.flight_end_s, slot, self._slot_s, names.CHANNEL_BUDGET,
+        ]  # fmt: skip
+        keys = [names.budget_key(campaign.campaign_id), names.BLOCKED_SET]
+        return bool(int(await self._repair(keys=keys, args=args)))
+
     async def get(self, campaign_id: str) -> dict[str, int]:
         raw = await self._client.hgetall(names.budget_key(campaign_id))
         return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+
+    async def spent_all(self) -> dict[str, int]:
+        """Every campaign's spend in Redis (SCAN; for reconciliation and tests, not the hot path)."""
+        out: dict[str, int] = {}
+        pattern = names.REDIS_PREFIX + "camp:*"
+        keys = [k async for k in self._client.scan_iter(match=pattern, count=1000)]
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(key, "spent")
+        for key, value in zip(keys, await pipe.execute(), strict=True):
+            text = key.decode() if isinstance(key, bytes) else key
+            if value is not None:
+                out[text[text.index("{") + 1 : -1]] = int(value)
+        return out

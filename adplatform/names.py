@@ -27,6 +27,6 @@ def budget_key(campaign_id: str) -> str:
     return f"{REDIS_PREFIX}camp:{{{campaign_id}}}"
 
 
-def dedup_key(campaign_id: str, request_id_digest: str, action: str) -> str:
-    """Marks (request, action) as charged; same hash slot as the campaign's budget key."""
-    return f"{REDIS_PREFIX}dedup:{{{campaign_id}}}:{request_id_digest}:{action}"
+def dedup_key(campaign_id: str, event_id: str) -> str:
+    """Marks one (request, action) as charged (``event_id``); same hash slot as the campaign's budget."""
+    return f"{REDIS_PREFIX}dedup:{{{campaign_id}}}:{event_id}"

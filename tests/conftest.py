@@ -105,7 +105,7 @@ async def pg_pool(base_config: Config) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
-TABLES = ("ads", "served_ads", '"user"', "consumer_offsets")
+TABLES = ("ads", "served_ads", '"user"', "consumer_offsets", "spend_events")
 
 
 @pytest.fixture

@@ -1,0 +1,112 @@
+"""The budget scripts on the real Redis: caps, de-duplication, refunds, slots, exhaustion signals."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from adplatform import names
+from adplatform.budget_redis import BudgetStatus, BudgetStore
+from adplatform.config import Config
+from index.campaign import Campaign
+
+pytestmark = pytest.mark.redis
+
+SLOT_S = 600
+T0 = 1_800_000_000 - 1_800_000_000 % SLOT_S  # a slot boundary
+
+
+def campaign(cid: str = "c1", *, budget: int = 1_000, version: int = 1, slots: int = 4) -> Campaign:
+    return Campaign(
+        campaign_id=cid, version=version, status="Active", action="New Campaign", text="t", category="c",
+        keywords="k", target_gender="All", target_age_start=0, target_age_end=0, target_city="All",
+        target_state="All", target_country="India", target_income_bucket="All", target_device="All",
+        cpc_micros=100, cpa_micros=1000, cpm_units=12_500, budget_micros=budget, flight_start_s=T0,
+        flight_end_s=T0 + slots * SLOT_S, slot_budget_micros=budget // slots,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def store(redis_client: aioredis.Redis) -> BudgetStore:
+    return BudgetStore(redis_client, slot_s=SLOT_S)
+
+
+async def test_init_sets_budget_and_slot_budget_and_ignores_old_versions(store: BudgetStore) -> None:
+    assert await store.init_campaigns([campaign(version=5)], T0) == 1
+    state = await store.get("c1")
+    assert (state["budget"], state["spent"], state["slot_budget"], state["version"]) == (1000, 0, 250, 5)
+    assert await store.init_campaigns([campaign(version=5, budget=9)], T0) == 0
+    assert await store.init_campaigns([campaign(version=4, budget=9)], T0) == 0
+    assert (await store.get("c1"))["budget"] == 1000
+
+
+async def test_debit_caps_at_slot_and_total_budget_and_dedups(
+    store: BudgetStore, redis_client: aioredis.Redis
+) -> None:
+    await store.init_campaigns([campaign(budget=1000, slots=4)], T0)
+    first = await store.debit("c1", "r1:click", 200, now_s=T0, dedup_ttl_s=60)
+    assert (first.status, first.charged_micros, first.exhausted) == (BudgetStatus.CHARGED, 200, False)
+    again = await store.debit("c1", "r1:click", 200, now_s=T0, dedup_ttl_s=60)
+    assert (again.status, again.charged_micros) == (BudgetStatus.DUPLICATE, 200)
+    capped = await store.debit("c1", "r2:click", 200, now_s=T0, dedup_ttl_s=60)
+    assert (capped.charged_micros, capped.exhausted) == (50, True)  # the slot budget is 250
+    assert await redis_client.sismember(names.BLOCKED_SET, "c1")
+    nothing = await store.debit("c1", "r3:click", 200, now_s=T0 + 1, dedup_ttl_s=60)
+    assert nothing.charged_micros == 0
+    # Next slot: the leftover of 750 spreads over the 3 remaining slots.
+    nxt = await store.debit("c1", "r4:click", 100, now_s=T0 + SLOT_S, dedup_ttl_s=60)
+    assert nxt.charged_micros == 100
+    state = await store.get("c1")
+    assert (state["spent"], state["slot_budget"], state["slot_spent"]) == (350, 250, 100)
+    assert not await redis_client.sismember(names.BLOCKED_SET, "c1")
+
+
+async def test_unknown_campaign_is_refused_and_refund_undoes_a_debit(store: BudgetStore) -> None:
+    unknown = await store.debit("nope", "r1:click", 10, now_s=T0, dedup_ttl_s=60)
+    assert (unknown.status, unknown.charged_micros) == (BudgetStatus.UNKNOWN, 0)
+    await store.init_campaigns([campaign()], T0)
+    debit = await store.debit("c1", "r1:click", 100, now_s=T0, dedup_ttl_s=60)
+    assert await store.refund("c1", "r1:click", debit)
+    assert not await store.refund("c1", "r1:click", debit)  # idempotent
+    state = await store.get("c1")
+    assert (state["spent"], state["slot_spent"]) == (0, 0)
+    retry = await store.debit("c1", "r1:click", 100, now_s=T0, dedup_ttl_s=60)
+    assert (retry.status, retry.charged_micros) == (BudgetStatus.CHARGED, 100)
+
+
+async def test_concurrent_debits_never_exceed_the_budget(
+    redis_client: aioredis.Redis, base_config: Config
+) -> None:
+    pool = aioredis.BlockingConnectionPool.from_url(base_config.redis_url, max_connections=64)
+    client = aioredis.Redis(connection_pool=pool)
+    store = BudgetStore(client, slot_s=SLOT_S)
+    await store.init_campaigns([campaign(budget=1_000, slots=1)], T0)
+    results = await asyncio.gather(
+        *(store.debit("c1", f"r{i}:click", 7, now_s=T0, dedup_ttl_s=60) for i in range(500))
+    )
+    await client.aclose()
+    assert sum(r.charged_micros for r in results) == 1_000
+    assert (await store.get("c1"))["spent"] == 1_000
+
+
+async def test_exhaustion_is_published(store: BudgetStore, redis_client: aioredis.Redis) -> None:
+    await store.init_campaigns([campaign(budget=100, slots=1)], T0)
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(names.CHANNEL_BUDGET)
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    await store.debit("c1", "r1:acquisition", 1_000, now_s=T0, dedup_ttl_s=60)
+    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose unannotated
+    assert message is not None and message["data"] == b"block:c1"
+
+
+async def test_repair_is_a_compare_and_set(store: BudgetStore) -> None:
+    c = campaign(budget=1_000, slots=1)
+    assert await store.repair(c, expected_spent=None, spent=300, now_s=T0)  # rebuilt after a wipe
+    assert (await store.get("c1"))["spent"] == 300
+    assert not await store.repair(c, expected_spent=None, spent=999, now_s=T0)
+    assert not await store.repair(c, expected_spent=1, spent=999, now_s=T0)
+    assert await store.repair(c, expected_spent=300, spent=400, now_s=T0)
+    assert (await store.get("c1"))["spent"] == 400
