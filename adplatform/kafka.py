@@ -100,9 +100,10 @@ async def kafka_alive(bootstrap: str, timeout_s: float = 5.0) -> bool:
 
 
 async def read_to_end(
-    bootstrap: str, topic: str, *, timeout_s: float = 60.0
+    bootstrap: str, topic: str, *, start: dict[int, int] | None = None, timeout_s: float = 60.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of ``topic`` from the beginning to its end offsets now (no group; bounded)."""
+    """Every record of ``topic`` from ``start`` (partition → offset; default: the beginning) to its end
+    offsets now (no consumer group; bounded)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
@@ -116,8 +117,11 @@ async def read_to_end(
             return records
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        for tp in tps:
+            if start and tp.partition in start:
+                consumer.seek(tp, start[tp.partition])
         ends = await consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if ends[tp] > 0}
+        remaining = {tp for tp in tps if ends[tp] > (start or {}).get(tp.partition, 0)}
         deadline = asyncio.get_running_loop().time() + timeout_s
         while remaining:
             if asyncio.get_running_loop().time() > deadline:

@@ -1,0 +1,219 @@
+"""The spend ledger: ``ad-feedback`` → per-campaign spend in PostgreSQL, exactly once.
+
+Each batch is one transaction: the charged events go into ``online_ads.spend_events`` (primary key
+``event_id``, so an event delivered twice is booked once), the campaigns' ``spent`` grows by what was
+newly booked, and the consumed offsets are stored in ``online_ads.consumer_offsets`` in the same
+transaction. On (re)assignment the consumer seeks to the stored offsets, so a crash at any point neither
+loses nor double-books an event. Kafka's own group offsets are not used for correctness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import ConsumerStoppedError, KafkaError
+
+from adplatform.config import Config
+from adplatform.names import GROUP_LEDGER
+from adplatform.wire import FeedbackEvent, feedback_decoder
+from index.money import micros_to_decimal
+
+logger = logging.getLogger(__name__)
+
+RETRIABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+             asyncpg.CannotConnectNowError, KafkaError)  # fmt: skip
+
+_BOOK = """
+WITH booked AS (
+    INSERT INTO online_ads.spend_events (event_id, campaign_id, amount, occurred_at)
+    SELECT event_id, campaign_id, amount, occurred_at FROM ledger_stage
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING campaign_id, amount
+), per_campaign AS (
+    SELECT campaign_id, sum(amount) AS amount FROM booked GROUP BY campaign_id
+)
+UPDATE online_ads.ads AS a SET spent = a.spent + p.amount, updated_at = now()
+FROM per_campaign AS p WHERE a.campaign_id = p.campaign_id
+"""
+
+_SAVE_OFFSETS = """
+INSERT INTO online_ads.consumer_offsets (consumer_group, topic, partition, next_offset)
+SELECT $1, $2, p, o FROM unnest($3::int[], $4::bigint[]) AS t(p, o)
+ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset
+"""
+
+
+@dataclass
+class LedgerStats:
+    messages: int = 0
+    charged_events: int = 0
+    undecodable: int = 0
+    batches: int = 0
+
+
+async def stored_offsets(conn: asyncpg.Connection | asyncpg.Pool, group: str, topic: str) -> dict[int, int]:
+    rows = await conn.fetch(
+        "SELECT partition, next_offset FROM online_ads.consumer_offsets"
+        " WHERE consumer_group = $1 AND topic = $2",
+        group,
+        topic,
+    )
+    return {r["partition"]: r["next_offset"] for r in rows}
+
+
+class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, ledger: SpendLedger) -> None:
+        self._ledger = ledger
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._ledger.seek_stored(assigned)
+
+
+class SpendLedger:
+    """One member of the ``spend-ledger`` group."""
+
+    def __init__(self, config: Config, consumer: AIOKafkaConsumer, pool: asyncpg.Pool) -> None:
+        self._config = config
+        self._consumer = consumer
+        self._pool = pool
+        self._group = config.group(GROUP_LEDGER)
+        self._stopping = asyncio.Event()
+        self.stats = LedgerStats()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def seek_stored(self, assigned: set[TopicPartition]) -> None:
+        offsets = await stored_offsets(self._pool, self._group, self._config.topics.feedback)
+        for tp in assigned:
+            if tp.partition in offsets:
+                self._consumer.seek(tp, offsets[tp.partition])
+            else:
+                await self._consumer.seek_to_beginning(tp)
+
+    async def book(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Book one batch and its offsets in one transaction."""
+        rows: dict[str, tuple[str, str, object, datetime]] = {}
+        next_offsets: dict[int, int] = {}
+        for r in records:
+            next_offsets[r.partition] = max(next_offsets.get(r.partition, 0), r.offset + 1)
+            try:
+                event: FeedbackEvent = feedback_decoder.decode(r.value or b"")
+            except (ValueError, TypeError):
+                # Only the ad server writes this topic; an undecodable record is counted and skipped
+                # (the archive keeps its raw value in its _corrupt area).
+                self.stats.undecodable += 1
+                logger.warning("undecodable ad-feedback record at %s/%d/%d", r.topic, r.partition, r.offset)
+                continue
+            if event.expenditure_micros > 0:
+                occurred = datetime.fromtimestamp(event.timestamp_ms / 1000, tz=UTC)
+                amount = micros_to_decimal(event.expenditure_micros)
+                rows[event.event_id] = (event.event_id, event.campaign_id, amount, occurred)
+        async with self._pool.acquire() as conn, conn.transaction():
+            if rows:
+                await conn.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS ledger_stage (event_id text, campaign_id text, "
+                    "amount numeric(20, 6), occurred_at timestamptz) ON COMMIT DELETE ROWS"
+                )
+                await conn.copy_records_to_table(
+                    "ledger_stage",
+                    records=list(rows.values()),
+                    columns=("event_id", "campaign_id", "amount", "occurred_at"),
+                )
+                await conn.execute(_BOOK)
+            parts = sorted(next_offsets)
+            await conn.execute(
+                _SAVE_OFFSETS,
+                self._group,
+                self._config.topics.feedback,
+                parts,
+                [next_offsets[p] for p in parts],
+            )
+        self.stats.charged_events += len(rows)
+
+    async def _drained(self) -> bool:
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return False
+        ends = await self._consumer.end_offsets(list(assignment))
+        for tp in assignment:
+            if await self._consumer.position(tp) < ends[tp]:
+                return False
+        return True
+
+    async def run(self, *, until_idle: bool = False) -> LedgerStats:
+        backoff_s = 0.2
+        while not self._stopping.is_set():
+            try:
+                batch = await self._consumer.getmany(timeout_ms=300, max_records=5000)
+            except ConsumerStoppedError:
+                break
+            records = [r for part in batch.values() for r in part]
+            if not records:
+                if until_idle and await self._drained():
+                    break
+                continue
+            while True:
+                try:
+                    await self.book(records)
+                    break
+                except RETRIABLE as exc:
+                    logger.warning("ledger batch failed (%s); retrying in %.1fs", exc, backoff_s)
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, 5.0)
+            backoff_s = 0.2
+            self.stats.messages += len(records)
+            self.stats.batches += 1
+        return self.stats
+
+
+@contextlib.asynccontextmanager
+async def open_ledger(config: Config) -> AsyncIterator[SpendLedger]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=config.kafka_bootstrap,
+        group_id=config.group(GROUP_LEDGER),
+        enable_auto_commit=False,  # offsets live in PostgreSQL, with the spend
+        auto_offset_reset="earliest",
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=2_000,
+    )
+    pool = await asyncpg.create_pool(config.pg_dsn, min_size=1, max_size=2)
+    ledger = SpendLedger(config, consumer, pool)
+    try:
+        consumer.subscribe([config.topics.feedback], listener=_SeekToStored(ledger))
+        await consumer.start()
+        yield ledger
+    finally:
+        await consumer.stop()
+        await pool.close()
+
+
+async def run_ledger(
+    config: Config, *, until_idle: bool = False, timeout_s: float | None = None
+) -> LedgerStats:
+    """Entry point of ``adplatform ledger``."""
+    async with open_ledger(config) as ledger:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, ledger.stop)
+        try:
+            task = asyncio.ensure_future(ledger.run(until_idle=until_idle))
+            if timeout_s is not None:
+                done, _ = await asyncio.wait({task}, timeout=timeout_s)
+                if not done:
+                    ledger.stop()
+            return await task
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,153 @@
+"""Reconciliation: Redis spend against the books, and repair of drift.
+
+The truth for a campaign's spend is the ledger in PostgreSQL (``online_ads.spend_events``) plus the
+charged ``ad-feedback`` events after the ledger's stored offsets that it has not booked yet. Redis should
+hold exactly that. Differences come from a Redis restart or wipe, or from a refund whose event Kafka kept
+after all. Repair is a compare-and-set per campaign (``BudgetStore.repair``): a campaign whose Redis spend
+moved between two readings is in flight and left for the next round. A campaign missing from Redis (data
+wiped) is rebuilt from ``online_ads.ads`` with the true spend; until then feedback for it answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from adplatform.budget_redis import BudgetStore
+from adplatform.config import Config
+from adplatform.kafka import read_to_end
+from adplatform.names import GROUP_LEDGER
+from adplatform.wire import feedback_decoder
+from adserver.ledger import stored_offsets
+from index.campaign import Campaign
+from index.money import MICROS_PER_UNIT
+
+logger = logging.getLogger(__name__)
+
+
+def _micros(value: Decimal) -> int:
+    return int(value * MICROS_PER_UNIT)
+
+
+@dataclass(frozen=True)
+class SpendDiff:
+    campaign_id: str
+    redis_micros: int | None
+    postgres_micros: int
+    pending_micros: int
+
+    @property
+    def truth_micros(self) -> int:
+        return self.postgres_micros + self.pending_micros
+
+    @property
+    def diff_micros(self) -> int:
+        return (self.redis_micros or 0) - self.truth_micros
+
+
+def campaign_from_row(row: asyncpg.Record) -> Campaign:
+    return Campaign(
+        campaign_id=row["campaign_id"], version=row["version"], status=row["status"], action=row["action"],
+        text=row["text"], category=row["category"], keywords=row["keywords"],
+        target_gender=row["target_gender"], target_age_start=row["target_age_start"],
+        target_age_end=row["target_age_end"], target_city=row["target_city"],
+        target_state=row["target_state"], target_country=row["target_country"],
+        target_income_bucket=row["target_income_bucket"],
+        target_device=row["target_device"], cpc_micros=_micros(row["cpc"]), cpa_micros=_micros(row["cpa"]),
+        cpm_units=int(row["cpm"] * 10**10), budget_micros=_micros(row["budget"]),
+        flight_start_s=int(row["flight_start"].timestamp()), flight_end_s=int(row["flight_end"].timestamp()),
+        slot_budget_micros=_micros(row["slot_budget"]),
+    )  # fmt: skip
+
+
+class Reconciler:
+    """Compares and repairs; one instance per process."""
+
+    def __init__(self, config: Config, pool: asyncpg.Pool, store: BudgetStore) -> None:
+        self._config = config
+        self._pool = pool
+        self._store = store
+
+    async def postgres_spend(self) -> dict[str, int]:
+        rows = await self._pool.fetch(
+            "SELECT campaign_id, sum(amount) AS spent FROM online_ads.spend_events GROUP BY campaign_id"
+        )
+        return {r["campaign_id"]: _micros(r["spent"]) for r in rows}
+
+    async def pending_spend(self) -> dict[str, int]:
+        """Charged events in ad-feedback after the ledger's offsets that the ledger has not booked."""
+        topic = self._config.topics.feedback
+        start = await stored_offsets(self._pool, self._config.group(GROUP_LEDGER), topic)
+        events: dict[str, tuple[str, int]] = {}
+        for record in await read_to_end(self._config.kafka_bootstrap, topic, start=start):
+            try:
+                event = feedback_decoder.decode(record.value or b"")
+            except (ValueError, TypeError):
+                continue
+            if event.expenditure_micros > 0:
+                events[event.event_id] = (event.campaign_id, event.expenditure_micros)
+        if not events:
+            return {}
+        booked = await self._pool.fetch(
+            "SELECT event_id FROM online_ads.spend_events WHERE event_id = ANY($1::text[])", list(events)
+        )
+        for row in booked:
+            events.pop(row["event_id"], None)
+        pending: dict[str, int] = {}
+        for campaign_id, micros in events.values():
+            pending[campaign_id] = pending.get(campaign_id, 0) + micros
+        return pending
+
+    async def diffs(self) -> list[SpendDiff]:
+        """Every campaign known to PostgreSQL or Redis whose Redis spend differs from the truth."""
+        redis_spent = await self._store.spent_all()
+        pg = await self.postgres_spend()
+        pending = await self.pending_spend()
+        known = {r["campaign_id"] for r in await self._pool.fetch("SELECT campaign_id FROM online_ads.ads")}
+        out: list[SpendDiff] = []
+        for cid in sorted(known | set(redis_spent) | set(pg) | set(pending)):
+            diff = SpendDiff(cid, redis_spent.get(cid), pg.get(cid, 0), pending.get(cid, 0))
+            if (diff.redis_micros is None and cid in known) or diff.diff_micros != 0:
+                out.append(diff)
+        return out
+
+    async def repair(self, *, settle_s: float = 0.5) -> list[SpendDiff]:
+        """Repair campaigns whose difference is stable across two readings; returns those repaired."""
+        first = {d.campaign_id: d for d in await self.diffs()}
+        if not first:
+            return []
+        await asyncio.sleep(settle_s)
+        second = await self.diffs()
+        rows = await self._pool.fetch(
+            "SELECT * FROM online_ads.ads WHERE campaign_id = ANY($1::text[])",
+            [d.campaign_id for d in second],
+        )
+        campaigns = {r["campaign_id"]: campaign_from_row(r) for r in rows}
+        repaired: list[SpendDiff] = []
+        now = time.time()
+        for diff in second:
+            before = first.get(diff.campaign_id)
+            campaign = campaigns.get(diff.campaign_id)
+            if before is None or before.redis_micros != diff.redis_micros or campaign is None:
+                continue  # moving (in flight) or unknown to PostgreSQL: next round
+            if await self._store.repair(
+                campaign, expected_spent=diff.redis_micros, spent=diff.truth_micros, now_s=now
+            ):
+                repaired.append(diff)
+        for diff in repaired:
+            logger.info(
+                "repaired %s: redis %s → %d micros", diff.campaign_id, diff.redis_micros, diff.truth_micros
+            )
+        return repaired
+
+
+async def open_reconciler(config: Config) -> tuple[Reconciler, asyncpg.Pool, aioredis.Redis]:
+    pool = await asyncpg.create_pool(config.pg_dsn, min_size=1, max_size=2)
+    client = aioredis.Redis.from_url(config.redis_url, socket_timeout=5)
+    return Reconciler(config, pool, BudgetStore(client, slot_s=config.slot_s)), pool, client

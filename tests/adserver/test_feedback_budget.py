@@ -1,0 +1,296 @@
+"""Feedback charging on the real Redis and Kafka, the spend ledger and reconciliation on PostgreSQL.
+
+Campaigns come in through the production path (producer → Ad Manager); tokens are issued with the
+server's signer, as the serve route does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from adplatform import names
+from adplatform.budget_redis import BudgetStore
+from adplatform.config import Config
+from adplatform.kafka import make_producer, read_to_end
+from adplatform.stack import Paths, start_redis, stop_service
+from adplatform.wire import feedback_decoder
+from adserver.feedback import FeedbackError, FeedbackService
+from adserver.ledger import run_ledger
+from adserver.reconcile import Reconciler
+from adserver.token import RequestToken, TokenSigner
+from index.campaign import Campaign
+from index.pacing import SystemClock
+from ingest.csvfile import rebase_dates
+from ingest.generator import generate_campaigns, write_campaigns_csv
+from ingest.manager import run_manager
+from ingest.producer import produce_file
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
+
+CPC_MICROS = 700
+CPA_MICROS = 20_000
+
+
+def tiny_campaign_rows(count: int, budget: str, *, hours: int = 2) -> list[dict[str, str]]:
+    """``count`` New campaigns targeting everyone, with a fixed budget and prices, live from now."""
+    now = datetime.now(UTC)
+    rows = []
+    for row in generate_campaigns(count, 11, now)[:count]:
+        row = dict(row)
+        row.update(
+            campaign_id=f"tiny-{uuid.uuid4().hex[:12]}",
+            action="New Campaign",
+            budget=budget,
+            cpc="0.0007",
+            cpa="0.02",
+            date_range="{'start': '2025-01-01', 'end': '2025-01-01'}",
+            time_range=f"{{'start': '0:00:00', 'end': '{hours}:00:00'}}",
+        )
+        rows.append(rebase_dates(row, now))
+    return rows
+
+
+async def ingest(config: Config, rows: list[dict[str, str]], tmp_path: Path) -> None:
+    path = tmp_path / f"campaigns-{uuid.uuid4().hex[:6]}.csv"
+    write_campaigns_csv(path, rows)
+    await produce_file(config, path)
+    stats = await run_manager(config, until_idle=True, idle_timeout_s=60)
+    assert stats.rejected == 0
+
+
+@dataclass
+class Rig:
+    config: Config
+    service: FeedbackService
+    signer: TokenSigner
+    budgets: BudgetStore
+    redis: aioredis.Redis
+    campaigns: dict[str, Campaign]
+
+    def token(self, campaign_id: str, *, user: str = "u1") -> str:
+        return self.signer.issue(
+            RequestToken(
+                nonce=uuid.uuid4().hex[:16],
+                campaign_id=campaign_id,
+                campaign_version=1,
+                issued_ms=int(SystemClock().now() * 1000),
+                user_id=user,
+                clearing_cpm_units=75 * CPC_MICROS + 5 * CPA_MICROS,
+                auction_cpc_micros=CPC_MICROS,
+                auction_cpa_micros=CPA_MICROS,
+            )
+        )
+
+
+async def _campaigns(pool: asyncpg.Pool) -> dict[str, Campaign]:
+    from adserver.reconcile import campaign_from_row
+
+    return {r["campaign_id"]: campaign_from_row(r) for r in await pool.fetch("SELECT * FROM online_ads.ads")}
+
+
+@pytest.fixture
+async def rig(
+    topics: Config, pg: asyncpg.Pool, redis_client: aioredis.Redis, tmp_path: Path
+) -> AsyncIterator[Rig]:
+    await ingest(topics, tiny_campaign_rows(5, "0.01"), tmp_path)  # 10,000 micros each
+    client = aioredis.Redis(
+        connection_pool=aioredis.BlockingConnectionPool.from_url(
+            topics.redis_url, max_connections=64, timeout=5
+        )
+    )
+    producer = make_producer(topics, linger_ms=5)
+    await producer.start()
+    campaigns = await _campaigns(pg)
+    budgets = BudgetStore(client, slot_s=topics.slot_s)
+    signer = TokenSigner(topics.token_keys, ttl_s=topics.token_ttl_s)
+    service = FeedbackService(
+        signer=signer,
+        budgets=budgets,
+        producer=producer,
+        topic=topics.topics.feedback,
+        lookup=campaigns.get,
+        clock=SystemClock(),
+        dedup_ttl_s=3600,
+        publish_timeout_s=3,
+    )
+    try:
+        yield Rig(topics, service, signer, budgets, client, campaigns)
+    finally:
+        await producer.stop()
+        await client.aclose()
+
+
+async def feedback_events(config: Config) -> list[tuple[str, str, int]]:
+    out = []
+    for r in await read_to_end(config.kafka_bootstrap, config.topics.feedback):
+        e = feedback_decoder.decode(r.value or b"")
+        out.append((e.event_id, e.campaign_id, e.expenditure_micros))
+    return out
+
+
+async def assert_conserved(rig: Rig, pg: asyncpg.Pool) -> dict[str, int]:
+    """Redis = PostgreSQL (after the ledger and reconciliation) = sum of the events, per campaign."""
+    await run_ledger(rig.config, until_idle=True, timeout_s=60)
+    reconciler = Reconciler(rig.config, pg, rig.budgets)
+    await reconciler.repair(settle_s=0.1)
+    assert await reconciler.diffs() == []
+    events = await feedback_events(rig.config)
+    by_event = {eid: (cid, m) for eid, cid, m in events}  # an event delivered twice counts once
+    kafka: dict[str, int] = {}
+    for cid, micros in by_event.values():
+        kafka[cid] = kafka.get(cid, 0) + micros
+    redis_spent = {cid: s for cid, s in (await rig.budgets.spent_all()).items() if cid in rig.campaigns}
+    rows = await pg.fetch(
+        "SELECT campaign_id, spent * 1000000 AS spent, budget * 1000000 AS budget FROM online_ads.ads"
+    )
+    pg_spent = {r["campaign_id"]: int(r["spent"]) for r in rows}
+    for r in rows:
+        assert int(r["spent"]) <= int(r["budget"]), "overspend in PostgreSQL"
+    for cid, campaign in rig.campaigns.items():
+        assert redis_spent.get(cid, 0) == pg_spent.get(cid, 0) == kafka.get(cid, 0), cid
+        assert redis_spent.get(cid, 0) <= campaign.budget_micros, "overspend in Redis"
+    return redis_spent
+
+
+async def test_200_concurrent_clients_never_overspend_and_charges_equal_events(
+    rig: Rig, pg: asyncpg.Pool
+) -> None:
+    ids = list(rig.campaigns)
+    gate = asyncio.Semaphore(200)
+    charged_ok = 0
+
+    async def client(i: int) -> None:
+        nonlocal charged_ok
+        async with gate:
+            body = b'{"view": 1, "click": 1, "acquisition": %d}' % (i % 7 == 0)
+            await rig.service.handle(rig.token(ids[i % len(ids)], user=f"u{i}"), body)
+            charged_ok += 1
+
+    await asyncio.gather(*(client(i) for i in range(2000)))
+    assert charged_ok == 2000
+    spent = await assert_conserved(rig, pg)
+    # Tiny budgets: every campaign ran out of its slot budget (the pacing cap), and not one micro beyond.
+    for cid, c in rig.campaigns.items():
+        state = await rig.budgets.get(cid)
+        assert state["slot_spent"] == state["slot_budget"] > 0
+        assert spent[cid] <= c.budget_micros
+    assert sum(e[2] for e in await feedback_events(rig.config)) == rig.service.counters.charged_micros
+    blocked = {m.decode() if isinstance(m, bytes) else m for m in await rig.redis.smembers(names.BLOCKED_SET)}
+    assert set(rig.campaigns) <= blocked
+
+
+async def test_same_feedback_ten_times_is_charged_once_and_tampering_charges_nothing(
+    rig: Rig, pg: asyncpg.Pool
+) -> None:
+    cid = next(iter(rig.campaigns))
+    token = rig.token(cid)
+    for _ in range(10):
+        assert (
+            await rig.service.handle(token, b'{"view": 1, "click": 1, "acquisition": 0}')
+            == b'{"status":"Success"}'
+        )
+    assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS
+    kid, payload, mac = token.split(".")
+    forged = [
+        f"{kid}.{payload[:-2]}{'A' if payload[-2] != 'A' else 'B'}{payload[-1]}.{mac}",  # tampered payload
+        f"{kid}.{payload}.{mac[:-1]}{'A' if mac[-1] != 'A' else 'B'}",  # tampered mac
+        f"zz9.{payload}.{mac}",  # unknown key id
+        "not-a-token",
+        "",
+    ]
+    for bad in forged:
+        with pytest.raises(FeedbackError) as info:
+            await rig.service.handle(bad, b'{"view": 1, "click": 1, "acquisition": 1}')
+        assert info.value.status == 404
+    stale = rig.signer.issue(
+        RequestToken(
+            nonce="stale", campaign_id=cid, campaign_version=1,
+            issued_ms=int(SystemClock().now() * 1000) - (rig.config.token_ttl_s + 60) * 1000, user_id="u1",
+            clearing_cpm_units=1, auction_cpc_micros=CPC_MICROS, auction_cpa_micros=CPA_MICROS,
+        )
+    )  # fmt: skip
+    with pytest.raises(FeedbackError) as info:
+        await rig.service.handle(stale, b'{"view": 1, "click": 1, "acquisition": 1}')
+    assert info.value.status == 404
+    assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS
+    with pytest.raises(FeedbackError) as bad_body:
+        await rig.service.handle(rig.token(cid), b'{"view": 2}')
+    assert bad_body.value.status == 422
+    await assert_conserved(rig, pg)
+
+
+async def test_conservation_holds_across_a_redis_restart_and_a_wipe(rig: Rig, pg: asyncpg.Pool) -> None:
+    ids = list(rig.campaigns)
+
+    async def burst(n: int, tag: str) -> tuple[int, int]:
+        ok = unavailable = 0
+        for i in range(n):
+            try:
+                await rig.service.handle(
+                    rig.token(ids[i % len(ids)], user=f"{tag}{i}"), b'{"view":1,"click":1}'
+                )
+                ok += 1
+            except FeedbackError as exc:
+                assert exc.status == 503
+                unavailable += 1
+        return ok, unavailable
+
+    assert (await burst(20, "a"))[0] == 20
+    # Restart: AOF (fsync always) keeps every charge.
+    before = await rig.budgets.spent_all()
+    stop_service(rig.config, "redis")
+    ok, unavailable = await burst(3, "down")
+    assert (ok, unavailable) == (0, 3)
+    start_redis(Paths(rig.config.stack_dir))
+    await rig.redis.ping()
+    assert {k: v for k, v in (await rig.budgets.spent_all()).items() if k in before} == before
+    assert (await burst(20, "b"))[0] == 20
+    # Wipe: feedback is refused until reconciliation rebuilds the budgets from the books.
+    await rig.redis.flushdb()
+    ok, unavailable = await burst(5, "wiped")
+    assert (ok, unavailable) == (0, 5)
+    await run_ledger(rig.config, until_idle=True, timeout_s=60)
+    repaired = await Reconciler(rig.config, pg, rig.budgets).repair(settle_s=0.1)
+    assert {d.campaign_id for d in repaired} >= set(ids)
+    assert (await burst(20, "c"))[0] == 20
+    await assert_conserved(rig, pg)
+
+
+async def test_pacing_keeps_each_slot_within_its_budget_and_rolls_leftover(
+    topics: Config, pg: asyncpg.Pool, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    config = replace(topics, slot_s=2)
+    # One campaign, budget 0.1 (100,000 micros), a 2-hour flight: thousands of 2-second slots.
+    await ingest(config, tiny_campaign_rows(1, "0.1"), tmp_path)
+    campaign = next(iter((await _campaigns(pg)).values()))
+    budgets = BudgetStore(redis_client, slot_s=config.slot_s)
+    slots: dict[int, tuple[int, int]] = {}
+    clock = SystemClock()
+    deadline = clock.now() + 7
+    i = 0
+    while clock.now() < deadline:
+        now = clock.now()
+        debit = await budgets.debit(campaign.campaign_id, f"e{i}", 7, now_s=now, dedup_ttl_s=60)
+        state = await budgets.get(campaign.campaign_id)
+        if state["slot"] == debit.slot:
+            slots[debit.slot] = (state["slot_budget"], state["slot_spent"])
+        i += 1
+        await asyncio.sleep(0.002)
+    assert len(slots) >= 3
+    for slot_budget, slot_spent in slots.values():
+        assert slot_spent <= slot_budget
+    budgets_in_order = [slots[s][0] for s in sorted(slots)]
+    # Each slot spends its budget exactly (7-micro steps are capped), so the next slot's budget is the
+    # remainder over the remaining slots: never less than the one before (the leftover rolls forward).
+    assert budgets_in_order == sorted(budgets_in_order)
+    state = await budgets.get(campaign.campaign_id)
+    assert state["spent"] <= campaign.budget_micros
