@@ -29,10 +29,10 @@ stack-status:
 
 ## demo: the whole pipeline end to end on the local stack, with a summary
 demo: stack-up
-	$(BIN)/python -m adplatform.demo
+	$(BIN)/python -m loadtest.demo
 
 demo-down:
-	$(BIN)/python -m adplatform.demo --down
+	$(BIN)/python -m loadtest.demo --down
 
 ## test: the whole suite on the real local stack (started here)
 test: stack-up

@@ -1,0 +1,224 @@
+"""``make demo``: the whole pipeline end to end on the local stack, then a summary.
+
+Generates campaigns and users, produces the campaigns, runs the platform's processes in the background
+(manager, served-writer, ledger, pacer, the ad server with 2 workers, the archive job), simulates users,
+stops the streaming job gracefully, drains every consumer, compacts the archive, builds the report and
+prints the summary with the conservation line: spend by the ledger = spend in Redis = spend in the archive.
+``make demo-down`` (``--down``) stops whatever a demo left running, by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from adplatform.budget_redis import BudgetStore
+from adplatform.config import Config, load_config
+from adplatform.kafka import ensure_topics, wait_for_topics
+from index.money import format_micros
+from loadtest.simulator import SimSummary, Simulator, format_summary, load_users
+from loadtest.supervisor import Supervisor
+
+PORT = 8000
+
+
+def step(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 600) -> str:
+    """Run an ``adplatform`` subcommand to completion; fail loudly with its output."""
+    result = subprocess.run(
+        [sys.executable, "-m", "adplatform.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout_s,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"`adplatform {' '.join(args)}` failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout.strip()
+
+
+def wait_ready(url: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{url} not ready after {timeout_s:.0f}s; see .stack/logs/demo/")
+
+
+def archive_spend_micros(archive_dir: Path) -> tuple[int, int]:
+    """(events, spend) in the JSON archive, each event once (by event_id)."""
+    seen: dict[str, int] = {}
+    root = archive_dir / "feedback"
+    for path in sorted(root.rglob("*.json")) if root.exists() else []:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                event = json.loads(line)
+                seen[event["event_id"]] = int(event["expenditure_micros"])
+    compacted = archive_dir / "feedback_compacted"
+    for path in sorted(compacted.rglob("*.json")) if compacted.exists() else []:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                event = json.loads(line)
+                seen[event["event_id"]] = int(event["expenditure_micros"])
+    return len(seen), sum(seen.values())
+
+
+async def books(config: Config) -> dict[str, int]:
+    """Spend in PostgreSQL (ledger) and Redis, and the live campaigns."""
+    conn = await asyncpg.connect(config.pg_dsn)
+    try:
+        ledger = await conn.fetchval("SELECT coalesce(sum(amount), 0) * 1000000 FROM online_ads.spend_events")
+        live = await conn.fetchval(
+            "SELECT count(*) FROM online_ads.ads"
+            " WHERE status = 'Active' AND now() >= flight_start AND now() < flight_end"
+            " WHERE status = 'Active' AND now() >= flight_start AND now() < flight_end"
+        )
+        served_rows = await conn.fetchval("SELECT count(*) FROM online_ads.served_ads")
+    finally:
+        await conn.close()
+    client = aioredis.Redis.from_url(config.redis_url)
+    try:
+        redis_spent = sum((await BudgetStore(client, slot_s=config.slot_s).spent_all()).values())
+    finally:
+        await client.aclose()
+    return {"ledger": int(ledger), "redis": redis_spent, "live": int(live), "served_rows": int(served_rows)}
+
+
+def run(duration_s: float, campaigns: int, users: int, rate: float) -> int:
+    base = load_config()
+    # A fresh topic and group prefix per demo run: the demo's numbers are its own, whatever ran before.
+    tag = f"demo{int(time.time())}-"
+    config = replace(
+        base,
+        topics=replace(base.topics, prefix=tag),
+        group_prefix=tag,
+        archive_dir=base.stack_dir / "demo" / tag.rstrip("-") / "archive",
+    )
+    env = {"ADP_TOPIC_PREFIX": tag, "ADP_GROUP_PREFIX": tag, "ADP_ARCHIVE_DIR": str(config.archive_dir)}
+    import os
+
+    full_env = dict(os.environ, **env)
+    work = config.archive_dir.parent
+    work.mkdir(parents=True, exist_ok=True)
+    asyncio.run(ensure_topics(config))
+    asyncio.run(wait_for_topics(config, config.topics.all()))
+    step(f"generating {campaigns} campaign instructions and {users} users")
+    csv_path = work / "campaigns.csv"
+    cli("generate", "campaigns", "--count", str(campaigns), "--seed", "1", "-o", str(csv_path), env=full_env)
+    asyncio.run(_truncate(config))
+    cli("generate", "users", "--count", str(users), "--seed", "1", env=full_env)
+    step("producing campaigns to Kafka")
+    print("    " + cli("produce", str(csv_path), env=full_env))
+    sup = Supervisor(config.stack_dir, env=env)
+    try:
+        step("starting manager, served-writer, ledger, pacer, ad server (2 workers), archive job")
+        sup.start("manager", "manager")
+        sup.start("served-writer", "served-writer")
+        sup.start("ledger", "ledger")
+        sup.start("pacer", "pacer")
+        sup.start("reconciler", "reconcile", "--interval", "10")
+        sup.start("adserver", "serve", "--workers", "2", "--port", str(PORT))
+        sup.start("archive", "archive", "run", "--trigger-s", "2")
+        wait_ready(f"http://127.0.0.1:{PORT}/readyz")
+        step(f"simulating users for {duration_s:.0f}s at {rate:.0f} requests/s")
+        summary = asyncio.run(_simulate(config, duration_s, rate))
+        step("stopping the ad server, then draining the ledger, the served-writer and the archive")
+        sup.stop("adserver")
+        for name in ("reconciler", "pacer", "manager", "ledger", "served-writer"):
+            sup.stop(name)
+        sup.stop("archive", timeout_s=120)  # graceful: the current micro-batch completes
+        print("    " + cli("ledger", "--until-idle", "--timeout", "120", env=full_env))
+        print("    " + cli("served-writer", "--until-idle", "--timeout", "120", env=full_env))
+        print("    " + cli("archive", "run", "--until-idle", env=full_env).splitlines()[-1])
+        print("    " + cli("reconcile", env=full_env))
+        step("compacting the archive, exporting the warehouse tables, building the report")
+        print("    " + cli("archive", "compact", "--all", env=full_env).splitlines()[-1])
+        print("    " + cli("archive", "export", env=full_env).splitlines()[-1])
+        report = cli("report", env=full_env).splitlines()[-1]
+    finally:
+        sup.stop_all()
+    b = asyncio.run(books(config))
+    archived_events, archived = archive_spend_micros(config.archive_dir)
+    ok = b["ledger"] == b["redis"] == archived
+    print()
+    print("=" * 72)
+    print(f"campaigns live  {b['live']:>10}")
+    print(format_summary(summary, spend=format_micros(b["redis"])))
+    print(f"served_ads rows {b['served_rows']:>10}   (200 responses seen: {summary.served})")
+    print(f"archived events {archived_events:>10}")
+    verdict = "OK" if ok else "MISMATCH"
+    print(
+        f"conservation    ledger {format_micros(b['ledger'])} = redis {format_micros(b['redis'])}"
+        f" = archive {format_micros(archived)}: {verdict}"
+    )
+    print(f"report          {report}")
+    print("=" * 72)
+    return 0 if ok and summary.served > 0 else 1
+
+
+async def _truncate(config: Config) -> None:
+    # Campaign and user tables are the demo's own: a new demo starts from its own generated data.
+    conn = await asyncpg.connect(config.pg_dsn)
+    try:
+        await conn.execute(
+            'TRUNCATE online_ads.ads, online_ads.served_ads, online_ads."user", online_ads.spend_events,'
+            " online_ads.consumer_offsets"
+        )
+    finally:
+        await conn.close()
+    client = aioredis.Redis.from_url(config.redis_url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+
+
+async def _simulate(config: Config, duration_s: float, rate: float) -> SimSummary:
+    users = await load_users(config.pg_dsn)
+    sim = Simulator(users, ad_url=f"http://127.0.0.1:{PORT}", rate=rate, concurrency=32)
+
+    def tick(s: SimSummary, elapsed: float) -> None:
+        if int(elapsed) % 5 == 0:
+            print(
+                f"    [{elapsed:4.0f}s] requests {s.requests}  served {s.served}  errors {s.errors}",
+                flush=True,
+            )
+
+    return await sim.run(duration_s, on_tick=tick)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=60)
+    parser.add_argument("--campaigns", type=int, default=3000)
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--down", action="store_true", help="Stop what a demo left running, by PID.")
+    args = parser.parse_args()
+    if args.down:
+        stopped = Supervisor.stop_recorded(load_config().stack_dir / "run" / "demo")
+        print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+        return 0
+    return run(args.duration, args.campaigns, args.users, args.rate)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
