@@ -8,6 +8,7 @@ Manager's pure message processor (snuba style): bytes in, a normalized ``Campaig
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, time
@@ -178,6 +179,9 @@ def _parse_time(text: str, field: str) -> time:
     raise InstructionError(f"unparsable {field}: bad time {_show(text)}")
 
 
+# Files repeat the same flights, age ranges and prices across thousands of rows: cache the parsed
+# values (immutable; a failing parse raises and is not cached).
+@functools.lru_cache(maxsize=8192)
 def parse_flight(date_range: str, time_range: str) -> tuple[int, int]:
     """Flight as UTC epoch seconds: ``date.start + time.start`` → ``date.end + time.end``, literally."""
     d0, d1 = parse_range(date_range, "date_range")
@@ -187,6 +191,7 @@ def parse_flight(date_range: str, time_range: str) -> tuple[int, int]:
     return int(start.timestamp()), int(end.timestamp())
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_age_range(text: str) -> tuple[int, int]:
     """Inclusive age bounds; ``(0, 0)`` means any age."""
     start, end = parse_range(text, "target_age_range")
@@ -198,6 +203,7 @@ def parse_age_range(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+@functools.lru_cache(maxsize=8192)
 def _money(text: str, field: str) -> int:
     try:
         return parse_micros(text, field=f"field {field}")

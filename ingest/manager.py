@@ -62,12 +62,13 @@ class Rejected:
     reason: str
 
 
-def fold(records: Sequence[ConsumerRecord[bytes, bytes]]) -> tuple[list[Campaign], list[Rejected]]:
-    """Decode and enrich a batch; newest state per campaign, and every rejected record with its reason.
+def fold(records: Sequence[ConsumerRecord[bytes, bytes]]) -> tuple[list[Campaign], list[int], list[Rejected]]:
+    """Decode and enrich a batch: the newest state per campaign with the partition it came from, and every
+    rejected record with its reason.
 
     ``updated_at_s`` is the instruction's Kafka timestamp, not the wall clock, so a replay is identical.
     """
-    latest: dict[str, Campaign] = {}
+    latest: dict[str, tuple[Campaign, int]] = {}
     rejected: list[Rejected] = []
     for record in records:
         try:
@@ -78,9 +79,9 @@ def fold(records: Sequence[ConsumerRecord[bytes, bytes]]) -> tuple[list[Campaign
             rejected.append(Rejected(record, exc.reason))
             continue
         current = latest.get(campaign.campaign_id)
-        if current is None or current.version < campaign.version:
-            latest[campaign.campaign_id] = campaign
-    return list(latest.values()), rejected
+        if current is None or current[0].version < campaign.version:
+            latest[campaign.campaign_id] = (campaign, record.partition)
+    return [c for c, _ in latest.values()], [p for _, p in latest.values()], rejected
 
 
 def _dlq_headers(rejected: Rejected, now_s: float) -> list[tuple[str, bytes]]:
@@ -113,6 +114,7 @@ class AdManager:
         self._budgets = budgets
         self._clock = clock or SystemClock()
         self._max_batch = max_batch
+        self._layout_checked: bool | None = None
         self._stopping = asyncio.Event()
         self.stats = ManagerStats()
 
@@ -123,14 +125,21 @@ class AdManager:
     async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Write one batch everywhere it goes; raises on a dependency failure (nothing is committed)."""
         now = self._clock.now()
-        campaigns, rejected = fold(records)
-        await self._sink.write(campaigns)
-        await self._budgets.init_campaigns(campaigns, now)
+        campaigns, partitions, rejected = fold(records)
+        # PostgreSQL and Redis are independent: write both at once, then publish.
+        await asyncio.gather(self._sink.write(campaigns), self._budgets.init_campaigns(campaigns, now))
         futures: list[Any] = []
-        for c in campaigns:
+        # Same key, same partition count: a campaign's change goes to the partition its instruction came
+        # from (what the default partitioner would pick), without hashing every key again in Python.
+        same_layout = await self._same_layout()
+        topic = self._config.topics.ad_changes
+        for c, partition in zip(campaigns, partitions, strict=True):
             futures.append(
                 await self._producer.send(
-                    self._config.topics.ad_changes, _encoder.encode(c), key=c.campaign_id.encode()
+                    topic,
+                    _encoder.encode(c),
+                    key=c.campaign_id.encode(),
+                    partition=partition if same_layout else None,
                 )
             )
         for bad in rejected:
@@ -149,6 +158,14 @@ class AdManager:
         for bad in rejected:
             kind = bad.reason.split(":", 1)[0]
             self.stats.reasons[kind] = self.stats.reasons.get(kind, 0) + 1
+
+    async def _same_layout(self) -> bool:
+        if self._layout_checked is None:
+            topics = self._config.topics
+            source = await self._producer.partitions_for(topics.instructions)
+            target = await self._producer.partitions_for(topics.ad_changes)
+            self._layout_checked = source == target
+        return self._layout_checked
 
     async def _drained(self) -> bool:
         assignment = self._consumer.assignment()
