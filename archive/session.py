@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from archive.error import ArchiveError
 
-class ArchiveError(RuntimeError):
-    """An archive job could not start or finish; the message says why."""
+__all__ = ["ArchiveError", "create_session", "spark_jars"]
 
 
 def spark_jars(stack_dir: Path) -> list[Path]:

@@ -238,8 +238,9 @@ async def test_two_managers_split_the_partitions_and_reach_the_same_state(
 ) -> None:
     async with open_manager(topics) as first, open_manager(topics) as second:
         runs = [asyncio.ensure_future(m.run()) for m in (first, second)]
-        for _ in range(300):
-            if first.consumer.assignment() and second.consumer.assignment():
+        for _ in range(600):  # until the rebalance settles: both own partitions, none owned twice
+            a, b = set(first.consumer.assignment()), set(second.consumer.assignment())
+            if a and b and not a & b and len(a | b) == topics.topics.partitions:
                 break
             await asyncio.sleep(0.05)
         split = (set(first.consumer.assignment()), set(second.consumer.assignment()))
