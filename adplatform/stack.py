@@ -372,6 +372,11 @@ async def _redis_ok(url: str) -> bool:
         await client.aclose()
 
 
+def quote_ident(name: str) -> str:
+    """A PostgreSQL identifier, quoted (for the statements that take no parameters)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _admin_dsn(config: Config) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
@@ -406,8 +411,7 @@ async def _prepare(config: Config) -> None:
     try:
         if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", dbname):
             # CREATE DATABASE takes no parameters; the name is quoted as an identifier.
-            quoted = '"' + dbname.replace('"', '""') + '"'
-            await admin.execute(f"CREATE DATABASE {quoted}")
+            await admin.execute(f"CREATE DATABASE {quote_ident(dbname)}")
     finally:
         await admin.close()
     conn = await asyncpg.connect(config.pg_dsn, timeout=10)

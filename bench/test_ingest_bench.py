@@ -30,6 +30,16 @@ from ingest.sink_postgres import COLUMNS, ad_record
 COUNT = int(os.environ.get("ADP_BENCH_INGEST_COUNT", "50000"))
 
 
+# Identifiers from the constant COLUMNS only; values are $n parameters.
+_COLS = ", ".join(COLUMNS)
+_PARAMS = ", ".join(f"${i + 1}" for i in range(len(COLUMNS)))
+_UPDATES = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
+REFERENCE_UPSERT = (
+    f"INSERT INTO bench_ads ({_COLS}) VALUES ({_PARAMS}) "  # noqa: S608
+    f"ON CONFLICT (campaign_id) DO UPDATE SET {_UPDATES}"
+)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ingest") / "campaigns.csv"
@@ -81,14 +91,7 @@ async def _reference(path: Path) -> float:
             "CREATE TEMP TABLE bench_ads (LIKE online_ads.ads INCLUDING DEFAULTS EXCLUDING GENERATED)"
         )
         await conn.execute("ALTER TABLE bench_ads ADD PRIMARY KEY (campaign_id)")
-        cols = ", ".join(COLUMNS)
-        params = ", ".join(f"${i + 1}" for i in range(len(COLUMNS)))
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
-        # Identifiers from the constant COLUMNS only; values are parameters.
-        sql = (
-            f"INSERT INTO bench_ads ({cols}) VALUES ({params}) "  # noqa: S608
-            f"ON CONFLICT (campaign_id) DO UPDATE SET {updates}"
-        )
+        sql = REFERENCE_UPSERT
         started = time.perf_counter()
         await conn.executemany(sql, records)
         return time.perf_counter() - started

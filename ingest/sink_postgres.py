@@ -22,15 +22,15 @@ COLUMNS = (
 
 _STAGE = "ads_stage"
 _CREATE_STAGE = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} "
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} "  # sql: constant identifiers
     "(LIKE online_ads.ads INCLUDING DEFAULTS EXCLUDING GENERATED) ON COMMIT DELETE ROWS"
 )
-_cols = ", ".join(COLUMNS)
-_updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "campaign_id")
+_COLS = ", ".join(COLUMNS)
+_UPDATES = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "campaign_id")
 # Identifiers only, all from the constants above; the values travel by COPY, never in the text.
 _UPSERT = (
-    f"INSERT INTO online_ads.ads ({_cols}) SELECT {_cols} FROM {_STAGE} "  # noqa: S608
-    f"ON CONFLICT (campaign_id) DO UPDATE SET {_updates}, updated_at = now() "
+    f"INSERT INTO online_ads.ads ({_COLS}) SELECT {_COLS} FROM {_STAGE} "  # noqa: S608
+    f"ON CONFLICT (campaign_id) DO UPDATE SET {_UPDATES}, updated_at = now() "
     "WHERE online_ads.ads.version < EXCLUDED.version"
 )
 
