@@ -3,7 +3,8 @@
 The check walks the code with ``ast``: a call to an asyncpg query method whose SQL argument is an
 f-string, a ``%`` format or a ``+``/``.format`` concatenation fails, unless every interpolated name is a
 module-level constant spelled in upper case (identifiers such as column lists) and the line says so
-with ``# sql: constant identifiers`` (or ruff's ``# noqa: S608``). Values always travel as ``$n`` parameters or by COPY.
+with ``# sql: constant identifiers`` (or ruff's ``# noqa: S608``). Values always travel as ``$n``
+parameters or by COPY.
 """
 
 from __future__ import annotations
