@@ -216,6 +216,9 @@ def _check_strings(instr: CampaignInstruction) -> None:
         value: str = getattr(instr, name)
         if len(value) > MAX_FIELD_CHARS:
             raise InstructionError(f"field {name}: longer than {MAX_FIELD_CHARS} chars")
+        if "\x00" in value:
+            # PostgreSQL text cannot hold NUL; reject here with a reason rather than fail the batch.
+            raise InstructionError(f"field {name}: contains a NUL character")
     if not _CAMPAIGN_ID.fullmatch(instr.campaign_id):
         raise InstructionError(f"invalid campaign_id: {_show(instr.campaign_id)}")
     # Unknown places are allowed (the geo table may grow), but an empty one is a broken row.

@@ -177,6 +177,42 @@ class AdManager:
                 return False
         return True
 
+    async def _handle_or_isolate(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """``handle``; if PostgreSQL refuses the batch's data (not the connection), find the records it
+        refuses one by one and dead-letter them with the reason, so one poisoned record never stops the
+        manager nor holds back the others."""
+        try:
+            await self.handle(records)
+            return
+        except RETRIABLE:
+            raise
+        except asyncpg.PostgresError as exc:
+            logger.error(
+                "PostgreSQL refused a batch (%s: %s); isolating the records", type(exc).__name__, exc
+            )
+        for record in records:
+            try:
+                await self.handle([record])
+            except RETRIABLE:
+                raise
+            except asyncpg.PostgresError as exc:
+                reason = f"rejected by storage: {type(exc).__name__}: {exc}"[:500]
+                await self._dead_letter([Rejected(record, reason)], self._clock.now())
+                self.stats.rejected += 1
+                self.stats.reasons["rejected by storage"] = (
+                    self.stats.reasons.get("rejected by storage", 0) + 1
+                )
+
+    async def _dead_letter(self, rejected: Sequence[Rejected], now: float) -> None:
+        futures = [
+            await self._producer.send(
+                self._config.topics.instructions_dlq, bad.record.value, key=bad.record.key,
+                headers=_dlq_headers(bad, now),
+            )
+            for bad in rejected
+        ]  # fmt: skip
+        await asyncio.gather(*futures)
+
     @property
     def consumer(self) -> AIOKafkaConsumer:
         return self._consumer
@@ -196,7 +232,7 @@ class AdManager:
                 continue
             while True:
                 try:
-                    await self.handle(records)
+                    await self._handle_or_isolate(records)
                     break
                 except RETRIABLE as exc:
                     self.stats.retries += 1

@@ -260,3 +260,31 @@ async def test_two_managers_split_the_partitions_and_reach_the_same_state(
     reference = _reference_fold(campaign_file)
     table = await _table(pg)
     assert {cid: row["status"] for cid, row in table.items()} == {c: r.status for c, r in reference.items()}
+
+
+async def test_a_record_postgres_refuses_is_dead_lettered_and_the_rest_lands(
+    topics: Config, pg: asyncpg.Pool, redis_client: aioredis.Redis
+) -> None:
+    # Valid for the manager, refused by the database: stands for any data error the rules did not foresee.
+    await pg.execute("ALTER TABLE online_ads.ads ADD CONSTRAINT test_poison CHECK (category <> 'poison')")
+    try:
+        good = [_good_row(f"ok-{i}") for i in range(30)]
+        poisoned = _good_row("poisoned", category="poison")
+        producer = make_producer(topics)
+        await producer.start()
+        try:
+            for row in [*good[:15], poisoned, *good[15:]]:
+                await producer.send(
+                    topics.topics.instructions, orjson.dumps(row), key=row["campaign_id"].encode()
+                )
+            await producer.flush()
+        finally:
+            await producer.stop()
+        stats = await run_manager(topics, until_idle=True, idle_timeout_s=60)
+    finally:
+        await pg.execute("ALTER TABLE online_ads.ads DROP CONSTRAINT test_poison")
+    landed = {r["campaign_id"] for r in await pg.fetch("SELECT campaign_id FROM online_ads.ads")}
+    assert landed == {row["campaign_id"] for row in good}
+    (entry,) = await read_dlq(topics)
+    assert entry.key == b"poisoned" and entry.reason.startswith("rejected by storage: CheckViolationError")
+    assert stats.rejected == 1
