@@ -96,6 +96,8 @@ class Config:
     """Everything a process needs to know about its environment."""
 
     pg_dsn: str = field(repr=False)
+    #: Seconds a PostgreSQL statement may take before the client gives up (a cut network never answers).
+    pg_command_timeout_s: float
     redis_url: str = field(repr=False)
     kafka_bootstrap: str
     topics: TopicConfig
@@ -175,6 +177,7 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv: Path | None
         raise ConfigError(f"{PREFIX}LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR, got {level!r}")
     return Config(
         pg_dsn=env.get(PREFIX + "PG_DSN") or "postgresql://postgres@127.0.0.1:15432/adplatform",
+        pg_command_timeout_s=_int(env, "PG_COMMAND_TIMEOUT_S", 30, minimum=1),
         redis_url=env.get(PREFIX + "REDIS_URL") or "redis://127.0.0.1:16379/0",
         kafka_bootstrap=env.get(PREFIX + "KAFKA_BOOTSTRAP") or "127.0.0.1:19092",
         topics=TopicConfig(

@@ -23,6 +23,7 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from adplatform.config import Config
 from adplatform.names import GROUP_LEDGER
+from adplatform.postgres import create_pool
 from adplatform.wire import FeedbackEvent, feedback_decoder
 from index.money import micros_to_decimal
 
@@ -188,7 +189,7 @@ async def open_ledger(config: Config) -> AsyncIterator[SpendLedger]:
         session_timeout_ms=10_000,
         heartbeat_interval_ms=2_000,
     )
-    pool = await asyncpg.create_pool(config.pg_dsn, min_size=1, max_size=2)
+    pool = await create_pool(config)
     ledger = SpendLedger(config, consumer, pool)
     try:
         consumer.subscribe([config.topics.feedback], listener=_SeekToStored(ledger))

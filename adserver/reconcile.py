@@ -23,6 +23,7 @@ from adplatform.budget_redis import BudgetStore
 from adplatform.config import Config
 from adplatform.kafka import read_to_end
 from adplatform.names import GROUP_LEDGER
+from adplatform.postgres import create_pool
 from adplatform.wire import feedback_decoder
 from adserver.ledger import stored_offsets
 from index.campaign import Campaign
@@ -148,6 +149,6 @@ class Reconciler:
 
 
 async def open_reconciler(config: Config) -> tuple[Reconciler, asyncpg.Pool, aioredis.Redis]:
-    pool = await asyncpg.create_pool(config.pg_dsn, min_size=1, max_size=2)
+    pool = await create_pool(config)
     client = aioredis.Redis.from_url(config.redis_url, socket_timeout=5)
     return Reconciler(config, pool, BudgetStore(client, slot_s=config.slot_s)), pool, client

@@ -30,6 +30,7 @@ from adplatform.budget_redis import BudgetStore
 from adplatform.config import Config
 from adplatform.kafka import make_producer
 from adplatform.names import GROUP_AD_MANAGER
+from adplatform.postgres import create_pool
 from index.campaign import Campaign
 from index.pacing import Clock, SystemClock
 from ingest.instruction import InstructionError, process_message
@@ -266,7 +267,7 @@ async def open_manager(config: Config, *, max_batch: int = 5000) -> AsyncIterato
         heartbeat_interval_ms=2_000,
     )
     producer = make_producer(config, linger_ms=10, client_id="ad-manager")
-    pool = await asyncpg.create_pool(config.pg_dsn, min_size=1, max_size=2)
+    pool = await create_pool(config)
     redis_client = aioredis.Redis.from_url(config.redis_url, socket_timeout=5)
     try:
         await producer.start()

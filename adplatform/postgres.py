@@ -1,0 +1,27 @@
+"""PostgreSQL connection pools with the house settings: every process gets them from here.
+
+``min_size=0`` so a process starts (and retries) while PostgreSQL is down; connect and command timeouts so
+a cut connection raises instead of hanging (a blackholed socket never answers on its own).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from adplatform.config import Config
+
+CONNECT_TIMEOUT_S = 10
+
+
+async def create_pool(config: Config, *, max_size: int = 2) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        config.pg_dsn,
+        min_size=0,
+        max_size=max_size,
+        timeout=CONNECT_TIMEOUT_S,
+        command_timeout=config.pg_command_timeout_s,
+        # Idle connections go away after a minute, so a restarted server is not met with dead sockets.
+        max_inactive_connection_lifetime=60,
+    )
+    assert pool is not None
+    return pool

@@ -1,0 +1,64 @@
+"""Config: every variable documented, bad values named, secrets never shown."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from adplatform.config import ConfigError, load_config, read_dotenv, redact_url
+
+ROOT = Path(__file__).resolve().parents[2]
+NO_DOTENV = ROOT / "does-not-exist"
+
+
+def test_every_variable_is_documented_in_env_example() -> None:
+    used = set(re.findall(r'"([A-Z_]+)"', (ROOT / "adplatform" / "config.py").read_text()))
+    read = {name for name in used if f'PREFIX + "{name}"' in (ROOT / "adplatform" / "config.py").read_text()}
+    read |= set(re.findall(r'_int\(env, "([A-Z_]+)"', (ROOT / "adplatform" / "config.py").read_text()))
+    documented = set(re.findall(r"^ADP_([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert read and read <= documented
+    assert documented <= read, "documented variables that nothing reads"
+
+
+def test_env_example_is_a_valid_config() -> None:
+    values = read_dotenv(ROOT / ".env.example")
+    config = load_config({k: v for k, v in values.items() if v}, dotenv=NO_DOTENV)
+    assert config.kafka_bootstrap == "127.0.0.1:19092"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("KAFKA_PARTITIONS", "four"), ("TOKEN_KEYS", "short:abc"), ("RESERVE_CPM", "-1"), ("LOG_LEVEL", "LOUD")],
+)
+def test_a_bad_value_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"ADP_{name}"):
+        load_config({f"ADP_{name}": value}, dotenv=NO_DOTENV)
+
+
+def test_secrets_stay_out_of_reprs() -> None:
+    config = load_config(
+        {
+            "ADP_PG_DSN": "postgresql://app:hunter2-secret@db:5432/adplatform",
+            "ADP_REDIS_URL": "redis://:redis-secret@cache:6379/0",
+            "ADP_TOKEN_KEYS": "k1:token-secret-0123456789",
+        },
+        dotenv=NO_DOTENV,
+    )
+    text = repr(config)
+    for secret in ("hunter2-secret", "redis-secret", "token-secret-0123456789"):
+        assert secret not in text
+    assert redact_url(config.pg_dsn) == "postgresql://app:***@db:5432/adplatform"
+    assert "redis-secret" not in config.redis_url_redacted
+
+
+def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("# comment\nADP_DEFAULT_COUNTRY='Nepal'\nexport ADP_SLOT_S=60\n")
+    assert load_config({}, dotenv=dotenv).default_country == "Nepal"
+    assert load_config({}, dotenv=dotenv).slot_s == 60
+    assert load_config({"ADP_SLOT_S": "120"}, dotenv=dotenv).slot_s == 120
+    dotenv.write_text("not a line\n")
+    with pytest.raises(ConfigError, match=r"\.env:1"):
+        load_config({}, dotenv=dotenv)
