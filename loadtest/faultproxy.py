@@ -97,7 +97,7 @@ class FaultProxy:
                 data = await reader.read(65536)
                 if not data:
                     break
-                # noqa below: the mode is set from another thread, so there is no Event to await.
+                # The mode is set from another thread, so there is no Event to await here.
                 while self.mode is Mode.BLACKHOLE:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)  # hold the bytes: the peer waits for an answer that never comes
                 if self.mode is Mode.CUT:
