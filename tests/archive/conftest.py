@@ -1,0 +1,63 @@
+"""Archive test fixtures: one Spark session per module, a module-wide topic prefix and archive directory."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from adplatform.config import Config
+from adplatform.kafka import ensure_topics, make_producer, wait_for_topics
+from archive.session import create_session
+
+
+@pytest.fixture(scope="module")
+def spark(base_config: Config) -> Iterator[Any]:
+    """A small local[2] session for the module; the sink log compacts every 3 batches so that the
+    ``.compact`` files Spark writes are exercised by our reader too."""
+    session = create_session(
+        "adplatform-archive-tests",
+        base_config.stack_dir,
+        **{"spark.sql.streaming.fileSink.log.compactInterval": "3", "spark.driver.memory": "768m"},
+    )
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+@pytest.fixture(scope="module")
+def module_config(base_config: Config) -> Iterator[Config]:
+    """Like ``config`` but shared by a module's tests (they build on one archive); removed afterwards."""
+    tag = f"t{uuid.uuid4().hex[:10]}-"
+    config = replace(
+        base_config,
+        topics=replace(base_config.topics, prefix=tag),
+        group_prefix=tag,
+        archive_dir=base_config.stack_dir / "test-archive" / tag.rstrip("-"),
+    )
+    yield config
+    shutil.rmtree(config.archive_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+async def feedback_topic(module_config: Config) -> Config:
+    await ensure_topics(module_config, [module_config.topics.feedback])
+    await wait_for_topics(module_config, [module_config.topics.feedback])
+    return module_config
+
+
+async def publish(config: Config, payloads: Sequence[bytes]) -> None:
+    """Send raw values to the feedback topic (keyless: spread over partitions) and wait for the acks."""
+    producer = make_producer(config)
+    await producer.start()
+    try:
+        for payload in payloads:
+            await producer.send(config.topics.feedback, payload)
+        await producer.flush()
+    finally:
+        await producer.stop()
