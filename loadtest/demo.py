@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import replace
-from pathlib import Path
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -26,6 +24,7 @@ from adplatform.budget_redis import BudgetStore
 from adplatform.config import Config, load_config
 from adplatform.kafka import ensure_topics, wait_for_topics
 from index.money import format_micros
+from loadtest.books import archive_books
 from loadtest.simulator import SimSummary, Simulator, format_summary, load_users
 from loadtest.supervisor import Supervisor
 
@@ -61,24 +60,6 @@ def wait_ready(url: str, timeout_s: float = 120) -> None:
             pass
         time.sleep(0.5)
     raise SystemExit(f"{url} not ready after {timeout_s:.0f}s; see .stack/logs/demo/")
-
-
-def archive_spend_micros(archive_dir: Path) -> tuple[int, int]:
-    """(events, spend) in the JSON archive, each event once (by event_id)."""
-    seen: dict[str, int] = {}
-    root = archive_dir / "feedback"
-    for path in sorted(root.rglob("*.json")) if root.exists() else []:
-        for line in path.read_text().splitlines():
-            if line.strip():
-                event = json.loads(line)
-                seen[event["event_id"]] = int(event["expenditure_micros"])
-    compacted = archive_dir / "feedback_compacted"
-    for path in sorted(compacted.rglob("*.json")) if compacted.exists() else []:
-        for line in path.read_text().splitlines():
-            if line.strip():
-                event = json.loads(line)
-                seen[event["event_id"]] = int(event["expenditure_micros"])
-    return len(seen), sum(seen.values())
 
 
 async def books(config: Config) -> dict[str, int]:
@@ -156,7 +137,8 @@ def run(duration_s: float, campaigns: int, users: int, rate: float) -> int:
     finally:
         sup.stop_all()
     b = asyncio.run(books(config))
-    archived_events, archived = archive_spend_micros(config.archive_dir)
+    archive = archive_books(config.archive_dir)
+    archived_events, archived = archive.events, archive.spend_micros
     ok = b["ledger"] == b["redis"] == archived
     print()
     print("=" * 72)

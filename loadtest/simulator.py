@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 import orjson
 
+from adserver.token import digest
 from index.geo import DEFAULT_GEO
 from ingest.generator import ACTION_RATES, action_rate
 
@@ -48,6 +49,8 @@ class SimSummary:
     feedback_ms: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
     served_request_ids: list[str] = field(default_factory=list)
+    #: ``event_id`` of every feedback the server acknowledged (200): each must reach ad-feedback once.
+    acked_event_ids: list[str] = field(default_factory=list)
 
     @property
     def fill_rate(self) -> float:
@@ -152,6 +155,8 @@ class Simulator:
             s.error(f"feedback HTTP {fb.status_code}")
             return
         s.feedback_ok += 1
+        action = "acquisition" if acquisition else "click" if click else "view"
+        s.acked_event_ids.append(f"{digest(request_id)}:{action}")
         s.views += 1
         s.clicks += click
         s.acquisitions += acquisition

@@ -34,7 +34,8 @@ class Supervisor:
         self.env = dict(os.environ, **(env or {}))
         self.procs: dict[str, Managed] = {}
 
-    def start(self, name: str, *args: str) -> Managed:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Managed:
+        """Start ``adplatform *args`` as ``name``; ``env`` adds variables for this process only."""
         log = self.log_dir / f"{name}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
@@ -42,7 +43,7 @@ class Supervisor:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 start_new_session=True,
             )
         (self.run_dir / f"{name}.pid").write_text(str(proc.pid))

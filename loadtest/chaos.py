@@ -1,0 +1,383 @@
+"""``make chaos``: fault scenarios on the real local stack under a bounded load, checked against the
+design's invariants, printed as one table.
+
+Each scenario: fresh topics and tables, campaigns (some with tiny budgets) through producer → manager,
+the platform's processes in the background, the user simulator at a fixed rate on 127.0.0.1 while the
+fault is injected and healed, then the processes are stopped and every consumer drained, and the books
+are checked: events lost (acknowledged feedback missing from ``ad-feedback``), events duplicated (in the
+archive), overspend (Redis or PostgreSQL above a budget), and conservation (Redis = PostgreSQL = archive).
+``--fast`` shortens every hold and skips the streaming archive job (the archive is then built once at the
+end by a bounded run), which is how the test suite runs the scenarios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from adplatform import stack
+from adplatform.budget_redis import BudgetStore
+from adplatform.config import Config, load_config
+from adplatform.kafka import ensure_topics, read_to_end, wait_for_topics
+from adplatform.wire import feedback_decoder
+from ingest.generator import generate_campaigns, generate_users, write_campaigns_csv
+from ingest.manager import run_manager
+from ingest.producer import produce_file
+from ingest.users_postgres import write_users
+from loadtest.books import archive_books
+from loadtest.faultproxy import FaultProxy
+from loadtest.simulator import SimSummary, Simulator, load_users
+from loadtest.supervisor import Supervisor
+
+PORT = 8011
+
+
+@dataclass
+class Result:
+    scenario: str
+    requests_per_s: float = 0.0
+    error_share: float = 0.0
+    faults: str = ""
+    lost: int = 0
+    duplicated: int = 0
+    overspend: int = 0
+    redis_micros: int = 0
+    postgres_micros: int = 0
+    archive_micros: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def conserved(self) -> bool:
+        archive_ok = self.archive_micros is None or self.archive_micros == self.redis_micros
+        return self.redis_micros == self.postgres_micros and archive_ok
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.duplicated == 0 and self.overspend == 0 and self.conserved
+
+
+@dataclass(frozen=True)
+class Timing:
+    load_s: float
+    hold_s: float
+    postgres_hold_s: float
+    rate: float
+
+
+FULL = Timing(load_s=60, hold_s=10, postgres_hold_s=30, rate=100)
+FAST = Timing(load_s=14, hold_s=3, postgres_hold_s=6, rate=60)
+
+
+def _via(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit(parts._replace(netloc=f"{auth}127.0.0.1:{port}"))
+
+
+class Rig:
+    """One scenario's world: its topics, its processes, its load."""
+
+    def __init__(self, base: Config, name: str, timing: Timing, *, streaming_archive: bool) -> None:
+        tag = f"chaos{uuid.uuid4().hex[:6]}-"
+        self.name = name
+        self.timing = timing
+        self.streaming_archive = streaming_archive
+        self.config = replace(
+            base,
+            topics=replace(base.topics, prefix=tag),
+            group_prefix=tag,
+            archive_dir=base.stack_dir / "chaos" / tag.rstrip("-"),
+        )
+        self.env = {
+            "ADP_TOPIC_PREFIX": tag,
+            "ADP_GROUP_PREFIX": tag,
+            "ADP_ARCHIVE_DIR": str(self.config.archive_dir),
+            "ADP_PG_COMMAND_TIMEOUT_S": "5",
+        }
+        self.sup = Supervisor(base.stack_dir, env=self.env, tag="chaos")
+        self.faults: list[str] = []
+        self.proxies: dict[str, FaultProxy] = {}
+
+    # --- set-up --------------------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        config = self.config
+        conn = await asyncpg.connect(config.pg_dsn)
+        try:
+            await conn.execute(
+                'TRUNCATE online_ads.ads, online_ads.served_ads, online_ads."user", online_ads.spend_events,'
+                " online_ads.consumer_offsets"
+            )
+        finally:
+            await conn.close()
+        client = aioredis.Redis.from_url(config.redis_url)
+        await client.flushdb()
+        await client.aclose()
+        await ensure_topics(config)
+        await wait_for_topics(config, config.topics.all())
+        rows = generate_campaigns(600, 17, datetime.now(UTC))
+        for i, row in enumerate(rows):
+            if i % 3 == 0:
+                row["budget"] = "0.02"  # tiny: runs out under load, so the caps are exercised
+        config.archive_dir.mkdir(parents=True, exist_ok=True)
+        path = config.archive_dir.parent / f"{self.name}-campaigns.csv"
+        write_campaigns_csv(path, rows)
+        await produce_file(config, path)
+        await run_manager(config, until_idle=True, idle_timeout_s=120)
+        await write_users(config.pg_dsn, generate_users(500, 17))
+
+    def start(self) -> None:
+        sup = self.sup
+        manager_env, adserver_env = {}, {}
+        if "manager-postgres" in self.proxies:
+            manager_env["ADP_PG_DSN"] = _via(self.config.pg_dsn, self.proxies["manager-postgres"].port)
+        if "adserver-redis" in self.proxies:
+            adserver_env["ADP_REDIS_URL"] = _via(self.config.redis_url, self.proxies["adserver-redis"].port)
+        sup.start("manager", "manager", env=manager_env)
+        sup.start("served-writer", "served-writer")
+        sup.start("ledger", "ledger")
+        sup.start("pacer", "pacer")
+        sup.start("reconciler", "reconcile", "--interval", "2")
+        sup.start("adserver", "serve", "--workers", "2", "--port", str(PORT), env=adserver_env)
+        if self.streaming_archive:
+            sup.start("archive", "archive", "run", "--trigger-s", "2")
+
+    async def wait_ready(self, timeout_s: float = 120) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() < deadline:
+                try:
+                    if (await client.get(f"http://127.0.0.1:{PORT}/readyz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.3)
+        raise RuntimeError(f"{self.name}: ad server not ready; see .stack/logs/chaos/")
+
+    # --- load and checks -----------------------------------------------------------------------------
+
+    async def load(self, fault: Callable[[Rig], Awaitable[None]]) -> SimSummary:
+        users = await load_users(self.config.pg_dsn)
+        sim = Simulator(users, ad_url=f"http://127.0.0.1:{PORT}", rate=self.timing.rate, concurrency=32)
+        run = asyncio.ensure_future(sim.run(self.timing.load_s))
+        await asyncio.sleep(self.timing.load_s / 4)
+        await fault(self)
+        return await run
+
+    def drain(self) -> None:
+        sup = self.sup
+        sup.stop("adserver")
+        for name in ("reconciler", "pacer", "manager", "ledger", "served-writer"):
+            sup.stop(name)
+        sup.stop("archive", timeout_s=180)
+        env = dict(os.environ, **self.env)
+        for args in (
+            ("ledger", "--until-idle", "--timeout", "120"),
+            ("served-writer", "--until-idle", "--timeout", "120"),
+            ("archive", "run", "--until-idle"),
+            ("reconcile",),
+        ):
+            subprocess.run([sys.executable, "-m", "adplatform.cli", *args], env=env, check=True,
+                           capture_output=True, timeout=600)  # fmt: skip
+
+    async def check(self, summary: SimSummary) -> Result:
+        config = self.config
+        result = Result(self.name, faults=", ".join(self.faults))
+        result.requests_per_s = summary.requests / summary.elapsed_s if summary.elapsed_s else 0.0
+        result.error_share = summary.errors / summary.requests if summary.requests else 0.0
+        events = {}
+        for record in await read_to_end(config.kafka_bootstrap, config.topics.feedback):
+            event = feedback_decoder.decode(record.value or b"")
+            events[event.event_id] = event.expenditure_micros
+        result.lost = sum(1 for eid in summary.acked_event_ids if eid not in events)
+        conn = await asyncpg.connect(config.pg_dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT campaign_id, budget * 1000000 AS budget, spent * 1000000 AS spent FROM online_ads.ads"
+            )
+            result.postgres_micros = int(
+                await conn.fetchval("SELECT coalesce(sum(amount), 0) * 1000000 FROM online_ads.spend_events")
+            )
+        finally:
+            await conn.close()
+        budgets = {r["campaign_id"]: int(r["budget"]) for r in rows}
+        result.overspend = sum(1 for r in rows if r["spent"] > r["budget"])
+        client = aioredis.Redis.from_url(config.redis_url)
+        try:
+            redis_spent = await BudgetStore(client, slot_s=config.slot_s).spent_all()
+        finally:
+            await client.aclose()
+        result.redis_micros = sum(redis_spent.values())
+        result.overspend += sum(1 for cid, s in redis_spent.items() if s > budgets.get(cid, s))
+        books = archive_books(config.archive_dir)
+        result.duplicated = books.duplicates
+        result.archive_micros = books.spend_micros
+        if books.events != len(events) or books.missing_files:
+            result.notes.append(f"archive holds {books.events} of {len(events)} events")
+        return result
+
+
+# --- faults ---------------------------------------------------------------------------------------------
+
+
+def _restart_service(service: str, hold_s: float) -> Callable[[Rig], Awaitable[None]]:
+    async def fault(r: Rig) -> None:
+        stack.stop_service(r.config, service)
+        r.faults.append(f"{service} stopped {hold_s:.0f}s")
+        await asyncio.sleep(hold_s)
+        paths = stack.Paths(r.config.stack_dir)
+        start = {"kafka": stack.start_kafka, "redis": stack.start_redis, "postgres": stack.start_postgres}[
+            service
+        ]
+        await asyncio.to_thread(start, paths)
+        await asyncio.to_thread(_wait_healthy, r.config)
+
+    return fault
+
+
+def _wait_healthy(config: Config) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if all(stack.health(config).values()):
+            return
+        time.sleep(0.5)
+    raise RuntimeError("the stack did not come back")
+
+
+async def _wipe_redis(r: Rig) -> None:
+    client = aioredis.Redis.from_url(r.config.redis_url)
+    await client.flushdb()
+    await client.aclose()
+    r.faults.append("Redis FLUSHDB")
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _kill(process: str) -> Callable[[Rig], Awaitable[None]]:
+    async def fault(r: Rig) -> None:
+        managed = r.sup.procs[process]
+        args = managed.proc.args
+        assert isinstance(args, list)
+        if process == "adserver":
+            # One worker, not the supervisor: uvicorn replaces it and the new one bootstraps its index.
+            os.kill(_children(managed.proc.pid)[-1], signal.SIGKILL)
+            r.faults.append("SIGKILL adserver worker")
+            return
+        r.sup.kill(process)
+        r.faults.append(f"SIGKILL {process}")
+        await asyncio.sleep(1)
+        r.sup.start(process, *[str(a) for a in args[3:]])
+
+    return fault
+
+
+def _cut(proxy_name: str, hold_s: float, mode: str) -> Callable[[Rig], Awaitable[None]]:
+    async def fault(r: Rig) -> None:
+        proxy = r.proxies[proxy_name]
+        getattr(proxy, mode)()
+        r.faults.append(f"{mode} {proxy_name} {hold_s:.0f}s")
+        await asyncio.sleep(hold_s)
+        proxy.restore()
+
+    return fault
+
+
+def scenarios(t: Timing) -> dict[str, Callable[[Rig], Awaitable[None]]]:
+    return {
+        "kafka-restart": _restart_service("kafka", t.hold_s),
+        "postgres-stop": _restart_service("postgres", t.postgres_hold_s),
+        "redis-restart": _restart_service("redis", t.hold_s),
+        "redis-wipe": _wipe_redis,
+        "kill-manager": _kill("manager"),
+        "kill-adserver-worker": _kill("adserver"),
+        "kill-served-writer": _kill("served-writer"),
+        "kill-ledger": _kill("ledger"),
+        "kill-pacer": _kill("pacer"),
+        "kill-archive": _kill("archive"),
+        "cut-adserver-redis": _cut("adserver-redis", t.hold_s, "cut"),
+        "blackhole-manager-postgres": _cut("manager-postgres", t.hold_s, "blackhole"),
+    }
+
+
+async def run_scenario(name: str, timing: Timing, *, fast: bool) -> Result:
+    base = load_config()
+    fault = scenarios(timing)[name]
+    rig = Rig(base, name, timing, streaming_archive=(not fast) or name == "kill-archive")
+    await rig.prepare()
+    target_pg = urlsplit(base.pg_dsn)
+    target_redis = urlsplit(base.redis_url)
+    if name == "cut-adserver-redis":
+        rig.proxies["adserver-redis"] = FaultProxy(
+            target_redis.hostname or "127.0.0.1", target_redis.port or 6379
+        )
+    if name == "blackhole-manager-postgres":
+        rig.proxies["manager-postgres"] = FaultProxy(
+            target_pg.hostname or "127.0.0.1", target_pg.port or 5432
+        )
+    with contextlib.ExitStack() as stack_:
+        for proxy in rig.proxies.values():
+            stack_.enter_context(proxy)
+        try:
+            rig.start()
+            await rig.wait_ready()
+            summary = await rig.load(fault)
+            await asyncio.to_thread(rig.drain)
+            return await rig.check(summary)
+        finally:
+            rig.sup.stop_all()
+
+
+def format_table(results: list[Result]) -> str:
+    head = (
+        f"{'scenario':<28} {'req/s':>7} {'errors':>7}  {'faults':<34} {'lost':>5} {'dup':>5} {'over':>5}  "
+        "conservation (redis = postgres = archive, micros)"
+    )
+    lines = [head, "-" * len(head)]
+    for r in results:
+        archive = "n/a" if r.archive_micros is None else str(r.archive_micros)
+        verdict = "OK" if r.conserved else "MISMATCH"
+        load = f"{r.scenario:<28} {r.requests_per_s:>7.0f} {r.error_share:>7.1%}  {r.faults[:34]:<34}"
+        books = f"{r.lost:>5} {r.duplicated:>5} {r.overspend:>5}"
+        lines.append(f"{load} {books}  {r.redis_micros} = {r.postgres_micros} = {archive}: {verdict}")
+        lines += [f"    note: {n}" for n in r.notes]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("scenario", nargs="*", help="Scenarios to run (default: all).")
+    parser.add_argument("--fast", action="store_true", help="Short holds, archive built once at the end.")
+    args = parser.parse_args()
+    timing = FAST if args.fast else FULL
+    names = args.scenario or list(scenarios(timing))
+    results = []
+    for name in names:
+        print(f"==> {name}", flush=True)
+        results.append(asyncio.run(run_scenario(name, timing, fast=args.fast)))
+        print(format_table(results[-1:]).splitlines()[-1], flush=True)
+    print()
+    print(format_table(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
