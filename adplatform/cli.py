@@ -271,7 +271,7 @@ def dlq_show(limit: int | None) -> None:
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option(
     "--server", type=click.Choice(["uvicorn", "granian"]), default="uvicorn", show_default=True,
-    help="uvicorn (uvloop + httptools) or granian (needs the granian package).",
+    help="uvicorn (uvloop + httptools) or granian (Rust HTTP server; faster here, see bench/http.py).",
 )  # fmt: skip
 def serve_cmd(host: str, port: int, workers: int, server: str) -> None:
     """Run the ad server: each worker bootstraps its index from ad-changes, then serves GET /ad/user/..."""
@@ -553,8 +553,7 @@ def archive_compact(all_partitions: bool, grace_minutes: int) -> None:
         raise click.ClickException(str(exc)) from None
     click.echo(
         f"compacted {s.partitions_compacted} partitions: {s.files_merged} files → "
-        f"{s.records_written} records "
-        f"({s.duplicates_dropped} duplicates dropped); {s.partitions_open} open partitions left; "
+        f"{s.records_written} records; {s.partitions_open} open partitions left; "
         f"{s.leftovers_removed} leftovers of an interrupted run removed"
     )
 

@@ -1,0 +1,65 @@
+"""The ad server's ASGI app: ``create_app(config)`` for tests and embedding, ``app`` for uvicorn/granian.
+
+``uvicorn adserver.app:app`` imports this module in each worker: building the app opens no connection
+and reads no configuration; both happen in the lifespan (config from ``ADP_*`` / ``.env`` when none is
+given).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from adplatform.config import Config
+from adserver.fastpath import ServeFastPath
+from adserver.lifespan import CORE_COMPONENTS, Component, lifespan
+from adserver.middleware import BodyLimitMiddleware, TimingMiddleware
+from adserver.routes import build_routes
+from adserver.serve import ServeEndpoint
+from adserver.state import StateRef
+
+#: Every lifespan component of a worker, started in order and stopped in reverse. Issue 5 appends
+#: ``adserver.feedback_route.feedback_component`` here, and its route in ``adserver.routes``.
+COMPONENTS: tuple[Component, ...] = CORE_COMPONENTS
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"detail": "Internal server error."}, status_code=500)
+
+
+def create_app(config: Config | None = None, *, components: Sequence[Component] = COMPONENTS) -> Starlette:
+    """A new ad-server app; ``config=None`` reads the environment when the lifespan starts."""
+    ref = StateRef()
+
+    @contextlib.asynccontextmanager
+    async def run(app: Starlette) -> AsyncIterator[None]:
+        async with lifespan(ref, config, components):
+            yield
+
+    serve = ServeEndpoint(ref)
+    app = Starlette(
+        routes=build_routes(ref, serve),
+        middleware=[
+            Middleware(ServeFastPath, endpoint=serve, metrics=ref.metrics),
+            Middleware(TimingMiddleware, metrics=ref.metrics),
+            Middleware(BodyLimitMiddleware),
+        ],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        lifespan=run,
+    )
+    app.state.ref = ref  # for tests and tools; routes hold ``ref`` directly
+    return app
+
+
+app = create_app()

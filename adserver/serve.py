@@ -1,0 +1,104 @@
+"""``GET /ad/user/{user_id}/serve``: index lookup, second-price auction, signed request_id. The hot path.
+
+A raw ASGI endpoint (no ``Request``/``Response`` objects): it reads the path parameter and the query
+string from the scope, answers with pre-encoded JSON and leaves publishing to the background publisher.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from typing import Final
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from adserver.error import ParamError
+from adserver.respond import detail, send_json
+from adserver.state import StateRef
+from adserver.token import RequestToken
+from index.auction import settle
+
+NO_FILL: Final = detail("No eligible ads found.")
+NOT_READY: Final = detail("The ad index is still loading; retry shortly.")
+
+
+class ServeEndpoint:
+    """The serve route as an ASGI app; one per worker, so the nonce counter is per process."""
+
+    def __init__(self, ref: StateRef) -> None:
+        self._ref = ref
+        # Nonces: a random per-process prefix and a counter, unique without a syscall per request.
+        self._nonce_prefix = secrets.token_hex(6)
+        self._counter = itertools.count()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """As a Starlette route (HEAD, and requests the fast path leaves to the router)."""
+        await self.respond(scope["path_params"]["user_id"], scope["query_string"], send)
+
+    async def respond(self, user_id: str, query: bytes, send: Send) -> int:
+        """Answer one serve request; returns the status sent."""
+        state = self._ref.state
+        if state is None:
+            await send_json(send, 503, NOT_READY, retry_after_s=1)
+            return 503
+        try:
+            request = state.parser.build(user_id, query, state.profiles)
+        except ParamError as exc:
+            await send_json(send, 422, detail(exc.reason))
+            return 422
+        if not state.ready:
+            await send_json(send, 503, NOT_READY, retry_after_s=1)
+            return 503
+        now_s = time.time()
+        reserve = state.config.reserve_cpm_units
+        head = state.index.top(request, now_s, reserve)
+        if head is None:
+            state.stats.unfilled += 1
+            await send_json(send, 404, NO_FILL)
+            return 404
+        result = settle(head.winners, head.second_cpm_units, reserve_cpm_units=reserve, rng=state.rng)
+        campaign = result.campaign
+        issued_ms = int(now_s * 1000)
+        request_id = state.signer.issue(
+            RequestToken(
+                f"{self._nonce_prefix}{next(self._counter):x}",
+                campaign.campaign_id,
+                campaign.version,
+                issued_ms,
+                request.user_id,
+                result.clearing_cpm_units,
+                result.auction_cpc_micros,
+                result.auction_cpa_micros,
+                request.age,
+                request.gender,
+                request.device_type,
+                request.city,
+            )
+        )
+        # Bidders that set the price: the top group, plus the runner-up when it priced a lone winner.
+        bidders = len(head.winners) + (len(head.winners) == 1 and head.second_cpm_units is not None)
+        state.publisher.offer(
+            (
+                request_id,
+                campaign.campaign_id,
+                issued_ms,
+                result.clearing_cpm_units,
+                result.auction_cpc_micros,
+                result.auction_cpa_micros,
+                bidders,
+                request,
+            )
+        )
+        state.stats.served += 1
+        body = orjson.dumps(
+            {
+                "text": campaign.text,
+                "request_id": request_id,
+                "campaign_id": campaign.campaign_id,
+                "category": campaign.category,
+            }
+        )
+        await send_json(send, 200, body)
+        return 200

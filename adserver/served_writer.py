@@ -1,0 +1,155 @@
+"""``adplatform served-writer``: copies ``served-ads`` into ``online_ads.served_ads`` in batches.
+
+A member of the ``served-writer`` consumer group. Per ``getmany`` batch: decode (an undecodable record is
+logged, counted and skipped), write through ``ServedAdsSink`` (idempotent), and only then commit the
+offsets. At-least-once delivery plus the idempotent insert gives exactly-once rows. PostgreSQL down: the
+batch is retried with backoff and nothing is committed, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import asyncpg
+import msgspec
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
+
+from adplatform.config import Config
+from adplatform.names import GROUP_SERVED_WRITER
+from adplatform.wire import ServedAd, served_decoder
+from adserver.sink_postgres import ServedAdsSink
+
+logger = logging.getLogger(__name__)
+
+#: Failures that go away by themselves (PostgreSQL restarting, a dropped connection): retry the batch.
+RETRIABLE: Final = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                    asyncpg.exceptions.OperatorInterventionError, KafkaError)  # fmt: skip
+
+
+@dataclass
+class WriterStats:
+    messages: int = 0
+    inserted: int = 0
+    skipped: int = 0
+    batches: int = 0
+    retries: int = 0
+
+
+class ServedWriter:
+    """One member of the served-writer group: consume, write, then commit."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, sink: ServedAdsSink, *, max_batch: int = 5000) -> None:
+        self._consumer = consumer
+        self._sink = sink
+        self._max_batch = max_batch
+        self._stopping = asyncio.Event()
+        self.stats = WriterStats()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def decode(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[ServedAd]:
+        ads: list[ServedAd] = []
+        for r in records:
+            try:
+                ads.append(served_decoder.decode(r.value or b""))
+            except msgspec.DecodeError as exc:
+                self.stats.skipped += 1
+                logger.warning("served-ads %d/%d skipped: %s", r.partition, r.offset, exc)
+        return ads
+
+    async def _drained(self) -> bool:
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return False
+        ends = await self._consumer.end_offsets(list(assignment))
+        for tp in assignment:
+            if await self._consumer.position(tp) < ends[tp]:
+                return False
+        return True
+
+    async def _write(self, ads: list[ServedAd]) -> int:
+        backoff_s = 0.2
+        while True:
+            try:
+                return await self._sink.write(ads)
+            except RETRIABLE as exc:
+                self.stats.retries += 1
+                logger.warning(
+                    "served-ads batch of %d failed (%s); retrying in %.1fs", len(ads), exc, backoff_s
+                )
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 5.0)
+
+    async def run(self, *, until_idle: bool = False) -> WriterStats:
+        """Consume until stopped (or, with ``until_idle``, until every assigned partition is drained)."""
+        while not self._stopping.is_set():
+            try:
+                batch = await self._consumer.getmany(timeout_ms=300, max_records=self._max_batch)
+            except ConsumerStoppedError:
+                break
+            records = [r for part in batch.values() for r in part]
+            if not records:
+                if until_idle and await self._drained():
+                    break
+                continue
+            self.stats.inserted += await self._write(self.decode(records))
+            try:
+                await self._consumer.commit()
+            except CommitFailedError as exc:
+                logger.warning("commit failed after a rebalance (%s); the batch will be replayed", exc)
+            self.stats.messages += len(records)
+            self.stats.batches += 1
+        return self.stats
+
+
+@contextlib.asynccontextmanager
+async def open_served_writer(config: Config, *, max_batch: int = 5000) -> AsyncIterator[ServedWriter]:
+    """Create the consumer and the pool, yield the writer (not yet running), close both after."""
+    consumer = AIOKafkaConsumer(
+        config.topics.served_ads,
+        bootstrap_servers=config.kafka_bootstrap,
+        group_id=config.group(GROUP_SERVED_WRITER),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=max_batch,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=2_000,
+    )
+    # min_size=0: no connection up front, so a writer started while PostgreSQL is down waits and retries.
+    pool = await asyncpg.create_pool(config.pg_dsn, min_size=0, max_size=2, timeout=10)
+    try:
+        await consumer.start()
+        yield ServedWriter(consumer, ServedAdsSink(pool), max_batch=max_batch)
+    finally:
+        await consumer.stop()
+        await pool.close()
+
+
+async def run_served_writer(
+    config: Config, *, until_idle: bool = False, timeout_s: float | None = None, max_batch: int = 5000
+) -> WriterStats:
+    """Entry point: one writer until SIGTERM/SIGINT (or idle, or the timeout)."""
+    async with open_served_writer(config, max_batch=max_batch) as writer:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, writer.stop)
+        try:
+            task = asyncio.ensure_future(writer.run(until_idle=until_idle))
+            if timeout_s is not None:
+                done, _ = await asyncio.wait({task}, timeout=timeout_s)
+                if not done:
+                    writer.stop()
+            stats = await task
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    logger.info("served-writer stopped: %s", stats)
+    return stats

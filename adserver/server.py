@@ -1,0 +1,67 @@
+"""Runs the ad server under uvicorn (uvloop + httptools) or granian, with N worker processes.
+
+Each worker imports ``adserver.app:app`` and runs its own lifespan: its own index (bootstrapped from
+``ad-changes``), consumer, profile table and publisher. Workers share nothing but the listening socket.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+APP: Final = "adserver.app:app"
+Server = Literal["uvicorn", "granian"]
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """Our loggers and uvicorn's to stderr at ``level``; no access log (requests are counted instead)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+        },
+        "root": {"handlers": ["stderr"], "level": level},
+        # aiokafka logs every retry at INFO; WARNING and up is enough.
+        "loggers": {"aiokafka": {"level": "WARNING" if level in ("DEBUG", "INFO") else level}},
+    }
+
+
+def run(
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    server: Server = "uvicorn",
+    log_level: str = "INFO",
+    app: str = APP,
+) -> None:
+    """Serve ``app`` (an import string) until SIGINT/SIGTERM; each worker reads the environment itself."""
+    if server == "granian":
+        from granian import Granian
+        from granian.constants import Interfaces, Loops
+
+        Granian(
+            app,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            workers=workers,
+            loop=Loops.uvloop,
+            log_dictconfig=log_config(log_level),
+        ).serve()
+        return
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=log_config(log_level),
+        timeout_graceful_shutdown=10,
+    )

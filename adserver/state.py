@@ -1,0 +1,79 @@
+"""The one typed object that holds a worker's clients and in-memory state, built in the lifespan.
+
+``StateRef`` exists before the lifespan runs (``create_app`` makes it, routes and middleware close over
+it) and holds the ``ServerState`` once started. Fields for the feedback path (issue 5) are optional and
+are filled by its own lifespan component (see ``adserver.app.COMPONENTS``).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+from adplatform.budget_redis import BudgetStore
+from adplatform.config import Config
+from adserver.blocked import BlockedListener
+from adserver.metrics import RequestMetrics
+from adserver.params import RequestParser
+from adserver.profiles import ProfileTable
+from adserver.publisher import ServedAdPublisher
+from adserver.refresher import IndexRefresher
+from adserver.token import TokenSigner
+from index.geo import GeoTable
+from index.index import TargetingIndex
+
+
+class FeedbackHandler(Protocol):
+    """The feedback path (issue 5): the 200 body, or an error carrying its status (e.g. 404/422/503)."""
+
+    async def handle(self, request_id: str, raw_body: bytes) -> bytes: ...
+
+
+@dataclass
+class ServeStats:
+    """Outcomes of the serve route, for the fill rate."""
+
+    served: int = 0
+    unfilled: int = 0
+
+    @property
+    def fill_ratio(self) -> float:
+        auctions = self.served + self.unfilled
+        return self.served / auctions if auctions else 0.0
+
+
+@dataclass
+class ServerState:
+    """Everything a worker serves from. Built by ``adserver.lifespan``; never at import time."""
+
+    config: Config
+    geo: GeoTable
+    parser: RequestParser
+    index: TargetingIndex
+    signer: TokenSigner
+    rng: random.Random
+    profiles: ProfileTable
+    refresher: IndexRefresher
+    blocked: BlockedListener
+    publisher: ServedAdPublisher
+    stats: ServeStats = field(default_factory=ServeStats)
+    # --- feedback path (issue 5): set by its lifespan component; None until then -----------------------
+    redis: aioredis.Redis | None = None
+    budgets: BudgetStore | None = None
+    feedback: FeedbackHandler | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Ready to serve: the index is bootstrapped and the first profile load was attempted."""
+        return self.refresher.ready.is_set() and self.profiles.attempted
+
+
+@dataclass
+class StateRef:
+    """The app's handle on its state: metrics from the start, ``state`` once the lifespan has started."""
+
+    metrics: RequestMetrics = field(default_factory=RequestMetrics)
+    state: ServerState | None = None

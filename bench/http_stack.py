@@ -1,0 +1,111 @@
+"""The HTTP benchmark's set-up: servers in subprocesses on free ports, and corpora seeded through the
+production path (producer → Ad Manager → ad-changes) under a bench-only topic prefix."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from adplatform.config import Config
+from adplatform.kafka import ensure_topics, wait_for_topics
+from ingest.generator import generate_campaigns, write_campaigns_csv
+from ingest.instruction import NEW
+from ingest.manager import run_manager
+from ingest.producer import produce_file
+
+SEED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "campaigns_seed.csv"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def prefixed(config: Config, prefix: str) -> Config:
+    return replace(config, topics=replace(config.topics, prefix=prefix), group_prefix=prefix)
+
+
+def write_corpus(path: Path, campaigns: int | None) -> tuple[Path, bool]:
+    """The file to ingest: the seed file (dates rebased) when ``campaigns`` is None and it exists, else
+    ``campaigns`` generated New instructions (4,242 like the seed when None). Returns (file, rebase)."""
+    if campaigns is None and SEED_CSV.is_file():
+        return SEED_CSV, True
+    wanted = campaigns or 4_242
+    rows = [
+        r for r in generate_campaigns(int(wanted * 1.9) + 100, 11, datetime.now(UTC)) if r["action"] == NEW
+    ]
+    write_campaigns_csv(path, rows[:wanted])
+    return path, False
+
+
+async def seed(config: Config, file: Path, *, rebase: bool) -> str:
+    """Fresh topics for ``config``'s prefix, the file produced and folded by the manager; a summary."""
+    await ensure_topics(config)
+    await wait_for_topics(config, config.topics.all())
+    produced = await produce_file(config, file, rebase=rebase)
+    stats = await run_manager(config, until_idle=True, idle_timeout_s=600)
+    return f"{produced.published} instructions → {stats.applied} campaign states ({stats.rejected} rejected)"
+
+
+async def delete_topics(config: Config) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        mine = [t for t in config.topics.all() if t in existing]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+
+
+def wait_http(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} not ready after {timeout_s}s")
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def server_process(
+    app: str, server: str, port: int, *, workers: int, env: dict[str, str] | None = None, ready_path: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m bench.http run-server`` in its own process group; SIGTERM (then SIGKILL) on exit."""
+    cmd = [sys.executable, "-m", "bench.http", "run-server", app, server, str(port), str(workers)]
+    log = open(f"/tmp/bench-http-{port}.log", "wb")  # noqa: SIM115  (closed below)
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **(env or {})}, stdout=log, stderr=log, start_new_session=True
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}{ready_path}", timeout_s=300)
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()

@@ -1,0 +1,101 @@
+"""``wrk`` as the HTTP benchmark's load generator: realistic serve URLs in a Lua script, parsed results.
+
+The Lua script walks a fixed list of request paths (seeded: cities with their states, devices, ages,
+genders, income buckets, anonymous and known users in the original simulator's proportions) and prints
+its summary as one JSON line, so nothing depends on wrk's human-readable output.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlencode
+
+import msgspec
+
+from index.campaign import DEVICE_TYPES, GENDERS, INCOME_BUCKETS
+from index.geo import DEFAULT_GEO
+
+ANONYMOUS: Final = "1111-1111-1111-1111"
+_MARKER: Final = "WRK_JSON "
+_DONE: Final = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, '
+    .. '"max_us": %d, "connect_errors": %d, "read_errors": %d, "write_errors": %d, '
+    .. '"non_2xx": %d, "timeouts": %d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.max, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+class WrkResult(msgspec.Struct, frozen=True):
+    requests: int
+    duration_us: int
+    p50_us: int
+    p90_us: int
+    p99_us: int
+    max_us: int
+    connect_errors: int
+    read_errors: int
+    write_errors: int
+    non_2xx: int
+    timeouts: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / (self.duration_us / 1e6)
+
+
+def make_paths(count: int, seed: int = 1) -> list[str]:
+    """Serve URLs like the original simulator's: every request names device, city and state; most
+    name an age, some a gender and an income bucket; one in five is the privacy user."""
+    rng = random.Random(seed)
+    users = [f"{rng.getrandbits(64):016x}-{n}" for n in range(1000)]
+    names, populations = DEFAULT_GEO.city_weights()
+    paths: list[str] = []
+    for _ in range(count):
+        city = DEFAULT_GEO.city(rng.choices(names, populations)[0])
+        assert city is not None
+        params = {"device_type": rng.choice(DEVICE_TYPES), "city": city.name, "state": city.state}
+        if rng.random() < 0.7:
+            params["age"] = str(rng.randint(18, 70))
+        if rng.random() < 0.6:
+            params["gender"] = rng.choice(GENDERS)
+        if rng.random() < 0.5:
+            params["income_bucket"] = rng.choice(INCOME_BUCKETS)
+        user = ANONYMOUS if rng.random() < 0.2 else rng.choice(users)
+        paths.append(f"/ad/user/{user}/serve?{urlencode(params)}")
+    return paths
+
+
+def write_script(path: Path, paths: list[str]) -> Path:
+    """A wrk Lua script rotating through ``paths`` (each thread from its own offset)."""
+    entries = ",\n".join(f'  "{p}"' for p in paths)
+    path.write_text(
+        f"local paths = {{\n{entries}\n}}\n"
+        "local n = #paths\nlocal i = 0\nlocal threads = 0\n"
+        "setup = function(thread) threads = threads + 1; thread:set('offset', threads * 997) end\n"
+        "init = function(args) i = (offset or 0) % n end\n"
+        "request = function()\n  i = i % n + 1\n  return wrk.format('GET', paths[i])\nend\n" + _DONE,
+        encoding="utf-8",
+    )
+    return path
+
+
+def run_wrk(url: str, script: Path, *, duration_s: int, connections: int = 64, threads: int = 2) -> WrkResult:
+    """One bounded wrk run (``duration_s`` plus a timeout margin) against ``url``."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise RuntimeError("wrk not found: apt-get install wrk")
+    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency", "-s", str(script), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 30, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith(_MARKER):
+            return msgspec.json.decode(line[len(_MARKER) :], type=WrkResult)
+    raise RuntimeError(f"no summary in wrk output:\n{out}")

@@ -1,0 +1,45 @@
+"""The served-ads publisher without Kafka: serving never waits, a full queue drops and counts."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from decimal import Decimal
+
+from adplatform.config import load_config
+from adplatform.wire import served_decoder
+from adserver.publisher import ServedAdPublisher, ServedItem, served_ad
+from index.targeting import AdRequest
+
+REQUEST = AdRequest(
+    user_id="u1", device_type="iPhone", city="Pune", state="Maharashtra", country="India", age=30
+)
+ITEM: ServedItem = ("rid", "c1", 1_700_000_000_123, 1_234_567, 660, 52_900, 2, REQUEST)
+
+
+def test_served_ad_carries_the_auction_exactly() -> None:
+    ad = served_ad(ITEM)
+    assert (ad.request_id, ad.campaign_id, ad.user_id, ad.served_at_ms, ad.bidders) == (
+        "rid", "c1", "u1", 1_700_000_000_123, 2
+    )  # fmt: skip
+    assert (ad.auction_cpm, ad.auction_cpc, ad.auction_cpa) == (
+        Decimal("0.0001234567"), Decimal("0.000660"), Decimal("0.052900")
+    )  # fmt: skip
+    assert (ad.city, ad.age, ad.gender) == ("Pune", 30, None)
+    from adplatform.wire import encoder
+
+    assert served_decoder.decode(encoder.encode(ad)) == ad
+
+
+async def test_unreachable_kafka_drops_instead_of_blocking() -> None:
+    # Port 9 (discard) is not the stack's: nothing answers there.
+    config = replace(load_config(), kafka_bootstrap="127.0.0.1:9")
+    publisher = ServedAdPublisher(config, max_queue=10)
+    task = asyncio.create_task(publisher.run())
+    for _ in range(15):
+        publisher.offer(ITEM)  # returns at once, connected or not
+    assert (len(publisher), publisher.dropped) == (10, 5)
+    await asyncio.sleep(0.2)
+    publisher.stop()
+    await asyncio.wait_for(task, 5)
+    assert (len(publisher), publisher.dropped, publisher.sent) == (0, 15, 0)

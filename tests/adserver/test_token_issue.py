@@ -1,0 +1,43 @@
+"""Request tokens as the serve route issues them: the fast HMAC equals the standard one."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+import pytest
+
+from adplatform.config import TokenKey
+from adserver.token import MAC_BYTES, RequestToken, TokenError, TokenSigner, _b64, _PrecomputedHmac
+
+KEYS = (TokenKey("k2", b"s" * 16), TokenKey("k1", b"old-secret-still-valid"))
+TOKEN = RequestToken("n1", "c1", 7, 1_700_000_000_000, "u1", 12_345, 660, 52_900, 30, "F", "iPhone", "Pune")
+
+
+@pytest.mark.parametrize("secret", [b"s" * 16, b"k" * 64, b"l" * 65, b"m" * 300])
+def test_precomputed_hmac_is_hmac_sha256(secret: bytes) -> None:
+    for msg in (b"", b"k1.payload", b"x" * 1000):
+        assert _PrecomputedHmac(secret).digest(msg) == hmac.new(secret, msg, hashlib.sha256).digest()
+
+
+@pytest.mark.parametrize("size", range(0, 40))
+def test_b64_is_unpadded_base64url(size: int) -> None:
+    data = bytes((b * 37 + 250) % 256 for b in range(size))
+    assert _b64(data) == base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_issue_verifies_and_rotates() -> None:
+    signer = TokenSigner(KEYS, ttl_s=60)
+    request_id = signer.issue(TOKEN)
+    kid, payload, mac = request_id.split(".")
+    assert kid == "k2"
+    expected = hmac.new(b"s" * 16, f"{kid}.{payload}".encode(), hashlib.sha256).digest()[:MAC_BYTES]
+    assert mac == base64.urlsafe_b64encode(expected).rstrip(b"=").decode()
+    assert signer.verify(request_id, now_ms=TOKEN.issued_ms + 1) == TOKEN
+    # A worker with only the old key set first still verifies what the new key signed.
+    assert TokenSigner((KEYS[1], KEYS[0]), ttl_s=60).verify(request_id, now_ms=TOKEN.issued_ms) == TOKEN
+    with pytest.raises(TokenError, match="unknown key"):
+        TokenSigner((KEYS[1],), ttl_s=60).verify(request_id, now_ms=TOKEN.issued_ms)
+    with pytest.raises(TokenError, match="expired"):
+        signer.verify(request_id, now_ms=TOKEN.issued_ms + 61_000)
