@@ -18,15 +18,16 @@ from starlette.responses import JSONResponse, Response
 
 from adplatform.config import Config
 from adserver.fastpath import ServeFastPath
+from adserver.feedback_route import feedback_component
 from adserver.lifespan import CORE_COMPONENTS, Component, lifespan
 from adserver.middleware import BodyLimitMiddleware, TimingMiddleware
 from adserver.routes import build_routes
 from adserver.serve import ServeEndpoint
 from adserver.state import StateRef
 
-#: Every lifespan component of a worker, started in order and stopped in reverse. Issue 5 appends
-#: ``adserver.feedback_route.feedback_component`` here, and its route in ``adserver.routes``.
-COMPONENTS: tuple[Component, ...] = CORE_COMPONENTS
+#: Every lifespan component of a worker, started in order and stopped in reverse: serving's, then the
+#: feedback path's (Redis budgets and the ad-feedback producer).
+COMPONENTS: tuple[Component, ...] = (*CORE_COMPONENTS, feedback_component)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

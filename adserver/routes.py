@@ -2,9 +2,8 @@
 
 The hot serve route is answered by ``adserver.fastpath`` before the router; its route here serves HEAD
 and the odd request the fast path leaves alone.
-To add an endpoint (e.g. ``POST /ad/{request_id}/feedback``, issue 5), write it in its own module as a
-function of the ``StateRef`` and append its ``Route`` in ``build_routes``; document it in
-``adserver.openapi`` (the feedback route already is).
+To add an endpoint, write it in its own module as a function of the ``StateRef`` and append its
+``Route`` in ``build_routes``; document it in ``adserver.openapi``.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from adserver import health, openapi
 from adserver.fastpath import SERVE_ROUTE
+from adserver.feedback_route import FeedbackEndpoint
 from adserver.serve import ServeEndpoint
 from adserver.state import StateRef
 
@@ -27,7 +27,7 @@ def build_routes(ref: StateRef, serve: ServeEndpoint) -> list[BaseRoute]:
     """Every route; ``serve`` is the worker's one serve endpoint (the fast path calls it too)."""
     return [
         Route(SERVE_ROUTE, serve, methods=["GET"]),
-        # Issue 5 mounts here: Route("/ad/{request_id}/feedback", FeedbackEndpoint(ref), methods=["POST"]),
+        Route("/ad/{request_id}/feedback", FeedbackEndpoint(ref), methods=["POST"]),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz(ref), methods=["GET"]),
         Route("/metrics", health.metrics(ref), methods=["GET"]),

@@ -1,0 +1,111 @@
+"""``POST /ad/{request_id}/feedback`` and the lifespan component that builds the feedback path.
+
+The route is raw ASGI like the serve route: it reads the body (bounded by the size-limit middleware),
+hands it to ``FeedbackService`` and answers with pre-encoded JSON. The component owns the clients the
+feedback path needs: a Redis pool (bounded, blocking when exhausted rather than failing), the budget
+scripts, and an idempotent Kafka producer for ``ad-feedback`` (acks=all, linger batches concurrent
+requests into one produce request, so no request ever flushes on its own).
+
+Degradation: Redis or Kafka down → 503 with nothing charged (``FeedbackService``); serving is unaffected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from aiokafka.errors import KafkaError
+from starlette.types import Receive, Scope, Send
+
+from adplatform.budget_redis import BudgetStore
+from adplatform.kafka import make_producer
+from adserver.feedback import FeedbackError, FeedbackService
+from adserver.lifespan import background
+from adserver.respond import detail, send_json
+from adserver.state import ServerState, StateRef
+from index.pacing import SystemClock
+
+logger = logging.getLogger(__name__)
+
+NOT_READY = detail("The feedback path is starting; retry shortly.")
+#: Longer than any token's life: a (request, action) can never be charged twice while its token is valid.
+DEDUP_MARGIN_S = 3600
+
+
+class FeedbackEndpoint:
+    """The feedback route as an ASGI app."""
+
+    def __init__(self, ref: StateRef) -> None:
+        self._ref = ref
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self._ref.state
+        if state is None or state.feedback is None:
+            await send_json(send, 503, NOT_READY, retry_after_s=1)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        try:
+            body = await state.feedback.handle(scope["path_params"]["request_id"], b"".join(chunks))
+        except FeedbackError as exc:
+            await send_json(send, exc.status, exc.body, retry_after_s=1 if exc.status == 503 else None)
+            return
+        await send_json(send, 200, body)
+
+
+@contextlib.asynccontextmanager
+async def feedback_component(state: ServerState) -> AsyncIterator[None]:
+    """Redis budgets and the ad-feedback producer for this worker."""
+    config = state.config
+    pool = aioredis.BlockingConnectionPool.from_url(
+        config.redis_url, max_connections=64, timeout=2, socket_timeout=2, socket_connect_timeout=2
+    )
+    client = aioredis.Redis(connection_pool=pool)
+    producer = make_producer(config, linger_ms=2, client_id="adserver-feedback")
+    budgets = BudgetStore(client, slot_s=config.slot_s)
+    service = FeedbackService(
+        signer=state.signer,
+        budgets=budgets,
+        producer=producer,
+        topic=config.topics.feedback,
+        lookup=state.index.get,
+        clock=SystemClock(),
+        dedup_ttl_s=config.token_ttl_s + DEDUP_MARGIN_S,
+    )
+    state.redis = client
+    state.budgets = budgets
+    started = asyncio.Event()
+
+    async def start_producer() -> None:
+        # In the background, retried: a worker starts (and serves) while Kafka is down, and feedback
+        # answers 503 until the producer is connected.
+        delay_s = 0.2
+        while True:
+            try:
+                await producer.start()
+                break
+            except (KafkaError, OSError) as exc:
+                logger.warning("feedback producer not connected (%s); retrying in %.1fs", exc, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+        started.set()
+        state.feedback = service
+
+    async with background("feedback-producer", start_producer()):
+        try:
+            yield
+        finally:
+            state.feedback = None
+    if started.is_set():
+        await producer.stop()
+    await client.aclose()
+    await pool.disconnect()
