@@ -400,7 +400,12 @@ def _simulate(
 
     async def run() -> str:
         users = await load_users(dsn)
-        sim = Simulator(users, ad_url=ad_url, feedback_url=feedback_url, rate=rate, concurrency=concurrency)
+        try:
+            sim = Simulator(
+                users, ad_url=ad_url, feedback_url=feedback_url, rate=rate, concurrency=concurrency
+            )
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
 
         def tick(s: object, elapsed: float) -> None:
             from loadtest.simulator import SimSummary

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import replace
+from pathlib import Path
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -23,6 +24,7 @@ import redis.asyncio as aioredis
 from adplatform.budget_redis import BudgetStore
 from adplatform.config import Config, load_config
 from adplatform.kafka import ensure_topics, wait_for_topics
+from archive.layout import ArchiveLayout
 from index.money import format_micros
 from loadtest.books import archive_books
 from loadtest.simulator import SimSummary, Simulator, format_summary, load_users
@@ -49,6 +51,15 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 600) -
     return result.stdout.strip()
 
 
+def wait_started(marker: Path, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not marker.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the archive job did not start within {timeout_s:.0f}s; see .stack/logs/demo/")
+        time.sleep(0.5)
+    time.sleep(2)
+
+
 def wait_ready(url: str, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -69,7 +80,6 @@ async def books(config: Config) -> dict[str, int]:
         ledger = await conn.fetchval("SELECT coalesce(sum(amount), 0) * 1000000 FROM online_ads.spend_events")
         live = await conn.fetchval(
             "SELECT count(*) FROM online_ads.ads"
-            " WHERE status = 'Active' AND now() >= flight_start AND now() < flight_end"
             " WHERE status = 'Active' AND now() >= flight_start AND now() < flight_end"
         )
         served_rows = await conn.fetchval("SELECT count(*) FROM online_ads.served_ads")
@@ -119,6 +129,8 @@ def run(duration_s: float, campaigns: int, users: int, rate: float) -> int:
         sup.start("adserver", "serve", "--workers", "2", "--port", str(PORT))
         sup.start("archive", "archive", "run", "--trigger-s", "2")
         wait_ready(f"http://127.0.0.1:{PORT}/readyz")
+        # Spark takes a while (and both cores) to start: simulate once its streaming query runs.
+        wait_started(ArchiveLayout(config.archive_dir).feedback_checkpoint / "metadata")
         step(f"simulating users for {duration_s:.0f}s at {rate:.0f} requests/s")
         summary = asyncio.run(_simulate(config, duration_s, rate))
         step("stopping the ad server, then draining the ledger, the served-writer and the archive")

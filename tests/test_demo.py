@@ -1,0 +1,29 @@
+"""`make demo` as a smoke test: the whole pipeline for a short simulation, and its conservation line."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis, pytest.mark.spark]
+
+
+def test_demo_runs_end_to_end_and_the_books_balance() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtest.demo", "--duration", "10", "--campaigns", "1500", "--users", "300"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    out = result.stdout
+    line = next(row for row in out.splitlines() if row.startswith("conservation"))
+    amounts = re.findall(r"(?:ledger|redis|archive) (\d+\.\d{6})", line)
+    assert len(amounts) == 3 and len(set(amounts)) == 1 and line.endswith("OK"), line
+    served = int(re.search(r"^served\s+(\d+)", out, re.M).group(1))  # type: ignore[union-attr]
+    rows = re.search(r"^served_ads rows\s+(\d+)\s+\(200 responses seen: (\d+)\)", out, re.M)
+    assert rows is not None and int(rows.group(1)) == int(rows.group(2)) == served > 0
+    assert re.search(r"^report\s+\S+report\.html$", out, re.M)
