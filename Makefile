@@ -62,3 +62,7 @@ loadtest: stack-up
 
 clean: stack-down
 	rm -rf .stack $(VENV)
+
+## chaos: every fault scenario under load on the real stack, then the table of invariants
+chaos: stack-up
+	$(BIN)/python -m loadtest.chaos

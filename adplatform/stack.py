@@ -113,6 +113,12 @@ def ensure_installed() -> None:
         missing.append("openjdk-17-jre-headless")
     if shutil.which("mvn") is None:
         missing.append("maven")
+    # Tools of the test suite and the benchmarks: headless Chromium renders the HTML report, wrk drives
+    # the HTTP harness.
+    if shutil.which("chromium") is None:
+        missing += ["chromium", "fonts-dejavu-core"]
+    if shutil.which("wrk") is None:
+        missing.append("wrk")
     if not missing:
         return
     if _is_debian_root():
@@ -120,7 +126,8 @@ def ensure_installed() -> None:
         return
     raise StackError(
         f"missing: {', '.join(missing)}. Install them with your package manager "
-        "(PostgreSQL ≥ 14, Redis ≥ 6, Java ≥ 17, Maven ≥ 3.6), then run `adplatform stack up` again."
+        "(PostgreSQL ≥ 14, Redis ≥ 6, Java ≥ 17, Maven ≥ 3.6; Chromium and wrk for tests and benchmarks), "
+        "then run `adplatform stack up` again."
     )
 
 
