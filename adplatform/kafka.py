@@ -135,3 +135,15 @@ async def read_to_end(
     finally:
         await consumer.stop()
     return records
+
+
+async def drained(consumer: AIOKafkaConsumer) -> bool:
+    """True when the consumer has partitions and its position is at the end of each (bounded modes)."""
+    assignment = consumer.assignment()
+    if not assignment:
+        return False
+    ends = await consumer.end_offsets(list(assignment))
+    for tp in assignment:
+        if await consumer.position(tp) < ends[tp]:
+            return False
+    return True

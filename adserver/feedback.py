@@ -160,7 +160,7 @@ class FeedbackService:
         lookup: Callable[[str], Campaign | None],
         clock: Clock,
         dedup_ttl_s: int,
-        publish_timeout_s: float = 5.0,
+        publish_timeout_s: float = 2.0,
     ) -> None:
         self._signer = signer
         self._budgets = budgets

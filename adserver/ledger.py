@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from adplatform.config import Config
+from adplatform.kafka import drained
 from adplatform.names import GROUP_LEDGER
 from adplatform.postgres import create_pool
 from adplatform.wire import FeedbackEvent, feedback_decoder
@@ -143,16 +144,6 @@ class SpendLedger:
             )
         self.stats.charged_events += len(rows)
 
-    async def _drained(self) -> bool:
-        assignment = self._consumer.assignment()
-        if not assignment:
-            return False
-        ends = await self._consumer.end_offsets(list(assignment))
-        for tp in assignment:
-            if await self._consumer.position(tp) < ends[tp]:
-                return False
-        return True
-
     async def run(self, *, until_idle: bool = False) -> LedgerStats:
         backoff_s = 0.2
         while not self._stopping.is_set():
@@ -162,7 +153,7 @@ class SpendLedger:
                 break
             records = [r for part in batch.values() for r in part]
             if not records:
-                if until_idle and await self._drained():
+                if until_idle and await drained(self._consumer):
                     break
                 continue
             while True:

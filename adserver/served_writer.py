@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
 
 from adplatform.config import Config
+from adplatform.kafka import drained
 from adplatform.names import GROUP_SERVED_WRITER
 from adplatform.wire import ServedAd, served_decoder
 from adserver.sink_postgres import ServedAdsSink
@@ -65,16 +66,6 @@ class ServedWriter:
                 logger.warning("served-ads %d/%d skipped: %s", r.partition, r.offset, exc)
         return ads
 
-    async def _drained(self) -> bool:
-        assignment = self._consumer.assignment()
-        if not assignment:
-            return False
-        ends = await self._consumer.end_offsets(list(assignment))
-        for tp in assignment:
-            if await self._consumer.position(tp) < ends[tp]:
-                return False
-        return True
-
     async def _write(self, ads: list[ServedAd]) -> int:
         backoff_s = 0.2
         while True:
@@ -97,7 +88,7 @@ class ServedWriter:
                 break
             records = [r for part in batch.values() for r in part]
             if not records:
-                if until_idle and await self._drained():
+                if until_idle and await drained(self._consumer):
                     break
                 continue
             self.stats.inserted += await self._write(self.decode(records))

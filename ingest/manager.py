@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from adplatform.budget_redis import BudgetStore
 from adplatform.config import Config
-from adplatform.kafka import make_producer
+from adplatform.kafka import drained, make_producer
 from adplatform.names import GROUP_AD_MANAGER
 from adplatform.postgres import create_pool
 from index.campaign import Campaign
@@ -168,16 +168,6 @@ class AdManager:
             self._layout_checked = source == target
         return self._layout_checked
 
-    async def _drained(self) -> bool:
-        assignment = self._consumer.assignment()
-        if not assignment:
-            return False
-        ends = await self._consumer.end_offsets(list(assignment))
-        for tp in assignment:
-            if await self._consumer.position(tp) < ends[tp]:
-                return False
-        return True
-
     async def _handle_or_isolate(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """``handle``; if PostgreSQL refuses the batch's data (not the connection), find the records it
         refuses one by one and dead-letter them with the reason, so one poisoned record never stops the
@@ -228,7 +218,7 @@ class AdManager:
                 break  # closed under us (shutdown); nothing uncommitted was written
             records = [r for part in batch.values() for r in part]
             if not records:
-                if until_idle and await self._drained():
+                if until_idle and await drained(self._consumer):
                     break
                 continue
             while True:

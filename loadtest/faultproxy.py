@@ -64,19 +64,23 @@ class FaultProxy:
             transport.abort()
         self._writers.clear()
 
-    def _set(self, mode: Mode) -> None:
+    async def _set(self, mode: Mode) -> None:
         self.mode = mode
         if mode is Mode.CUT:
             self._reset_all()
 
+    def _apply(self, mode: Mode) -> None:
+        # Returns once the proxy's loop has applied the mode, so a caller's next step sees it.
+        asyncio.run_coroutine_threadsafe(self._set(mode), self._loop).result(10)
+
     def cut(self) -> None:
-        self._loop.call_soon_threadsafe(self._set, Mode.CUT)
+        self._apply(Mode.CUT)
 
     def blackhole(self) -> None:
-        self._loop.call_soon_threadsafe(self._set, Mode.BLACKHOLE)
+        self._apply(Mode.BLACKHOLE)
 
     def restore(self) -> None:
-        self._loop.call_soon_threadsafe(self._set, Mode.PASS)
+        self._apply(Mode.PASS)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.mode is Mode.CUT:

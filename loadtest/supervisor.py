@@ -56,19 +56,27 @@ class Supervisor:
         return managed is not None and managed.proc.poll() is None
 
     def stop(self, name: str, *, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> int | None:
-        """Signal the process group, wait, then SIGKILL; returns the exit code."""
+        """Signal the process (SIGTERM: it stops its own children, e.g. Spark's JVM, cleanly), wait, then
+        SIGKILL its whole process group; returns the exit code."""
         managed = self.procs.pop(name, None)
         if managed is None:
             return None
         proc = managed.proc
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
+                if sig == signal.SIGKILL:
+                    os.killpg(proc.pid, sig)  # a crash takes the children with it
+                else:
+                    os.kill(proc.pid, sig)
             try:
                 proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
+        # Children still alive after their parent (an orphaned JVM) go with the group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
         return proc.returncode
 
@@ -91,15 +99,16 @@ class Supervisor:
                 pid_file.unlink()
                 continue
             try:
-                os.killpg(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)  # the process stops its own children cleanly
                 for _ in range(300):
                     os.kill(pid, 0)
                     time.sleep(0.1)
-                os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             except PermissionError:
                 continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)  # whatever of its group is left
             pid_file.unlink(missing_ok=True)
             stopped.append(pid_file.stem)
         return stopped

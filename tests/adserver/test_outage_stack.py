@@ -23,7 +23,7 @@ from adserver.profiles import ProfileLoader, ProfileTable
 from adserver.served_writer import run_served_writer
 from ingest.generator import generate_users
 from ingest.users_postgres import write_users
-from tests.adserver.proxy import TcpProxy
+from loadtest.faultproxy import FaultProxy
 from tests.adserver.serving import eventually
 
 
@@ -45,7 +45,7 @@ async def test_blocked_listener_reloads_after_a_cut(
     base_config: Config, redis_client: aioredis.Redis
 ) -> None:
     blocked: set[str] = set()
-    async with TcpProxy(*target(base_config.redis_url)) as proxy:
+    with FaultProxy(*target(base_config.redis_url)) as proxy:
         listener = BlockedListener(via(base_config.redis_url, proxy.port), blocked)
         task = asyncio.create_task(listener.run())
         try:
@@ -61,7 +61,7 @@ async def test_blocked_listener_reloads_after_a_cut(
                 return blocked == {"a"}
 
             await eventually(has_a, timeout_s=2, poll_s=0.01)
-            proxy.down()
+            proxy.cut()
 
             async def disconnected() -> bool:
                 return not listener.connected
@@ -73,7 +73,7 @@ async def test_blocked_listener_reloads_after_a_cut(
             await redis_client.srem(names.BLOCKED_SET, "a")
             await redis_client.publish(names.CHANNEL_BUDGET, "unblock:a")
             assert blocked == {"a"}  # kept while Redis is unreachable
-            proxy.up()
+            proxy.restore()
 
             async def reloaded() -> bool:
                 return listener.connected and blocked == {"b"}
@@ -93,14 +93,14 @@ async def test_profiles_keep_the_last_table_while_postgres_is_unreachable(
     users = generate_users(20, 3)
     await write_users(base_config.pg_dsn, users)
     table = ProfileTable()
-    async with TcpProxy(*target(base_config.pg_dsn)) as proxy:
+    with FaultProxy(*target(base_config.pg_dsn)) as proxy:
         loader = ProfileLoader(via(base_config.pg_dsn, proxy.port), table)
         assert await loader.load_once() and len(table) == 20
         assert table.get(users[0].user_id) is not None
-        proxy.down()
+        proxy.cut()
         assert not await loader.load_once()
         assert len(table) == 20 and table.failures == 1 and table.attempted
-        proxy.up()
+        proxy.restore()
         await write_users(base_config.pg_dsn, generate_users(25, 3))
         assert await loader.load_once() and len(table) == 25
 
@@ -120,13 +120,13 @@ async def test_served_writer_waits_out_a_postgres_outage(topics: Config, pg: asy
         await producer.send(topics.topics.served_ads, encoder.encode(ad))
     await producer.flush()
     await producer.stop()
-    async with TcpProxy(*target(topics.pg_dsn)) as proxy:
-        proxy.down()
+    with FaultProxy(*target(topics.pg_dsn)) as proxy:
+        proxy.cut()
         config = replace(topics, pg_dsn=via(topics.pg_dsn, proxy.port))
         writer = asyncio.create_task(run_served_writer(config, until_idle=True, timeout_s=60))
         await asyncio.sleep(2)  # the writer has the batch and keeps retrying it
         assert not writer.done()
-        proxy.up()
+        proxy.restore()
         stats = await asyncio.wait_for(writer, 60)
     assert stats.retries >= 1 and stats.inserted == 300 and stats.messages == 300
     ids = [a.request_id for a in ads]
