@@ -200,6 +200,15 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def _redis_pong(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 def _as_postgres(cmd: list[str]) -> list[str]:
     # initdb and postgres refuse to run as root; run them as the postgres user the package created.
     if os.geteuid() == 0:
@@ -262,7 +271,8 @@ def start_redis(paths: Paths) -> None:
         "--logfile", str(paths.logs / "redis.log"), "--protected-mode", "yes",
     ]  # fmt: skip
     subprocess.run(cmd, check=True)
-    _wait(lambda: _port_open(REDIS_PORT) and read_pid(paths, "redis") is not None, 20, "Redis", paths)
+    # Until its data set (the AOF) is loaded, Redis answers LOADING: wait for a real PONG.
+    _wait(lambda: _redis_pong(REDIS_PORT) and read_pid(paths, "redis") is not None, 120, "Redis", paths)
 
 
 KAFKA_PROPERTIES = """\
