@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import os
 import shutil
@@ -47,12 +48,22 @@ class Paths:
         return self.root / "run"
 
     @property
+    def pg_root(self) -> Path:
+        """``.stack/pg``: the private cluster (a symlink when the checkout is not reachable by postgres)."""
+        return self.root / "pg"
+
+    @property
     def pg_data(self) -> Path:
-        return self.root / "pg" / "data"
+        return self.pg_root / "data"
 
     @property
     def pg_socket(self) -> Path:
-        return self.root / "pg" / "socket"
+        return self.pg_root / "socket"
+
+    @property
+    def pg_log(self) -> Path:
+        # Inside the cluster's folder: the server writes it as the postgres user.
+        return self.pg_root / "postgres.log"
 
     @property
     def redis(self) -> Path:
@@ -221,14 +232,36 @@ def _chown_postgres(path: Path) -> None:
         shutil.chown(path, "postgres", "postgres")
 
 
+def _postgres_can_reach(path: Path) -> bool:
+    """Whether the postgres user can enter ``path`` (every folder above it must let it through)."""
+    return subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(path)]).returncode == 0
+
+
+def _ensure_pg_root(paths: Paths) -> None:
+    """Create ``.stack/pg`` owned by postgres. As root, when the checkout sits below a folder postgres may
+    not enter (a private temp folder, a home directory), the cluster lives under /var/lib/adplatform and
+    ``.stack/pg`` links to it, so initdb and the server can reach their files."""
+    root = paths.pg_root
+    if root.exists():
+        return
+    if os.geteuid() != 0 or _postgres_can_reach(paths.root):
+        root.mkdir(parents=True)
+        _chown_postgres(root)
+        return
+    digest = hashlib.sha256(str(paths.root.resolve()).encode()).hexdigest()[:12]
+    target = Path("/var/lib/adplatform") / f"pg-{digest}"
+    target.mkdir(parents=True, exist_ok=True)
+    _chown_postgres(target)
+    root.symlink_to(target, target_is_directory=True)
+
+
 def start_postgres(paths: Paths) -> None:
     if read_pid(paths, "postgres") is not None:
         return
     pg_bin = _pg_bin()
     if pg_bin is None:
         raise StackError("PostgreSQL binaries not found (initdb, pg_ctl)")
-    paths.pg_data.parent.mkdir(parents=True, exist_ok=True)
-    _chown_postgres(paths.pg_data.parent)
+    _ensure_pg_root(paths)
     paths.pg_socket.mkdir(parents=True, exist_ok=True)
     _chown_postgres(paths.pg_socket)
     if not (paths.pg_data / "PG_VERSION").exists():
@@ -241,7 +274,7 @@ def start_postgres(paths: Paths) -> None:
             check=True,
             capture_output=True,
         )  # fmt: skip
-    log = paths.logs / "postgres.log"
+    log = paths.pg_log
     log.touch()
     _chown_postgres(log)
     options = (
@@ -517,4 +550,8 @@ def status(config: Config) -> list[tuple[str, int, int | None, bool]]:
 
 def log_files(config: Config) -> dict[str, Path]:
     logs = Paths(config.stack_dir).logs
-    return {"postgres": logs / "postgres.log", "redis": logs / "redis.log", "kafka": logs / "kafka.log"}
+    return {
+        "postgres": Paths(config.stack_dir).pg_log,
+        "redis": logs / "redis.log",
+        "kafka": logs / "kafka.log",
+    }

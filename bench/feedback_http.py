@@ -1,0 +1,151 @@
+"""Feedback throughput: ``POST /ad/{request_id}/feedback`` with the real Redis and Kafka, beside the
+minimal Starlette app, in one run with ``wrk`` (2 workers, 64 connections by default).
+
+``python -m bench.feedback_http``: one campaign with a budget no run can spend is seeded producer →
+manager under a bench-only topic prefix; every request carries its own signed request id (issued with
+the server's key, exactly as the serve route does), so each one is a real debit plus an acknowledged
+``ad-feedback`` event, never a duplicate. wrk threads walk disjoint halves of the token list. Prints
+req/s, p50/p99 and the ratio to the minimal app; saves JSON under ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from adplatform.config import load_config
+from adserver.token import RequestToken, TokenSigner
+from bench.http_stack import delete_topics, free_port, prefixed, seed, server_process
+from bench.wrk import _DONE, WrkResult, make_paths, run_wrk, write_script
+from ingest.csvfile import format_flight
+from ingest.generator import write_campaigns_csv
+from ingest.instruction import COLUMNS
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BODY = '{"view": 1, "click": 1, "acquisition": 0}'
+
+
+def campaign_file(path: Path, campaign_id: str) -> Path:
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    date_range, time_range = format_flight(start, start + timedelta(days=2))
+    row = {
+        "text": "bench", "category": "Bench", "keywords": "bench", "campaign_id": campaign_id,
+        "action": "New Campaign", "target_gender": "All", "target_age_range": "{'start': '0', 'end': '0'}",
+        "target_city": "All", "target_state": "All", "target_country": "India", "target_income_bucket": "All",
+        "target_device": "All", "cpc": "0.0001", "cpa": "0.002", "budget": "100000000",
+        "date_range": date_range, "time_range": time_range,
+    }  # fmt: skip
+    write_campaigns_csv(path, [{c: row[c] for c in COLUMNS}])
+    return path
+
+
+def tokens(signer: TokenSigner, campaign_id: str, count: int) -> list[str]:
+    now_ms = int(time.time() * 1000)
+    prefix = uuid.uuid4().hex[:8]
+    return [
+        signer.issue(
+            RequestToken(f"{prefix}{i:x}", campaign_id, 1, now_ms, f"u{i % 1000}", 17_500, 100, 2000)
+        )
+        for i in range(count)
+    ]
+
+
+def write_feedback_script(path: Path, request_ids: list[str], threads: int) -> Path:
+    """Each wrk thread POSTs its own slice of the ids, in order: no id is sent twice."""
+    entries = ",\n".join(f'  "/ad/{rid}/feedback"' for rid in request_ids)
+    path.write_text(
+        f"local paths = {{\n{entries}\n}}\n"
+        f"local n = #paths\nlocal per = math.floor(n / {threads})\nlocal i = 0\nlocal lo = 0\nlocal t = 0\n"
+        "setup = function(thread) thread:set('tid', t); t = t + 1 end\n"
+        "init = function(args) lo = (tid or 0) * per; i = 0 end\n"
+        f"wrk.method = 'POST'\nwrk.body = '{BODY}'\nwrk.headers['Content-Type'] = 'application/json'\n"
+        "request = function()\n  i = i + 1\n  if i > per then i = 1 end\n"
+        "  return wrk.format(nil, paths[lo + i])\nend\n" + _DONE,
+        encoding="utf-8",
+    )
+    return path
+
+
+def row(name: str, r: WrkResult, reference: WrkResult | None) -> dict[str, object]:
+    return {
+        "case": name,
+        "requests_per_s": round(r.rps),
+        "p50_ms": r.p50_us / 1000,
+        "p99_ms": r.p99_us / 1000,
+        "non_2xx": r.non_2xx,
+        "errors": r.connect_errors + r.read_errors + r.write_errors + r.timeouts,
+        "ratio_to_minimal": round(r.rps / reference.rps, 3) if reference else 1.0,
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.feedback_http", description=__doc__)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=400_000, help="distinct request ids (> rate × time)")
+    args = parser.parse_args(argv)
+    base = load_config()
+    config = prefixed(base, f"benchfb{int(time.time())}-")
+    campaign_id = f"bench-{uuid.uuid4().hex[:8]}"
+    env = {"ADP_TOPIC_PREFIX": config.topics.prefix, "ADP_GROUP_PREFIX": config.group_prefix}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(asyncio.run(seed(config, campaign_file(Path(tmp) / "c.csv", campaign_id), rebase=False)))
+            signer = TokenSigner(config.token_keys, ttl_s=config.token_ttl_s)
+            fb_script = write_feedback_script(
+                Path(tmp) / "feedback.lua", tokens(signer, campaign_id, args.tokens), args.threads
+            )
+            get_script = write_script(Path(tmp) / "serve.lua", make_paths(2_000))
+            port = free_port()
+            with server_process("bench.minimal_app:app", "uvicorn", port, workers=args.workers, env={},
+                                ready_path="/ad/user/warmup/serve"):  # fmt: skip
+                url = f"http://127.0.0.1:{port}"
+                run_wrk(url, get_script, duration_s=2, connections=args.connections, threads=args.threads)
+                minimal = run_wrk(
+                    url,
+                    get_script,
+                    duration_s=args.duration,
+                    connections=args.connections,
+                    threads=args.threads,
+                )
+            port = free_port()
+            with server_process("adserver.app:app", "uvicorn", port, workers=args.workers, env=env,
+                                ready_path="/readyz"):  # fmt: skip
+                url = f"http://127.0.0.1:{port}"
+                feedback = run_wrk(
+                    url,
+                    fb_script,
+                    duration_s=args.duration,
+                    connections=args.connections,
+                    threads=args.threads,
+                )
+    finally:
+        asyncio.run(delete_topics(config))
+    rows = [row("minimal starlette (GET)", minimal, None), row("feedback (POST)", feedback, minimal)]
+    for r in rows:
+        print(
+            f"{r['case']:<26} {r['requests_per_s']:>8,} req/s  p50 {r['p50_ms']:.2f} ms  "
+            f"p99 {r['p99_ms']:.2f} ms  non-2xx {r['non_2xx']}  ratio {r['ratio_to_minimal']}"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"feedback-http-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    meta = {"cpus": os.cpu_count(), "python": platform.python_version(), "settings": vars(args)}
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n", encoding="utf-8")
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
