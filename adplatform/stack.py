@@ -48,9 +48,14 @@ class Paths:
         return self.root / "run"
 
     @property
-    def pg_root(self) -> Path:
-        """``.stack/pg``: the private cluster (a symlink when the checkout is not reachable by postgres)."""
+    def pg_link(self) -> Path:
+        """``.stack/pg``: the private cluster's folder, or a link to it (see ``_ensure_pg_root``)."""
         return self.root / "pg"
+
+    @property
+    def pg_root(self) -> Path:
+        # Resolved: postgres is given the real path, which it can reach even when the link's cannot.
+        return self.pg_link.resolve()
 
     @property
     def pg_data(self) -> Path:
@@ -241,7 +246,7 @@ def _ensure_pg_root(paths: Paths) -> None:
     """Create ``.stack/pg`` owned by postgres. As root, when the checkout sits below a folder postgres may
     not enter (a private temp folder, a home directory), the cluster lives under /var/lib/adplatform and
     ``.stack/pg`` links to it, so initdb and the server can reach their files."""
-    root = paths.pg_root
+    root = paths.pg_link
     if root.exists():
         return
     if os.geteuid() != 0 or _postgres_can_reach(paths.root):
