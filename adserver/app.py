@@ -20,7 +20,7 @@ from adplatform.config import Config
 from adserver.fastpath import ServeFastPath
 from adserver.feedback_route import feedback_component
 from adserver.lifespan import CORE_COMPONENTS, Component, lifespan
-from adserver.middleware import BodyLimitMiddleware, TimingMiddleware
+from adserver.middleware import BodyLimitMiddleware, RequestLimitMiddleware, TimingMiddleware
 from adserver.routes import build_routes
 from adserver.serve import ServeEndpoint
 from adserver.state import StateRef
@@ -52,6 +52,7 @@ def create_app(config: Config | None = None, *, components: Sequence[Component] 
     app = Starlette(
         routes=build_routes(ref, serve),
         middleware=[
+            Middleware(RequestLimitMiddleware),
             Middleware(ServeFastPath, endpoint=serve, metrics=ref.metrics),
             Middleware(TimingMiddleware, metrics=ref.metrics),
             Middleware(BodyLimitMiddleware),

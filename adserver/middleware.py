@@ -102,3 +102,31 @@ class BodyLimitMiddleware:
             if started:
                 raise
             await send_json(send, 413, self._too_large)
+
+
+MAX_TARGET_BYTES: Final = 4096
+MAX_HEADER_COUNT: Final = 64
+MAX_HEADER_BYTES: Final = 16 * 1024
+
+
+class RequestLimitMiddleware:
+    """414 for a request target (path + query) over ``MAX_TARGET_BYTES``; 431 for more than
+    ``MAX_HEADER_COUNT`` headers or more than ``MAX_HEADER_BYTES`` of them. Outermost, so nothing else
+    spends work on such a request; the checks are a length and one short loop."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._uri = detail(f"Request target longer than {MAX_TARGET_BYTES} bytes.")
+        self._headers = detail(f"Request headers over {MAX_HEADER_COUNT} or {MAX_HEADER_BYTES} bytes.")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            target = len(scope.get("raw_path") or scope["path"].encode()) + len(scope["query_string"])
+            if target > MAX_TARGET_BYTES:
+                await send_json(send, 414, self._uri)
+                return
+            headers = scope["headers"]
+            if len(headers) > MAX_HEADER_COUNT or sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
+                await send_json(send, 431, self._headers)
+                return
+        await self.app(scope, receive, send)

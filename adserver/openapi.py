@@ -160,4 +160,15 @@ DOCUMENT: Final = {
     },
 }
 
+
+def _with_request_limits(document: dict[str, Any]) -> dict[str, Any]:
+    """Every route may answer 414 and 431 (``RequestLimitMiddleware`` runs before any of them)."""
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            operation["responses"].setdefault("414", _error("Request target too long."))
+            operation["responses"].setdefault("431", _error("Too many or too large request headers."))
+    return document
+
+
+_with_request_limits(DOCUMENT)
 ENCODED: Final = orjson.dumps(DOCUMENT)

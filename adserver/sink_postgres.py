@@ -22,12 +22,13 @@ COLUMNS: Final = (
 
 _STAGE: Final = "served_ads_stage"
 _CREATE_STAGE: Final = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (LIKE online_ads.served_ads) ON COMMIT DELETE ROWS"
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} "  # sql: constant identifiers
+    "(LIKE online_ads.served_ads) ON COMMIT DELETE ROWS"
 )
-_cols = ", ".join(COLUMNS)
+_COLS = ", ".join(COLUMNS)
 # Identifiers only, from the constants above; the values travel by COPY, never in the text.
 _INSERT: Final = (
-    f"INSERT INTO online_ads.served_ads ({_cols}) SELECT {_cols} FROM {_STAGE} "  # noqa: S608
+    f"INSERT INTO online_ads.served_ads ({_COLS}) SELECT {_COLS} FROM {_STAGE} "  # noqa: S608
     "ON CONFLICT (request_id) DO NOTHING"
 )
 

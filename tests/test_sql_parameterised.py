@@ -82,9 +82,8 @@ def _offences(path: Path) -> list[str]:
     found: list[str] = []
     for sql in _candidates(tree):
         names = _interpolated_names(sql)
-        justified = any(
-            "noqa: S608" in lines[i - 1] for i in range(sql.lineno, (sql.end_lineno or sql.lineno) + 1)
-        )
+        span = range(sql.lineno, (sql.end_lineno or sql.lineno) + 1)
+        justified = any(MARK in lines[i - 1] or "noqa: S608" in lines[i - 1] for i in span)
         constants_only = all(n.isupper() or (n.startswith("_") and n[1:].isupper()) for n in names)
         if names and not (justified and constants_only):
             found.append(f"{path.relative_to(ROOT)}:{sql.lineno}: SQL built from {sorted(names) or 'text'}")
