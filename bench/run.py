@@ -52,10 +52,12 @@ def ratio_rows(saved: Path) -> list[tuple[str, str, str, str]]:
     rows: list[tuple[str, str, str, str]] = []
     for bench in data.get("benchmarks", []):
         info: dict[str, Any] = bench.get("extra_info", {})
-        ratio_keys = [k for k in info if "ratio" in k]
-        figure = next((f"{k}={info[k]}" for k in info if "ratio" not in k and "reference" not in k), "")
-        reference = next((f"{k}={info[k]}" for k in info if "reference" in k and "ratio" not in k), "")
-        ratio = ", ".join(f"{k}={info[k]}" for k in ratio_keys)
+        # Figures, references and ratios by naming convention: per_op_us / *_per_s; ref_* / reference_*;
+        # x_* / ratio_*.
+        figure = ", ".join(f"{k}={v}" for k, v in info.items() if k == "per_op_us" or (k.endswith("_per_s")
+                           and not k.startswith("reference")))  # fmt: skip
+        reference = ", ".join(f"{k}={v}" for k, v in info.items() if k.startswith(("ref_", "reference_")))
+        ratio = ", ".join(f"{k}={v}" for k, v in info.items() if k.startswith(("x_", "ratio_")))
         median_us = bench["stats"]["median"] * 1e6
         rows.append((bench["name"], figure or f"median {median_us:,.1f} µs", reference, ratio))
     return rows
@@ -72,9 +74,9 @@ def main() -> int:
     print()
     print(f"machine: {machine()}")
     if saved is not None:
-        print(f"{'benchmark':<48} {'figure':<36} {'reference':<36} ratio")
+        print(f"{'benchmark':<38} {'figure':<26} {'reference':<52} ratio")
         for name, figure, reference, ratio in ratio_rows(saved):
-            print(f"{name:<48} {figure:<36} {reference:<36} {ratio}")
+            print(f"{name:<38} {figure:<26} {reference:<52} {ratio}")
         print(f"saved: {saved}")
     if code == 1:
         print("regression against the previous run (median more than 25% slower), or a failing benchmark")
