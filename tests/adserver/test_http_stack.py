@@ -144,7 +144,7 @@ async def test_openapi_document(stack: Config) -> None:
     paths = {"/ad/user/{user_id}/serve", "/ad/{request_id}/feedback", "/healthz", "/readyz", "/metrics"}
     assert set(doc["paths"]) >= paths | {"/openapi.json"}
     serve_op = doc["paths"]["/ad/user/{user_id}/serve"]["get"]
-    assert set(serve_op["responses"]) == {"200", "404", "422", "503"}
+    assert set(serve_op["responses"]) == {"200", "404", "414", "422", "431", "503"}
     names = {"user_id", "device_type", "city", "state", "country", "age", "gender", "income_bucket"}
     assert {p["name"] for p in serve_op["parameters"]} == names
     feedback = doc["paths"]["/ad/{request_id}/feedback"]["post"]
