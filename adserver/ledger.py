@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import ConsumerStoppedError, KafkaError
+from aiokafka.errors import KafkaError
 
 from adplatform.config import Config
-from adplatform.kafka import drained
+from adplatform.consumer import next_batch, retry
 from adplatform.names import GROUP_LEDGER
 from adplatform.postgres import create_pool
 from adplatform.wire import FeedbackEvent, feedback_decoder
@@ -145,29 +145,20 @@ class SpendLedger:
         self.stats.charged_events += len(rows)
 
     async def run(self, *, until_idle: bool = False) -> LedgerStats:
-        backoff_s = 0.2
-        while not self._stopping.is_set():
-            try:
-                batch = await self._consumer.getmany(timeout_ms=300, max_records=5000)
-            except ConsumerStoppedError:
-                break
-            records = [r for part in batch.values() for r in part]
-            if not records:
-                if until_idle and await drained(self._consumer):
-                    break
-                continue
-            while True:
-                try:
-                    await self.book(records)
-                    break
-                except RETRIABLE as exc:
-                    logger.warning("ledger batch failed (%s); retrying in %.1fs", exc, backoff_s)
-                    await asyncio.sleep(backoff_s)
-                    backoff_s = min(backoff_s * 2, 5.0)
-            backoff_s = 0.2
+        """Book until stopped (or, with ``until_idle``, until drained). Offsets live in PostgreSQL."""
+        while True:
+            records = await next_batch(
+                self._consumer, max_records=5000, stopping=self._stopping, until_idle=until_idle
+            )
+            if records is None:
+                return self.stats
+            await retry(
+                lambda: self.book(records),  # noqa: B023  # awaited before the next batch
+                retriable=RETRIABLE,
+                what=f"ledger batch of {len(records)}",
+            )
             self.stats.messages += len(records)
             self.stats.batches += 1
-        return self.stats
 
 
 @contextlib.asynccontextmanager

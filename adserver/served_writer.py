@@ -19,10 +19,10 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
+from aiokafka.errors import KafkaError
 
 from adplatform.config import Config
-from adplatform.kafka import drained
+from adplatform.consumer import commit, next_batch, retry
 from adplatform.names import GROUP_SERVED_WRITER
 from adplatform.wire import ServedAd, served_decoder
 from adserver.sink_postgres import ServedAdsSink
@@ -66,39 +66,27 @@ class ServedWriter:
                 logger.warning("served-ads %d/%d skipped: %s", r.partition, r.offset, exc)
         return ads
 
-    async def _write(self, ads: list[ServedAd]) -> int:
-        backoff_s = 0.2
-        while True:
-            try:
-                return await self._sink.write(ads)
-            except RETRIABLE as exc:
-                self.stats.retries += 1
-                logger.warning(
-                    "served-ads batch of %d failed (%s); retrying in %.1fs", len(ads), exc, backoff_s
-                )
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, 5.0)
-
     async def run(self, *, until_idle: bool = False) -> WriterStats:
         """Consume until stopped (or, with ``until_idle``, until every assigned partition is drained)."""
-        while not self._stopping.is_set():
-            try:
-                batch = await self._consumer.getmany(timeout_ms=300, max_records=self._max_batch)
-            except ConsumerStoppedError:
-                break
-            records = [r for part in batch.values() for r in part]
-            if not records:
-                if until_idle and await drained(self._consumer):
-                    break
-                continue
-            self.stats.inserted += await self._write(self.decode(records))
-            try:
-                await self._consumer.commit()
-            except CommitFailedError as exc:
-                logger.warning("commit failed after a rebalance (%s); the batch will be replayed", exc)
+        while True:
+            records = await next_batch(
+                self._consumer, max_records=self._max_batch, stopping=self._stopping, until_idle=until_idle
+            )
+            if records is None:
+                return self.stats
+            ads = self.decode(records)
+            self.stats.inserted += await retry(
+                lambda: self._sink.write(ads),  # noqa: B023  # awaited before the next batch
+                retriable=RETRIABLE,
+                what=f"served-ads batch of {len(ads)}",
+                on_retry=self._count_retry,
+            )
+            await commit(self._consumer)
             self.stats.messages += len(records)
             self.stats.batches += 1
-        return self.stats
+
+    def _count_retry(self) -> None:
+        self.stats.retries += 1
 
 
 @contextlib.asynccontextmanager

@@ -23,12 +23,13 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
+from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from adplatform.budget_redis import BudgetStore
 from adplatform.config import Config
-from adplatform.kafka import drained, make_producer
+from adplatform.consumer import commit, next_batch, retry
+from adplatform.kafka import make_producer
 from adplatform.names import GROUP_AD_MANAGER
 from adplatform.postgres import create_pool
 from index.campaign import Campaign
@@ -210,35 +211,24 @@ class AdManager:
 
     async def run(self, *, until_idle: bool = False) -> ManagerStats:
         """Consume until stopped (or, with ``until_idle``, until every assigned partition is drained)."""
-        backoff_s = 0.2
-        while not self._stopping.is_set():
-            try:
-                batch = await self._consumer.getmany(timeout_ms=300, max_records=self._max_batch)
-            except ConsumerStoppedError:
-                break  # closed under us (shutdown); nothing uncommitted was written
-            records = [r for part in batch.values() for r in part]
-            if not records:
-                if until_idle and await drained(self._consumer):
-                    break
-                continue
-            while True:
-                try:
-                    await self._handle_or_isolate(records)
-                    break
-                except RETRIABLE as exc:
-                    self.stats.retries += 1
-                    logger.warning("batch of %d failed (%s); retrying in %.1fs", len(records), exc, backoff_s)
-                    await asyncio.sleep(backoff_s)
-                    backoff_s = min(backoff_s * 2, 5.0)
-            backoff_s = 0.2
-            try:
-                await self._consumer.commit()
-            except CommitFailedError as exc:
-                # A rebalance moved the partitions; the new owner reprocesses, which is idempotent.
-                logger.warning("commit failed after a rebalance (%s); the batch will be replayed", exc)
+        while True:
+            records = await next_batch(
+                self._consumer, max_records=self._max_batch, stopping=self._stopping, until_idle=until_idle
+            )
+            if records is None:
+                return self.stats
+            await retry(
+                lambda: self._handle_or_isolate(records),  # noqa: B023  # awaited before the next batch
+                retriable=RETRIABLE,
+                what=f"batch of {len(records)}",
+                on_retry=self._count_retry,
+            )
+            await commit(self._consumer)
             self.stats.messages += len(records)
             self.stats.batches += 1
-        return self.stats
+
+    def _count_retry(self) -> None:
+        self.stats.retries += 1
 
 
 @contextlib.asynccontextmanager

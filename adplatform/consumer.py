@@ -1,0 +1,65 @@
+"""The batch loop every consumer process shares (manager, served-writer, ledger): poll a batch, write it
+with retries while a dependency is down, commit, repeat; a bounded mode ends when the topic is drained."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.errors import CommitFailedError, ConsumerStoppedError
+
+from adplatform.kafka import drained
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Records = list[ConsumerRecord[bytes, bytes]]
+
+
+async def next_batch(
+    consumer: AIOKafkaConsumer, *, max_records: int, stopping: asyncio.Event, until_idle: bool
+) -> Records | None:
+    """The next non-empty batch; ``None`` once stopping, closed, or (``until_idle``) drained."""
+    while not stopping.is_set():
+        try:
+            batch = await consumer.getmany(timeout_ms=300, max_records=max_records)
+        except ConsumerStoppedError:
+            return None  # closed under us (shutdown): nothing uncommitted was written
+        records = [r for part in batch.values() for r in part]
+        if records:
+            return records
+        if until_idle and await drained(consumer):
+            return None
+    return None
+
+
+async def retry(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    retriable: tuple[type[BaseException], ...],
+    what: str,
+    on_retry: Callable[[], None] | None = None,
+) -> T:
+    """Run ``operation`` until it succeeds, backing off (0.2 s doubling to 5 s) on a retriable error."""
+    backoff_s = 0.2
+    while True:
+        try:
+            return await operation()
+        except retriable as exc:
+            if on_retry is not None:
+                on_retry()
+            logger.warning("%s failed (%s); retrying in %.1fs", what, exc, backoff_s)
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, 5.0)
+
+
+async def commit(consumer: AIOKafkaConsumer) -> None:
+    """Commit the consumed offsets; after a rebalance the new owner replays the batch (idempotent)."""
+    try:
+        await consumer.commit()
+    except CommitFailedError as exc:
+        logger.warning("commit failed after a rebalance (%s); the batch will be replayed", exc)
