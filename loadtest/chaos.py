@@ -39,7 +39,7 @@ from ingest.generator import generate_campaigns, generate_users, write_campaigns
 from ingest.manager import run_manager
 from ingest.producer import produce_file
 from ingest.users_postgres import write_users
-from loadtest.books import archive_books
+from loadtest.books import archive_books, reset_books
 from loadtest.faultproxy import FaultProxy
 from loadtest.simulator import SimSummary, Simulator, load_users
 from loadtest.supervisor import Supervisor
@@ -117,17 +117,7 @@ class Rig:
 
     async def prepare(self) -> None:
         config = self.config
-        conn = await asyncpg.connect(config.pg_dsn)
-        try:
-            await conn.execute(
-                'TRUNCATE online_ads.ads, online_ads.served_ads, online_ads."user", online_ads.spend_events,'
-                " online_ads.consumer_offsets"
-            )
-        finally:
-            await conn.close()
-        client = aioredis.Redis.from_url(config.redis_url)
-        await client.flushdb()
-        await client.aclose()
+        await reset_books(config)
         await ensure_topics(config)
         await wait_for_topics(config, config.topics.all())
         rows = generate_campaigns(600, 17, datetime.now(UTC))

@@ -26,7 +26,7 @@ from adplatform.config import Config, load_config
 from adplatform.kafka import ensure_topics, wait_for_topics
 from archive.layout import ArchiveLayout
 from index.money import format_micros
-from loadtest.books import archive_books
+from loadtest.books import archive_books, reset_books
 from loadtest.simulator import SimSummary, Simulator, format_summary, load_users
 from loadtest.supervisor import Supervisor
 
@@ -114,7 +114,7 @@ def run(duration_s: float, campaigns: int, users: int, rate: float) -> int:
     step(f"generating {campaigns} campaign instructions and {users} users")
     csv_path = work / "campaigns.csv"
     cli("generate", "campaigns", "--count", str(campaigns), "--seed", "1", "-o", str(csv_path), env=full_env)
-    asyncio.run(_truncate(config))
+    asyncio.run(reset_books(config))
     cli("generate", "users", "--count", str(users), "--seed", "1", env=full_env)
     step("producing campaigns to Kafka")
     print("    " + cli("produce", str(csv_path), env=full_env))
@@ -166,23 +166,6 @@ def run(duration_s: float, campaigns: int, users: int, rate: float) -> int:
     print(f"report          {report}")
     print("=" * 72)
     return 0 if ok and summary.served > 0 else 1
-
-
-async def _truncate(config: Config) -> None:
-    # Campaign and user tables are the demo's own: a new demo starts from its own generated data.
-    conn = await asyncpg.connect(config.pg_dsn)
-    try:
-        await conn.execute(
-            'TRUNCATE online_ads.ads, online_ads.served_ads, online_ads."user", online_ads.spend_events,'
-            " online_ads.consumer_offsets"
-        )
-    finally:
-        await conn.close()
-    client = aioredis.Redis.from_url(config.redis_url)
-    try:
-        await client.flushdb()
-    finally:
-        await client.aclose()
 
 
 async def _simulate(config: Config, duration_s: float, rate: float) -> SimSummary:
