@@ -112,6 +112,9 @@ class Config:
     stack_dir: Path
     archive_dir: Path
     log_level: str
+    #: Seconds a client may take to send one whole request (head and body) from its first byte, and to
+    #: start its first request after connecting: slow clients are answered 408 and disconnected.
+    client_timeout_s: int = 10
 
     @property
     def pg_dsn_redacted(self) -> str:
@@ -193,4 +196,5 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv: Path | None
         stack_dir=stack_dir,
         archive_dir=Path(env.get(PREFIX + "ARCHIVE_DIR") or stack_dir / "archive").absolute(),
         log_level=level,
+        client_timeout_s=_int(env, "CLIENT_TIMEOUT_S", 10, minimum=1),
     )

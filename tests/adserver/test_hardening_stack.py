@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -77,6 +78,7 @@ async def secret_server(topics: Config, tmp_path: Path) -> AsyncIterator[tuple[s
         "ADP_TOKEN_KEYS": SECRET_KEY,
         "ADP_PG_DSN": dsn,
         "ADP_LOG_LEVEL": "DEBUG",
+        "ADP_CLIENT_TIMEOUT_S": "2",
     }
     log_path = tmp_path / "server.log"
     log = await asyncio.to_thread(open, log_path, "wb")
@@ -147,3 +149,37 @@ async def test_openapi_contract_holds_under_schemathesis(
     out, _ = await asyncio.wait_for(proc.communicate(), 400)
     report = out.decode(errors="replace")
     assert proc.returncode == 0, report[-12000:]
+
+
+async def test_the_real_server_cuts_off_slow_clients(
+    secret_server: tuple[str, Path], topics: Config, pg: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """``adplatform serve`` runs the guarded protocol: an idle connection and a dribbled body get 408
+    after ADP_CLIENT_TIMEOUT_S (2 s here) while the server keeps serving everyone else."""
+    url, _ = secret_server
+    port = int(url.rsplit(":", 1)[1])
+    await ingest(topics, [campaign_row("c1")], tmp_path)
+    async with httpx.AsyncClient(base_url=url) as client:
+
+        async def ready() -> bool:
+            try:
+                return (await client.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(ready, timeout_s=60, poll_s=0.2)
+        token = (await serve(client, "u1", device_type="iPhone")).json()["request_id"]
+        idle = await asyncio.open_connection("127.0.0.1", port)
+        dribble = await asyncio.open_connection("127.0.0.1", port)
+        dribble[1].write(f"POST /ad/{token}/feedback HTTP/1.1\r\nhost: x\r\n".encode()
+                         + b"content-length: 40\r\n\r\n{\"view\": 1")  # fmt: skip
+        started = time.monotonic()
+        assert (await serve(client, "u1", device_type="iPhone")).status_code == 200  # others unaffected
+        for reader, writer in (idle, dribble):
+            answer = await asyncio.wait_for(reader.read(), 10)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+            writer.close()
+        assert time.monotonic() - started < 6
+        # The dribbled feedback never reached the budget: the same request id is still chargeable once.
+        body = {"view": 1, "click": 1, "acquisition": 0}
+        assert (await client.post(f"/ad/{token}/feedback", json=body)).status_code == 200
