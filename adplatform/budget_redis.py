@@ -3,8 +3,9 @@
 One hash per campaign (``adplatform.names.budget_key``) holds integers: ``budget``, ``spent``,
 ``slot_budget`` and ``slot_spent`` in micro-units, ``version`` of the campaign state that set the budget,
 ``slot`` (the epoch-aligned pacing slot the slot fields belong to), and the flight in epoch seconds.
-Every change is one script, so it is atomic under any concurrency, and each script touches the keys of
-one campaign only (same hash tag), so it also runs on Redis Cluster.
+Every change is one script, so it is atomic under any concurrency. A campaign's keys share a hash tag;
+the batch scripts (``_INIT``, ``_DEBIT``) take many campaigns in one call, which on Redis Cluster means
+grouping a batch by hash slot first (one node here, so they are not grouped).
 
 Redis Lua numbers are doubles: every amount here stays far below 2^53, where doubles are exact integers,
 and ``math.floor(a / b)`` is exact for such integers.
@@ -17,7 +18,7 @@ the set is what a worker loads when it starts or reconnects, so a missed message
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,31 +109,47 @@ return changed
 """
 )
 
-# KEYS: budget hash, dedup key, blocked set. ARGV: amount, dedup ttl s, slot, slot_s, channel.
-# Returns {status, charged, exhausted}: status 0 charged, 1 duplicate (charged = the first charge),
-# 2 unknown campaign (no budget in Redis: refuse, nothing charged).
+# KEYS: blocked set, then a budget hash and a dedup key per debit. ARGV: slot, slot_s, channel, dedup ttl s,
+# then one amount per debit. Returns 3 integers per debit, in order: status, charged, exhausted. Status
+# 0 charged, 1 duplicate (charged = the first charge), 2 unknown campaign (no budget in Redis: refuse,
+# nothing charged). The debits run one after the other inside the one atomic script, so a batch of
+# debits from concurrent requests (the feedback path coalesces each event-loop tick's requests) costs
+# one round trip and one AOF write, and each debit sees the budget the previous one left. (On Redis
+# Cluster, the caller groups a batch by hash slot, as for _INIT.)
 _DEBIT = (
     _ROLL
     + """
-local prev = redis.call('GET', KEYS[2])
-if prev then return {1, tonumber(prev), 0} end
-if redis.call('HEXISTS', KEYS[1], 'budget') == 0 then return {2, 0, 0} end
-roll(KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4]))
-local budget = tonumber(redis.call('HGET', KEYS[1], 'budget'))
-local spent = tonumber(redis.call('HGET', KEYS[1], 'spent'))
-local sb = tonumber(redis.call('HGET', KEYS[1], 'slot_budget'))
-local ss = tonumber(redis.call('HGET', KEYS[1], 'slot_spent'))
-local charge = tonumber(ARGV[1])
-if charge > budget - spent then charge = budget - spent end
-if charge > sb - ss then charge = sb - ss end
-if charge < 0 then charge = 0 end
-if charge > 0 then
-  redis.call('HINCRBY', KEYS[1], 'spent', charge)
-  redis.call('HINCRBY', KEYS[1], 'slot_spent', charge)
+local slot = tonumber(ARGV[1])
+local slot_s = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[4])
+local out = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local bkey = KEYS[2 * i]
+  local dkey = KEYS[2 * i + 1]
+  local prev = redis.call('GET', dkey)
+  if prev then
+    table.insert(out, 1); table.insert(out, tonumber(prev)); table.insert(out, 0)
+  elseif redis.call('HEXISTS', bkey, 'budget') == 0 then
+    table.insert(out, 2); table.insert(out, 0); table.insert(out, 0)
+  else
+    roll(bkey, slot, slot_s)
+    local budget = tonumber(redis.call('HGET', bkey, 'budget'))
+    local spent = tonumber(redis.call('HGET', bkey, 'spent'))
+    local sb = tonumber(redis.call('HGET', bkey, 'slot_budget'))
+    local ss = tonumber(redis.call('HGET', bkey, 'slot_spent'))
+    local charge = tonumber(ARGV[4 + i])
+    if charge > budget - spent then charge = budget - spent end
+    if charge > sb - ss then charge = sb - ss end
+    if charge < 0 then charge = 0 end
+    if charge > 0 then
+      redis.call('HINCRBY', bkey, 'spent', charge)
+      redis.call('HINCRBY', bkey, 'slot_spent', charge)
+    end
+    redis.call('SET', dkey, charge, 'EX', ttl)
+    table.insert(out, 0); table.insert(out, charge); table.insert(out, settle(bkey, KEYS[1], ARGV[3]))
+  end
 end
-redis.call('SET', KEYS[2], charge, 'EX', tonumber(ARGV[2]))
-local exhausted = settle(KEYS[1], KEYS[3], ARGV[5])
-return {0, charge, exhausted}
+return out
 """
 )
 
@@ -201,6 +218,14 @@ class BudgetStatus:
     UNKNOWN = 2
 
 
+@dataclass(frozen=True, slots=True)
+class DebitRequest:
+    campaign_id: str
+    #: De-duplication id: the same id is charged once (the feedback path uses request digest + action).
+    dedup_id: str
+    amount_micros: int
+
+
 @dataclass(frozen=True)
 class Debit:
     status: int
@@ -243,11 +268,25 @@ class BudgetStore:
         self, campaign_id: str, dedup_id: str, amount_micros: int, *, now_s: float, dedup_ttl_s: int
     ) -> Debit:
         """Charge at most ``amount_micros`` once per ``dedup_id``, capped by total and slot budget."""
+        (debit,) = await self.debit_many([DebitRequest(campaign_id, dedup_id, amount_micros)],
+                                         now_s=now_s, dedup_ttl_s=dedup_ttl_s)  # fmt: skip
+        return debit
+
+    async def debit_many(
+        self, requests: Sequence[DebitRequest], *, now_s: float, dedup_ttl_s: int
+    ) -> list[Debit]:
+        """``debit`` for each request, in order, in one atomic script call (one round trip)."""
         slot = pacing.slot_id(now_s, self._slot_s)
-        keys = [names.budget_key(campaign_id), names.dedup_key(campaign_id, dedup_id), names.BLOCKED_SET]
-        args: list[Any] = [amount_micros, dedup_ttl_s, slot, self._slot_s, names.CHANNEL_BUDGET]
-        status, charged, exhausted = await self._debit(keys=keys, args=args)
-        return Debit(int(status), int(charged), bool(int(exhausted)), slot)
+        keys = [names.BLOCKED_SET]
+        args: list[Any] = [slot, self._slot_s, names.CHANNEL_BUDGET, dedup_ttl_s]
+        for r in requests:
+            keys += (names.budget_key(r.campaign_id), names.dedup_key(r.campaign_id, r.dedup_id))
+            args.append(r.amount_micros)
+        flat = await self._debit(keys=keys, args=args)
+        return [
+            Debit(int(flat[i]), int(flat[i + 1]), bool(int(flat[i + 2])), slot)
+            for i in range(0, len(flat), 3)
+        ]
 
     async def refund(self, campaign_id: str, dedup_id: str, debit: Debit) -> bool:
         """Undo ``debit`` (its event was not acknowledged); idempotent."""

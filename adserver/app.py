@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from adplatform.config import Config
-from adserver.fastpath import ServeFastPath
-from adserver.feedback_route import feedback_component
+from adserver.fastpath import FastPath
+from adserver.feedback_route import FeedbackEndpoint, feedback_component
 from adserver.lifespan import CORE_COMPONENTS, Component, lifespan
 from adserver.middleware import BodyLimitMiddleware, RequestLimitMiddleware, TimingMiddleware
 from adserver.routes import build_routes
@@ -49,11 +49,12 @@ def create_app(config: Config | None = None, *, components: Sequence[Component] 
             yield
 
     serve = ServeEndpoint(ref)
+    feedback = FeedbackEndpoint(ref)
     app = Starlette(
-        routes=build_routes(ref, serve),
+        routes=build_routes(ref, serve, feedback),
         middleware=[
             Middleware(RequestLimitMiddleware),
-            Middleware(ServeFastPath, endpoint=serve, metrics=ref.metrics),
+            Middleware(FastPath, serve=serve, feedback=feedback, metrics=ref.metrics),
             Middleware(TimingMiddleware, metrics=ref.metrics),
             Middleware(BodyLimitMiddleware),
         ],

@@ -10,6 +10,15 @@ Order of effects (invariant 6, a 200 means both are done):
    answer is 503, so the client may retry. If Kafka did store an event whose acknowledgement was lost,
    reconciliation books it (Kafka is the ledger's source of truth) and repairs Redis.
 A duplicate answers 200 without a second event: the first one was already published.
+
+Group commit: steps 3 and 4 run for all the requests that arrive in one event-loop iteration together,
+in a task of their own: one debit script call for the batch (one Redis round trip, one AOF write; the
+debits still apply one by one, each capped by what the previous left), then each charged event handed to
+the producer, then one wait for every acknowledgement under one deadline. Each request waits on its own
+future and gets its own answer: a duplicate, an unknown campaign or an unacknowledged event in the
+batch affects only that request. Batches overlap; no request waits for another batch. A request
+cancelled while it waits (its client went away) does not cancel the batch, so a charge is never left
+without its event.
 """
 
 from __future__ import annotations
@@ -19,13 +28,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from adplatform.budget_redis import BudgetStatus, BudgetStore, Debit
+from adplatform.budget_redis import BudgetStatus, BudgetStore, Debit, DebitRequest
 from adplatform.wire import FeedbackEvent, UserAction, encoder
 from adserver.token import RequestToken, TokenError, TokenSigner, digest
 from index.campaign import Campaign
@@ -145,6 +155,38 @@ class FeedbackCounters:
     rejected_tokens: int = 0
     unavailable: int = 0
     charged_micros: int = 0
+    batches: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One accepted-so-far request waiting for its batch."""
+
+    token: RequestToken
+    request_id: str
+    event_id: str
+    action: UserAction
+    body: FeedbackBody
+    amount_micros: int
+    now_ms: int
+    future: asyncio.Future[bytes]
+
+
+def _answer(p: _Pending, body: bytes) -> None:
+    if not p.future.done():  # the request may have been cancelled meanwhile
+        p.future.set_result(body)
+
+
+def _refuse(p: _Pending, status: int, reason: str) -> None:
+    if not p.future.done():  # a fresh exception per request: a raised instance collects tracebacks
+        p.future.set_exception(FeedbackError(status, reason))
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Done-callback for an acknowledgement no one waits for any more: read its outcome, so asyncio does
+    not log "exception never retrieved"; reconciliation accounts for the event either way."""
+    if not future.cancelled():
+        future.exception()
 
 
 class FeedbackService:
@@ -161,6 +203,7 @@ class FeedbackService:
         clock: Clock,
         dedup_ttl_s: int,
         publish_timeout_s: float = 2.0,
+        max_batch: int = 256,
     ) -> None:
         self._signer = signer
         self._budgets = budgets
@@ -170,12 +213,14 @@ class FeedbackService:
         self._clock = clock
         self._dedup_ttl_s = dedup_ttl_s
         self._publish_timeout_s = publish_timeout_s
+        self._max_batch = max_batch
+        self._pending: list[_Pending] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self.counters = FeedbackCounters()
 
     async def handle(self, request_id: str, raw_body: bytes) -> bytes:
         """Returns the 200 body; raises ``FeedbackError`` with the status otherwise."""
-        now_s = self._clock.now()
-        now_ms = int(now_s * 1000)
+        now_ms = int(self._clock.now() * 1000)
         try:
             token = self._signer.verify(request_id, now_ms=now_ms)
         except TokenError:
@@ -185,39 +230,110 @@ class FeedbackService:
         amount = {"view": 0, "click": token.auction_cpc_micros, "acquisition": token.auction_cpa_micros}[
             action
         ]
-        event_id = f"{digest(request_id)}:{action}"
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
+        pending = self._pending
+        pending.append(_Pending(token, request_id, f"{digest(request_id)}:{action}", action, body, amount,
+                                now_ms, future))  # fmt: skip
+        if len(pending) == 1:
+            loop.call_soon(self._flush)  # after every request already runnable in this iteration
+        elif len(pending) >= self._max_batch:
+            self._flush()
+        return await future
+
+    async def aclose(self) -> None:
+        """Run what is pending and wait for every batch in flight (before the producer stops)."""
+        self._flush()
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[_Pending]) -> None:
         try:
-            debit = await self._budgets.debit(
-                token.campaign_id, event_id, amount, now_s=now_s, dedup_ttl_s=self._dedup_ttl_s
-            )
+            await self._commit(batch)
+        except asyncio.CancelledError:  # the worker is stopping: whatever is unanswered may be retried
+            for p in batch:
+                _refuse(p, 503, "the server is stopping; retry")
+            raise
+        except Exception:  # a bug: answer 500, keep the worker; reconciliation repairs Redis from Kafka
+            logger.exception("a feedback batch of %d requests failed", len(batch))
+            for p in batch:
+                _refuse(p, 500, "Internal server error.")
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        counters = self.counters
+        counters.batches += 1
+        now_s = self._clock.now()
+        requests = [DebitRequest(p.token.campaign_id, p.event_id, p.amount_micros) for p in batch]
+        try:
+            debits = await self._budgets.debit_many(requests, now_s=now_s, dedup_ttl_s=self._dedup_ttl_s)
         except (RedisError, OSError) as exc:
-            self.counters.unavailable += 1
-            raise FeedbackError(
-                503, f"budget store unavailable ({type(exc).__name__}); nothing was charged"
-            ) from None
-        if debit.status == BudgetStatus.DUPLICATE:
-            self.counters.duplicates += 1
-            return SUCCESS
-        if debit.status == BudgetStatus.UNKNOWN:
-            self.counters.unavailable += 1
-            raise FeedbackError(503, "campaign budget not available (being rebuilt); nothing was charged")
-        event = build_event(token, request_id, event_id, action, body, debit.charged_micros,
-                            self._lookup(token.campaign_id), now_ms)  # fmt: skip
+            counters.unavailable += len(batch)
+            reason = f"budget store unavailable ({type(exc).__name__}); nothing was charged"
+            for p in batch:
+                _refuse(p, 503, reason)
+            return
+        charged: list[tuple[_Pending, Debit]] = []
+        for p, debit in zip(batch, debits, strict=True):
+            if debit.status == BudgetStatus.DUPLICATE:
+                counters.duplicates += 1
+                _answer(p, SUCCESS)
+            elif debit.status == BudgetStatus.UNKNOWN:
+                counters.unavailable += 1
+                _refuse(p, 503, "campaign budget not available (being rebuilt); nothing was charged")
+            else:
+                charged.append((p, debit))
+        if charged:
+            await self._publish(charged)
+
+    async def _publish(self, charged: list[tuple[_Pending, Debit]]) -> None:
+        """Hand every event to the producer, wait for the acknowledgements under one deadline; answer the
+        acknowledged, refund and refuse the rest."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._publish_timeout_s
+        acks: list[asyncio.Future[Any]] = []
+        failure: BaseException | None = None
         try:
-            future = await asyncio.wait_for(
-                self._producer.send(self._topic, encoder.encode(event), key=token.campaign_id.encode()),
-                self._publish_timeout_s,
-            )
-            await asyncio.wait_for(future, self._publish_timeout_s)
+            async with asyncio.timeout_at(deadline):
+                for p, debit in charged:
+                    cid = p.token.campaign_id
+                    event = build_event(p.token, p.request_id, p.event_id, p.action, p.body,
+                                        debit.charged_micros, self._lookup(cid), p.now_ms)  # fmt: skip
+                    value = encoder.encode(event)
+                    acks.append(await self._producer.send(self._topic, value, key=cid.encode()))
         except (KafkaError, TimeoutError, OSError) as exc:
-            await self._refund(token.campaign_id, event_id, debit)
-            self.counters.unavailable += 1
-            raise FeedbackError(
-                503, f"event log unavailable ({type(exc).__name__}); nothing was charged"
-            ) from None
-        self.counters.accepted += 1
-        self.counters.charged_micros += debit.charged_micros
-        return SUCCESS
+            failure = exc  # the events not handed over were never sent
+        if acks:
+            await asyncio.wait(acks, timeout=max(0.0, deadline - loop.time()))
+        counters = self.counters
+        refused: list[tuple[_Pending, Debit]] = []
+        for i, (p, debit) in enumerate(charged):
+            ack = acks[i] if i < len(acks) else None
+            if ack is not None and ack.done() and not ack.cancelled() and ack.exception() is None:
+                counters.accepted += 1
+                counters.charged_micros += debit.charged_micros
+                _answer(p, SUCCESS)
+                continue
+            if ack is not None and not ack.done():
+                ack.add_done_callback(_retrieve)
+                failure = failure or TimeoutError()
+            elif ack is not None:
+                failure = failure or (ack.exception() if not ack.cancelled() else TimeoutError())
+            refused.append((p, debit))
+        if not refused:
+            return
+        name = type(failure).__name__ if failure is not None else "TimeoutError"
+        reason = f"event log unavailable ({name}); nothing was charged"
+        await asyncio.gather(*(self._refund(p.token.campaign_id, p.event_id, d) for p, d in refused))
+        counters.unavailable += len(refused)
+        for p, _ in refused:
+            _refuse(p, 503, reason)
 
     async def _refund(self, campaign_id: str, event_id: str, debit: Debit) -> None:
         try:

@@ -36,30 +36,41 @@ DEDUP_MARGIN_S = 3600
 
 
 class FeedbackEndpoint:
-    """The feedback route as an ASGI app."""
+    """The feedback route as an ASGI app; ``respond`` is what the fast path calls."""
 
     def __init__(self, ref: StateRef) -> None:
         self._ref = ref
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.respond(scope["path_params"]["request_id"], receive, send)
+
+    async def respond(self, request_id: str, receive: Receive, send: Send) -> int:
+        """Read the body, run the feedback path, answer; returns the status sent (0: client gone)."""
         state = self._ref.state
         if state is None or state.feedback is None:
             await send_json(send, 503, NOT_READY, retry_after_s=1)
-            return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+            return 503
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return 0
+        raw: bytes = message.get("body", b"")
+        if message.get("more_body", False):
+            chunks = [raw]
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return 0
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            raw = b"".join(chunks)
         try:
-            body = await state.feedback.handle(scope["path_params"]["request_id"], b"".join(chunks))
+            body = await state.feedback.handle(request_id, raw)
         except FeedbackError as exc:
             await send_json(send, exc.status, exc.body, retry_after_s=1 if exc.status == 503 else None)
-            return
+            return exc.status
         await send_json(send, 200, body)
+        return 200
 
 
 @contextlib.asynccontextmanager
@@ -70,7 +81,9 @@ async def feedback_component(state: ServerState) -> AsyncIterator[None]:
         config.redis_url, max_connections=64, timeout=2, socket_timeout=2, socket_connect_timeout=2
     )
     client = aioredis.Redis(connection_pool=pool)
-    producer = make_producer(config, linger_ms=2, client_id="adserver-feedback")
+    # Linger 1 ms: while a produce request is in flight (one per partition, idempotent) the next batch
+    # fills by itself; a longer linger only adds latency (5 ms measured 0.7x the throughput of 1 ms).
+    producer = make_producer(config, linger_ms=1, client_id="adserver-feedback")
     budgets = BudgetStore(client, slot_s=config.slot_s)
     service = FeedbackService(
         signer=state.signer,
@@ -105,6 +118,7 @@ async def feedback_component(state: ServerState) -> AsyncIterator[None]:
             yield
         finally:
             state.feedback = None
+    await service.aclose()  # batches in flight finish (their events acknowledged or refunded) first
     if started.is_set():
         await producer.stop()
     await client.aclose()

@@ -62,7 +62,8 @@ def _unb64(text: str) -> bytes:
 
 class _PrecomputedHmac:
     """HMAC-SHA256 with the key's inner and outer pad states hashed once (RFC 2104): each MAC then costs
-    two state copies and two short updates, about 2.5x faster than ``hmac.new`` on the serve hot path.
+    two state copies and two short updates, about 2.5x faster than ``hmac.new`` on the serve and
+    feedback hot paths.
     Produces exactly ``hmac.new(secret, msg, sha256).digest()``."""
 
     __slots__ = ("_inner", "_outer")
@@ -89,6 +90,7 @@ class TokenSigner:
         if not keys:
             raise ValueError("at least one token key is required")
         self._keys = {k.key_id: k.secret for k in keys}
+        self._macs = {k.key_id: _PrecomputedHmac(k.secret) for k in keys}
         self._signing = keys[0]
         self._signing_mac = _PrecomputedHmac(keys[0].secret)
         self._ttl_ms = ttl_s * 1000
@@ -111,14 +113,14 @@ class TokenSigner:
         if len(parts) != 3:
             raise TokenError("malformed request_id")
         kid, payload, mac_text = parts
-        secret = self._keys.get(kid)
-        if secret is None:
+        key_mac = self._macs.get(kid)
+        if key_mac is None:
             raise TokenError("request_id signed by an unknown key")
         try:
             mac = _unb64(mac_text)
         except (binascii.Error, ValueError):
             raise TokenError("malformed request_id") from None
-        expected = hmac.new(secret, f"{kid}.{payload}".encode("ascii"), hashlib.sha256).digest()[:MAC_BYTES]
+        expected = key_mac.digest(f"{kid}.{payload}".encode("ascii"))[:MAC_BYTES]
         if not hmac.compare_digest(mac, expected):
             raise TokenError("request_id signature does not match")
         try:

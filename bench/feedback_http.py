@@ -95,18 +95,21 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=400_000, help="distinct request ids (> rate × time)")
+    parser.add_argument(
+        "--server", choices=["uvicorn", "granian"], action="append", help="repeatable (default: uvicorn)"
+    )
+    parser.add_argument("--label", default="", help="suffix of the results file name")
     args = parser.parse_args(argv)
+    servers: list[str] = args.server or ["uvicorn"]
     base = load_config()
     config = prefixed(base, f"benchfb{int(time.time())}-")
     campaign_id = f"bench-{uuid.uuid4().hex[:8]}"
     env = {"ADP_TOPIC_PREFIX": config.topics.prefix, "ADP_GROUP_PREFIX": config.group_prefix}
+    measured: list[tuple[str, WrkResult]] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             print(asyncio.run(seed(config, campaign_file(Path(tmp) / "c.csv", campaign_id), rebase=False)))
             signer = TokenSigner(config.token_keys, ttl_s=config.token_ttl_s)
-            fb_script = write_feedback_script(
-                Path(tmp) / "feedback.lua", tokens(signer, campaign_id, args.tokens), args.threads
-            )
             get_script = write_script(Path(tmp) / "serve.lua", make_paths(2_000))
             port = free_port()
             with server_process("bench.minimal_app:app", "uvicorn", port, workers=args.workers, env={},
@@ -120,27 +123,36 @@ def main(argv: list[str]) -> int:
                     connections=args.connections,
                     threads=args.threads,
                 )
-            port = free_port()
-            with server_process("adserver.app:app", "uvicorn", port, workers=args.workers, env=env,
-                                ready_path="/readyz"):  # fmt: skip
-                url = f"http://127.0.0.1:{port}"
-                feedback = run_wrk(
-                    url,
-                    fb_script,
-                    duration_s=args.duration,
-                    connections=args.connections,
-                    threads=args.threads,
+            for server in servers:
+                fb_script = write_feedback_script(
+                    Path(tmp) / f"feedback-{server}.lua",
+                    tokens(signer, campaign_id, args.tokens),
+                    args.threads,
                 )
+                port = free_port()
+                with server_process("adserver.app:app", server, port, workers=args.workers, env=env,
+                                    ready_path="/readyz"):  # fmt: skip
+                    url = f"http://127.0.0.1:{port}"
+                    result = run_wrk(
+                        url,
+                        fb_script,
+                        duration_s=args.duration,
+                        connections=args.connections,
+                        threads=args.threads,
+                    )
+                measured.append((server, result))
     finally:
         asyncio.run(delete_topics(config))
-    rows = [row("minimal starlette (GET)", minimal, None), row("feedback (POST)", feedback, minimal)]
+    rows = [row("minimal starlette (GET)", minimal, None)]
+    rows += [row(f"feedback (POST, {server})", result, minimal) for server, result in measured]
     for r in rows:
         print(
-            f"{r['case']:<26} {r['requests_per_s']:>8,} req/s  p50 {r['p50_ms']:.2f} ms  "
+            f"{r['case']:<30} {r['requests_per_s']:>8,} req/s  p50 {r['p50_ms']:.2f} ms  "
             f"p99 {r['p99_ms']:.2f} ms  non-2xx {r['non_2xx']}  ratio {r['ratio_to_minimal']}"
         )
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"feedback-http-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    label = f"-{args.label}" if args.label else ""
+    out = RESULTS / f"feedback-http-{time.strftime('%Y%m%d-%H%M%S')}{label}.json"
     meta = {"cpus": os.cpu_count(), "python": platform.python_version(), "settings": vars(args)}
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n", encoding="utf-8")
     print(f"saved {out}")

@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
 
 from adplatform import names
 from adplatform.budget_redis import BudgetStore
@@ -75,6 +76,7 @@ class Rig:
     budgets: BudgetStore
     redis: aioredis.Redis
     campaigns: dict[str, Campaign]
+    producer: AIOKafkaProducer
 
     def token(self, campaign_id: str, *, user: str = "u1") -> str:
         return self.signer.issue(
@@ -123,7 +125,7 @@ async def rig(
         publish_timeout_s=3,
     )
     try:
-        yield Rig(topics, service, signer, budgets, client, campaigns)
+        yield Rig(topics, service, signer, budgets, client, campaigns, producer)
     finally:
         await producer.stop()
         await client.aclose()
@@ -225,6 +227,62 @@ async def test_same_feedback_ten_times_is_charged_once_and_tampering_charges_not
     with pytest.raises(FeedbackError) as bad_body:
         await rig.service.handle(rig.token(cid), b'{"view": 2}')
     assert bad_body.value.status == 422
+    await assert_conserved(rig, pg)
+
+
+async def test_one_ticks_requests_share_a_batch_and_each_gets_its_own_answer(
+    rig: Rig, pg: asyncpg.Pool
+) -> None:
+    """Group commit: fresh, repeated (even inside the same batch) and unknown-campaign requests issued in
+    one event-loop iteration go through one debit script call and one publish, yet each request gets
+    the answer it would get alone."""
+    cid = next(iter(rig.campaigns))
+    fresh = [rig.token(cid, user=f"f{i}") for i in range(40)]
+    repeated = fresh[:5]  # the same (request, action) twice in one batch: charged once
+    unknown = [rig.token(f"nope-{uuid.uuid4().hex[:6]}") for _ in range(3)]
+    body = b'{"view": 1, "click": 0, "acquisition": 0}'  # a view costs 0: no budget cap interferes
+    click = b'{"view": 1, "click": 1, "acquisition": 0}'
+    batches_before = rig.service.counters.batches
+    results = await asyncio.gather(
+        *(rig.service.handle(t, click) for t in fresh[:10]),
+        *(rig.service.handle(t, body) for t in fresh[10:]),
+        *(rig.service.handle(t, click) for t in repeated),
+        *(rig.service.handle(t, click) for t in unknown),
+        return_exceptions=True,
+    )
+    assert rig.service.counters.batches - batches_before == 1
+    assert results[:45] == [b'{"status":"Success"}'] * 45
+    for outcome in results[45:]:
+        assert isinstance(outcome, FeedbackError) and outcome.status == 503
+    assert rig.service.counters.duplicates == 5
+    events = await feedback_events(rig.config)
+    assert len(events) == 40 and len({e[0] for e in events}) == 40
+    state = await rig.budgets.get(cid)
+    assert state["spent"] == min(10 * CPC_MICROS, state["slot_budget"])  # tiny budgets: the slot caps
+    await assert_conserved(rig, pg)
+
+
+async def test_an_unacknowledged_batch_is_refunded_and_answered_503(rig: Rig, pg: asyncpg.Pool) -> None:
+    """The event log refuses (here: a topic that does not exist, so no acknowledgement ever comes): every
+    request of the batch gets 503 after the publish deadline and its debit is refunded, so a retry
+    once the log is back is charged exactly once."""
+    ids = list(rig.campaigns)[:4]
+    tokens = [rig.token(cid) for cid in ids]  # one click each: within every tiny slot budget
+    click = b'{"view": 1, "click": 1, "acquisition": 0}'
+    nowhere = f"{rig.config.topics.prefix}no-such-topic"
+    broken = FeedbackService(
+        signer=rig.signer, budgets=rig.budgets, producer=rig.producer, topic=nowhere,
+        lookup=rig.campaigns.get, clock=SystemClock(), dedup_ttl_s=3600, publish_timeout_s=1,
+    )  # fmt: skip
+    results = await asyncio.gather(*(broken.handle(t, click) for t in tokens), return_exceptions=True)
+    for outcome in results:
+        assert isinstance(outcome, FeedbackError) and outcome.status == 503
+        assert b"event log unavailable" in outcome.body
+    assert [(await rig.budgets.get(cid))["spent"] for cid in ids] == [0] * 4
+    assert broken.counters.unavailable == 4 and broken.counters.accepted == 0
+    for t in tokens:  # the retry, against the working log
+        assert await rig.service.handle(t, click) == b'{"status":"Success"}'
+    assert [(await rig.budgets.get(cid))["spent"] for cid in ids] == [CPC_MICROS] * 4
     await assert_conserved(rig, pg)
 
 
