@@ -41,3 +41,25 @@ def test_issue_verifies_and_rotates() -> None:
         TokenSigner((KEYS[1],), ttl_s=60).verify(request_id, now_ms=TOKEN.issued_ms)
     with pytest.raises(TokenError, match="expired"):
         signer.verify(request_id, now_ms=TOKEN.issued_ms + 61_000)
+
+
+def test_only_the_canonical_spelling_of_a_mac_verifies() -> None:
+    """A 16-byte MAC is 22 base64 characters whose last one carries 2 bits: 15 other characters decode
+    to the same bytes. Each would be another request_id for the same ad (another de-duplication key,
+    another charge), so only the issued spelling may verify."""
+    signer = TokenSigner(KEYS, ttl_s=60)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for nonce in range(20):
+        request_id = signer.issue(RequestToken(f"n{nonce}", "c1", 1, TOKEN.issued_ms, "u1", 1, 1, 1))
+        head, mac = request_id.rsplit(".", 1)
+        same_bytes = [
+            f"{head}.{mac[:-1]}{c}"
+            for c in alphabet
+            if c != mac[-1]
+            and base64.urlsafe_b64decode(mac[:-1] + c + "==") == base64.urlsafe_b64decode(mac + "==")
+        ]
+        assert len(same_bytes) == 15
+        for other in same_bytes:
+            with pytest.raises(TokenError, match="signature"):
+                signer.verify(other, now_ms=TOKEN.issued_ms)
+        assert signer.verify(request_id, now_ms=TOKEN.issued_ms).nonce == f"n{nonce}"
