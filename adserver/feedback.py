@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -236,7 +236,9 @@ class FeedbackService:
         pending.append(_Pending(token, request_id, f"{digest(request_id)}:{action}", action, body, amount,
                                 now_ms, future))  # fmt: skip
         if len(pending) == 1:
-            loop.call_soon(self._flush)  # after every request already runnable in this iteration
+            # The task's first step runs in the next iteration of the loop, after every request that is
+            # runnable in this one has joined ``_pending``: it takes them all.
+            self._spawn(self._run(None))
         elif len(pending) >= self._max_batch:
             self._flush()
         return await future
@@ -250,11 +252,19 @@ class FeedbackService:
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
         if batch:
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._run(batch))
 
-    async def _run(self, batch: list[_Pending]) -> None:
+    def _spawn(self, run: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(run)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[_Pending] | None) -> None:
+        """Commit ``batch``, or (None) whatever is pending when this task starts."""
+        if batch is None:
+            batch, self._pending = self._pending, []
+            if not batch:  # taken already by a full batch's flush
+                return
         try:
             await self._commit(batch)
         except asyncio.CancelledError:  # the worker is stopping: whatever is unanswered may be retried

@@ -1,11 +1,11 @@
 """Feedback throughput: ``POST /ad/{request_id}/feedback`` with the real Redis and Kafka, beside the
 minimal Starlette app, in one run with ``wrk`` (2 workers, 64 connections by default).
 
-``python -m bench.feedback_http``: one campaign with a budget no run can spend is seeded producer →
-manager under a bench-only topic prefix; every request carries its own signed request id (issued with
-the server's key, exactly as the serve route does), so each one is a real debit plus an acknowledged
-``ad-feedback`` event, never a duplicate. wrk threads walk disjoint halves of the token list. Prints
-req/s, p50/p99 and the ratio to the minimal app; saves JSON under ``bench/results/``.
+``python -m bench.feedback_http``: one campaign (``--campaigns N``: N) with a budget no run can spend is
+seeded producer → manager under a bench-only topic prefix; every request carries its own signed request
+id (issued with the server's key, exactly as the serve route does), so each one is a real debit plus an
+acknowledged ``ad-feedback`` event, never a duplicate. wrk threads walk disjoint halves of the token
+list. Prints req/s, p50/p99 and the ratio to the minimal app; saves JSON under ``bench/results/``.
 """
 
 from __future__ import annotations
@@ -33,28 +33,38 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BODY = '{"view": 1, "click": 1, "acquisition": 0}'
 
 
-def campaign_file(path: Path, campaign_id: str) -> Path:
+def campaign_file(path: Path, campaign_ids: list[str]) -> Path:
     from datetime import UTC, datetime, timedelta
 
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
     date_range, time_range = format_flight(start, start + timedelta(days=2))
     row = {
-        "text": "bench", "category": "Bench", "keywords": "bench", "campaign_id": campaign_id,
+        "text": "bench", "category": "Bench", "keywords": "bench", "campaign_id": "",
         "action": "New Campaign", "target_gender": "All", "target_age_range": "{'start': '0', 'end': '0'}",
         "target_city": "All", "target_state": "All", "target_country": "India", "target_income_bucket": "All",
         "target_device": "All", "cpc": "0.0001", "cpa": "0.002", "budget": "100000000",
         "date_range": date_range, "time_range": time_range,
     }  # fmt: skip
-    write_campaigns_csv(path, [{c: row[c] for c in COLUMNS}])
+    write_campaigns_csv(path, [{c: {**row, "campaign_id": cid}[c] for c in COLUMNS} for cid in campaign_ids])
     return path
 
 
-def tokens(signer: TokenSigner, campaign_id: str, count: int) -> list[str]:
+def tokens(signer: TokenSigner, campaign_ids: list[str], count: int) -> list[str]:
+    """``count`` distinct request ids, spread round-robin over the campaigns."""
     now_ms = int(time.time() * 1000)
     prefix = uuid.uuid4().hex[:8]
     return [
         signer.issue(
-            RequestToken(f"{prefix}{i:x}", campaign_id, 1, now_ms, f"u{i % 1000}", 17_500, 100, 2000)
+            RequestToken(
+                f"{prefix}{i:x}",
+                campaign_ids[i % len(campaign_ids)],
+                1,
+                now_ms,
+                f"u{i % 1000}",
+                17_500,
+                100,
+                2000,
+            )
         )
         for i in range(count)
     ]
@@ -98,17 +108,21 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--server", choices=["uvicorn", "granian"], action="append", help="repeatable (default: uvicorn)"
     )
+    parser.add_argument(
+        "--campaigns", type=int, default=1,
+        help="campaigns the feedback is spread over (1: one Redis hash and one partition, the worst case)",
+    )  # fmt: skip
     parser.add_argument("--label", default="", help="suffix of the results file name")
     args = parser.parse_args(argv)
     servers: list[str] = args.server or ["uvicorn"]
     base = load_config()
     config = prefixed(base, f"benchfb{int(time.time())}-")
-    campaign_id = f"bench-{uuid.uuid4().hex[:8]}"
+    campaign_ids = [f"bench-{uuid.uuid4().hex[:8]}" for _ in range(args.campaigns)]
     env = {"ADP_TOPIC_PREFIX": config.topics.prefix, "ADP_GROUP_PREFIX": config.group_prefix}
     measured: list[tuple[str, WrkResult]] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            print(asyncio.run(seed(config, campaign_file(Path(tmp) / "c.csv", campaign_id), rebase=False)))
+            print(asyncio.run(seed(config, campaign_file(Path(tmp) / "c.csv", campaign_ids), rebase=False)))
             signer = TokenSigner(config.token_keys, ttl_s=config.token_ttl_s)
             get_script = write_script(Path(tmp) / "serve.lua", make_paths(2_000))
             port = free_port()
@@ -126,7 +140,7 @@ def main(argv: list[str]) -> int:
             for server in servers:
                 fb_script = write_feedback_script(
                     Path(tmp) / f"feedback-{server}.lua",
-                    tokens(signer, campaign_id, args.tokens),
+                    tokens(signer, campaign_ids, args.tokens),
                     args.threads,
                 )
                 port = free_port()
