@@ -120,6 +120,12 @@ def main(argv: list[str]) -> int:
     campaign_ids = [f"bench-{uuid.uuid4().hex[:8]}" for _ in range(args.campaigns)]
     env = {"ADP_TOPIC_PREFIX": config.topics.prefix, "ADP_GROUP_PREFIX": config.group_prefix}
     measured: list[tuple[str, WrkResult]] = []
+
+    def measure(url: str, script: Path) -> WrkResult:
+        return run_wrk(
+            url, script, duration_s=args.duration, connections=args.connections, threads=args.threads
+        )
+
     try:
         with tempfile.TemporaryDirectory() as tmp:
             print(asyncio.run(seed(config, campaign_file(Path(tmp) / "c.csv", campaign_ids), rebase=False)))
@@ -130,13 +136,7 @@ def main(argv: list[str]) -> int:
                                 ready_path="/ad/user/warmup/serve"):  # fmt: skip
                 url = f"http://127.0.0.1:{port}"
                 run_wrk(url, get_script, duration_s=2, connections=args.connections, threads=args.threads)
-                minimal = run_wrk(
-                    url,
-                    get_script,
-                    duration_s=args.duration,
-                    connections=args.connections,
-                    threads=args.threads,
-                )
+                minimal = measure(url, get_script)
             for server in servers:
                 fb_script = write_feedback_script(
                     Path(tmp) / f"feedback-{server}.lua",
@@ -146,15 +146,7 @@ def main(argv: list[str]) -> int:
                 port = free_port()
                 with server_process("adserver.app:app", server, port, workers=args.workers, env=env,
                                     ready_path="/readyz"):  # fmt: skip
-                    url = f"http://127.0.0.1:{port}"
-                    result = run_wrk(
-                        url,
-                        fb_script,
-                        duration_s=args.duration,
-                        connections=args.connections,
-                        threads=args.threads,
-                    )
-                measured.append((server, result))
+                    measured.append((server, measure(f"http://127.0.0.1:{port}", fb_script)))
     finally:
         asyncio.run(delete_topics(config))
     rows = [row("minimal starlette (GET)", minimal, None)]

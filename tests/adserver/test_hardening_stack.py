@@ -66,6 +66,18 @@ async def test_key_rotation_keeps_ads_in_flight_valid(
         assert (await client.post(f"/ad/{in_flight}/feedback", json=body)).status_code == 404
 
 
+async def wait_ready(client: httpx.AsyncClient) -> None:
+    """Until the server answers ``/readyz`` with 200 (its workers have bootstrapped their index)."""
+
+    async def ready() -> bool:
+        try:
+            return (await client.get("/readyz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    await eventually(ready, timeout_s=60, poll_s=0.2)
+
+
 @pytest.fixture
 async def secret_server(topics: Config, tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
     """A real 2-worker server whose token key and database password are secrets; yields (url, log)."""
@@ -99,14 +111,7 @@ async def test_secrets_never_appear_in_logs_errors_or_metrics(
     await ingest(topics, [campaign_row("c1")], tmp_path)
     seen: list[str] = []
     async with httpx.AsyncClient(base_url=url) as client:
-
-        async def ready() -> bool:
-            try:
-                return (await client.get("/readyz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await eventually(ready, timeout_s=60, poll_s=0.2)
+        await wait_ready(client)
         ok = await client.get("/ad/user/u1/serve", params={"device_type": "iPhone"})
         seen.append(ok.text)
         token = ok.json()["request_id"]
@@ -129,14 +134,7 @@ async def test_openapi_contract_holds_under_schemathesis(
         topics, [campaign_row("c1"), campaign_row("c2", city="Mumbai", state="Maharashtra")], tmp_path
     )
     async with httpx.AsyncClient(base_url=url) as client:
-
-        async def ready() -> bool:
-            try:
-                return (await client.get("/readyz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await eventually(ready, timeout_s=60, poll_s=0.2)
+        await wait_ready(client)
     cmd = [
         str(Path(sys.executable).with_name("schemathesis")), "run", f"{url}/openapi.json",
         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
@@ -160,14 +158,7 @@ async def test_the_real_server_cuts_off_slow_clients(
     port = int(url.rsplit(":", 1)[1])
     await ingest(topics, [campaign_row("c1")], tmp_path)
     async with httpx.AsyncClient(base_url=url) as client:
-
-        async def ready() -> bool:
-            try:
-                return (await client.get("/readyz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await eventually(ready, timeout_s=60, poll_s=0.2)
+        await wait_ready(client)
         token = (await serve(client, "u1", device_type="iPhone")).json()["request_id"]
         idle = await asyncio.open_connection("127.0.0.1", port)
         dribble = await asyncio.open_connection("127.0.0.1", port)
