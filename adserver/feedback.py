@@ -9,7 +9,10 @@ Order of effects (invariant 6, a 200 means both are done):
    with the other requests by the producer's linger); on failure or timeout the debit is refunded and the
    answer is 503, so the client may retry. If Kafka did store an event whose acknowledgement was lost,
    reconciliation books it (Kafka is the ledger's source of truth) and repairs Redis.
-A duplicate answers 200 without a second event: the first one was already published.
+A duplicate is never charged or published again; it gets its first's outcome: 200 at once if that event
+is acknowledged, otherwise when it is (or 503 with the first, if it is refunded), so a 200 never precedes
+a refund. (A duplicate that reaches another worker within the first's few milliseconds of waiting gets
+200 at once: workers share only Redis.)
 
 Group commit: steps 3 and 4 run for all the requests that arrive in one event-loop iteration together,
 in a task of their own: one debit script call for the batch (one Redis round trip, one AOF write; the
@@ -216,6 +219,8 @@ class FeedbackService:
         self._max_batch = max_batch
         self._pending: list[_Pending] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Event id → duplicates waiting for that charged event's acknowledgement (its outcome is theirs).
+        self._unacked: dict[str, list[_Pending]] = {}
         self.counters = FeedbackCounters()
 
     async def handle(self, request_id: str, raw_body: bytes) -> bytes:
@@ -290,17 +295,29 @@ class FeedbackService:
                 _refuse(p, 503, reason)
             return
         charged: list[tuple[_Pending, Debit]] = []
+        unacked = self._unacked
         for p, debit in zip(batch, debits, strict=True):
             if debit.status == BudgetStatus.DUPLICATE:
                 counters.duplicates += 1
-                _answer(p, SUCCESS)
+                waiters = unacked.get(p.event_id)
+                if waiters is None:  # the first one is acknowledged (or lives in another worker)
+                    _answer(p, SUCCESS)
+                else:  # still waiting for Kafka: a 200 now could precede a refund of the first
+                    waiters.append(p)
             elif debit.status == BudgetStatus.UNKNOWN:
                 counters.unavailable += 1
                 _refuse(p, 503, "campaign budget not available (being rebuilt); nothing was charged")
             else:
                 charged.append((p, debit))
-        if charged:
+                unacked[p.event_id] = []
+        if not charged:
+            return
+        try:
             await self._publish(charged)
+        finally:
+            for p, _ in charged:  # only if _publish did not settle them (it raised)
+                for waiting in unacked.pop(p.event_id, ()):
+                    _refuse(waiting, 503, "feedback could not be processed; retry")
 
     async def _publish(self, charged: list[tuple[_Pending, Debit]]) -> None:
         """Hand every event to the producer, wait for the acknowledgements under one deadline; answer the
@@ -329,6 +346,8 @@ class FeedbackService:
                 counters.accepted += 1
                 counters.charged_micros += debit.charged_micros
                 _answer(p, SUCCESS)
+                for waiting in self._unacked.pop(p.event_id, ()):
+                    _answer(waiting, SUCCESS)
                 continue
             if ack is not None and not ack.done():
                 ack.add_done_callback(_retrieve)
@@ -344,6 +363,8 @@ class FeedbackService:
         counters.unavailable += len(refused)
         for p, _ in refused:
             _refuse(p, 503, reason)
+            for waiting in self._unacked.pop(p.event_id, ()):
+                _refuse(waiting, 503, reason)
 
     async def _refund(self, campaign_id: str, event_id: str, debit: Debit) -> None:
         try:

@@ -264,8 +264,8 @@ async def test_one_ticks_requests_share_a_batch_and_each_gets_its_own_answer(
 
 async def test_an_unacknowledged_batch_is_refunded_and_answered_503(rig: Rig, pg: asyncpg.Pool) -> None:
     """The event log refuses (here: a topic that does not exist, so no acknowledgement ever comes): every
-    request of the batch gets 503 after the publish deadline and its debit is refunded, so a retry
-    once the log is back is charged exactly once."""
+    request of the batch gets 503 after the publish deadline, a duplicate with it, and every debit is
+    refunded, so a retry once the log is back is charged exactly once."""
     ids = list(rig.campaigns)[:4]
     tokens = [rig.token(cid) for cid in ids]  # one click each: within every tiny slot budget
     click = b'{"view": 1, "click": 1, "acquisition": 0}'
@@ -274,7 +274,11 @@ async def test_an_unacknowledged_batch_is_refunded_and_answered_503(rig: Rig, pg
         signer=rig.signer, budgets=rig.budgets, producer=rig.producer, topic=nowhere,
         lookup=rig.campaigns.get, clock=SystemClock(), dedup_ttl_s=3600, publish_timeout_s=1,
     )  # fmt: skip
-    results = await asyncio.gather(*(broken.handle(t, click) for t in tokens), return_exceptions=True)
+    # The first token is sent twice in the batch: its duplicate must share the refusal, not get a 200.
+    results = await asyncio.gather(
+        *(broken.handle(t, click) for t in [*tokens, tokens[0]]), return_exceptions=True
+    )
+    assert len(results) == 5 and broken.counters.duplicates == 1
     for outcome in results:
         assert isinstance(outcome, FeedbackError) and outcome.status == 503
         assert b"event log unavailable" in outcome.body
