@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from adplatform.config import Config
-from adplatform.consumer import next_batch, retry
+from adplatform.consumer import make_consumer, next_batch, retry
 from adplatform.names import GROUP_LEDGER
 from adplatform.postgres import create_pool
 from adplatform.wire import FeedbackEvent, feedback_decoder
@@ -163,14 +163,8 @@ class SpendLedger:
 
 @contextlib.asynccontextmanager
 async def open_ledger(config: Config) -> AsyncIterator[SpendLedger]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=config.kafka_bootstrap,
-        group_id=config.group(GROUP_LEDGER),
-        enable_auto_commit=False,  # offsets live in PostgreSQL, with the spend
-        auto_offset_reset="earliest",
-        session_timeout_ms=10_000,
-        heartbeat_interval_ms=2_000,
-    )
+    # Subscribed below with a listener; its offsets live in PostgreSQL, with the spend.
+    consumer = make_consumer(config, GROUP_LEDGER)
     pool = await create_pool(config)
     ledger = SpendLedger(config, consumer, pool)
     try:

@@ -22,8 +22,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from adplatform.config import Config
-from adplatform.consumer import commit, next_batch, retry
+from adplatform.consumer import commit, make_consumer, next_batch, retry
 from adplatform.names import GROUP_SERVED_WRITER
+from adplatform.postgres import create_pool
 from adplatform.wire import ServedAd, served_decoder
 from adserver.sink_postgres import ServedAdsSink
 
@@ -92,18 +93,12 @@ class ServedWriter:
 @contextlib.asynccontextmanager
 async def open_served_writer(config: Config, *, max_batch: int = 5000) -> AsyncIterator[ServedWriter]:
     """Create the consumer and the pool, yield the writer (not yet running), close both after."""
-    consumer = AIOKafkaConsumer(
-        config.topics.served_ads,
-        bootstrap_servers=config.kafka_bootstrap,
-        group_id=config.group(GROUP_SERVED_WRITER),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=max_batch,
-        session_timeout_ms=10_000,
-        heartbeat_interval_ms=2_000,
+    consumer = make_consumer(
+        config, GROUP_SERVED_WRITER, config.topics.served_ads, max_poll_records=max_batch
     )
-    # min_size=0: no connection up front, so a writer started while PostgreSQL is down waits and retries.
-    pool = await asyncpg.create_pool(config.pg_dsn, min_size=0, max_size=2, timeout=10)
+    # The house pool: no connection up front (a writer started while PostgreSQL is down waits and
+    # retries), and command timeouts, so a cut network raises instead of hanging.
+    pool = await create_pool(config)
     try:
         await consumer.start()
         yield ServedWriter(consumer, ServedAdsSink(pool), max_batch=max_batch)

@@ -89,14 +89,13 @@ class TokenSigner:
     def __init__(self, keys: tuple[TokenKey, ...], *, ttl_s: int) -> None:
         if not keys:
             raise ValueError("at least one token key is required")
-        self._keys = {k.key_id: k.secret for k in keys}
         self._macs = {k.key_id: _PrecomputedHmac(k.secret) for k in keys}
         self._signing = keys[0]
         self._signing_mac = _PrecomputedHmac(keys[0].secret)
         self._ttl_ms = ttl_s * 1000
 
     def __repr__(self) -> str:  # never the secrets
-        return f"TokenSigner(kids={sorted(self._keys)}, signing={self._signing.key_id!r})"
+        return f"TokenSigner(kids={sorted(self._macs)}, signing={self._signing.key_id!r})"
 
     def issue(self, token: RequestToken) -> str:
         kid = self._signing.key_id

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -23,13 +20,12 @@ from pathlib import Path
 
 from adplatform.config import load_config
 from adserver.token import RequestToken, TokenSigner
-from bench.http_stack import delete_topics, free_port, prefixed, seed, server_process
+from bench.http_stack import delete_topics, free_port, prefixed, save_results, seed, server_process
 from bench.wrk import _DONE, WrkResult, make_paths, run_wrk, write_script
 from ingest.csvfile import format_flight
 from ingest.generator import write_campaigns_csv
 from ingest.instruction import COLUMNS
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BODY = '{"view": 1, "click": 1, "acquisition": 0}'
 
 
@@ -156,12 +152,7 @@ def main(argv: list[str]) -> int:
             f"{r['case']:<30} {r['requests_per_s']:>8,} req/s  p50 {r['p50_ms']:.2f} ms  "
             f"p99 {r['p99_ms']:.2f} ms  non-2xx {r['non_2xx']}  ratio {r['ratio_to_minimal']}"
         )
-    RESULTS.mkdir(exist_ok=True)
-    label = f"-{args.label}" if args.label else ""
-    out = RESULTS / f"feedback-http-{time.strftime('%Y%m%d-%H%M%S')}{label}.json"
-    meta = {"cpus": os.cpu_count(), "python": platform.python_version(), "settings": vars(args)}
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n", encoding="utf-8")
-    print(f"saved {out}")
+    save_results("feedback-http", vars(args), rows, label=args.label)
     return 0
 
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,10 +26,17 @@ from typing import Any
 from adplatform.config import load_config
 from adserver.server import Server
 from adserver.server import run as run_server
-from bench.http_stack import delete_topics, free_port, prefixed, seed, server_process, write_corpus
+from bench.http_stack import (
+    delete_topics,
+    free_port,
+    prefixed,
+    save_results,
+    seed,
+    server_process,
+    write_corpus,
+)
 from bench.wrk import WrkResult, make_paths, run_wrk, write_script
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MINIMAL = "bench.minimal_app:app"
 ADSERVER = "adserver.app:app"
 
@@ -162,11 +167,7 @@ def main(argv: list[str]) -> int:
         for i, case in enumerate(cases)
     ]
     print_table(rows)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"http-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    meta = {"cpus": os.cpu_count(), "python": platform.python_version(), "settings": vars(args)}
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n", encoding="utf-8")
-    print(f"saved {out}")
+    save_results("http", vars(args), rows)
     return 0
 
 

@@ -4,7 +4,9 @@ production path (producer → Ad Manager → ad-changes) under a bench-only topi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -12,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +27,8 @@ from ingest.generator import generate_campaigns, write_campaigns_csv
 from ingest.instruction import NEW
 from ingest.manager import run_manager
 from ingest.producer import produce_file
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 SEED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "campaigns_seed.csv"
 
@@ -109,3 +113,15 @@ def server_process(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def save_results(
+    stem: str, settings: Mapping[str, object], rows: list[dict[str, object]], *, label: str = ""
+) -> Path:
+    """``bench/results/<stem>-<local time>[-label].json``: the rows, the machine and the run's settings."""
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}{f'-{label}' if label else ''}.json"
+    meta = {"cpus": os.cpu_count(), "python": platform.python_version(), "settings": dict(settings)}
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n", encoding="utf-8")
+    print(f"saved {out}")
+    return out

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from adplatform.budget_redis import BudgetStore
 from adplatform.config import Config
-from adplatform.consumer import commit, next_batch, retry
+from adplatform.consumer import commit, make_consumer, next_batch, retry
 from adplatform.kafka import make_producer
 from adplatform.names import GROUP_AD_MANAGER
 from adplatform.postgres import create_pool
@@ -234,18 +234,10 @@ class AdManager:
 @contextlib.asynccontextmanager
 async def open_manager(config: Config, *, max_batch: int = 5000) -> AsyncIterator[AdManager]:
     """Create every client of one manager, yield it (not yet running), close everything after."""
-    consumer = AIOKafkaConsumer(
-        config.topics.instructions,
-        bootstrap_servers=config.kafka_bootstrap,
-        group_id=config.group(GROUP_AD_MANAGER),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=max_batch,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-        session_timeout_ms=10_000,
-        heartbeat_interval_ms=2_000,
-    )
+    consumer = make_consumer(
+        config, GROUP_AD_MANAGER, config.topics.instructions, max_poll_records=max_batch,
+        max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
+    )  # fmt: skip
     producer = make_producer(config, linger_ms=10, client_id="ad-manager")
     pool = await create_pool(config)
     redis_client = aioredis.Redis.from_url(config.redis_url, socket_timeout=5)
