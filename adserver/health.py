@@ -26,9 +26,10 @@ def readyz(ref: StateRef) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         state = ref.state
         if state is None:
-            return JSONResponse({"status": "starting"}, status_code=503)
+            return JSONResponse({"status": "starting", "worker": os.getpid()}, status_code=503)
         body = {
             "status": "ready" if state.ready else "bootstrapping",
+            "worker": os.getpid(),  # several workers share one port: says which one answered
             "index_ready": state.refresher.ready.is_set(),
             "index_size": len(state.index),
             "profiles": len(state.profiles),

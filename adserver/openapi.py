@@ -117,10 +117,10 @@ DOCUMENT: Final = {
         "/healthz": _plain("Liveness: 200 while the process answers.", "Alive."),
         "/readyz": {
             "get": {
-                "summary": "Readiness: 200 once the index is bootstrapped.",
+                "summary": "Readiness of the answering worker: 200 once its index is bootstrapped.",
                 "responses": {
-                    "200": {"description": "Ready."},
-                    "503": {"description": "Still bootstrapping."},
+                    "200": {"description": "Ready.", "content": _json(_ref("Readiness"))},
+                    "503": {"description": "Still bootstrapping.", "content": _json(_ref("Readiness"))},
                 },
             }
         },
@@ -154,6 +154,18 @@ DOCUMENT: Final = {
                 "type": "object",
                 "required": ["status"],
                 "properties": {"status": {"const": "Success"}},
+            },
+            "Readiness": {
+                "type": "object",
+                "required": ["status", "worker"],
+                "properties": {
+                    "status": {"enum": ["starting", "bootstrapping", "ready"]},
+                    "worker": {"type": "integer", "description": "pid of the worker that answered"},
+                    "index_ready": {"type": "boolean"},
+                    "index_size": {"type": "integer"},
+                    "profiles": {"type": "integer"},
+                    "profiles_loaded": {"type": "boolean"},
+                },
             },
             "Error": {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}},
         }

@@ -43,8 +43,10 @@ from loadtest.books import archive_books, reset_books
 from loadtest.faultproxy import FaultProxy
 from loadtest.simulator import SimSummary, Simulator, load_users
 from loadtest.supervisor import Supervisor
+from loadtest.workers import wait_workers_ready
 
 PORT = 8011
+WORKERS = 2
 
 
 @dataclass
@@ -143,23 +145,15 @@ class Rig:
         sup.start("ledger", "ledger")
         sup.start("pacer", "pacer")
         sup.start("reconciler", "reconcile", "--interval", "2")
-        sup.start("adserver", "serve", "--workers", "2", "--port", str(PORT), env=adserver_env)
+        sup.start("adserver", "serve", "--workers", str(WORKERS), "--port", str(PORT), env=adserver_env)
         if self.streaming_archive:
             sup.start("archive", "archive", "run", "--trigger-s", "2")
 
     async def wait_ready(self, timeout_s: float = 120) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout_s
-        async with httpx.AsyncClient(timeout=2) as client:
-            while time.monotonic() < deadline:
-                try:
-                    if (await client.get(f"http://127.0.0.1:{PORT}/readyz")).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.3)
-        raise RuntimeError(f"{self.name}: ad server not ready; see .stack/logs/chaos/")
+        try:
+            await wait_workers_ready(f"http://127.0.0.1:{PORT}", WORKERS, timeout_s=timeout_s)
+        except TimeoutError as exc:
+            raise RuntimeError(f"{self.name}: {exc}; see .stack/logs/chaos/") from exc
 
     # --- load and checks -----------------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ import asyncio
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,8 +28,10 @@ from index.money import format_micros
 from loadtest.books import archive_books, reset_books
 from loadtest.simulator import SimSummary, Simulator, format_summary, load_users
 from loadtest.supervisor import Supervisor
+from loadtest.workers import wait_workers_ready
 
 PORT = 8000
+WORKERS = 2
 
 
 def step(message: str) -> None:
@@ -58,19 +59,6 @@ def wait_started(marker: Path, timeout_s: float = 180) -> None:
             raise SystemExit(f"the archive job did not start within {timeout_s:.0f}s; see .stack/logs/demo/")
         time.sleep(0.5)
     time.sleep(2)
-
-
-def wait_ready(url: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{url} not ready after {timeout_s:.0f}s; see .stack/logs/demo/")
 
 
 async def books(config: Config) -> dict[str, int]:
@@ -126,9 +114,12 @@ def run(duration_s: float, campaigns: int, users: int, rate: float) -> int:
         sup.start("ledger", "ledger")
         sup.start("pacer", "pacer")
         sup.start("reconciler", "reconcile", "--interval", "10")
-        sup.start("adserver", "serve", "--workers", "2", "--port", str(PORT))
+        sup.start("adserver", "serve", "--workers", str(WORKERS), "--port", str(PORT))
         sup.start("archive", "archive", "run", "--trigger-s", "2")
-        wait_ready(f"http://127.0.0.1:{PORT}/readyz")
+        try:
+            asyncio.run(wait_workers_ready(f"http://127.0.0.1:{PORT}", WORKERS))
+        except TimeoutError as exc:
+            raise SystemExit(f"{exc}; see .stack/logs/demo/") from exc
         # Spark takes a while (and both cores) to start: simulate once its streaming query runs.
         wait_started(ArchiveLayout(config.archive_dir).feedback_checkpoint / "metadata")
         step(f"simulating users for {duration_s:.0f}s at {rate:.0f} requests/s")

@@ -19,8 +19,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from adplatform.config import Config, TokenKey
-from tests.adserver.serving import campaign_row, eventually, ingest, serve, serving
-from tests.adserver.test_workers_stack import _free_port
+from loadtest.workers import wait_workers_ready
+from tests.adserver.serving import campaign_row, ingest, serve, serving
+from tests.adserver.test_workers_stack import WORKERS, _free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
 
@@ -66,18 +67,6 @@ async def test_key_rotation_keeps_ads_in_flight_valid(
         assert (await client.post(f"/ad/{in_flight}/feedback", json=body)).status_code == 404
 
 
-async def wait_ready(client: httpx.AsyncClient) -> None:
-    """Until the server answers ``/readyz`` with 200 (its workers have bootstrapped their index)."""
-
-    async def ready() -> bool:
-        try:
-            return (await client.get("/readyz")).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    await eventually(ready, timeout_s=60, poll_s=0.2)
-
-
 @pytest.fixture
 async def secret_server(topics: Config, tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
     """A real 2-worker server whose token key and database password are secrets; yields (url, log)."""
@@ -94,7 +83,7 @@ async def secret_server(topics: Config, tmp_path: Path) -> AsyncIterator[tuple[s
     }
     log_path = tmp_path / "server.log"
     log = await asyncio.to_thread(open, log_path, "wb")
-    cmd = [sys.executable, "-m", "adplatform.cli", "serve", "--workers", "2", "--port", str(port)]
+    cmd = [sys.executable, "-m", "adplatform.cli", "serve", "--workers", str(WORKERS), "--port", str(port)]
     proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield f"http://127.0.0.1:{port}", log_path
@@ -110,8 +99,8 @@ async def test_secrets_never_appear_in_logs_errors_or_metrics(
     url, log_path = secret_server
     await ingest(topics, [campaign_row("c1")], tmp_path)
     seen: list[str] = []
+    await wait_workers_ready(url, WORKERS, timeout_s=60)
     async with httpx.AsyncClient(base_url=url) as client:
-        await wait_ready(client)
         ok = await client.get("/ad/user/u1/serve", params={"device_type": "iPhone"})
         seen.append(ok.text)
         token = ok.json()["request_id"]
@@ -133,8 +122,7 @@ async def test_openapi_contract_holds_under_schemathesis(
     await ingest(
         topics, [campaign_row("c1"), campaign_row("c2", city="Mumbai", state="Maharashtra")], tmp_path
     )
-    async with httpx.AsyncClient(base_url=url) as client:
-        await wait_ready(client)
+    await wait_workers_ready(url, WORKERS, timeout_s=60)
     cmd = [
         str(Path(sys.executable).with_name("schemathesis")), "run", f"{url}/openapi.json",
         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
@@ -157,8 +145,8 @@ async def test_the_real_server_cuts_off_slow_clients(
     url, _ = secret_server
     port = int(url.rsplit(":", 1)[1])
     await ingest(topics, [campaign_row("c1")], tmp_path)
+    await wait_workers_ready(url, WORKERS, timeout_s=60)
     async with httpx.AsyncClient(base_url=url) as client:
-        await wait_ready(client)
         token = (await serve(client, "u1", device_type="iPhone")).json()["request_id"]
         idle = await asyncio.open_connection("127.0.0.1", port)
         dribble = await asyncio.open_connection("127.0.0.1", port)

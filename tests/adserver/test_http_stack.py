@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import asyncpg
@@ -98,6 +99,7 @@ async def test_readyz_is_503_until_the_index_is_bootstrapped(
         assert (await client.get("/healthz")).status_code == 200
         response = await client.get("/readyz")
         assert response.status_code == 503 and response.json()["status"] == "bootstrapping"
+        assert response.json()["worker"] == os.getpid()  # several workers share a port: which one answered
         not_ready = await serve(client, device_type="iPhone")
         assert not_ready.status_code == 503 and not_ready.headers["retry-after"] == "1"
         await ensure_topics(config)

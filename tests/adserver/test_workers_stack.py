@@ -1,7 +1,7 @@
 """``adplatform serve --workers 2``: real uvicorn worker processes, each with its own index.
 
-Each worker answers ``/metrics`` for itself (``adserver_worker_info`` names its pid), so scraping over
-fresh connections until both pids have answered shows what each worker's index holds.
+Each worker answers ``/readyz`` for itself and names its pid, so polling over fresh connections until
+both pids have answered shows what each worker's index holds.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from adplatform.config import Config
 from ingest.instruction import STOP
+from loadtest.workers import each_worker
 from tests.adserver.serving import InstructionSender, campaign_row, eventually, ingest, manager_running
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
@@ -34,18 +35,6 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def _gauges(text: str) -> tuple[str, dict[str, float]]:
-    """The answering worker's pid and its unlabelled gauges."""
-    pid, values = "", {}
-    for line in text.splitlines():
-        if line.startswith("adserver_worker_info{"):
-            pid = line.split('"')[1]
-        elif line and not line.startswith("#") and "{" not in line:
-            name, value = line.split(" ")
-            values[name] = float(value)
-    return pid, values
 
 
 @pytest.fixture
@@ -69,19 +58,13 @@ async def server(topics: Config, tmp_path: Path) -> AsyncIterator[str]:
         log.close()
 
 
-async def _each_worker(url: str, want: dict[str, float]) -> bool:
-    """Scrape until every worker has answered; True when each one's gauges include ``want``."""
-    seen: dict[str, dict[str, float]] = {}
-    for _ in range(200):
-        try:
-            async with httpx.AsyncClient(base_url=url) as client:  # a new connection each time
-                pid, gauges = _gauges((await client.get("/metrics")).text)
-        except httpx.TransportError:
-            return False  # not listening yet
-        seen[pid] = gauges
-        if len(seen) == WORKERS:
-            return all(all(g.get(k) == v for k, v in want.items()) for g in seen.values())
-    return False
+async def _each_worker(url: str, **want: object) -> bool:
+    """True when every worker's ``/readyz`` body has the values in ``want``."""
+    try:
+        seen = await each_worker(url, WORKERS)
+    except httpx.TransportError:
+        return False  # not listening yet
+    return seen is not None and all(all(b.get(k) == v for k, v in want.items()) for b in seen.values())
 
 
 async def test_every_worker_bootstraps_and_follows_a_stop(
@@ -89,14 +72,14 @@ async def test_every_worker_bootstraps_and_follows_a_stop(
 ) -> None:
     rows = [campaign_row("top", cpc="0.0090")] + [campaign_row(f"c{i}", cpc="0.0010") for i in range(50)]
     await ingest(topics, rows, tmp_path)
-    await eventually(lambda: _each_worker(server, {"adserver_index_ready": 1, "adserver_index_size": 51}),
+    await eventually(lambda: _each_worker(server, status="ready", index_size=51),
                      timeout_s=60, poll_s=0.2)  # fmt: skip
     async with httpx.AsyncClient(base_url=server) as client:
         response = await client.get("/ad/user/u1/serve", params={"device_type": "iPhone"})
         assert response.status_code == 200 and response.json()["campaign_id"] == "top"
     async with manager_running(topics), InstructionSender(topics) as sender:
         await sender.send(campaign_row("top", action=STOP, cpc="0.0090"))
-        await eventually(lambda: _each_worker(server, {"adserver_index_size": 50}), timeout_s=2, poll_s=0.01)
+        await eventually(lambda: _each_worker(server, index_size=50), timeout_s=2, poll_s=0.01)
     for _ in range(40):
         async with httpx.AsyncClient(base_url=server) as client:
             response = await client.get("/ad/user/u1/serve", params={"device_type": "iPhone"})

@@ -21,8 +21,9 @@ from adserver.served_writer import run_served_writer
 from ingest.generator import generate_users
 from ingest.users_postgres import write_users
 from loadtest.simulator import Simulator, load_users
-from tests.adserver.serving import campaign_row, eventually, ingest
-from tests.adserver.test_workers_stack import server  # noqa: F401  # the 2-worker server fixture
+from loadtest.workers import wait_workers_ready
+from tests.adserver.serving import campaign_row, ingest
+from tests.adserver.test_workers_stack import WORKERS, server  # noqa: F401  # the 2-worker server fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,10 +43,10 @@ async def test_simulator_figures_agree_with_the_books(
     await write_users(topics.pg_dsn, generate_users(200, 5))
     users = await load_users(topics.pg_dsn)
 
-    await eventually(lambda: _ready(server), timeout_s=60, poll_s=0.2)
+    await wait_workers_ready(server, WORKERS, timeout_s=60, index_size=len(rows))
     sim = Simulator(users, ad_url=server, rate=150, concurrency=16, seed=3)
     summary = await sim.run(4)
-    assert summary.requests > 100 and summary.errors == 0
+    assert summary.requests > 100 and summary.errors == 0, summary.error_kinds
     assert 0 < summary.fill_rate <= 1 and summary.feedback_ok == summary.served
     assert 0 < summary.ctr < 1
 
@@ -100,7 +101,7 @@ async def test_locust_scenario_runs_headless_and_bounded(
     tmp_path: Path,
 ) -> None:
     await ingest(topics, [campaign_row("locust", cpc="0.0010", budget="100")], tmp_path)
-    await eventually(lambda: _ready(server), timeout_s=60, poll_s=0.2)
+    await wait_workers_ready(server, WORKERS, timeout_s=60, index_size=1)
     cmd = [
         sys.executable, "-m", "locust", "--config", str(ROOT / "loadtest" / "locust.conf"), "--host", server,
         "--run-time", "3s", "--users", "4", "--spawn-rate", "4", "--csv", str(tmp_path / "run"),
@@ -111,13 +112,3 @@ async def test_locust_scenario_runs_headless_and_bounded(
         rows = {row["Name"]: row for row in csv.DictReader(f)}
     for name in ("/ad/user/[id]/serve", "/ad/[request_id]/feedback"):
         assert int(rows[name]["Request Count"]) > 0 and int(rows[name]["Failure Count"]) == 0, rows[name]
-
-
-async def _ready(url: str) -> bool:
-    import httpx
-
-    try:
-        async with httpx.AsyncClient(base_url=url) as client:
-            return (await client.get("/readyz")).status_code == 200
-    except httpx.TransportError:
-        return False
