@@ -3,6 +3,7 @@ production path (producer → Ad Manager → ad-changes) under a bench-only topi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -27,6 +28,7 @@ from ingest.generator import generate_campaigns, write_campaigns_csv
 from ingest.instruction import NEW
 from ingest.manager import run_manager
 from ingest.producer import produce_file
+from loadtest.workers import wait_workers_ready
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -104,6 +106,8 @@ def server_process(
     )
     try:
         wait_http(f"http://127.0.0.1:{port}{ready_path}", timeout_s=300)
+        if ready_path == "/readyz":  # the ad server: that was one worker; measure once each one is ready
+            asyncio.run(wait_workers_ready(f"http://127.0.0.1:{port}", workers, timeout_s=300))
         yield proc
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
