@@ -14,14 +14,16 @@ is acknowledged, otherwise when it is (or 503 with the first, if it is refunded)
 a refund. (A duplicate that reaches another worker within the first's few milliseconds of waiting gets
 200 at once: workers share only Redis.)
 
-Group commit: steps 3 and 4 run for all the requests that arrive in one event-loop iteration together,
-in a task of their own: one debit script call for the batch (one Redis round trip, one AOF write; the
-debits still apply one by one, each capped by what the previous left), then each charged event handed to
-the producer, then one wait for every acknowledgement under one deadline. Each request waits on its own
-future and gets its own answer: a duplicate, an unknown campaign or an unacknowledged event in the
-batch affects only that request. Batches overlap; no request waits for another batch. A request
-cancelled while it waits (its client went away) does not cancel the batch, so a charge is never left
-without its event.
+Group commit: steps 3 and 4 run for a batch of requests together, in a task of their own: one debit
+script call for the batch (one Redis round trip, one AOF write and fsync; the debits still apply one by
+one, each capped by what the previous left), then each charged event handed to the producer, then one
+wait for every acknowledgement under one deadline. A worker has one debit call in Redis at a time (the
+debit gate): the next batch is everything that arrived meanwhile, so under load batches grow instead of
+queueing one fsync each behind each other (as the producer has one request in flight per broker). Only
+the debit step is gated; batches wait for Kafka side by side. Each request waits on its own future and
+gets its own answer: a duplicate, an unknown campaign or an unacknowledged event in the batch affects
+only that request. A request cancelled while it waits (its client went away) does not cancel the batch,
+so a charge is never left without its event.
 """
 
 from __future__ import annotations
@@ -219,6 +221,8 @@ class FeedbackService:
         self._max_batch = max_batch
         self._pending: list[_Pending] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Held by the batch whose debit call is in Redis; the next batch forms while it waits.
+        self._debit_gate = asyncio.Lock()
         #: Event id → duplicates waiting for that charged event's acknowledgement (its outcome is theirs).
         self._unacked: dict[str, list[_Pending]] = {}
         self.counters = FeedbackCounters()
@@ -265,35 +269,45 @@ class FeedbackService:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: list[_Pending] | None) -> None:
-        """Commit ``batch``, or (None) whatever is pending when this task starts."""
-        if batch is None:
-            batch, self._pending = self._pending, []
-            if not batch:  # taken already by a full batch's flush
-                return
+        """Commit ``batch``, or (None) whatever is pending once this task holds the debit gate."""
+        taken: list[_Pending] = batch or []  # answered 503/500 below if the commit does not end normally
         try:
-            await self._commit(batch)
+            async with self._debit_gate:
+                if batch is None:
+                    batch, self._pending = self._pending, []
+                    taken = batch
+                if not batch:  # taken already by a full batch's flush
+                    return
+                debits = await self._debit(batch)
+            if debits is not None:
+                await self._commit(batch, debits)
         except asyncio.CancelledError:  # the worker is stopping: whatever is unanswered may be retried
-            for p in batch:
+            for p in taken:
                 _refuse(p, 503, "the server is stopping; retry")
             raise
         except Exception:  # a bug: answer 500, keep the worker; reconciliation repairs Redis from Kafka
-            logger.exception("a feedback batch of %d requests failed", len(batch))
-            for p in batch:
+            logger.exception("a feedback batch of %d requests failed", len(taken))
+            for p in taken:
                 _refuse(p, 500, "Internal server error.")
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _debit(self, batch: list[_Pending]) -> list[Debit] | None:
+        """One debit script call for the batch; None (every request refused) if Redis is unavailable."""
         counters = self.counters
         counters.batches += 1
         now_s = self._clock.now()
         requests = [DebitRequest(p.token.campaign_id, p.event_id, p.amount_micros) for p in batch]
         try:
-            debits = await self._budgets.debit_many(requests, now_s=now_s, dedup_ttl_s=self._dedup_ttl_s)
+            return await self._budgets.debit_many(requests, now_s=now_s, dedup_ttl_s=self._dedup_ttl_s)
         except (RedisError, OSError) as exc:
             counters.unavailable += len(batch)
             reason = f"budget store unavailable ({type(exc).__name__}); nothing was charged"
             for p in batch:
                 _refuse(p, 503, reason)
-            return
+            return None
+
+    async def _commit(self, batch: list[_Pending], debits: list[Debit]) -> None:
+        """Answer duplicates and unknown campaigns; publish the charged and answer them (or refund)."""
+        counters = self.counters
         charged: list[tuple[_Pending, Debit]] = []
         unacked = self._unacked
         for p, debit in zip(batch, debits, strict=True):

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from adplatform import names
-from adplatform.budget_redis import BudgetStore
+from adplatform.budget_redis import BudgetStore, Debit, DebitRequest
 from adplatform.config import Config
 from adplatform.kafka import make_producer, read_to_end
 from adplatform.stack import Paths, start_redis, stop_service
@@ -38,6 +38,7 @@ from ingest.producer import produce_file
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
 
 CPC_MICROS = 700
+VIEW = b'{"view": 1, "click": 0, "acquisition": 0}'  # a view costs 0: no budget cap interferes
 CPA_MICROS = 20_000
 
 
@@ -259,6 +260,37 @@ async def test_one_ticks_requests_share_a_batch_and_each_gets_its_own_answer(
     assert len(events) == 40 and len({e[0] for e in events}) == 40
     state = await rig.budgets.get(cid)
     assert state["spent"] == min(10 * CPC_MICROS, state["slot_budget"])  # tiny budgets: the slot caps
+    await assert_conserved(rig, pg)
+
+
+async def test_requests_arriving_during_a_debit_form_the_next_batch(
+    rig: Rig, pg: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The debit gate: a worker has one debit call in Redis at a time, and the requests that arrive
+    meanwhile (one per event-loop iteration here) wait for it and go together in the next call, instead
+    of one call (and one fsync) each."""
+    cid = next(iter(rig.campaigns))
+    real = rig.budgets.debit_many
+    in_flight, most, sizes = 0, 0, []
+
+    async def watched(requests: list[DebitRequest], **kw: int | float) -> list[Debit]:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        sizes.append(len(requests))
+        try:
+            return await real(requests, **kw)  # type: ignore[arg-type]
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(rig.budgets, "debit_many", watched)
+    tasks = []
+    for i in range(60):
+        tasks.append(asyncio.ensure_future(rig.service.handle(rig.token(cid, user=f"w{i}"), VIEW)))
+        await asyncio.sleep(0)  # the next request arrives in the next iteration of the loop
+    assert await asyncio.gather(*tasks) == [b'{"status":"Success"}'] * 60
+    assert most == 1 and sum(sizes) == 60
+    assert len(sizes) < 30, sizes  # one per iteration would be 60
     await assert_conserved(rig, pg)
 
 
