@@ -29,6 +29,7 @@ so a charge is never left without its event.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -94,6 +95,7 @@ def parse_body(raw: bytes) -> tuple[FeedbackBody, UserAction]:
     raise FeedbackError(422, "at least one of view, click, acquisition must be 1")
 
 
+@functools.lru_cache(maxsize=4096)  # flight bounds repeat per campaign, and a batch shares its millisecond
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
