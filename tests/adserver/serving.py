@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from adplatform.config import Config
 from adplatform.kafka import make_producer
 from adserver.app import create_app
+from adserver.protocol import GuardedHttpToolsProtocol
 from adserver.state import ServerState, StateRef
 from ingest.csvfile import format_flight
 from ingest.generator import write_campaigns_csv
@@ -164,3 +167,20 @@ async def served_id(client: httpx.AsyncClient, user_id: str = "u1", **params: An
     campaign_id = response.json()["campaign_id"]
     assert isinstance(campaign_id, str)
     return campaign_id
+
+
+@contextlib.asynccontextmanager
+async def guarded_uvicorn(app: ASGIApp, **options: Any) -> AsyncIterator[int]:
+    """uvicorn on a free local port with the ad server's ``GuardedHttpToolsProtocol``; yields the port."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, http=GuardedHttpToolsProtocol, lifespan="off",
+                            **{"log_level": "warning", **options})  # fmt: skip
+    srv = uvicorn.Server(config)
+    task = asyncio.create_task(srv.serve())
+    while not srv.started:  # noqa: ASYNC110  (uvicorn exposes a flag, not an event)
+        await asyncio.sleep(0.01)
+    port: int = srv.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield port
+    finally:
+        srv.should_exit = True
+        await asyncio.wait_for(task, 10)

@@ -8,10 +8,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from adserver.protocol import GuardedHttpToolsProtocol, _HeadWithBody
+from adserver.protocol import _HeadWithBody
+from tests.adserver.serving import guarded_uvicorn
 
 
 class Recorder:
@@ -88,18 +88,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 
 @pytest.fixture
 async def server() -> AsyncIterator[int]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, http=GuardedHttpToolsProtocol,
-                            lifespan="off", log_level="critical")  # fmt: skip
-    srv = uvicorn.Server(config)
-    task = asyncio.create_task(srv.serve())
-    while not srv.started:  # noqa: ASYNC110  (uvicorn exposes a flag, not an event)
-        await asyncio.sleep(0.01)
-    port: int = srv.servers[0].sockets[0].getsockname()[1]
-    try:
+    async with guarded_uvicorn(app, log_level="critical") as port:
         yield port
-    finally:
-        srv.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 async def _exchange(port: int, request: bytes, *, limit_s: float = 5) -> bytes:

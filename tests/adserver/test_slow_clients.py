@@ -10,11 +10,10 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from adserver import protocol
-from adserver.protocol import GuardedHttpToolsProtocol
+from tests.adserver.serving import guarded_uvicorn
 
 TIMEOUT_S = 0.5
 BODY_READS: list[str] = []
@@ -44,18 +43,8 @@ async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
 async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[int]:
     monkeypatch.setattr(protocol, "client_timeout_s", lambda: TIMEOUT_S)
     BODY_READS.clear()
-    config = uvicorn.Config(echo_app, host="127.0.0.1", port=0, http=GuardedHttpToolsProtocol,
-                            lifespan="off", log_level="warning", timeout_keep_alive=5)  # fmt: skip
-    srv = uvicorn.Server(config)
-    task = asyncio.create_task(srv.serve())
-    while not srv.started:  # noqa: ASYNC110  (uvicorn exposes a flag, not an event)
-        await asyncio.sleep(0.01)
-    port: int = srv.servers[0].sockets[0].getsockname()[1]
-    try:
+    async with guarded_uvicorn(echo_app, timeout_keep_alive=5) as port:
         yield port
-    finally:
-        srv.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 async def read_until_closed(reader: asyncio.StreamReader, limit_s: float = 5.0) -> bytes:
