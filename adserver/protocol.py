@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -66,8 +68,14 @@ class _HeadWithBody:
             data = head + data
         self._transport.write(data)
 
+    def writelines(self, chunks: Iterable[bytes]) -> None:
+        self.write(b"".join(chunks))
+
     def is_closing(self) -> bool:
         return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:  # anything else a later uvicorn may call: the transport's
+        return getattr(self._transport, name)
 
     def close(self) -> None:
         if self._head is not None:

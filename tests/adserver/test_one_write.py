@@ -54,6 +54,14 @@ def test_a_100_continue_goes_out_at_once_and_later_chunks_as_they_come() -> None
     assert t.writes[1:] == [HEAD + b"o", b"k"]
 
 
+def test_writelines_keeps_the_order_and_other_calls_reach_the_transport() -> None:
+    t = Recorder()
+    w = _HeadWithBody(t)  # type: ignore[arg-type]
+    w.write(HEAD)
+    w.writelines([b"o", b"k"])
+    assert t.writes == [HEAD + b"ok"] and w.writes is t.writes  # an attribute it does not define
+
+
 def test_closing_writes_a_held_head_first() -> None:
     t = Recorder()
     w = _HeadWithBody(t)  # type: ignore[arg-type]
