@@ -19,8 +19,10 @@ script call for the batch (one Redis round trip, one AOF write and fsync; the de
 one, each capped by what the previous left), then each charged event handed to the producer, then one
 wait for every acknowledgement under one deadline. A worker has one debit call in Redis at a time (the
 debit gate): the next batch is everything that arrived meanwhile, so under load batches grow instead of
-queueing one fsync each behind each other (as the producer has one request in flight per broker). Only
-the debit step is gated; batches wait for Kafka side by side. Each request waits on its own future and
+queueing one fsync each behind each other (as the producer has one request in flight per broker). The
+gate waits at most ``DEBIT_GATE_WAIT_S`` for a call: behind a Redis that stopped answering, batches go
+side by side to their own timeouts instead of queueing behind each other's. Only the debit step is gated;
+batches wait for Kafka side by side. Each request waits on its own future and
 gets its own answer: a duplicate, an unknown campaign or an unacknowledged event in the batch affects
 only that request. A request cancelled while it waits (its client went away) does not cancel the batch,
 so a charge is never left without its event.
@@ -196,6 +198,10 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+#: The longest a batch waits for the debit call ahead of it (normal calls take a few milliseconds).
+DEBIT_GATE_WAIT_S = 0.05
+
+
 class FeedbackService:
     """Everything feedback needs, created in the app's lifespan."""
 
@@ -223,8 +229,8 @@ class FeedbackService:
         self._max_batch = max_batch
         self._pending: list[_Pending] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        #: Held by the batch whose debit call is in Redis; the next batch forms while it waits.
-        self._debit_gate = asyncio.Lock()
+        #: Done when the debit call in Redis returns; the next batch forms while it waits (the gate).
+        self._debit_in_flight: asyncio.Future[None] | None = None
         #: Event id → duplicates waiting for that charged event's acknowledgement (its outcome is theirs).
         self._unacked: dict[str, list[_Pending]] = {}
         self.counters = FeedbackCounters()
@@ -271,16 +277,20 @@ class FeedbackService:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: list[_Pending] | None) -> None:
-        """Commit ``batch``, or (None) whatever is pending once this task holds the debit gate."""
+        """Commit ``batch``, or (None) whatever is pending once this task passes the debit gate."""
         taken: list[_Pending] = batch or []  # answered 503/500 below if the commit does not end normally
         try:
-            async with self._debit_gate:
-                if batch is None:
-                    batch, self._pending = self._pending, []
-                    taken = batch
-                if not batch:  # taken already by a full batch's flush
-                    return
+            await self._pass_gate()
+            if batch is None:
+                batch, self._pending = self._pending, []
+                taken = batch
+            if not batch:  # taken already by a full batch's flush, or by the batch that passed first
+                return
+            in_flight = self._debit_in_flight = asyncio.get_running_loop().create_future()
+            try:
                 debits = await self._debit(batch)
+            finally:
+                in_flight.set_result(None)
             if debits is not None:
                 await self._commit(batch, debits)
         except asyncio.CancelledError:  # the worker is stopping: whatever is unanswered may be retried
@@ -291,6 +301,16 @@ class FeedbackService:
             logger.exception("a feedback batch of %d requests failed", len(taken))
             for p in taken:
                 _refuse(p, 500, "Internal server error.")
+
+    async def _pass_gate(self) -> None:
+        """Until no debit call is in Redis, or ``DEBIT_GATE_WAIT_S`` has passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEBIT_GATE_WAIT_S
+        while (busy := self._debit_in_flight) is not None and not busy.done():
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            await asyncio.wait((busy,), timeout=left)
 
     async def _debit(self, batch: list[_Pending]) -> list[Debit] | None:
         """One debit script call for the batch; None (every request refused) if Redis is unavailable."""

@@ -294,6 +294,33 @@ async def test_requests_arriving_during_a_debit_form_the_next_batch(
     await assert_conserved(rig, pg)
 
 
+async def test_a_debit_call_that_hangs_does_not_hold_back_the_next_batches(
+    rig: Rig, pg: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate waits at most DEBIT_GATE_WAIT_S: behind a call that hangs (a cut network until the
+    socket timeout), the next batches go to Redis on their own instead of queueing behind it."""
+    cid = next(iter(rig.campaigns))
+    real = rig.budgets.debit_many
+    calls = 0
+
+    async def first_hangs(requests: list[DebitRequest], **kw: int | float) -> list[Debit]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(1.5)
+        return await real(requests, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rig.budgets, "debit_many", first_hangs)
+    stuck = asyncio.ensure_future(rig.service.handle(rig.token(cid, user="stuck"), VIEW))
+    await asyncio.sleep(0.01)
+    started = asyncio.get_running_loop().time()
+    later = [rig.service.handle(rig.token(cid, user=f"l{i}"), VIEW) for i in range(10)]
+    assert await asyncio.gather(*later) == [b'{"status":"Success"}'] * 10
+    assert asyncio.get_running_loop().time() - started < 1.0 and not stuck.done()
+    assert await stuck == b'{"status":"Success"}'
+    await assert_conserved(rig, pg)
+
+
 async def test_an_unacknowledged_batch_is_refunded_and_answered_503(rig: Rig, pg: asyncpg.Pool) -> None:
     """The event log refuses (here: a topic that does not exist, so no acknowledgement ever comes): every
     request of the batch gets 503 after the publish deadline, a duplicate with it, and every debit is
