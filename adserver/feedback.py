@@ -22,10 +22,10 @@ debit gate): the next batch is everything that arrived meanwhile, so under load 
 queueing one fsync each behind each other (as the producer has one request in flight per broker). The
 gate waits at most ``DEBIT_GATE_WAIT_S`` for a call: behind a Redis that stopped answering, batches go
 side by side to their own timeouts instead of queueing behind each other's. Only the debit step is gated;
-batches wait for Kafka side by side. Each request waits on its own future and
-gets its own answer: a duplicate, an unknown campaign or an unacknowledged event in the batch affects
-only that request. A request cancelled while it waits (its client went away) does not cancel the batch,
-so a charge is never left without its event.
+batches wait for Kafka side by side. Each request waits on its own future and gets its own answer: a
+duplicate, an unknown campaign or an unacknowledged event in the batch affects only that request. A
+request cancelled while it waits (its client went away) does not cancel the batch, so a charge is never
+left without its event.
 """
 
 from __future__ import annotations

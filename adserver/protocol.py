@@ -74,14 +74,14 @@ class _HeadWithBody:
     def is_closing(self) -> bool:
         return self._transport.is_closing()
 
-    def __getattr__(self, name: str) -> Any:  # anything else a later uvicorn may call: the transport's
-        return getattr(self._transport, name)
-
     def close(self) -> None:
         if self._head is not None:
             self._transport.write(self._head)
             self._head = None
         self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # anything else a later uvicorn may call: the transport's
+        return getattr(self._transport, name)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -109,9 +109,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         before = self.cycle
         super().on_headers_complete()
         cycle = self.cycle
-        if (
-            cycle is not before and cycle is not None and cycle.scope["method"] != "HEAD"
-        ):  # HEAD writes no body after its head
+        if cycle is None or cycle is before:  # no new request cycle (an upgrade, say)
+            return
+        if cycle.scope["method"] != "HEAD":  # a HEAD response writes no body after its head
             cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:

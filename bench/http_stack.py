@@ -105,9 +105,10 @@ def server_process(
         cmd, env={**os.environ, **(env or {})}, stdout=log, stderr=log, start_new_session=True
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}{ready_path}", timeout_s=300)
-        if ready_path == "/readyz":  # the ad server: that was one worker; measure once each one is ready
+        if ready_path == "/readyz":  # the ad server: one 200 is one worker; measure once each one is ready
             asyncio.run(wait_workers_ready(f"http://127.0.0.1:{port}", workers, timeout_s=300))
+        else:
+            wait_http(f"http://127.0.0.1:{port}{ready_path}", timeout_s=300)
         yield proc
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
