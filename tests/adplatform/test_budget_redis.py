@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 import redis.asyncio as aioredis
 
 from adplatform import names
-from adplatform.budget_redis import BudgetStatus, BudgetStore
+from adplatform.budget_redis import BudgetStatus, BudgetStore, DebitRequest
 from adplatform.config import Config
+from index import pacing
 from index.campaign import Campaign
 
 pytestmark = pytest.mark.redis
@@ -110,3 +112,64 @@ async def test_repair_is_a_compare_and_set(store: BudgetStore) -> None:
     assert not await store.repair(c, expected_spent=1, spent=999, now_s=T0)
     assert await store.repair(c, expected_spent=300, spent=400, now_s=T0)
     assert (await store.get("c1"))["spent"] == 400
+
+
+class _Model:
+    """The debit rules in plain Python: what a batch must do, debit by debit."""
+
+    def __init__(self, campaigns: list[Campaign]) -> None:
+        self.state = {c.campaign_id: {"budget": c.budget_micros, "spent": 0, "slot": -1, "sb": 0, "ss": 0,
+                                      "fs": c.flight_start_s, "fe": c.flight_end_s} for c in campaigns}  # fmt: skip
+        self.dedup: dict[tuple[str, str], int] = {}
+
+    def debit(self, cid: str, dedup_id: str, amount: int, now_s: int) -> tuple[int, int, bool]:
+        if (cid, dedup_id) in self.dedup:
+            return BudgetStatus.DUPLICATE, self.dedup[cid, dedup_id], False
+        s = self.state.get(cid)
+        if s is None:
+            return BudgetStatus.UNKNOWN, 0, False
+        slot = pacing.slot_id(now_s, SLOT_S)
+        if s["slot"] != slot:
+            sb = pacing.slot_budget(s["budget"] - s["spent"], slot * SLOT_S, s["fs"], s["fe"], SLOT_S)
+            s.update(slot=slot, sb=sb, ss=0)
+        charge = max(0, min(amount, s["budget"] - s["spent"], s["sb"] - s["ss"]))
+        s["spent"] += charge
+        s["ss"] += charge
+        self.dedup[cid, dedup_id] = charge
+        return BudgetStatus.CHARGED, charge, s["spent"] >= s["budget"] or s["ss"] >= s["sb"]
+
+
+async def test_batches_apply_their_debits_one_by_one_as_the_rules_say(
+    store: BudgetStore, redis_client: aioredis.Redis
+) -> None:
+    """Random batches (several campaigns, duplicates inside a batch and across batches, an unknown
+    campaign, exhaustion mid-batch, slot boundaries, amounts near 2^53) against a plain model."""
+    rng = random.Random(5)
+    campaigns = [campaign("c1", budget=5_000, slots=6), campaign("c2", budget=400, slots=2),
+                 campaign("big", budget=4_000_000_000_000_000, slots=3)]  # fmt: skip
+    await store.init_campaigns(campaigns, T0)
+    model = _Model(campaigns)
+    now, sent = T0, list[DebitRequest]()
+    for _ in range(40):
+        now += rng.choice((0, 0, 0, 1, SLOT_S // 3))
+        batch = []
+        for _ in range(rng.randint(1, 25)):
+            if sent and rng.random() < 0.2:
+                batch.append(rng.choice(sent))  # a retry of an earlier (or this batch's) request
+                continue
+            cid = rng.choice(("c1", "c1", "c2", "big", "nope"))
+            amount = rng.choice((0, 1, 90, 333, 10**15)) if cid == "big" else rng.choice((0, 1, 90, 333))
+            batch.append(DebitRequest(cid, f"r{len(sent)}", amount))
+            sent.append(batch[-1])
+        got = await store.debit_many(batch, now_s=now, dedup_ttl_s=600)
+        want = [model.debit(r.campaign_id, r.dedup_id, r.amount_micros, now) for r in batch]
+        assert [(d.status, d.charged_micros, d.exhausted) for d in got] == want
+        for cid, s in model.state.items():
+            if s["slot"] < 0:
+                continue
+            state = await store.get(cid)
+            assert (state["spent"], state["slot_budget"], state["slot_spent"]) == (s["spent"], s["sb"], s["ss"])
+            blocked = s["spent"] >= s["budget"] or s["ss"] >= s["sb"]
+            assert await redis_client.sismember(names.BLOCKED_SET, cid) == blocked
+    assert model.state["c2"]["spent"] == 400  # the run did exhaust a campaign
+    assert model.state["big"]["spent"] > 10**15  # and charged amounts where a double's digits matter
