@@ -118,8 +118,11 @@ class _Model:
     """The debit rules in plain Python: what a batch must do, debit by debit."""
 
     def __init__(self, campaigns: list[Campaign]) -> None:
-        self.state = {c.campaign_id: {"budget": c.budget_micros, "spent": 0, "slot": -1, "sb": 0, "ss": 0,
-                                      "fs": c.flight_start_s, "fe": c.flight_end_s} for c in campaigns}  # fmt: skip
+        self.state = {
+            c.campaign_id: {"budget": c.budget_micros, "spent": 0, "slot": -1, "sb": 0, "ss": 0,
+                            "fs": c.flight_start_s, "fe": c.flight_end_s}
+            for c in campaigns
+        }  # fmt: skip
         self.dedup: dict[tuple[str, str], int] = {}
 
     def debit(self, cid: str, dedup_id: str, amount: int, now_s: int) -> tuple[int, int, bool]:
@@ -168,7 +171,8 @@ async def test_batches_apply_their_debits_one_by_one_as_the_rules_say(
             if s["slot"] < 0:
                 continue
             state = await store.get(cid)
-            assert (state["spent"], state["slot_budget"], state["slot_spent"]) == (s["spent"], s["sb"], s["ss"])
+            held = (state["spent"], state["slot_budget"], state["slot_spent"])
+            assert held == (s["spent"], s["sb"], s["ss"])
             blocked = s["spent"] >= s["budget"] or s["ss"] >= s["sb"]
             assert await redis_client.sismember(names.BLOCKED_SET, cid) == blocked
     assert model.state["c2"]["spent"] == 400  # the run did exhaust a campaign
