@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Final
 
 from adplatform.config import Config
 
@@ -296,15 +297,21 @@ def start_postgres(paths: Paths) -> None:
         raise StackError(f"PostgreSQL did not start (see {log}): {result.stdout}{result.stderr}")
 
 
+#: Redis persistence, here and in docker-compose.yml (a test keeps them equal). AOF fsynced on every
+#: write batch: a restart must not forget a charge (money), and Redis groups the fsyncs of one event-loop
+#: turn, so throughput stays high under concurrency. No RDB snapshots: the AOF is the persistence, and
+#: the default save points fork a snapshot of the whole data set every minute under load, which on a
+#: small machine takes a core for seconds.
+REDIS_PERSISTENCE: Final = ("--appendonly", "yes", "--appendfsync", "always", "--save", "")
+
+
 def start_redis(paths: Paths) -> None:
     if read_pid(paths, "redis") is not None:
         return
     paths.redis.mkdir(parents=True, exist_ok=True)
     cmd = [
         "redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--dir", str(paths.redis),
-        # AOF fsynced on every write batch: a restart must not forget a charge (money), and Redis groups
-        # the fsyncs of one event-loop turn, so throughput stays high under concurrency.
-        "--appendonly", "yes", "--appendfsync", "always",
+        *REDIS_PERSISTENCE,
         "--daemonize", "yes", "--pidfile", str(paths.pid_file("redis")),
         "--logfile", str(paths.logs / "redis.log"), "--protected-mode", "yes",
     ]  # fmt: skip

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from adplatform.config import load_config
-from adplatform.stack import KAFKA_PORT, PG_PORT, REDIS_PORT
+from adplatform.stack import KAFKA_PORT, PG_PORT, REDIS_PERSISTENCE, REDIS_PORT
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +34,10 @@ def test_compose_ports_match_the_local_stack_and_config_defaults() -> None:
     assert (
         f"EXTERNAL://127.0.0.1:{KAFKA_PORT}" in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
     )
+
+
+def test_compose_redis_persists_as_the_local_stack_does() -> None:
+    assert _compose()["services"]["redis"]["command"] == ["redis-server", *REDIS_PERSISTENCE]
 
 
 def test_compose_platform_services_run_commands_of_the_cli() -> None:
