@@ -53,6 +53,23 @@ async def ensure_topics(config: Config, names: Iterable[str] | None = None) -> l
         await admin.close()
 
 
+async def delete_topics(config: Config, names: Iterable[str] | None = None) -> list[str]:
+    """Delete the platform's topics under ``config``'s prefix (or ``names``), those that exist; returns
+    them. For the throwaway prefixes of tests, benches and fault runs: a broker holding thousands of dead
+    partitions is slower to start and to answer metadata, and each partition keeps its files."""
+    wanted = list(names) if names is not None else list(config.topics.all())
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        mine = [t for t in wanted if t in existing]
+        for start in range(0, len(mine), 100):
+            await admin.delete_topics(mine[start : start + 100])
+        return mine
+    finally:
+        await admin.close()
+
+
 async def wait_for_topics(config: Config, names: Iterable[str], timeout_s: float = 30.0) -> None:
     """Wait until every topic has leaders for all its partitions (fresh topics take a moment)."""
     wanted = set(names)

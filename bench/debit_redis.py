@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from adplatform import names
 from adplatform.budget_redis import BudgetStore, DebitRequest
 from adplatform.config import load_config
-from bench.http_stack import save_results
+from bench.http_stack import delete_campaign_keys, save_results
 from index.campaign import Campaign
 
 _FLOOR = "for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'EX', 60) end return #KEYS"
@@ -89,12 +89,8 @@ async def run(batch: int, calls: int, campaigns: int) -> list[dict[str, object]]
         if spent != calls * batch * 7:
             raise SystemExit(f"the debits did not all charge: spent {spent}, expected {calls * batch * 7}")
     finally:
-        keys = [k async for k in client.scan_iter(match=f"*bench-debit-{tag}-*", count=1000)]
-        for start in range(0, len(keys), 500):
-            await client.delete(*keys[start : start + 500])
-        if ids:
-            await client.srem(names.BLOCKED_SET, *ids)
         await client.aclose()
+        await delete_campaign_keys(config, ids)  # the floor's keys carry the same campaign hash tags
     n = (calls - 1) * batch
     rows: list[dict[str, object]] = [
         {"case": "debit script", "redis_cpu_us_per_debit": round(debit_cpu / n * 1e6, 2),

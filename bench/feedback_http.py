@@ -24,8 +24,9 @@ import uuid
 from pathlib import Path
 
 from adplatform.config import load_config
+from adplatform.kafka import delete_topics
 from adserver.token import RequestToken, TokenSigner
-from bench.http_stack import delete_topics, free_port, prefixed, save_results, seed, server_process
+from bench.http_stack import delete_campaign_keys, free_port, prefixed, save_results, seed, server_process
 from bench.wrk import _DONE, WrkResult, make_paths, run_wrk, write_script
 from ingest.csvfile import format_flight
 from ingest.generator import write_campaigns_csv
@@ -163,6 +164,7 @@ def main(argv: list[str]) -> int:
                     show(rows[-1])
     finally:
         asyncio.run(delete_topics(config))
+        asyncio.run(delete_campaign_keys(config, campaign_ids))
     if args.rounds > 1:
         for case in ["minimal starlette (GET)", *(f"feedback (POST, {server})" for server in servers)]:
             rows.append(median_row(case, [r for r in rows if str(r["case"]).startswith(f"{case} #")]))

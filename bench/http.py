@@ -24,17 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from adplatform.config import load_config
+from adplatform.kafka import delete_topics
 from adserver.server import Server
 from adserver.server import run as run_server
-from bench.http_stack import (
-    delete_topics,
-    free_port,
-    prefixed,
-    save_results,
-    seed,
-    server_process,
-    write_corpus,
-)
+from bench.http_stack import free_port, prefixed, save_results, seed, server_process, write_corpus
 from bench.wrk import WrkResult, make_paths, run_wrk, write_script
 
 MINIMAL = "bench.minimal_app:app"

@@ -29,11 +29,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import redis.asyncio as aioredis
+from aiokafka.errors import KafkaError
 
 from adplatform import stack
 from adplatform.budget_redis import BudgetStore
 from adplatform.config import Config, load_config
-from adplatform.kafka import ensure_topics, read_to_end, wait_for_topics
+from adplatform.kafka import delete_topics, ensure_topics, read_to_end, wait_for_topics
 from adplatform.wire import feedback_decoder
 from ingest.generator import generate_campaigns, generate_users, write_campaigns_csv
 from ingest.manager import run_manager
@@ -335,6 +336,8 @@ async def run_scenario(name: str, timing: Timing, *, fast: bool) -> Result:
             return await rig.check(summary)
         finally:
             rig.sup.stop_all()
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):  # Kafka down: the topics stay
+                await delete_topics(rig.config)
 
 
 def format_table(results: list[Result]) -> str:

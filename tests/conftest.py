@@ -7,11 +7,11 @@ it). Unmarked tests are blocked from connecting to the stack's ports, so the spl
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -19,8 +19,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from adplatform.config import Config, load_config
-from adplatform.kafka import ensure_topics, wait_for_topics
+from adplatform.kafka import delete_topics, ensure_topics, wait_for_topics
 from adplatform.stack import KAFKA_CONTROLLER_PORT, KAFKA_PORT, PG_PORT, REDIS_PORT
+from tests.fresh import CREATED_TOPICS, fresh_config
 
 SERVICE_MARKERS = ("postgres", "redis", "kafka", "spark")
 SERVICE_PORTS = {PG_PORT, REDIS_PORT, KAFKA_PORT, KAFKA_CONTROLLER_PORT}
@@ -76,15 +77,21 @@ def base_config() -> Config:
 
 
 @pytest.fixture
-def config(base_config: Config) -> Config:
+def config(base_config: Config, request: pytest.FixtureRequest) -> Config:
     """The stack's config with a fresh topic and consumer-group prefix for this test."""
-    tag = f"t{uuid.uuid4().hex[:10]}-"
-    return replace(
-        base_config,
-        topics=replace(base_config.topics, prefix=tag),
-        group_prefix=tag,
-        archive_dir=base_config.stack_dir / "test-archive" / tag.rstrip("-"),
-    )
+    return fresh_config(base_config, kafka=request.node.get_closest_marker("kafka") is not None)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Delete the session's topics: a run leaves hundreds, and a dev broker that kept every run's would
+    hold tens of thousands of partitions (slower to start and to answer metadata, gigabytes of files)."""
+    if not CREATED_TOPICS:
+        return
+    try:
+        asyncio.run(asyncio.wait_for(delete_topics(load_config(), sorted(CREATED_TOPICS)), 120))
+    except Exception as exc:  # Kafka down or slow: the topics stay, the run's result stands
+        logging.getLogger(__name__).warning("test topics not deleted: %r", exc)
+    CREATED_TOPICS.clear()
 
 
 @pytest.fixture

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,6 +11,7 @@ import pytest
 from adplatform.config import Config
 from adplatform.kafka import ensure_topics, make_producer, wait_for_topics
 from archive.session import create_session
+from tests.fresh import fresh_config
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +32,7 @@ def spark(base_config: Config) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def module_config(base_config: Config) -> Iterator[Config]:
     """Like ``config`` but shared by a module's tests (they build on one archive); removed afterwards."""
-    tag = f"t{uuid.uuid4().hex[:10]}-"
-    config = replace(
-        base_config,
-        topics=replace(base_config.topics, prefix=tag),
-        group_prefix=tag,
-        archive_dir=base_config.stack_dir / "test-archive" / tag.rstrip("-"),
-    )
+    config = fresh_config(base_config, kafka=True)
     yield config
     shutil.rmtree(config.archive_dir, ignore_errors=True)
 

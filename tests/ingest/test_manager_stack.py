@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import sys
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from ingest.generator import generate_campaigns, write_campaigns_csv
 from ingest.instruction import enrich, instruction_from_row
 from ingest.manager import open_manager, run_manager
 from ingest.producer import produce_file
+from tests.fresh import fresh_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
 
@@ -140,8 +140,7 @@ async def test_sigkill_mid_stream_then_restart_reaches_the_same_state(
 
     # The same file through an uninterrupted manager, on fresh topics: same partitions, same offsets.
     await pg.execute("TRUNCATE online_ads.ads")
-    prefix = "clean-" + topics.topics.prefix
-    config = replace(topics, topics=replace(topics.topics, prefix=prefix), group_prefix=prefix)
+    config = fresh_config(topics, kafka=True)
     await ensure_topics(config)
     await wait_for_topics(config, config.topics.all())
     await produce_file(config, campaign_file)
