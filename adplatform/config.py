@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -126,6 +126,16 @@ class Config:
 
     def group(self, name: str) -> str:
         return f"{self.group_prefix}{name}"
+
+    def namespaced(self, prefix: str, *, archive_dir: Path | None = None) -> Config:
+        """This config for a run of its own on a shared stack (a test, a bench, a demo, a fault run):
+        every topic and consumer group under ``prefix``, and its own archive directory if given."""
+        return replace(
+            self,
+            topics=replace(self.topics, prefix=prefix),
+            group_prefix=prefix,
+            archive_dir=self.archive_dir if archive_dir is None else archive_dir,
+        )
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:

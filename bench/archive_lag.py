@@ -21,7 +21,6 @@ import statistics
 import sys
 import time
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -125,12 +124,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     base = load_config()
     tag = f"bench{uuid.uuid4().hex[:8]}-"
-    config = replace(
-        base,
-        topics=replace(base.topics, prefix=tag),
-        group_prefix=tag,
-        archive_dir=base.stack_dir / "bench-archive" / tag.rstrip("-"),
-    )
+    config = base.namespaced(tag, archive_dir=base.stack_dir / "bench-archive" / tag.rstrip("-"))
     layout = ArchiveLayout(config.archive_dir)
     await ensure_topics(config, [config.topics.feedback])
     await wait_for_topics(config, [config.topics.feedback])

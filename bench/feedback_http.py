@@ -26,7 +26,7 @@ from pathlib import Path
 from adplatform.config import load_config
 from adplatform.kafka import delete_topics
 from adserver.token import RequestToken, TokenSigner
-from bench.http_stack import delete_campaign_keys, free_port, prefixed, save_results, seed, server_process
+from bench.http_stack import delete_campaign_keys, free_port, save_results, seed, server_process
 from bench.wrk import _DONE, WrkResult, make_paths, run_wrk, write_script
 from ingest.csvfile import format_flight
 from ingest.generator import write_campaigns_csv
@@ -119,7 +119,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     servers: list[str] = args.server or ["uvicorn"]
     base = load_config()
-    config = prefixed(base, f"benchfb{int(time.time())}-")
+    config = base.namespaced(f"benchfb{int(time.time())}-")
     campaign_ids = [f"bench-{uuid.uuid4().hex[:8]}" for _ in range(args.campaigns)]
     env = {"ADP_TOPIC_PREFIX": config.topics.prefix, "ADP_GROUP_PREFIX": config.group_prefix}
     rows: list[dict[str, object]] = []

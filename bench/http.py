@@ -27,7 +27,7 @@ from adplatform.config import load_config
 from adplatform.kafka import delete_topics
 from adserver.server import Server
 from adserver.server import run as run_server
-from bench.http_stack import free_port, prefixed, save_results, seed, server_process, write_corpus
+from bench.http_stack import free_port, save_results, seed, server_process, write_corpus
 from bench.wrk import WrkResult, make_paths, run_wrk, write_script
 
 MINIMAL = "bench.minimal_app:app"
@@ -130,7 +130,7 @@ def main(argv: list[str]) -> int:
         servers = args.servers.split(",")
     base = load_config()
     tag = f"bench{int(time.time())}"
-    configs = [prefixed(base, f"{tag}-{i}-") for i in range(2)]
+    configs = [base.namespaced(f"{tag}-{i}-") for i in range(2)]
     cases = [Case("minimal starlette", MINIMAL, {})]
     best: dict[tuple[str, str], Measured] = {}
     try:

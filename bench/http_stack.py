@@ -16,7 +16,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,10 +40,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def prefixed(config: Config, prefix: str) -> Config:
-    return replace(config, topics=replace(config.topics, prefix=prefix), group_prefix=prefix)
 
 
 def write_corpus(path: Path, campaigns: int | None) -> tuple[Path, bool]:

@@ -12,7 +12,6 @@ import os
 import sys
 import time
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,7 +49,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _fresh_config() -> Config:
     base = load_config()
     tag = f"bench{uuid.uuid4().hex[:8]}-"
-    return replace(base, topics=replace(base.topics, prefix=tag), group_prefix=tag)
+    return base.namespaced(tag)
 
 
 async def _pipeline(path: Path) -> float:

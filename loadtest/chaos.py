@@ -22,7 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -100,12 +100,7 @@ class Rig:
         self.name = name
         self.timing = timing
         self.streaming_archive = streaming_archive
-        self.config = replace(
-            base,
-            topics=replace(base.topics, prefix=tag),
-            group_prefix=tag,
-            archive_dir=base.stack_dir / "chaos" / tag.rstrip("-"),
-        )
+        self.config = base.namespaced(tag, archive_dir=base.stack_dir / "chaos" / tag.rstrip("-"))
         self.env = {
             "ADP_TOPIC_PREFIX": tag,
             "ADP_GROUP_PREFIX": tag,

@@ -14,7 +14,6 @@ import asyncio
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -85,12 +84,7 @@ def run(duration_s: float, campaigns: int, users: int, rate: float) -> int:
     base = load_config()
     # A fresh topic and group prefix per demo run: the demo's numbers are its own, whatever ran before.
     tag = f"demo{int(time.time())}-"
-    config = replace(
-        base,
-        topics=replace(base.topics, prefix=tag),
-        group_prefix=tag,
-        archive_dir=base.stack_dir / "demo" / tag.rstrip("-") / "archive",
-    )
+    config = base.namespaced(tag, archive_dir=base.stack_dir / "demo" / tag.rstrip("-") / "archive")
     env = {"ADP_TOPIC_PREFIX": tag, "ADP_GROUP_PREFIX": tag, "ADP_ARCHIVE_DIR": str(config.archive_dir)}
     import os
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 
 from adplatform.config import Config
 
@@ -15,12 +14,7 @@ def fresh_config(base: Config, *, kafka: bool) -> Config:
     """``base`` with a fresh topic and consumer-group prefix and its own archive directory; with
     ``kafka``, its topics are deleted when the session ends."""
     tag = f"t{uuid.uuid4().hex[:10]}-"
-    config = replace(
-        base,
-        topics=replace(base.topics, prefix=tag),
-        group_prefix=tag,
-        archive_dir=base.stack_dir / "test-archive" / tag.rstrip("-"),
-    )
+    config = base.namespaced(tag, archive_dir=base.stack_dir / "test-archive" / tag.rstrip("-"))
     if kafka:
         CREATED_TOPICS.update(config.topics.all())
     return config

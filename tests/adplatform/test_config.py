@@ -62,3 +62,15 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
     dotenv.write_text("not a line\n")
     with pytest.raises(ConfigError, match=r"\.env:1"):
         load_config({}, dotenv=dotenv)
+
+
+def test_a_namespaced_config_moves_every_topic_and_group_and_nothing_else(tmp_path: Path) -> None:
+    base = load_config({}, dotenv=NO_DOTENV)
+    run = base.namespaced("run1-", archive_dir=tmp_path / "archive")
+    assert all(t.startswith("run1-") for t in run.topics.all())
+    assert set(run.topics.all()) == {f"run1-{t}" for t in base.topics.all()}
+    assert run.group("ledger") == "run1-ledger"
+    assert run.archive_dir == tmp_path / "archive"
+    assert base.namespaced("run2-").archive_dir == base.archive_dir
+    services = ("redis_url", "pg_dsn", "kafka_bootstrap", "token_keys")
+    assert [getattr(run, name) for name in services] == [getattr(base, name) for name in services]
