@@ -18,7 +18,7 @@ the set is what a worker loads when it starts or reconnects, so a missed message
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,11 +71,15 @@ local function settle(key, blocked, channel)
 end
 """
 
-# KEYS: blocked set, then one budget hash per campaign. ARGV: slot, slot_s, channel, then 4 values per
-# campaign: version, budget, flight_start, flight_end. A batch per call keeps the manager's per-campaign
-# cost to a few microseconds. A newer campaign state sets the budget and flight; spend is kept (an
-# Update changes the budget, not what was spent). An older or equal version is ignored, so a replay
-# after a crash changes nothing. (On Redis Cluster, the caller groups a batch by hash slot.)
+# KEYS: blocked set, then one budget hash per campaign. ARGV: slot, slot_s, channel, then 5 values per
+# campaign: version, budget, flight_start, flight_end, new (1: the campaign has never been in the books,
+# so it has spent nothing). A batch per call keeps the manager's per-campaign cost to a few
+# microseconds. A newer campaign state sets the budget and flight; spend is kept (an Update changes the
+# budget, not what was spent). An older or equal version is ignored, so a replay after a crash changes
+# nothing. A missing hash is created (spent 0) only for a new campaign: any other campaign's hash is
+# missing because Redis lost its data, its spend is unknown here, and a hash with spent 0 would let it
+# spend its budget again; it stays missing (feedback answers 503) until reconciliation rebuilds it from
+# the books. (On Redis Cluster, the caller groups a batch by hash slot.)
 _INIT = (
     _ROLL
     + """
@@ -84,9 +88,9 @@ local slot_s = tonumber(ARGV[2])
 local changed = 0
 for i = 2, #KEYS do
   local key = KEYS[i]
-  local a = 4 + (i - 2) * 4
+  local a = 4 + (i - 2) * 5
   local cur = tonumber(redis.call('HGET', key, 'version') or '-1')
-  if cur < tonumber(ARGV[a]) then
+  if cur < tonumber(ARGV[a]) and (cur >= 0 or ARGV[a + 4] == '1') then
     redis.call('HSET', key, 'version', ARGV[a], 'budget', ARGV[a + 1], 'flight_start', ARGV[a + 2],
                'flight_end', ARGV[a + 3])
     if redis.call('HEXISTS', key, 'spent') == 0 then redis.call('HSET', key, 'spent', 0) end
@@ -268,6 +272,25 @@ return 1
 )
 
 
+#: Beyond any token's life: a (request, action) can never be charged twice while its token is valid.
+DEDUP_MARGIN_S = 3600
+
+
+def dedup_ttl_s(token_ttl_s: int) -> int:
+    """How long a charge's de-duplication key lives, for tokens that live ``token_ttl_s``."""
+    return token_ttl_s + DEDUP_MARGIN_S
+
+
+@dataclass(frozen=True, slots=True)
+class DedupEntry:
+    """A booked charge whose de-duplication key a rebuild restores (``expires_ms``: epoch ms)."""
+
+    campaign_id: str
+    dedup_id: str
+    charged_micros: int
+    expires_ms: int
+
+
 class BudgetStatus:
     CHARGED = 0
     DUPLICATE = 1
@@ -306,8 +329,13 @@ class BudgetStore:
     def client(self) -> aioredis.Redis:
         return self._client
 
-    async def init_campaigns(self, campaigns: Iterable[Campaign], now_s: float, *, chunk: int = 500) -> int:
-        """Set or update budgets for campaign states (newer versions only); returns how many changed."""
+    async def init_campaigns(
+        self, campaigns: Iterable[Campaign], now_s: float, *, new: Collection[str], chunk: int = 500
+    ) -> int:
+        """Set or update budgets for campaign states (newer versions only); returns how many changed.
+
+        ``new``: the campaigns that have never been in the books (so have spent nothing); only their
+        missing budgets are created. Another campaign's missing budget waits for reconciliation."""
         slot = pacing.slot_id(now_s, self._slot_s)
         batch = list(campaigns)
         changed = 0
@@ -316,7 +344,8 @@ class BudgetStore:
             keys = [names.BLOCKED_SET, *(names.budget_key(c.campaign_id) for c in part)]
             args: list[Any] = [slot, self._slot_s, names.CHANNEL_BUDGET]
             for c in part:
-                args += (c.version, c.budget_micros, c.flight_start_s, c.flight_end_s)
+                fresh = int(c.campaign_id in new)
+                args += (c.version, c.budget_micros, c.flight_start_s, c.flight_end_s, fresh)
             changed += int(await self._init(keys=keys, args=args))
         return changed
 
@@ -343,6 +372,21 @@ class BudgetStore:
             Debit(int(flat[i]), int(flat[i + 1]), bool(int(flat[i + 2])), slot)
             for i in range(0, len(flat), 3)
         ]
+
+    async def restore_dedup(self, entries: Iterable[DedupEntry], now_s: float, *, chunk: int = 1000) -> int:
+        """Put back the de-duplication keys of booked charges (after Redis lost its data), each with the
+        charge as its value and its original expiry; a key that exists is left alone. Returns how many
+        were restored. Call before the campaign's budget is rebuilt: until then its debits are refused."""
+        now_ms = int(now_s * 1000)
+        live = [e for e in entries if e.expires_ms > now_ms]
+        restored = 0
+        for start in range(0, len(live), chunk):
+            pipe = self._client.pipeline(transaction=False)
+            for e in live[start : start + chunk]:
+                key = names.dedup_key(e.campaign_id, e.dedup_id)
+                pipe.set(key, e.charged_micros, nx=True, pxat=e.expires_ms)
+            restored += sum(1 for ok in await pipe.execute() if ok)
+        return restored
 
     async def refund(self, campaign_id: str, dedup_id: str, debit: Debit) -> bool:
         """Undo ``debit`` (its event was not acknowledged); idempotent."""

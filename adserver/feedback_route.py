@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
 from starlette.types import Receive, Scope, Send
 
-from adplatform.budget_redis import BudgetStore
+from adplatform.budget_redis import BudgetStore, dedup_ttl_s
 from adplatform.kafka import make_producer
 from adserver.feedback import FeedbackError, FeedbackService
 from adserver.lifespan import background
@@ -31,8 +31,6 @@ from index.pacing import SystemClock
 logger = logging.getLogger(__name__)
 
 NOT_READY = detail("The feedback path is starting; retry shortly.")
-#: Longer than any token's life: a (request, action) can never be charged twice while its token is valid.
-DEDUP_MARGIN_S = 3600
 
 
 class FeedbackEndpoint:
@@ -92,7 +90,7 @@ async def feedback_component(state: ServerState) -> AsyncIterator[None]:
         topic=config.topics.feedback,
         lookup=state.index.get,
         clock=SystemClock(),
-        dedup_ttl_s=config.token_ttl_s + DEDUP_MARGIN_S,
+        dedup_ttl_s=dedup_ttl_s(config.token_ttl_s),
     )
     state.redis = client
     state.budgets = budgets

@@ -68,7 +68,7 @@ async def run(batch: int, calls: int, campaigns: int) -> list[dict[str, object]]
     tag = uuid.uuid4().hex[:8]
     ids = [f"bench-debit-{tag}-{i}" for i in range(campaigns)]
     try:
-        await store.init_campaigns([bench_campaign(cid, now_s) for cid in ids], now_s)
+        await store.init_campaigns([bench_campaign(cid, now_s) for cid in ids], now_s, new=ids)
         batches = [
             [DebitRequest(ids[(k * batch + j) % campaigns], f"{tag}-{k}-{j}:click", 7) for j in range(batch)]
             for k in range(calls)

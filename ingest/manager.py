@@ -128,8 +128,10 @@ class AdManager:
         """Write one batch everywhere it goes; raises on a dependency failure (nothing is committed)."""
         now = self._clock.now()
         campaigns, partitions, rejected = fold(records)
-        # PostgreSQL and Redis are independent: write both at once, then publish.
-        await asyncio.gather(self._sink.write(campaigns), self._budgets.init_campaigns(campaigns, now))
+        # PostgreSQL first: it says which campaigns are new (have spent nothing), and only their missing
+        # budgets may be created in Redis; then Redis, then publish.
+        new = await self._sink.write(campaigns)
+        await self._budgets.init_campaigns(campaigns, now, new=new)
         futures: list[Any] = []
         # Same key, same partition count: a campaign's change goes to the partition its instruction came
         # from (what the default partitioner would pick), without hashing every key again in Python.

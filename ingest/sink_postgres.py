@@ -1,6 +1,7 @@
 """Batched upsert of campaign states into ``online_ads.ads``: COPY into a staging table, then one upsert.
 
 The upsert keeps the newest ``version`` per campaign, so replaying a batch after a crash changes nothing.
+``write`` returns the campaigns that had no row before: only those are known to have spent nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ _UPSERT = (
 )
 
 
+# Same transaction, before the upsert: the staged campaigns PostgreSQL has never seen.
+_NEW = (
+    f"SELECT s.campaign_id FROM {_STAGE} s "  # noqa: S608  (constant identifiers, as above)
+    "WHERE NOT EXISTS (SELECT 1 FROM online_ads.ads a WHERE a.campaign_id = s.campaign_id)"
+)
+
+
 def _ts(epoch_s: int) -> datetime:
     return datetime.fromtimestamp(epoch_s, tz=UTC)
 
@@ -56,12 +64,15 @@ class AdsSink:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def write(self, campaigns: Sequence[Campaign]) -> None:
+    async def write(self, campaigns: Sequence[Campaign]) -> set[str]:
+        """Upsert the states; returns the ids of the campaigns that had no row before this write."""
         if not campaigns:
-            return
+            return set()
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(_CREATE_STAGE)
             await conn.copy_records_to_table(
                 _STAGE, records=[ad_record(c) for c in campaigns], columns=COLUMNS
             )
+            new = {r["campaign_id"] for r in await conn.fetch(_NEW)}
             await conn.execute(_UPSERT)
+        return new

@@ -36,18 +36,32 @@ def store(redis_client: aioredis.Redis) -> BudgetStore:
 
 
 async def test_init_sets_budget_and_slot_budget_and_ignores_old_versions(store: BudgetStore) -> None:
-    assert await store.init_campaigns([campaign(version=5)], T0) == 1
+    assert await store.init_campaigns([campaign(version=5)], T0, new={"c1"}) == 1
     state = await store.get("c1")
     assert (state["budget"], state["spent"], state["slot_budget"], state["version"]) == (1000, 0, 250, 5)
-    assert await store.init_campaigns([campaign(version=5, budget=9)], T0) == 0
-    assert await store.init_campaigns([campaign(version=4, budget=9)], T0) == 0
+    assert await store.init_campaigns([campaign(version=5, budget=9)], T0, new=()) == 0
+    assert await store.init_campaigns([campaign(version=4, budget=9)], T0, new=()) == 0
     assert (await store.get("c1"))["budget"] == 1000
+
+
+async def test_a_missing_budget_is_created_only_for_a_new_campaign(store: BudgetStore) -> None:
+    """A campaign already in the books whose hash is missing (Redis lost its data) has an unknown spend:
+    a new state of it must not create a budget with spent 0, which would let it spend its budget again."""
+    assert await store.init_campaigns([campaign(version=5)], T0, new=()) == 0
+    assert await store.get("c1") == {}
+    refused = await store.debit("c1", "r1:click", 100, now_s=T0, dedup_ttl_s=60)
+    assert (refused.status, refused.charged_micros) == (BudgetStatus.UNKNOWN, 0)
+    # Rebuilt by reconciliation (the true spend), later states update it as usual, spend kept.
+    assert await store.repair(campaign(version=5), expected_spent=None, spent=300, now_s=T0)
+    assert await store.init_campaigns([campaign(version=6, budget=2_000)], T0, new=()) == 1
+    state = await store.get("c1")
+    assert (state["budget"], state["spent"], state["version"]) == (2_000, 300, 6)
 
 
 async def test_debit_caps_at_slot_and_total_budget_and_dedups(
     store: BudgetStore, redis_client: aioredis.Redis
 ) -> None:
-    await store.init_campaigns([campaign(budget=1000, slots=4)], T0)
+    await store.init_campaigns([campaign(budget=1000, slots=4)], T0, new={"c1"})
     first = await store.debit("c1", "r1:click", 200, now_s=T0, dedup_ttl_s=60)
     assert (first.status, first.charged_micros, first.exhausted) == (BudgetStatus.CHARGED, 200, False)
     again = await store.debit("c1", "r1:click", 200, now_s=T0, dedup_ttl_s=60)
@@ -68,7 +82,7 @@ async def test_debit_caps_at_slot_and_total_budget_and_dedups(
 async def test_unknown_campaign_is_refused_and_refund_undoes_a_debit(store: BudgetStore) -> None:
     unknown = await store.debit("nope", "r1:click", 10, now_s=T0, dedup_ttl_s=60)
     assert (unknown.status, unknown.charged_micros) == (BudgetStatus.UNKNOWN, 0)
-    await store.init_campaigns([campaign()], T0)
+    await store.init_campaigns([campaign()], T0, new={"c1"})
     debit = await store.debit("c1", "r1:click", 100, now_s=T0, dedup_ttl_s=60)
     assert await store.refund("c1", "r1:click", debit)
     assert not await store.refund("c1", "r1:click", debit)  # idempotent
@@ -84,7 +98,7 @@ async def test_concurrent_debits_never_exceed_the_budget(
     pool = aioredis.BlockingConnectionPool.from_url(base_config.redis_url, max_connections=64)
     client = aioredis.Redis(connection_pool=pool)
     store = BudgetStore(client, slot_s=SLOT_S)
-    await store.init_campaigns([campaign(budget=1_000, slots=1)], T0)
+    await store.init_campaigns([campaign(budget=1_000, slots=1)], T0, new={"c1"})
     results = await asyncio.gather(
         *(store.debit("c1", f"r{i}:click", 7, now_s=T0, dedup_ttl_s=60) for i in range(500))
     )
@@ -94,7 +108,7 @@ async def test_concurrent_debits_never_exceed_the_budget(
 
 
 async def test_exhaustion_is_published(store: BudgetStore, redis_client: aioredis.Redis) -> None:
-    await store.init_campaigns([campaign(budget=100, slots=1)], T0)
+    await store.init_campaigns([campaign(budget=100, slots=1)], T0, new={"c1"})
     pubsub = redis_client.pubsub()
     await pubsub.subscribe(names.CHANNEL_BUDGET)
     await pubsub.get_message(timeout=1)  # the subscribe confirmation
@@ -150,7 +164,7 @@ async def test_batches_apply_their_debits_one_by_one_as_the_rules_say(
     rng = random.Random(5)
     campaigns = [campaign("c1", budget=5_000, slots=6), campaign("c2", budget=400, slots=2),
                  campaign("big", budget=4_000_000_000_000_000, slots=3)]  # fmt: skip
-    await store.init_campaigns(campaigns, T0)
+    await store.init_campaigns(campaigns, T0, new={c.campaign_id for c in campaigns})
     model = _Model(campaigns)
     now, sent = T0, list[DebitRequest]()
     for _ in range(40):

@@ -24,7 +24,7 @@ from adplatform.config import Config
 from adplatform.kafka import make_producer, read_to_end
 from adplatform.stack import Paths, start_redis, stop_service
 from adplatform.wire import feedback_decoder
-from adserver.feedback import FeedbackError, FeedbackService
+from adserver.feedback import SUCCESS, FeedbackError, FeedbackService
 from adserver.ledger import run_ledger
 from adserver.reconcile import Reconciler
 from adserver.token import RequestToken, TokenSigner
@@ -383,6 +383,43 @@ async def test_conservation_holds_across_a_redis_restart_and_a_wipe(rig: Rig, pg
     repaired = await Reconciler(rig.config, pg, rig.budgets).repair(settle_s=0.1)
     assert {d.campaign_id for d in repaired} >= set(ids)
     assert (await burst(20, "c"))[0] == 20
+    await assert_conserved(rig, pg)
+
+
+async def test_after_a_wipe_an_update_does_not_reset_spend_it_waits_for_reconciliation(
+    rig: Rig, pg: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """A campaign's new state arriving while Redis has lost its data must not create its budget with spent
+    0 (it could spend its budget again): it stays refused until reconciliation rebuilds it from the books,
+    then has the new budget and the true spend, and a retry of a charge from before the loss is still a
+    duplicate (its de-duplication key is restored), booked or not yet booked by the ledger."""
+    cid = next(iter(rig.campaigns))
+    raised = tiny_campaign_rows(1, "0.1")[0] | {"campaign_id": cid, "action": "Update Campaign"}
+    await ingest(rig.config, [raised], tmp_path)  # a slot budget of 8,333: the clicks below fit
+    booked = [rig.token(cid, user=f"w{i}") for i in range(2)]
+    for request_id in booked:
+        await rig.service.handle(request_id, b'{"click": 1}')
+    await run_ledger(rig.config, until_idle=True, timeout_s=60)
+    unbooked = rig.token(cid, user="w2")
+    await rig.service.handle(unbooked, b'{"click": 1}')
+    spent = (await rig.budgets.get(cid))["spent"]
+    assert spent == 3 * CPC_MICROS
+    await rig.redis.flushdb()
+    update = tiny_campaign_rows(1, "0.2")[0] | {"campaign_id": cid, "action": "Update Campaign"}
+    await ingest(rig.config, [update], tmp_path)
+    assert await rig.budgets.get(cid) == {}
+    with pytest.raises(FeedbackError) as refused:
+        await rig.service.handle(rig.token(cid, user="during"), b'{"click": 1}')
+    assert refused.value.status == 503
+    await Reconciler(rig.config, pg, rig.budgets).repair(settle_s=0.1)
+    state = await rig.budgets.get(cid)
+    assert (state["spent"], state["budget"]) == (spent, 200_000)
+    for request_id in [*booked, unbooked]:  # retried: answered, not charged again
+        assert await rig.service.handle(request_id, b'{"click": 1}') == SUCCESS
+    assert (await rig.budgets.get(cid))["spent"] == spent
+    await rig.service.handle(rig.token(cid, user="after"), b'{"click": 1}')
+    assert (await rig.budgets.get(cid))["spent"] == spent + CPC_MICROS
+    rig.campaigns.update(await _campaigns(pg))  # the books now hold the updated budget
     await assert_conserved(rig, pg)
 
 

@@ -31,7 +31,7 @@ def campaign(cid: str) -> Campaign:
 
 async def test_only_one_of_several_pacers_acts_per_slot(redis_client: aioredis.Redis) -> None:
     store = BudgetStore(redis_client, slot_s=SLOT_S)
-    await store.init_campaigns([campaign("p1"), campaign("p2")], T0)
+    await store.init_campaigns([campaign("p1"), campaign("p2")], T0, new={"p1", "p2"})
     clock = ManualClock(T0 + 1)
     pacers = [Pacer(redis_client, slot_s=SLOT_S, clock=clock) for _ in range(4)]
     results = await asyncio.gather(*(p.pace_slot() for p in pacers))
@@ -46,7 +46,7 @@ async def test_a_new_slot_unblocks_a_campaign_that_spent_its_slot_budget(
     redis_client: aioredis.Redis,
 ) -> None:
     store = BudgetStore(redis_client, slot_s=SLOT_S)
-    await store.init_campaigns([campaign("p1")], T0)
+    await store.init_campaigns([campaign("p1")], T0, new={"p1"})
     debit = await store.debit("p1", "e1", 500, now_s=T0 + 5, dedup_ttl_s=60)
     assert (debit.charged_micros, debit.exhausted) == (100, True)
     assert await redis_client.sismember(names.BLOCKED_SET, "p1")
