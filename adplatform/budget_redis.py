@@ -134,6 +134,7 @@ local ttl = ARGV[4]
 local blocked = KEYS[1]
 local states = {}
 local touched = {}
+local settled = {}
 local out = {}
 for i = 1, (#KEYS - 1) / 2 do
   local bkey = KEYS[2 * i]
@@ -187,7 +188,7 @@ for i = 1, (#KEYS - 1) / 2 do
       end
       local exhausted = 0
       if st.spent >= st.budget or st.ss >= st.sb then exhausted = 1 end
-      st.settle = true
+      if not st.settled then st.settled = true; settled[#settled + 1] = bkey end
       out[#out + 1] = 0; out[#out + 1] = charge; out[#out + 1] = exhausted
     end
   end
@@ -200,14 +201,13 @@ for _, bkey in ipairs(touched) do
     redis.call('HSET', bkey, 'spent', st.spent, 'slot_spent', st.ss)
   end
 end
-for bkey, st in pairs(states) do
-  if st and st.settle then
-    local cid = string.sub(bkey, string.find(bkey, '{', 1, true) + 1, -2)
-    if st.spent >= st.budget or st.ss >= st.sb then
-      if redis.call('SADD', blocked, cid) == 1 then redis.call('PUBLISH', channel, 'block:' .. cid) end
-    elseif redis.call('SREM', blocked, cid) == 1 then
-      redis.call('PUBLISH', channel, 'unblock:' .. cid)
-    end
+for _, bkey in ipairs(settled) do
+  local st = states[bkey]
+  local cid = string.sub(bkey, string.find(bkey, '{', 1, true) + 1, -2)
+  if st.spent >= st.budget or st.ss >= st.sb then
+    if redis.call('SADD', blocked, cid) == 1 then redis.call('PUBLISH', channel, 'block:' .. cid) end
+  elseif redis.call('SREM', blocked, cid) == 1 then
+    redis.call('PUBLISH', channel, 'unblock:' .. cid)
   end
 end
 return out

@@ -111,14 +111,11 @@ class Reconciler:
             events.pop(row["event_id"], None)
         return events
 
-    async def pending_spend(self) -> dict[str, int]:
-        pending: dict[str, int] = {}
-        for campaign_id, micros, _ in (await self.pending_events()).values():
-            pending[campaign_id] = pending.get(campaign_id, 0) + micros
-        return pending
-
-    async def restore_dedup(self, campaign_ids: list[str], now_s: float) -> int:
-        """The de-duplication keys of these campaigns' charges inside the window (see the module doc)."""
+    async def restore_dedup(
+        self, campaign_ids: list[str], now_s: float, pending: dict[str, tuple[str, int, int]]
+    ) -> int:
+        """The de-duplication keys of these campaigns' charges inside the window (see the module doc):
+        booked ones from the ledger, ``pending`` ones (``pending_events``) from Kafka."""
         ttl_ms = dedup_ttl_s(self._config.token_ttl_s) * 1000
         since = datetime.fromtimestamp(now_s - ttl_ms / 1000, tz=UTC)
         rows = await self._pool.fetch(
@@ -135,23 +132,30 @@ class Reconciler:
         wanted = set(campaign_ids)
         entries += [
             DedupEntry(cid, event_id, micros, ts_ms + ttl_ms)
-            for event_id, (cid, micros, ts_ms) in (await self.pending_events()).items()
+            for event_id, (cid, micros, ts_ms) in pending.items()
             if cid in wanted
         ]
         return await self._store.restore_dedup(entries, now_s)
 
     async def diffs(self) -> list[SpendDiff]:
         """Every campaign known to PostgreSQL or Redis whose Redis spend differs from the truth."""
+        return (await self._diffs_and_pending())[0]
+
+    async def _diffs_and_pending(self) -> tuple[list[SpendDiff], dict[str, tuple[str, int, int]]]:
+        """``diffs``, and the pending events its truth counted (one read of the topic's tail)."""
         redis_spent = await self._store.spent_all()
         pg = await self.postgres_spend()
-        pending = await self.pending_spend()
+        events = await self.pending_events()
+        pending: dict[str, int] = {}
+        for campaign_id, micros, _ in events.values():
+            pending[campaign_id] = pending.get(campaign_id, 0) + micros
         known = {r["campaign_id"] for r in await self._pool.fetch("SELECT campaign_id FROM online_ads.ads")}
         out: list[SpendDiff] = []
         for cid in sorted(known | set(redis_spent) | set(pg) | set(pending)):
             diff = SpendDiff(cid, redis_spent.get(cid), pg.get(cid, 0), pending.get(cid, 0))
             if (diff.redis_micros is None and cid in known) or diff.diff_micros != 0:
                 out.append(diff)
-        return out
+        return out, events
 
     async def repair(self, *, settle_s: float = 0.5) -> list[SpendDiff]:
         """Repair campaigns whose difference is stable across two readings; returns those repaired."""
@@ -159,7 +163,7 @@ class Reconciler:
         if not first:
             return []
         await asyncio.sleep(settle_s)
-        second = await self.diffs()
+        second, pending = await self._diffs_and_pending()
         rows = await self._pool.fetch(
             "SELECT * FROM online_ads.ads WHERE campaign_id = ANY($1::text[])",
             [d.campaign_id for d in second],
@@ -169,7 +173,7 @@ class Reconciler:
         now = time.time()
         lost = [d.campaign_id for d in second if d.redis_micros is None and d.campaign_id in campaigns]
         if lost:
-            restored = await self.restore_dedup(lost, now)
+            restored = await self.restore_dedup(lost, now, pending)
             logger.info("restored %d de-duplication keys of %d campaigns to rebuild", restored, len(lost))
         for diff in second:
             before = first.get(diff.campaign_id)
