@@ -363,6 +363,18 @@ def _kafka_java(paths: Paths, main: str, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding, never beginning with '-'.
+
+    Kafka's own ``Uuid.randomUuid`` draws again in that case too: one id in 64 would begin with '-' and
+    be read as an option by ``kafka-storage format``.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def start_kafka(paths: Paths) -> None:
     if read_pid(paths, "kafka") is not None:
         return
@@ -374,11 +386,13 @@ def start_kafka(paths: Paths) -> None:
     (paths.kafka / "log4j.properties").write_text(LOG4J_PROPERTIES.format(log=paths.logs / "kafka.log"))
     cluster_file = paths.kafka / "cluster.id"
     if not cluster_file.exists():
-        cluster_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        cluster_file.write_text(new_cluster_id())
     cluster_id = cluster_file.read_text().strip()
+    # `--cluster-id=ID`, one argument: an id kept from an older checkout may begin with '-', and as a
+    # separate argument the tool's parser would take it for an option.
     fmt = subprocess.run(
-        _kafka_java(paths, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
-                    "--ignore-formatted"),
+        _kafka_java(paths, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+                    "--config", str(props), "--ignore-formatted"),
         capture_output=True,
         text=True,
     )  # fmt: skip

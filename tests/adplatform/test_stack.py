@@ -79,3 +79,15 @@ async def test_up_twice_then_down_up_keeps_data(topics: Config, pg_pool: asyncpg
     finally:
         await consumer.stop()
     assert marker.encode() in values
+
+
+def test_cluster_id_never_begins_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One random id in 64 encodes to a leading '-', which `kafka-storage format` reads as an option."""
+    from adplatform import stack
+
+    # 0xF8 as the first byte: its top six bits are 62, '-' in URL-safe base64.
+    draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x04" + bytes(15))])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(draws))
+    cluster_id = stack.new_cluster_id()
+    assert cluster_id == "BAAAAAAAAAAAAAAAAAAAAA"
+    assert len(cluster_id) == 22
