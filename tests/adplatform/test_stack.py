@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
+from adplatform import stack
 from adplatform.config import Config
 from adplatform.kafka import make_producer
 
@@ -83,8 +84,6 @@ async def test_up_twice_then_down_up_keeps_data(topics: Config, pg_pool: asyncpg
 
 def test_cluster_id_never_begins_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
     """One random id in 64 encodes to a leading '-', which `kafka-storage format` reads as an option."""
-    from adplatform import stack
-
     # 0xF8 as the first byte: its top six bits are 62, '-' in URL-safe base64.
     draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x04" + bytes(15))])
     monkeypatch.setattr(uuid, "uuid4", lambda: next(draws))
