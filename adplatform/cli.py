@@ -49,7 +49,7 @@ def stack() -> None:
 @stack.command("up")
 def stack_up() -> None:
     """Install what is missing, start every service, wait until each answers, migrate, create topics."""
-    from adplatform import stack as st
+    from devstack import stack as st
 
     try:
         st.up(_config())
@@ -60,7 +60,7 @@ def stack_up() -> None:
 @stack.command("fetch")
 def stack_fetch() -> None:
     """Install missing system packages and fetch the Kafka and Spark jars (no service is started)."""
-    from adplatform import stack as st
+    from devstack import stack as st
 
     try:
         st.ensure_installed()
@@ -72,7 +72,7 @@ def stack_fetch() -> None:
 @stack.command("down")
 def stack_down() -> None:
     """Stop the services the stack started (by PID). Data stays in .stack/."""
-    from adplatform import stack as st
+    from devstack import stack as st
 
     st.down(_config())
 
@@ -80,7 +80,7 @@ def stack_down() -> None:
 @stack.command("status")
 def stack_status() -> None:
     """Each service, its port, PID and health. Exits 1 when any is down."""
-    from adplatform import stack as st
+    from devstack import stack as st
 
     rows = st.status(_config())
     click.echo(f"{'service':<10} {'port':>6} {'pid':>8}  health")
@@ -95,7 +95,7 @@ def stack_status() -> None:
 @click.option("-n", "--lines", default=40, show_default=True, help="Lines from the end of each log.")
 def stack_logs(service: str | None, lines: int) -> None:
     """Show the end of each service's log under .stack/logs/."""
-    from adplatform import stack as st
+    from devstack import stack as st
 
     for name, path in st.log_files(_config()).items():
         if service and name != service:
@@ -109,7 +109,7 @@ def stack_logs(service: str | None, lines: int) -> None:
 @click.argument("service", type=click.Choice(["postgres", "redis", "kafka"]))
 def stack_stop_service(service: str) -> None:
     """Stop one service (fault-injection tests)."""
-    from adplatform import stack as st
+    from devstack import stack as st
 
     st.stop_service(_config(), service)
 
@@ -275,7 +275,7 @@ def dlq_show(limit: int | None) -> None:
 )  # fmt: skip
 def serve_cmd(host: str, port: int, workers: int, server: str) -> None:
     """Run the ad server: each worker bootstraps its index from ad-changes, then serves GET /ad/user/..."""
-    from adserver.server import run
+    from adserver.http.server import run
 
     config = _config()  # fail fast on a bad environment; each worker reads it again
     run(host=host, port=port, workers=workers, server="granian" if server == "granian" else "uvicorn",
@@ -289,7 +289,7 @@ def served_writer_cmd(until_idle: bool, timeout: float | None) -> None:
     """Copy served-ads into online_ads.served_ads in batches (consumer group served-writer)."""
     import asyncio
 
-    from adserver.served_writer import run_served_writer
+    from ingest.served_writer import run_served_writer
 
     config = _config()
     _logging(config)
@@ -310,7 +310,7 @@ def ledger_cmd(until_idle: bool, timeout: float | None) -> None:
     """Run the spend ledger: ad-feedback → per-campaign spend in PostgreSQL, exactly once."""
     import asyncio
 
-    from adserver.ledger import run_ledger
+    from budget.ledger import run_ledger
 
     config = _config()
     _logging(config)
@@ -327,7 +327,7 @@ def pacer_cmd(slots: int | None) -> None:
 
     import redis.asyncio as aioredis
 
-    from adserver.pacer import Pacer
+    from budget.pacer import Pacer
 
     config = _config()
     _logging(config)
@@ -354,7 +354,7 @@ def reconcile_cmd(check: bool, interval: float | None) -> None:
     """Compare Redis spend with the ledger (PostgreSQL + unbooked events) and repair drift."""
     import asyncio
 
-    from adserver.reconcile import open_reconciler
+    from budget.reconcile import open_reconciler
 
     config = _config()
     _logging(config)
@@ -426,7 +426,7 @@ def _simulate(
         import redis.asyncio as aioredis
         from redis.exceptions import RedisError
 
-        from adplatform.budget_redis import BudgetStore
+        from budget.budget_redis import BudgetStore
         from index.money import format_micros
 
         config = _config()

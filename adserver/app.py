@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from adplatform.config import Config
-from adserver.fastpath import FastPath
 from adserver.feedback_route import FeedbackEndpoint, feedback_component
+from adserver.http.fastpath import FastPath
+from adserver.http.middleware import BodyLimitMiddleware, RequestLimitMiddleware, TimingMiddleware
+from adserver.http.routes import build_routes
 from adserver.lifespan import CORE_COMPONENTS, Component, lifespan
-from adserver.middleware import BodyLimitMiddleware, RequestLimitMiddleware, TimingMiddleware
-from adserver.routes import build_routes
 from adserver.serve import ServeEndpoint
 from adserver.state import StateRef
 

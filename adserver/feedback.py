@@ -43,9 +43,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from adplatform.budget_redis import BudgetStatus, BudgetStore, Debit, DebitRequest
 from adplatform.wire import FeedbackEvent, UserAction, encoder
 from adserver.token import RequestToken, TokenError, TokenSigner, digest
+from budget.budget_redis import BudgetStatus, BudgetStore, Debit, DebitRequest
 from index.campaign import Campaign
 from index.money import cpm_units_to_decimal, micros_to_decimal
 from index.pacing import Clock

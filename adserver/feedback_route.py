@@ -20,12 +20,12 @@ import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
 from starlette.types import Receive, Scope, Send
 
-from adplatform.budget_redis import BudgetStore, dedup_ttl_s
 from adplatform.kafka import make_producer
 from adserver.feedback import FeedbackError, FeedbackService
+from adserver.http.respond import detail, send_json
 from adserver.lifespan import background
-from adserver.respond import detail, send_json
 from adserver.state import ServerState, StateRef
+from budget.budget_redis import BudgetStore, dedup_ttl_s
 from index.pacing import SystemClock
 
 logger = logging.getLogger(__name__)

@@ -19,12 +19,12 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from adplatform.config import Config, load_config
-from adserver.blocked import BlockedListener
 from adserver.params import RequestParser
-from adserver.profiles import ProfileLoader, ProfileTable
-from adserver.publisher import ServedAdPublisher
-from adserver.refresher import IndexRefresher
 from adserver.state import ServerState, StateRef
+from adserver.sync.blocked import BlockedListener
+from adserver.sync.profiles import ProfileLoader, ProfileTable
+from adserver.sync.publisher import ServedAdPublisher
+from adserver.sync.refresher import IndexRefresher
 from adserver.token import TokenSigner
 from index.geo import GeoTable
 from index.index import TargetingIndex

@@ -14,7 +14,7 @@ from typing import Final
 from urllib.parse import unquote_plus
 
 from adserver.error import ParamError
-from adserver.profiles import ProfileTable
+from adserver.sync.profiles import ProfileTable
 from index.campaign import DEVICE_TYPES, GENDERS, INCOME_BUCKETS
 from index.geo import GeoTable, Location
 from index.targeting import AdRequest

@@ -15,7 +15,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from adserver.error import ParamError
-from adserver.respond import detail, send_json
+from adserver.http.respond import detail, send_json
 from adserver.state import StateRef
 from adserver.token import RequestToken
 from index.auction import settle

@@ -13,15 +13,15 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from adplatform.budget_redis import BudgetStore
 from adplatform.config import Config
-from adserver.blocked import BlockedListener
-from adserver.metrics import RequestMetrics
+from adserver.http.metrics import RequestMetrics
 from adserver.params import RequestParser
-from adserver.profiles import ProfileTable
-from adserver.publisher import ServedAdPublisher
-from adserver.refresher import IndexRefresher
+from adserver.sync.blocked import BlockedListener
+from adserver.sync.profiles import ProfileTable
+from adserver.sync.publisher import ServedAdPublisher
+from adserver.sync.refresher import IndexRefresher
 from adserver.token import TokenSigner
+from budget.budget_redis import BudgetStore
 from index.geo import GeoTable
 from index.index import TargetingIndex
 

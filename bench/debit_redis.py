@@ -23,9 +23,9 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 
 from adplatform import names
-from adplatform.budget_redis import BudgetStore, DebitRequest
 from adplatform.config import load_config
 from bench.http_stack import delete_campaign_keys, save_results
+from budget.budget_redis import BudgetStore, DebitRequest
 from index.campaign import Campaign
 
 _FLOOR = "for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'EX', 60) end return #KEYS"

@@ -25,8 +25,8 @@ from typing import Any
 
 from adplatform.config import load_config
 from adplatform.kafka import delete_topics
-from adserver.server import Server
-from adserver.server import run as run_server
+from adserver.http.server import Server
+from adserver.http.server import run as run_server
 from bench.http_stack import free_port, save_results, seed, server_process, write_corpus
 from bench.wrk import WrkResult, make_paths, run_wrk, write_script
 

@@ -21,10 +21,10 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from adplatform.config import Config, load_config
 from adplatform.kafka import ensure_topics, wait_for_topics
+from ingest.ads_postgres import COLUMNS, ad_record
 from ingest.generator import generate_campaigns, write_campaigns_csv
 from ingest.instruction import enrich, instruction_from_row
 from ingest.manager import open_manager
-from ingest.sink_postgres import COLUMNS, ad_record
 
 COUNT = int(os.environ.get("ADP_BENCH_INGEST_COUNT", "50000"))
 

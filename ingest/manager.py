@@ -26,16 +26,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from adplatform.budget_redis import BudgetStore
 from adplatform.config import Config
 from adplatform.consumer import commit, make_consumer, next_batch, retry
 from adplatform.kafka import make_producer
 from adplatform.names import GROUP_AD_MANAGER
 from adplatform.postgres import create_pool
+from budget.budget_redis import BudgetStore
 from index.campaign import Campaign
 from index.pacing import Clock, SystemClock
+from ingest.ads_postgres import AdsSink
 from ingest.instruction import InstructionError, process_message
-from ingest.sink_postgres import AdsSink
 
 logger = logging.getLogger(__name__)
 

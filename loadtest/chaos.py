@@ -31,11 +31,11 @@ import asyncpg
 import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
 
-from adplatform import stack
-from adplatform.budget_redis import BudgetStore
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, read_to_end, wait_for_topics
 from adplatform.wire import feedback_decoder
+from budget.budget_redis import BudgetStore
+from devstack import stack
 from ingest.generator import generate_campaigns, generate_users, write_campaigns_csv
 from ingest.manager import run_manager
 from ingest.producer import produce_file

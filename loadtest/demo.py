@@ -19,10 +19,10 @@ from pathlib import Path
 import asyncpg
 import redis.asyncio as aioredis
 
-from adplatform.budget_redis import BudgetStore
 from adplatform.config import Config, load_config
 from adplatform.kafka import ensure_topics, wait_for_topics
 from archive.layout import ArchiveLayout
+from budget.budget_redis import BudgetStore
 from index.money import format_micros
 from loadtest.books import archive_books, reset_books
 from loadtest.simulator import SimSummary, Simulator, format_summary, load_users

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, wait_for_topics
-from adplatform.stack import KAFKA_CONTROLLER_PORT, KAFKA_PORT, PG_PORT, REDIS_PORT
+from devstack.stack import KAFKA_CONTROLLER_PORT, KAFKA_PORT, PG_PORT, REDIS_PORT
 from tests.fresh import CREATED_TOPICS, fresh_config
 
 SERVICE_MARKERS = ("postgres", "redis", "kafka", "spark")

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from adplatform.config import load_config
-from adplatform.stack import KAFKA_PORT, PG_PORT, REDIS_PERSISTENCE, REDIS_PORT
+from devstack.stack import KAFKA_PORT, PG_PORT, REDIS_PERSISTENCE, REDIS_PORT
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -53,7 +53,7 @@ async def test_redis_set_get(redis_client: aioredis.Redis) -> None:
     key = f"svc-test:{uuid.uuid4()}"
     await redis_client.set(key, "v")
     assert await redis_client.get(key) == b"v"
-    # Every charge is on disk before its answer; no snapshot forks (adplatform.stack.REDIS_PERSISTENCE).
+    # Every charge is on disk before its answer; no snapshot forks (devstack.stack.REDIS_PERSISTENCE).
     persistence = await redis_client.config_get("append*") | await redis_client.config_get("save")
     assert [persistence[k] for k in ("appendonly", "appendfsync", "save")] == ["yes", "always", ""]
 

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp
 from adplatform.config import Config
 from adplatform.kafka import make_producer
 from adserver.app import create_app
-from adserver.protocol import GuardedHttpToolsProtocol
+from adserver.http.protocol import GuardedHttpToolsProtocol
 from adserver.state import ServerState, StateRef
 from ingest.csvfile import format_flight
 from ingest.generator import write_campaigns_csv

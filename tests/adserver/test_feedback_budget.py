@@ -19,15 +19,15 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from adplatform import names
-from adplatform.budget_redis import BudgetStore, Debit, DebitRequest
 from adplatform.config import Config
 from adplatform.kafka import make_producer, read_to_end
-from adplatform.stack import Paths, start_redis, stop_service
 from adplatform.wire import feedback_decoder
 from adserver.feedback import SUCCESS, FeedbackError, FeedbackService
-from adserver.ledger import run_ledger
-from adserver.reconcile import Reconciler
 from adserver.token import RequestToken, TokenSigner
+from budget.budget_redis import BudgetStore, Debit, DebitRequest
+from budget.ledger import run_ledger
+from budget.reconcile import Reconciler
+from devstack.stack import Paths, start_redis, stop_service
 from index.campaign import Campaign
 from index.pacing import SystemClock
 from ingest.csvfile import rebase_dates
@@ -95,7 +95,7 @@ class Rig:
 
 
 async def _campaigns(pool: asyncpg.Pool) -> dict[str, Campaign]:
-    from adserver.reconcile import campaign_from_row
+    from budget.reconcile import campaign_from_row
 
     return {r["campaign_id"]: campaign_from_row(r) for r in await pool.fetch("SELECT * FROM online_ads.ads")}
 

@@ -11,10 +11,10 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from adplatform.budget_redis import BudgetStore
 from adplatform.config import Config
 from adplatform.kafka import read_to_end
 from adplatform.wire import feedback_decoder
+from budget.budget_redis import BudgetStore
 from tests.adserver.serving import campaign_row, eventually, ingest, serve, serving
 from tests.adserver.test_workers_stack import server  # noqa: F401  # the 2-worker server fixture
 

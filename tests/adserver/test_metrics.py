@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from adserver.metrics import Exposition, Histogram, RequestMetrics
+from adserver.http.metrics import Exposition, Histogram, RequestMetrics
 
 
 def test_histogram_buckets_and_quantiles() -> None:

@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adserver.metrics import RequestMetrics
-from adserver.middleware import BodyLimitMiddleware, TimingMiddleware
+from adserver.http.metrics import RequestMetrics
+from adserver.http.middleware import BodyLimitMiddleware, TimingMiddleware
 
 
 async def echo_length(request: Request) -> Response:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from adserver.protocol import _HeadWithBody
+from adserver.http.protocol import _HeadWithBody
 from tests.adserver.serving import guarded_uvicorn
 
 

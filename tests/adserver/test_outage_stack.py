@@ -18,10 +18,10 @@ from adplatform import names
 from adplatform.config import Config
 from adplatform.kafka import make_producer
 from adplatform.wire import ServedAd, encoder
-from adserver.blocked import BlockedListener
-from adserver.profiles import ProfileLoader, ProfileTable
-from adserver.served_writer import run_served_writer
+from adserver.sync.blocked import BlockedListener
+from adserver.sync.profiles import ProfileLoader, ProfileTable
 from ingest.generator import generate_users
+from ingest.served_writer import run_served_writer
 from ingest.users_postgres import write_users
 from loadtest.faultproxy import FaultProxy
 from tests.adserver.serving import eventually

@@ -6,7 +6,7 @@ import pytest
 
 from adserver.error import ParamError
 from adserver.params import ANONYMOUS_USER_ID, RequestParser, check_user_id, parse_query
-from adserver.profiles import Profile, ProfileTable
+from adserver.sync.profiles import Profile, ProfileTable
 from index.geo import DEFAULT_GEO
 from index.targeting import AdRequest
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from adplatform.config import load_config
 from adplatform.wire import served_decoder
-from adserver.publisher import ServedAdPublisher, ServedItem, served_ad
+from adserver.sync.publisher import ServedAdPublisher, ServedItem, served_ad
 from index.targeting import AdRequest
 
 REQUEST = AdRequest(

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from adserver import protocol
+from adserver.http import protocol
 from tests.adserver.serving import guarded_uvicorn
 
 TIMEOUT_S = 0.5

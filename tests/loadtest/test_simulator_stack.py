@@ -12,13 +12,13 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from adplatform.budget_redis import BudgetStore
 from adplatform.config import Config
 from adplatform.kafka import read_to_end
 from adplatform.wire import feedback_decoder
-from adserver.ledger import run_ledger
-from adserver.served_writer import run_served_writer
+from budget.budget_redis import BudgetStore
+from budget.ledger import run_ledger
 from ingest.generator import generate_users
+from ingest.served_writer import run_served_writer
 from ingest.users_postgres import write_users
 from loadtest.simulator import Simulator, load_users
 from loadtest.workers import wait_workers_ready

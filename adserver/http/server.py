@@ -54,13 +54,13 @@ def run(
             log_dictconfig=log_config(log_level),
             # Slow clients: granian closes a connection whose request head takes over ADP_CLIENT_TIMEOUT_S
             # (measured). It does not time out a connection that sends nothing, nor a dribbled body;
-            # uvicorn with adserver.protocol does all three and answers 408.
+            # uvicorn with adserver.http.protocol does all three and answers 408.
             http1_settings=HTTP1Settings(header_read_timeout=load_config().client_timeout_s * 1000),
         ).serve()
         return
     import uvicorn
 
-    from adserver.protocol import GuardedHttpToolsProtocol
+    from adserver.http.protocol import GuardedHttpToolsProtocol
 
     uvicorn.run(
         app,

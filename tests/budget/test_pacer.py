@@ -8,8 +8,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from adplatform import names
-from adplatform.budget_redis import BudgetStore
-from adserver.pacer import Pacer
+from budget.budget_redis import BudgetStore
+from budget.pacer import Pacer
 from index.campaign import Campaign
 from index.pacing import ManualClock
 

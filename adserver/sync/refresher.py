@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError
 
 from adplatform.config import Config
 from adplatform.wire import change_decoder
-from adserver.metrics import PROPAGATION_BUCKETS_S, Histogram
+from adserver.http.metrics import PROPAGATION_BUCKETS_S, Histogram
 from index.campaign import Campaign
 from index.index import TargetingIndex
 

@@ -26,7 +26,7 @@ from adplatform.consumer import commit, make_consumer, next_batch, retry
 from adplatform.names import GROUP_SERVED_WRITER
 from adplatform.postgres import create_pool
 from adplatform.wire import ServedAd, served_decoder
-from adserver.sink_postgres import ServedAdsSink
+from ingest.served_postgres import ServedAdsSink
 
 logger = logging.getLogger(__name__)
 

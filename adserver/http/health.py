@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from adserver.metrics import Exposition
+from adserver.http.metrics import Exposition
 from adserver.state import ServerState, StateRef
 
 Endpoint = Callable[[Request], Awaitable[Response]]

@@ -27,13 +27,13 @@ from decimal import Decimal
 import asyncpg
 import redis.asyncio as aioredis
 
-from adplatform.budget_redis import BudgetStore, DedupEntry, dedup_ttl_s
 from adplatform.config import Config
 from adplatform.kafka import read_to_end
 from adplatform.names import GROUP_LEDGER
 from adplatform.postgres import create_pool
 from adplatform.wire import feedback_decoder
-from adserver.ledger import stored_offsets
+from budget.budget_redis import BudgetStore, DedupEntry, dedup_ttl_s
+from budget.ledger import stored_offsets
 from index.campaign import Campaign
 from index.money import MICROS_PER_UNIT
 

@@ -7,8 +7,8 @@ from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from adserver.metrics import RequestMetrics
-from adserver.respond import detail, send_json
+from adserver.http.metrics import RequestMetrics
+from adserver.http.respond import detail, send_json
 
 MAX_BODY_BYTES: Final = 4096
 #: Route label of requests no route matched (404s of arbitrary paths): one series, not one per path.

@@ -10,7 +10,7 @@ closed; an application still waiting for the body sees ``http.disconnect``.
 
 The deadline is ``ADP_CLIENT_TIMEOUT_S`` (default 10 s), read from the environment once per worker.
 Granian enforces the same bound on request heads with its ``header_read_timeout``; see
-``adserver.server``.
+``adserver.http.server``.
 
 It also writes each response in one piece: uvicorn writes a response's head when the app starts it and
 the body when the app sends it, two send(2) calls for every small JSON answer. Each request's cycle

@@ -9,7 +9,7 @@ from typing import Any, Final
 
 import orjson
 
-from adserver.middleware import MAX_BODY_BYTES
+from adserver.http.middleware import MAX_BODY_BYTES
 from adserver.params import ANONYMOUS_USER_ID, MAX_AGE, MAX_PARAM_CHARS, MAX_USER_ID_CHARS
 from index.campaign import DEVICE_TYPES, GENDERS, INCOME_BUCKETS
 

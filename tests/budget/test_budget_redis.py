@@ -9,8 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from adplatform import names
-from adplatform.budget_redis import BudgetStatus, BudgetStore, DebitRequest
 from adplatform.config import Config
+from budget.budget_redis import BudgetStatus, BudgetStore, DebitRequest
 from index import pacing
 from index.campaign import Campaign
 

@@ -19,8 +19,8 @@ from typing import Final
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adserver.feedback_route import FeedbackEndpoint
-from adserver.metrics import RequestMetrics
-from adserver.middleware import MAX_BODY_BYTES
+from adserver.http.metrics import RequestMetrics
+from adserver.http.middleware import MAX_BODY_BYTES
 from adserver.serve import ServeEndpoint
 
 SERVE_ROUTE: Final = "/ad/user/{user_id}/serve"

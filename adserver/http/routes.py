@@ -1,9 +1,9 @@
 """The ad server's routes, in one list: the extension point for new endpoints.
 
-The hot serve and feedback routes are answered by ``adserver.fastpath`` before the router; their routes
+The hot serve and feedback routes are answered by ``adserver.http.fastpath`` before the router; their routes
 here serve HEAD and the odd request the fast path leaves alone (e.g. a chunked feedback body).
 To add an endpoint, write it in its own module as a function of the ``StateRef`` and append its
-``Route`` in ``build_routes``; document it in ``adserver.openapi``.
+``Route`` in ``build_routes``; document it in ``adserver.http.openapi``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from adserver import health, openapi
-from adserver.fastpath import FEEDBACK_ROUTE, SERVE_ROUTE
 from adserver.feedback_route import FeedbackEndpoint
+from adserver.http import health, openapi
+from adserver.http.fastpath import FEEDBACK_ROUTE, SERVE_ROUTE
 from adserver.serve import ServeEndpoint
 from adserver.state import StateRef
 

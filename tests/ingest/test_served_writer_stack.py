@@ -15,9 +15,9 @@ import redis.asyncio as aioredis
 
 from adplatform.config import Config
 from adplatform.kafka import make_producer
-from adserver.served_writer import run_served_writer
 from adserver.token import TokenSigner
 from index.money import cpm_units_to_decimal, micros_to_decimal
+from ingest.served_writer import run_served_writer
 from tests.adserver.serving import campaign_row, eventually, ingest, serve, serving, state_of
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]

@@ -149,7 +149,7 @@ def ensure_installed() -> None:
 
 
 def _pom(name: str) -> Path:
-    return Path(str(resources.files("adplatform").joinpath("stack", name)))
+    return Path(str(resources.files("devstack").joinpath("poms", name)))
 
 
 def fetch_jars(paths: Paths) -> None:

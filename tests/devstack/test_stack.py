@@ -11,9 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
-from adplatform import stack
 from adplatform.config import Config
 from adplatform.kafka import make_producer
+from devstack import stack
 
 CLI = [sys.executable, "-m", "adplatform.cli"]
 

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from adplatform import names
-from adplatform.budget_redis import BudgetStore
+from budget.budget_redis import BudgetStore
 from index.pacing import Clock, SystemClock, slot_bounds, slot_id
 
 logger = logging.getLogger(__name__)

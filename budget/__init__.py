@@ -1,0 +1,1 @@
+"""Budgets at run time: the Redis store and its scripts, the slot pacer, the spend ledger, reconciliation."""
