@@ -44,3 +44,12 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
             applied_now.append(name)
             logger.info("applied migration %s", name)
     return applied_now
+
+
+async def migrate_dsn(dsn: str) -> list[str]:
+    """Connect to ``dsn``, apply the migrations it lacks, close; the names applied (the CLI's)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from adplatform import names
+from adplatform.config import Config
 from budget.budget_redis import BudgetStore
 from index.pacing import Clock, SystemClock, slot_bounds, slot_id
 
@@ -87,3 +89,17 @@ class Pacer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=max(end - now, 0) + 0.01)
         return results
+
+
+async def run_pacer(config: Config, *, slots: int | None = None) -> int:
+    """Entry point of ``adplatform pacer``: pace until SIGTERM/SIGINT (or ``slots`` slots); the number of
+    slots in which this pacer held the lease and acted."""
+    client = aioredis.Redis.from_url(config.redis_url, socket_timeout=10)
+    pacer = Pacer(client, slot_s=config.slot_s)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, pacer.stop)
+    try:
+        return sum(r.acted for r in await pacer.run(slots=slots))
+    finally:
+        await client.aclose()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -195,3 +196,40 @@ async def open_reconciler(config: Config) -> tuple[Reconciler, asyncpg.Pool, aio
     pool = await create_pool(config)
     client = aioredis.Redis.from_url(config.redis_url, socket_timeout=5)
     return Reconciler(config, pool, BudgetStore(client, slot_s=config.slot_s)), pool, client
+
+
+def format_diffs(diffs: list[SpendDiff]) -> list[str]:
+    """The lines ``adplatform reconcile --check`` prints: a table of the differing campaigns and a count."""
+    lines = [f"{'campaign':<40} {'redis':>14} {'postgres':>14} {'unbooked':>12} {'diff':>12}"]
+    for d in diffs:
+        redis_text = "missing" if d.redis_micros is None else str(d.redis_micros)
+        lines.append(
+            f"{d.campaign_id:<40} {redis_text:>14} {d.postgres_micros:>14} "
+            f"{d.pending_micros:>12} {d.diff_micros:>12}"
+        )
+    lines.append(f"{len(diffs)} campaign(s) differ (amounts in micro-units)")
+    return lines
+
+
+async def run_reconcile(
+    config: Config, *, check: bool, interval_s: float | None, echo: Callable[[str], None]
+) -> int:
+    """Entry point of ``adplatform reconcile``; returns its exit status. ``check`` only compares (1 when any
+    campaign differs); otherwise repair once, or every ``interval_s`` seconds until the process is stopped.
+    ``echo`` prints one line of the command's output."""
+    reconciler, pool, client = await open_reconciler(config)
+    try:
+        while True:
+            if check:
+                diffs = await reconciler.diffs()
+                for line in format_diffs(diffs):
+                    echo(line)
+                return 1 if diffs else 0
+            repaired = await reconciler.repair()
+            echo(f"reconcile: repaired {len(repaired)} campaign(s)")
+            if interval_s is None:
+                return 0
+            await asyncio.sleep(interval_s)
+    finally:
+        await pool.close()
+        await client.aclose()

@@ -1,0 +1,147 @@
+"""``adplatform archive …`` and ``report``: the Spark archive of ad-feedback and the reports over it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from adplatform.cli.common import config, setup_logging
+
+
+@click.group("archive")
+def archive_group() -> None:
+    """The Spark archive of ad-feedback: streaming writer, compaction, warehouse export."""
+
+
+@archive_group.command("run")
+@click.option("--trigger-s", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option("--until-idle", is_flag=True, help="Archive what the topic holds now, then stop.")
+@click.option("--max-seconds", type=click.FloatRange(min=0), default=None, help="Stop after this long.")
+@click.option("--max-offsets-per-trigger", type=click.IntRange(min=1), default=500_000, show_default=True)
+def archive_run(
+    trigger_s: float, until_idle: bool, max_seconds: float | None, max_offsets_per_trigger: int
+) -> None:
+    """Stream ad-feedback to JSON under <archive_dir>/feedback (stop: SIGTERM, Ctrl-C, `archive stop`)."""
+    from archive.error import ArchiveError
+    from archive.feedback_writer import APP_NAME, StopSignal, WriterOptions, run_writer
+    from archive.layout import ArchiveLayout
+    from archive.session import create_session
+
+    if until_idle and max_seconds is not None:
+        raise click.UsageError("--until-idle and --max-seconds are exclusive")
+    cfg = config()
+    setup_logging(cfg)
+    options = WriterOptions(
+        trigger_s=trigger_s,
+        until_idle=until_idle,
+        max_seconds=max_seconds,
+        max_offsets_per_trigger=max_offsets_per_trigger,
+    )
+    stop = StopSignal(ArchiveLayout(cfg.archive_dir).stop_file)
+    stop.install_handlers()
+    try:
+        spark = create_session(APP_NAME, cfg.stack_dir)
+        try:
+            summary = run_writer(spark, cfg, options, stop=stop)
+        finally:
+            spark.stop()
+    except ArchiveError as exc:
+        raise click.ClickException(str(exc)) from None
+    batches = summary.batches.get("feedback-archive", 0)
+    rows = summary.input_rows.get("feedback-archive", 0)
+    click.echo(
+        f"archive: {rows} records in {batches} micro-batches, {summary.elapsed_s:.1f}s → {cfg.archive_dir}"
+    )
+
+
+@archive_group.command("stop")
+def archive_stop() -> None:
+    """Ask the running `archive run` on this archive directory to stop after its current micro-batch."""
+    from archive.feedback_writer import request_stop
+
+    click.echo(f"stop requested: {request_stop(config())}")
+
+
+@archive_group.command("compact")
+@click.option("--all", "all_partitions", is_flag=True, help="Also partitions still open (writer stopped).")
+@click.option("--grace-minutes", type=click.IntRange(min=0), default=15, show_default=True)
+def archive_compact(all_partitions: bool, grace_minutes: int) -> None:
+    """Merge the committed part files of each closed hour into one file (feedback_compacted/)."""
+    from datetime import timedelta
+
+    from archive.compact import compact
+    from archive.error import ArchiveError
+    from archive.layout import ArchiveLayout
+
+    cfg = config()
+    setup_logging(cfg)
+    try:
+        s = compact(
+            ArchiveLayout(cfg.archive_dir),
+            grace=timedelta(minutes=grace_minutes),
+            all_partitions=all_partitions,
+        )
+    except ArchiveError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"compacted {s.partitions_compacted} partitions: {s.files_merged} files → "
+        f"{s.records_written} records; {s.partitions_open} open partitions left; "
+        f"{s.leftovers_removed} leftovers of an interrupted run removed"
+    )
+
+
+@archive_group.command("export")
+def archive_export() -> None:
+    """Snapshot online_ads.ads and served_ads (JDBC) to Parquet under <archive_dir>/warehouse."""
+    from archive.error import ArchiveError
+    from archive.export import export_tables
+    from archive.layout import ArchiveLayout
+    from archive.session import create_session
+
+    cfg = config()
+    setup_logging(cfg)
+    try:
+        spark = create_session("adplatform-export", cfg.stack_dir)
+        try:
+            summary = export_tables(spark, cfg.pg_dsn, ArchiveLayout(cfg.archive_dir))
+        finally:
+            spark.stop()
+    except ArchiveError as exc:
+        raise click.ClickException(str(exc)) from None
+    for table, rows in summary.rows.items():
+        click.echo(f"{table}: {rows} rows → {summary.paths[table]}")
+
+
+def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO date/time: {value!r}") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+@click.command("report")
+@click.option("--since", callback=_since, help="ISO date/time (UTC unless it has an offset).")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output directory."
+)
+@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True, help="Campaigns shown.")
+def report_cmd(since: datetime | None, out: Path | None, top: int) -> None:
+    """Report over the archive: CSVs, PNG charts and one HTML page; prints the page's path."""
+    from archive.error import ArchiveError
+    from archive.report import ReportOptions, run_report
+
+    cfg = config()
+    setup_logging(cfg)
+    try:
+        result = run_report(cfg, ReportOptions(since=since, out_dir=out, top_n=top))
+    except ArchiveError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(str(result.html_path))
+
+
+COMMANDS: tuple[click.Command, ...] = (archive_group, report_cmd)

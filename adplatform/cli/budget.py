@@ -1,0 +1,55 @@
+"""``adplatform ledger``, ``pacer``, ``reconcile``: the processes that keep the money right."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from adplatform.cli.common import config, setup_logging
+
+
+@click.command("ledger")
+@click.option("--until-idle", is_flag=True, help="Stop once every assigned partition is drained.")
+@click.option("--timeout", type=float, default=None, help="Stop after this many seconds at most.")
+def ledger_cmd(until_idle: bool, timeout: float | None) -> None:
+    """Run the spend ledger: ad-feedback → per-campaign spend in PostgreSQL, exactly once."""
+    import asyncio
+
+    from budget.ledger import run_ledger
+
+    cfg = config()
+    setup_logging(cfg)
+    stats = asyncio.run(run_ledger(cfg, until_idle=until_idle, timeout_s=timeout))
+    click.echo(f"ledger: {stats.messages} events read, {stats.charged_events} charges booked")
+
+
+@click.command("pacer")
+@click.option("--slots", type=int, default=None, help="Stop after pacing this many slots (tests).")
+def pacer_cmd(slots: int | None) -> None:
+    """Run the slot pacer: at each slot boundary, slot budget = remaining budget / remaining slots."""
+    import asyncio
+
+    from budget.pacer import run_pacer
+
+    cfg = config()
+    setup_logging(cfg)
+    acted = asyncio.run(run_pacer(cfg, slots=slots))
+    click.echo(f"pacer: acted in {acted} slot(s)")
+
+
+@click.command("reconcile")
+@click.option("--check", is_flag=True, help="Only compare; exit 1 on any difference.")
+@click.option("--interval", type=float, default=None, help="Repeat every this many seconds (a service).")
+def reconcile_cmd(check: bool, interval: float | None) -> None:
+    """Compare Redis spend with the ledger (PostgreSQL + unbooked events) and repair drift."""
+    import asyncio
+
+    from budget.reconcile import run_reconcile
+
+    cfg = config()
+    setup_logging(cfg)
+    sys.exit(asyncio.run(run_reconcile(cfg, check=check, interval_s=interval, echo=click.echo)))
+
+
+COMMANDS: tuple[click.Command, ...] = (ledger_cmd, pacer_cmd, reconcile_cmd)

@@ -1,0 +1,97 @@
+"""``adplatform simulate`` and ``simulate-legacy``: simulated users against a running ad server."""
+
+from __future__ import annotations
+
+import click
+
+from adplatform.cli.common import config
+
+
+def _simulate(
+    dsn: str, ad_url: str, feedback_url: str, duration: float, rate: float, concurrency: int
+) -> None:
+    import asyncio
+
+    from loadtest.simulator import Simulator, format_summary, load_users
+
+    async def run() -> str:
+        users = await load_users(dsn)
+        try:
+            sim = Simulator(
+                users, ad_url=ad_url, feedback_url=feedback_url, rate=rate, concurrency=concurrency
+            )
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+
+        def tick(s: object, elapsed: float) -> None:
+            from loadtest.simulator import SimSummary
+
+            assert isinstance(s, SimSummary)
+            click.echo(
+                f"\r[{elapsed:5.0f}s/{duration:.0f}s] requests {s.requests}  served {s.served}  "
+                f"feedback {s.feedback_ok}  errors {s.errors}",
+                nl=False,
+                err=True,
+            )
+
+        summary = await sim.run(duration, on_tick=tick)
+        click.echo("", err=True)
+        return format_summary(summary, spend=await _redis_spend())
+
+    async def _redis_spend() -> str:
+        import redis.asyncio as aioredis
+        from redis.exceptions import RedisError
+
+        from budget.budget_redis import BudgetStore
+        from index.money import format_micros
+
+        cfg = config()
+        client = aioredis.Redis.from_url(cfg.redis_url, socket_timeout=5)
+        try:
+            return format_micros(sum((await BudgetStore(client, slot_s=cfg.slot_s).spent_all()).values()))
+        except (RedisError, OSError):
+            return "n/a"
+        finally:
+            await client.aclose()
+
+    click.echo(asyncio.run(run()))
+
+
+@click.command("simulate")
+@click.option("--duration", type=float, default=60, show_default=True, help="Seconds to run.")
+@click.option("--rate", type=float, default=200, show_default=True, help="Ad requests per second.")
+@click.option("--concurrency", type=int, default=32, show_default=True, help="Requests in flight at most.")
+@click.option("--server", default="http://127.0.0.1:8000", show_default=True, help="Ad server base URL.")
+def simulate_cmd(duration: float, rate: float, concurrency: int, server: str) -> None:
+    """Simulate users: ad requests, then feedback drawn from age-bucket action rates; prints a summary."""
+    _simulate(config().pg_dsn, server, server, duration, rate, concurrency)
+
+
+@click.command("simulate-legacy")
+@click.argument("db_host")
+@click.argument("db_user")
+@click.argument("db_pass")
+@click.argument("db_name")
+@click.argument("scheme", type=click.Choice(["http", "https"]))
+@click.argument("ad_host")
+@click.argument("ad_port", type=int)
+@click.argument("fb_host")
+@click.argument("fb_port", type=int)
+@click.option("--duration", type=float, default=60, show_default=True, help="Seconds to run (bounded).")
+@click.option("--rate", type=float, default=200, show_default=True)
+@click.option("--concurrency", type=int, default=32, show_default=True)
+def simulate_legacy_cmd(
+    db_host: str, db_user: str, db_pass: str, db_name: str, scheme: str, ad_host: str, ad_port: int,
+    fb_host: str, fb_port: int, duration: float, rate: float, concurrency: int,
+) -> None:  # fmt: skip
+    """The original simulator's command line: DB host/user/password/name, then the ad and feedback servers."""
+    from urllib.parse import quote
+
+    host, _, port = db_host.partition(":")
+    dsn = f"postgresql://{quote(db_user)}:{quote(db_pass)}@{host}:{port or 5432}/{quote(db_name)}"
+    _simulate(
+        dsn, f"{scheme}://{ad_host}:{ad_port}", f"{scheme}://{fb_host}:{fb_port}", duration, rate, concurrency
+    )
+
+
+COMMANDS: tuple[click.Command, ...] = (simulate_cmd, simulate_legacy_cmd)

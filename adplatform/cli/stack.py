@@ -1,0 +1,107 @@
+"""``adplatform stack …``, ``migrate`` and ``topics``: the local stack, the schema, the topics."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from adplatform.cli.common import config
+
+
+@click.group()
+def stack() -> None:
+    """The local stack: PostgreSQL :15432, Redis :16379, Kafka :19092 under .stack/ (no Docker)."""
+
+
+@stack.command("up")
+def stack_up() -> None:
+    """Install what is missing, start every service, wait until each answers, migrate, create topics."""
+    from devstack import stack as st
+
+    try:
+        st.up(config())
+    except (st.StackError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@stack.command("fetch")
+def stack_fetch() -> None:
+    """Install missing system packages and fetch the Kafka and Spark jars (no service is started)."""
+    from devstack import stack as st
+
+    try:
+        st.ensure_installed()
+        st.fetch_jars(st.Paths(config().stack_dir))
+    except (st.StackError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@stack.command("down")
+def stack_down() -> None:
+    """Stop the services the stack started (by PID). Data stays in .stack/."""
+    from devstack import stack as st
+
+    st.down(config())
+
+
+@stack.command("status")
+def stack_status() -> None:
+    """Each service, its port, PID and health. Exits 1 when any is down."""
+    from devstack import stack as st
+
+    rows = st.status(config())
+    click.echo(f"{'service':<10} {'port':>6} {'pid':>8}  health")
+    for name, port, pid, ok in rows:
+        click.echo(f"{name:<10} {port:>6} {pid or '-':>8}  {'up' if ok else 'DOWN'}")
+    if not all(ok for *_, ok in rows):
+        sys.exit(1)
+
+
+@stack.command("logs")
+@click.argument("service", required=False, type=click.Choice(["postgres", "redis", "kafka"]))
+@click.option("-n", "--lines", default=40, show_default=True, help="Lines from the end of each log.")
+def stack_logs(service: str | None, lines: int) -> None:
+    """Show the end of each service's log under .stack/logs/."""
+    from devstack import stack as st
+
+    for name, path in st.log_files(config()).items():
+        if service and name != service:
+            continue
+        click.secho(f"==> {path} <==", bold=True)
+        if path.exists():
+            click.echo("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+
+
+@stack.command("stop-service", hidden=True)
+@click.argument("service", type=click.Choice(["postgres", "redis", "kafka"]))
+def stack_stop_service(service: str) -> None:
+    """Stop one service (fault-injection tests)."""
+    from devstack import stack as st
+
+    st.stop_service(config(), service)
+
+
+@click.command("migrate")
+def migrate_cmd() -> None:
+    """Apply pending SQL migrations to the configured database."""
+    import asyncio
+
+    from adplatform.migrate import migrate_dsn
+
+    applied = asyncio.run(migrate_dsn(config().pg_dsn))
+    click.echo(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
+
+
+@click.command("topics")
+def topics_cmd() -> None:
+    """Create the platform's Kafka topics if missing."""
+    import asyncio
+
+    from adplatform.kafka import ensure_topics
+
+    created = asyncio.run(ensure_topics(config()))
+    click.echo(f"created: {', '.join(created) or 'nothing (all exist)'}")
+
+
+COMMANDS: tuple[click.Command, ...] = (stack, migrate_cmd, topics_cmd)
