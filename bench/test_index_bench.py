@@ -2,8 +2,9 @@
 
 Each round serves a batch of requests, so per-request figures are ``mean / BATCH``; ``extra_info`` holds
 them next to references measured in the same run (a dict lookup, and a brute-force scan of 1,000
-campaigns), so results read as ratios rather than lone absolute times. 1M campaigns only with
-``ADP_BENCH_1M=1``.
+campaigns), so results read as ratios rather than lone absolute times; ``reference_s`` (the brute-force
+scan) is what ``make bench``'s regression check divides by. 1M campaigns only with ``ADP_BENCH_1M=1``;
+``ADP_BENCH_SIZES=2000,5000`` replaces the sizes (the CI smoke run uses a tiny one).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from index.index import TargetingIndex
 from index.targeting import AdRequest, matches
 
 BATCH = 1_000
-SIZES = [10_000, 100_000] + ([1_000_000] if os.environ.get("ADP_BENCH_1M") == "1" else [])
+SIZES = [int(n) for n in os.environ.get("ADP_BENCH_SIZES", "10000,100000").split(",")] + (
+    [1_000_000] if os.environ.get("ADP_BENCH_1M") == "1" else []
+)
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def reference(requests: list[AdRequest]) -> Reference:
     return Reference(_best_per_call(lookups, len(keys)), _best_per_call(brute_force, len(sample)))
 
 
-@pytest.fixture(scope="module", params=SIZES, ids=lambda n: f"{n // 1000}k")
+@pytest.fixture(scope="module", params=SIZES, ids=lambda n: f"{n // 1000}k" if n >= 1000 else str(n))
 def corpus(request: pytest.FixtureRequest) -> Corpus:
     campaigns = make_campaigns(request.param)
     # The campaigns exist before tracing starts: what is measured is the index's own overhead.
@@ -91,6 +94,7 @@ def _report(benchmark: BenchmarkFixture, reference: Reference, per_call: int, co
     benchmark.extra_info["index_bytes_per_campaign"] = round(corpus.index_bytes / n, 1)
     benchmark.extra_info["ref_dict_lookup_us"] = round(reference.dict_lookup_s * 1e6, 3)
     benchmark.extra_info["ref_brute_force_1k_us"] = round(reference.brute_force_1k_s * 1e6, 1)
+    benchmark.extra_info["reference_s"] = reference.brute_force_1k_s  # for the regression check
     stats = benchmark.stats
     if stats is None:  # benchmarks disabled: the function ran once, nothing to report
         return
