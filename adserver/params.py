@@ -13,6 +13,8 @@ import re
 from typing import Final
 from urllib.parse import unquote_plus
 
+import msgspec
+
 from adserver.error import ParamError
 from adserver.sync.profiles import ProfileTable
 from index.campaign import DEVICE_TYPES, GENDERS, INCOME_BUCKETS
@@ -91,8 +93,22 @@ def _age(params: dict[str, str]) -> int | None:
     return int(value)
 
 
-#: A validated query: (device, age, gender, income, city, state, country, names_location).
-Parsed = tuple[str | None, int | None, str | None, str | None, str | None, str | None, str, bool]
+class Parsed(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A validated query string: its demographics and context, with the location already resolved.
+
+    Cached per query string and read by name on every request: a Struct's fields read in about half
+    the time of a ``NamedTuple``'s properties.
+    """
+
+    device_type: str | None
+    age: int | None
+    gender: str | None
+    income_bucket: str | None
+    city: str | None
+    state: str | None
+    country: str
+    #: Whether the query named any part of a location (then none of the profile's location is used).
+    names_location: bool
 
 
 class RequestParser:
@@ -128,7 +144,16 @@ class RequestParser:
         city, state, country = params.get("city"), params.get("state"), params.get("country")
         names_location = city is not None or state is not None or country is not None
         location = self._resolve(city, state, country)
-        return (device, age, gender, income, location.city, location.state, location.country, names_location)
+        return Parsed(
+            device_type=device,
+            age=age,
+            gender=gender,
+            income_bucket=income,
+            city=location.city,
+            state=location.state,
+            country=location.country,
+            names_location=names_location,
+        )
 
     def build(self, user_id: str, query: bytes, profiles: ProfileTable) -> AdRequest:
         """The ad request for ``user_id``: the query's values over the profile's, the location resolved
@@ -140,7 +165,8 @@ class RequestParser:
             if len(self._queries) >= self._max_entries:
                 self._queries.clear()
             self._queries[query] = parsed
-        device, age, gender, income, city, state, country, names_location = parsed
+        device, age, gender, income = parsed.device_type, parsed.age, parsed.gender, parsed.income_bucket
+        city, state, country = parsed.city, parsed.state, parsed.country
         if user_id == ANONYMOUS_USER_ID:
             # Demographics were validated all the same (bad input is bad input), but are not used.
             return AdRequest(user_id=user_id, device_type=device, city=city, state=state, country=country)
@@ -150,7 +176,7 @@ class RequestParser:
             age = profile.age if age is None else age
             gender = gender or profile.gender
             income = income or profile.income_bucket
-            if not names_location:
+            if not parsed.names_location:
                 # A location comes whole from one source: a query city never mixes with a profile state.
                 city, state, country = self._resolve(profile.city, profile.state, profile.country)
         return AdRequest(

@@ -17,8 +17,9 @@ from starlette.types import Receive, Scope, Send
 from adserver.error import ParamError
 from adserver.http.respond import detail, send_json
 from adserver.state import StateRef
+from adserver.sync.publisher import ServedItem
 from adserver.token import RequestToken
-from index.auction import settle
+from index.auction import run_auction
 
 NO_FILL: Final = detail("No eligible ads found.")
 NOT_READY: Final = detail("The ad index is still loading; retry shortly.")
@@ -52,43 +53,41 @@ class ServeEndpoint:
             await send_json(send, 503, NOT_READY, retry_after_s=1)
             return 503
         now_s = time.time()
-        reserve = state.config.reserve_cpm_units
-        head = state.index.top(request, now_s, reserve)
-        if head is None:
+        result = run_auction(
+            state.index, request, now_s, reserve_cpm_units=state.config.reserve_cpm_units, rng=state.rng
+        )
+        if result is None:
             state.stats.unfilled += 1
             await send_json(send, 404, NO_FILL)
             return 404
-        result = settle(head.winners, head.second_cpm_units, reserve_cpm_units=reserve, rng=state.rng)
         campaign = result.campaign
         issued_ms = int(now_s * 1000)
         request_id = state.signer.issue(
             RequestToken(
-                f"{self._nonce_prefix}{next(self._counter):x}",
-                campaign.campaign_id,
-                campaign.version,
-                issued_ms,
-                request.user_id,
-                result.clearing_cpm_units,
-                result.auction_cpc_micros,
-                result.auction_cpa_micros,
-                request.age,
-                request.gender,
-                request.device_type,
-                request.city,
+                nonce=f"{self._nonce_prefix}{next(self._counter):x}",
+                campaign_id=campaign.campaign_id,
+                campaign_version=campaign.version,
+                issued_ms=issued_ms,
+                user_id=request.user_id,
+                clearing_cpm_units=result.clearing_cpm_units,
+                auction_cpc_micros=result.auction_cpc_micros,
+                auction_cpa_micros=result.auction_cpa_micros,
+                user_age=request.age,
+                user_gender=request.gender,
+                user_device_type=request.device_type,
+                user_city=request.city,
             )
         )
-        # Bidders that set the price: the top group, plus the runner-up when it priced a lone winner.
-        bidders = len(head.winners) + (len(head.winners) == 1 and head.second_cpm_units is not None)
         state.publisher.offer(
-            (
-                request_id,
-                campaign.campaign_id,
-                issued_ms,
-                result.clearing_cpm_units,
-                result.auction_cpc_micros,
-                result.auction_cpa_micros,
-                bidders,
-                request,
+            ServedItem(
+                request_id=request_id,
+                campaign_id=campaign.campaign_id,
+                served_at_ms=issued_ms,
+                clearing_cpm_units=result.clearing_cpm_units,
+                auction_cpc_micros=result.auction_cpc_micros,
+                auction_cpa_micros=result.auction_cpa_micros,
+                bidders=result.bidders,
+                request=request,
             )
         )
         state.stats.served += 1

@@ -26,8 +26,13 @@ class TokenError(ValueError):
     """A request_id that is malformed, forged, tampered with, signed by an unknown key, or expired."""
 
 
-class RequestToken(msgspec.Struct, frozen=True, array_like=True):
-    """What feedback needs to charge a served ad: the campaign, the auction's prices, the user, the time."""
+class RequestToken(msgspec.Struct, frozen=True, array_like=True, kw_only=True):
+    """What feedback needs to charge a served ad: the campaign, the auction's prices, the user, the time.
+
+    Keyword-only, because four of its fields are adjacent ints a positional call could swap silently.
+    ``array_like`` keeps the payload short: the wire order is the field order below, so reordering the
+    fields would change what every token in flight means.
+    """
 
     nonce: str
     campaign_id: str

@@ -58,14 +58,14 @@ def tokens(signer: TokenSigner, campaign_ids: list[str], count: int) -> list[str
     return [
         signer.issue(
             RequestToken(
-                f"{prefix}{i:x}",
-                campaign_ids[i % len(campaign_ids)],
-                1,
-                now_ms,
-                f"u{i % 1000}",
-                17_500,
-                100,
-                2000,
+                nonce=f"{prefix}{i:x}",
+                campaign_id=campaign_ids[i % len(campaign_ids)],
+                campaign_version=1,
+                issued_ms=now_ms,
+                user_id=f"u{i % 1000}",
+                clearing_cpm_units=17_500,
+                auction_cpc_micros=100,
+                auction_cpa_micros=2000,
             )
         )
         for i in range(count)

@@ -24,6 +24,9 @@ class AuctionResult(msgspec.Struct, frozen=True):
     clearing_cpm_units: int
     auction_cpc_micros: int
     auction_cpa_micros: int
+    #: Bids that set the price: the top group, plus the runner-up when it priced a lone winner
+    #: (1 when the winner bid alone and paid the reserve).
+    bidders: int = 1
 
 
 def scaled_charge(bid_micros: int, clearing_cpm_units: int, bid_cpm_units: int) -> int:
@@ -45,10 +48,11 @@ def settle(
     price = reserve_cpm_units if second_cpm_units is None else max(second_cpm_units, reserve_cpm_units)
     cpm = winner.cpm_units
     return AuctionResult(
-        winner,
-        price,
-        scaled_charge(winner.cpc_micros, price, cpm),
-        scaled_charge(winner.cpa_micros, price, cpm),
+        campaign=winner,
+        clearing_cpm_units=price,
+        auction_cpc_micros=scaled_charge(winner.cpc_micros, price, cpm),
+        auction_cpa_micros=scaled_charge(winner.cpa_micros, price, cpm),
+        bidders=len(winners) + (len(winners) == 1 and second_cpm_units is not None),
     )
 
 

@@ -19,6 +19,7 @@ import logging
 from collections import deque
 from typing import Final
 
+import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
@@ -30,25 +31,43 @@ from index.targeting import AdRequest
 
 logger = logging.getLogger(__name__)
 
-#: What the serve route hands over: (request_id, campaign_id, served_at_ms, clearing_cpm_units,
-#: auction_cpc_micros, auction_cpa_micros, bidders, request). A plain tuple: the cheapest thing to build.
-ServedItem = tuple[str, str, int, int, int, int, int, AdRequest]
 RETRIABLE: Final = (KafkaError, OSError, asyncio.TimeoutError)
+
+
+class ServedItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What the serve route hands over for one served ad; encoded later, off the request's path.
+
+    Built once per served ad, by keyword (four adjacent ints). A keyword-only Struct builds in ~90 ns
+    where a ``NamedTuple`` called with keywords takes ~600 ns; ``gc=False`` because it never holds a
+    cycle, and up to ``max_queue`` of them wait in the queue.
+    """
+
+    request_id: str
+    campaign_id: str
+    served_at_ms: int
+    clearing_cpm_units: int
+    auction_cpc_micros: int
+    auction_cpa_micros: int
+    #: Bids that set the price: the top group, plus the runner-up when it priced a lone winner.
+    bidders: int
+    request: AdRequest
+
+
 #: Items per record batch (~420 bytes each; a full batch is 256 KiB, and ``append`` says when it is).
 CHUNK: Final = 512
 
 
 def served_ad(item: ServedItem) -> ServedAd:
-    request_id, campaign_id, served_at_ms, cpm_units, cpc_micros, cpa_micros, bidders, r = item
+    r = item.request
     return ServedAd(
-        request_id=request_id,
-        campaign_id=campaign_id,
+        request_id=item.request_id,
+        campaign_id=item.campaign_id,
         user_id=r.user_id,
-        served_at_ms=served_at_ms,
-        auction_cpm=cpm_units_to_decimal(cpm_units),
-        auction_cpc=micros_to_decimal(cpc_micros),
-        auction_cpa=micros_to_decimal(cpa_micros),
-        bidders=bidders,
+        served_at_ms=item.served_at_ms,
+        auction_cpm=cpm_units_to_decimal(item.clearing_cpm_units),
+        auction_cpc=micros_to_decimal(item.auction_cpc_micros),
+        auction_cpa=micros_to_decimal(item.auction_cpa_micros),
+        bidders=item.bidders,
         device_type=r.device_type,
         city=r.city,
         state=r.state,

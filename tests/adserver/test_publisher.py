@@ -14,7 +14,16 @@ from index.targeting import AdRequest
 REQUEST = AdRequest(
     user_id="u1", device_type="iPhone", city="Pune", state="Maharashtra", country="India", age=30
 )
-ITEM: ServedItem = ("rid", "c1", 1_700_000_000_123, 1_234_567, 660, 52_900, 2, REQUEST)
+ITEM = ServedItem(
+    request_id="rid",
+    campaign_id="c1",
+    served_at_ms=1_700_000_000_123,
+    clearing_cpm_units=1_234_567,
+    auction_cpc_micros=660,
+    auction_cpa_micros=52_900,
+    bidders=2,
+    request=REQUEST,
+)
 
 
 def test_served_ad_carries_the_auction_exactly() -> None:

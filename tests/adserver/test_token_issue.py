@@ -6,13 +6,27 @@ import base64
 import hashlib
 import hmac
 
+import msgspec
 import pytest
 
 from adplatform.config import TokenKey
 from adserver.token import MAC_BYTES, RequestToken, TokenError, TokenSigner, _b64, _PrecomputedHmac
 
 KEYS = (TokenKey("k2", b"s" * 16), TokenKey("k1", b"old-secret-still-valid"))
-TOKEN = RequestToken("n1", "c1", 7, 1_700_000_000_000, "u1", 12_345, 660, 52_900, 30, "F", "iPhone", "Pune")
+TOKEN = RequestToken(
+    nonce="n1",
+    campaign_id="c1",
+    campaign_version=7,
+    issued_ms=1_700_000_000_000,
+    user_id="u1",
+    clearing_cpm_units=12_345,
+    auction_cpc_micros=660,
+    auction_cpa_micros=52_900,
+    user_age=30,
+    user_gender="F",
+    user_device_type="iPhone",
+    user_city="Pune",
+)
 
 
 @pytest.mark.parametrize("secret", [b"s" * 16, b"k" * 64, b"l" * 65, b"m" * 300])
@@ -25,6 +39,13 @@ def test_precomputed_hmac_is_hmac_sha256(secret: bytes) -> None:
 def test_b64_is_unpadded_base64url(size: int) -> None:
     data = bytes((b * 37 + 250) % 256 for b in range(size))
     assert _b64(data) == base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_payload_is_the_fields_in_declared_order() -> None:
+    """Tokens in flight were encoded as an array in this order: reordering fields would misread them."""
+    payload = TokenSigner(KEYS, ttl_s=60).issue(TOKEN).split(".")[1]
+    decoded = msgspec.msgpack.decode(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert decoded == ["n1", "c1", 7, 1_700_000_000_000, "u1", 12_345, 660, 52_900, 30, "F", "iPhone", "Pune"]
 
 
 def test_issue_verifies_and_rotates() -> None:
@@ -50,7 +71,18 @@ def test_only_the_canonical_spelling_of_a_mac_verifies() -> None:
     signer = TokenSigner(KEYS, ttl_s=60)
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
     for nonce in range(20):
-        request_id = signer.issue(RequestToken(f"n{nonce}", "c1", 1, TOKEN.issued_ms, "u1", 1, 1, 1))
+        request_id = signer.issue(
+            RequestToken(
+                nonce=f"n{nonce}",
+                campaign_id="c1",
+                campaign_version=1,
+                issued_ms=TOKEN.issued_ms,
+                user_id="u1",
+                clearing_cpm_units=1,
+                auction_cpc_micros=1,
+                auction_cpa_micros=1,
+            )
+        )
         head, mac = request_id.rsplit(".", 1)
         same_bytes = [
             f"{head}.{mac[:-1]}{c}"

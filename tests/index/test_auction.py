@@ -114,3 +114,15 @@ def test_run_auction_uses_index() -> None:
     assert blocked is not None
     assert (blocked.campaign, blocked.clearing_cpm_units) == (low, 5)
     assert run_auction(index, request(), NOW_S, reserve_cpm_units=10**9, rng=random.Random(1)) is None
+
+
+def test_bidders_counts_the_bids_that_set_the_price() -> None:
+    high = campaign(campaign_id="high", cpc_micros=1_000, cpa_micros=20_000)  # 175_000
+    twin = campaign(campaign_id="twin", cpc_micros=1_000, cpa_micros=20_000)
+    low = campaign(campaign_id="low", cpc_micros=700, cpa_micros=7_000)  # 87_500
+    rng = random.Random(1)
+    counts = [
+        result.bidders if (result := second_price(bids, rng=rng)) is not None else None
+        for bids in ([high], [high, low], [high, twin, low])
+    ]
+    assert counts == [1, 2, 2]  # alone; the runner-up priced it; the tie group priced itself
