@@ -30,3 +30,16 @@ def budget_key(campaign_id: str) -> str:
 def dedup_key(campaign_id: str, event_id: str) -> str:
     """Marks one (request, action) as charged (``event_id``); same hash slot as the campaign's budget."""
     return f"{REDIS_PREFIX}dedup:{{{campaign_id}}}:{event_id}"
+
+
+def campaign_id_of(key: str) -> str:
+    """The campaign of a key built by ``budget_key`` or ``dedup_key``: its hash tag.
+
+    Redis Cluster's hash tag is the text between the first ``{`` and the next ``}``; campaign ids never
+    contain braces (the Ad Manager accepts ``[A-Za-z0-9_-]``). Raises ``ValueError`` for any other key.
+    """
+    open_at = key.find("{") if key.startswith(REDIS_PREFIX) else -1
+    close_at = key.find("}", open_at + 1) if open_at >= 0 else -1
+    if close_at <= open_at + 1:
+        raise ValueError(f"not a campaign key: {key!r}")
+    return key[open_at + 1 : close_at]

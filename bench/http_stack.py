@@ -68,15 +68,15 @@ async def delete_campaign_keys(config: Config, campaign_ids: list[str]) -> int:
     """Every Redis key of these (bench-only) campaigns: budgets and de-duplication keys, which would
     otherwise stay for the token's life (a feedback bench run leaves some 100,000) and make each AOF
     rewrite of the stack's Redis longer. Returns how many were deleted."""
-    tags = {f"{{{cid}}}".encode() for cid in campaign_ids}
+    wanted = set(campaign_ids)
     client = aioredis.from_url(config.redis_url)
     deleted = 0
     try:
         # One pass over the keyspace for all the campaigns; a key's hash tag names its campaign.
         keys = [
             k
-            async for k in client.scan_iter(match=f"{names.REDIS_PREFIX}*{{*}}*", count=5000)
-            if k[k.index(b"{") : k.index(b"}") + 1] in tags
+            async for k in client.scan_iter(match=f"{names.REDIS_PREFIX}*{{?*}}*", count=5000)
+            if names.campaign_id_of(k.decode()) in wanted
         ]
         for start in range(0, len(keys), 1000):
             deleted += int(await client.unlink(*keys[start : start + 1000]))

@@ -53,8 +53,7 @@ class Pacer:
     async def campaign_ids(self) -> list[str]:
         ids: list[str] = []
         async for key in self._client.scan_iter(match=names.REDIS_PREFIX + "camp:*", count=1000):
-            text = key.decode() if isinstance(key, bytes) else key
-            ids.append(text[text.index("{") + 1 : -1])
+            ids.append(names.campaign_id_of(key.decode() if isinstance(key, bytes) else key))
         return ids
 
     async def pace_slot(self) -> PaceResult:
