@@ -10,9 +10,10 @@ from __future__ import annotations
 import random
 from typing import Final
 
-from index.campaign import ACTIVE, ALL, DEVICE_TYPES, Campaign, slot_count
+from index.campaign import ACTIVE, ALL, DEVICE_TYPES, SLOT_S, Campaign
 from index.geo import DEFAULT_GEO
 from index.money import cpm_units
+from index.pacing import planned_slot_budget
 from index.targeting import AdRequest
 
 #: The benchmark's "now": 2025-09-13 12:00 UTC.
@@ -69,7 +70,7 @@ def make_campaign(rng: random.Random, n: int) -> Campaign:
         budget_micros=budget,
         flight_start_s=start,
         flight_end_s=end,
-        slot_budget_micros=budget // slot_count(start, end),
+        slot_budget_micros=planned_slot_budget(budget, start, end, slot_s=SLOT_S),
     )
 
 

@@ -50,7 +50,9 @@ class Campaign(msgspec.Struct, frozen=True, kw_only=True):
     #: Flight as UTC epoch seconds, start inclusive, end exclusive.
     flight_start_s: int
     flight_end_s: int
-    #: budget / number of 10-minute slots in the flight, rounded down to the micro.
+    #: The even plan: budget over the flight's epoch-aligned slots of the configured length, rounded down to
+    #: the micro (``index.pacing.planned_slot_budget``). Redis holds the live slot budget, which each slot
+    #: recomputes from what remains.
     slot_budget_micros: int
     updated_at_s: int = 0
 
@@ -61,9 +63,3 @@ class Campaign(msgspec.Struct, frozen=True, kw_only=True):
     def live_at(self, now_s: float) -> bool:
         """Active and inside its flight at ``now_s``."""
         return self.status == ACTIVE and self.flight_start_s <= now_s < self.flight_end_s
-
-
-def slot_count(flight_start_s: int, flight_end_s: int, slot_s: int = SLOT_S) -> int:
-    """Number of slots (a partial last slot counts) in a flight; at least 1."""
-    length = max(flight_end_s - flight_start_s, 0)
-    return max(1, -(-length // slot_s))

@@ -74,8 +74,21 @@ def slot_budget(
     """What the current slot may spend: remaining budget spread evenly over the remaining slots.
 
     Rounded down to the micro; the remainder rolls into later slots (the last slot gets all that is left).
+    The budget scripts (``budget.script``) fix a slot's budget when the slot starts: they apply this rule
+    with ``now_s`` = the slot's start (``slot_bounds(slot, slot_s)[0]``).
     """
     slots = remaining_slots(now_s, flight_start_s, flight_end_s, slot_s)
     if slots == 0 or remaining_budget_micros <= 0:
         return 0
     return remaining_budget_micros // slots
+
+
+def planned_slot_budget(budget_micros: int, flight_start_s: int, flight_end_s: int, *, slot_s: int) -> int:
+    """The even plan of a flight: ``slot_budget`` at the flight's start with nothing spent, i.e. the
+    budget over every epoch-aligned slot the flight overlaps.
+
+    What the budget scripts give the flight's first slot when the campaign's budget is created before its
+    flight; later slots get what remains over what is left (``slot_budget``), so this is the plan, not the
+    live value (that one is in Redis). ``slot_s`` has no default: it must be the configured slot length.
+    """
+    return slot_budget(budget_micros, flight_start_s, flight_start_s, flight_end_s, slot_s)

@@ -16,8 +16,9 @@ from typing import Final
 
 import msgspec
 
-from index.campaign import ACTIVE, ALL, DEVICE_TYPES, GENDERS, INACTIVE, INCOME_BUCKETS, Campaign, slot_count
+from index.campaign import ACTIVE, ALL, DEVICE_TYPES, GENDERS, INACTIVE, INCOME_BUCKETS, SLOT_S, Campaign
 from index.money import MoneyError, cpm_units, parse_micros
+from index.pacing import planned_slot_budget
 from ingest.error import IngestError
 
 NEW: Final = "New Campaign"
@@ -232,8 +233,11 @@ def _check_member(value: str, allowed: frozenset[str], field: str) -> None:
         raise InstructionError(f"unknown {field}: {_show(value)}")
 
 
-def enrich(instr: CampaignInstruction, *, version: int, now_s: int) -> Campaign:
-    """Validate an instruction and normalize it into the full campaign state at ``version``."""
+def enrich(instr: CampaignInstruction, *, version: int, now_s: int, slot_s: int = SLOT_S) -> Campaign:
+    """Validate an instruction and normalize it into the full campaign state at ``version``.
+
+    ``slot_s``: the configured pacing slot length (``Config.slot_s``), which the slot budget depends on;
+    the default (the standard 10 minutes) suits callers that only validate."""
     _check_strings(instr)
     if instr.action not in ACTIONS:
         raise InstructionError(f"unknown action: {_show(instr.action)}")
@@ -275,11 +279,11 @@ def enrich(instr: CampaignInstruction, *, version: int, now_s: int) -> Campaign:
         budget_micros=budget,
         flight_start_s=flight_start_s,
         flight_end_s=flight_end_s,
-        slot_budget_micros=budget // slot_count(flight_start_s, flight_end_s),
+        slot_budget_micros=planned_slot_budget(budget, flight_start_s, flight_end_s, slot_s=slot_s),
         updated_at_s=now_s,
     )
 
 
-def process_message(raw: bytes, *, version: int, now_s: int) -> Campaign:
+def process_message(raw: bytes, *, version: int, now_s: int, slot_s: int = SLOT_S) -> Campaign:
     """The Ad Manager's pure message processor: raises ``InstructionError`` for a message bound to the DLQ."""
-    return enrich(decode_instruction(raw), version=version, now_s=now_s)
+    return enrich(decode_instruction(raw), version=version, now_s=now_s, slot_s=slot_s)

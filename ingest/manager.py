@@ -64,7 +64,9 @@ class Rejected:
     reason: str
 
 
-def fold(records: Sequence[ConsumerRecord[bytes, bytes]]) -> tuple[list[Campaign], list[int], list[Rejected]]:
+def fold(
+    records: Sequence[ConsumerRecord[bytes, bytes]], *, slot_s: int
+) -> tuple[list[Campaign], list[int], list[Rejected]]:
     """Decode and enrich a batch: the newest state per campaign with the partition it came from, and every
     rejected record with its reason.
 
@@ -75,7 +77,7 @@ def fold(records: Sequence[ConsumerRecord[bytes, bytes]]) -> tuple[list[Campaign
     for record in records:
         try:
             campaign = process_message(
-                record.value or b"", version=record.offset + 1, now_s=record.timestamp // 1000
+                record.value or b"", version=record.offset + 1, now_s=record.timestamp // 1000, slot_s=slot_s
             )
         except InstructionError as exc:
             rejected.append(Rejected(record, exc.reason))
@@ -127,7 +129,7 @@ class AdManager:
     async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Write one batch everywhere it goes; raises on a dependency failure (nothing is committed)."""
         now = self._clock.now()
-        campaigns, partitions, rejected = fold(records)
+        campaigns, partitions, rejected = fold(records, slot_s=self._config.slot_s)
         # PostgreSQL first: it says which campaigns are new (have spent nothing), and only their missing
         # budgets may be created in Redis; then Redis, then publish.
         new = await self._sink.write(campaigns)

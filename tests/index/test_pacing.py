@@ -4,6 +4,7 @@ from index.pacing import (
     Clock,
     ManualClock,
     SystemClock,
+    planned_slot_budget,
     remaining_slots,
     slot_bounds,
     slot_budget,
@@ -43,6 +44,13 @@ def test_slot_budget_spreads_and_rolls_over() -> None:
     assert slot_budget(334, 1800, start, end) == 0
     assert slot_budget(-5, 0, start, end) == 0
     assert slot_budget(100, 0, 0, 100, slot_s=10) == 10
+
+
+def test_planned_slot_budget_is_the_first_slot_budget_of_the_flight() -> None:
+    assert planned_slot_budget(1_000, 0, 3 * 600, slot_s=600) == 333
+    assert planned_slot_budget(1_000, 300, 900, slot_s=600) == 500  # an unaligned flight: 2 aligned slots
+    assert planned_slot_budget(1_000, 300, 900, slot_s=60) == 100
+    assert planned_slot_budget(1_000, 900, 900, slot_s=60) == 0  # an empty flight plans nothing
 
 
 def test_clocks() -> None:

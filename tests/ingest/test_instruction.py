@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
+from index import pacing
 from index.campaign import ACTIVE, INACTIVE
 from ingest.instruction import (
     COLUMNS,
@@ -68,6 +69,27 @@ def test_midnight_end_is_next_day(good_row: dict[str, str]) -> None:
     campaign = process_message(_message(good_row), version=1, now_s=0)
     assert campaign.flight_end_s - campaign.flight_start_s == 2 * 3600
     assert campaign.slot_budget_micros == 500_000_000 // 12
+
+
+@pytest.mark.parametrize(
+    ("time_range", "slot_s", "slots"),
+    [
+        ("{'start': '5:05:00', 'end': '6:05:00'}", 600, 7),  # an unaligned hour overlaps 7 aligned slots
+        ("{'start': '5:05:30', 'end': '6:05:30'}", 60, 61),  # the configured slot length counts
+        ("{'start': '5:00:00', 'end': '6:00:00'}", 3600, 1),
+    ],
+)
+def test_slot_budget_is_the_pacing_rule_with_the_configured_slot(
+    good_row: dict[str, str], time_range: str, slot_s: int, slots: int
+) -> None:
+    good_row["date_range"] = "{'start': '2025-09-13', 'end': '2025-09-13'}"
+    good_row["time_range"] = time_range
+    campaign = process_message(_message(good_row), version=1, now_s=0, slot_s=slot_s)
+    assert campaign.slot_budget_micros == 500_000_000 // slots
+    # The one rule: what the budget scripts give the flight's first slot (nothing spent).
+    first = pacing.slot_bounds(pacing.slot_id(campaign.flight_start_s, slot_s), slot_s)[0]
+    rule = pacing.slot_budget(500_000_000, first, campaign.flight_start_s, campaign.flight_end_s, slot_s)
+    assert campaign.slot_budget_micros == rule
 
 
 def test_extra_fields_are_ignored(good_row: dict[str, str]) -> None:
