@@ -159,6 +159,8 @@ def build_event(
 
 @dataclass
 class FeedbackCounters:
+    """Outcomes of this worker's feedback requests, exposed on ``/metrics`` (see ``adserver.http.health``)."""
+
     accepted: int = 0
     duplicates: int = 0
     rejected_tokens: int = 0

@@ -3,8 +3,8 @@
 Nothing connects before the lifespan starts. Each component is an async context manager over the state:
 it starts what it owns (usually a background task) on entry and stops it on exit, in reverse order.
 The index bootstrap runs in the background, so the worker answers ``/healthz`` (and ``/readyz`` with
-503) while it loads. To add a component (issue 5: Redis budgets, the feedback publisher), append it to
-``adserver.app.COMPONENTS`` (not here: component modules import ``background`` from this one).
+503) while it loads. To add a component (as the feedback path adds Redis budgets and its producer),
+append it to ``adserver.app.COMPONENTS`` (not here: component modules import ``background`` from this one).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The one typed object that holds a worker's clients and in-memory state, built in the lifespan.
 
 ``StateRef`` exists before the lifespan runs (``create_app`` makes it, routes and middleware close over
-it) and holds the ``ServerState`` once started. Fields for the feedback path (issue 5) are optional and
-are filled by its own lifespan component (see ``adserver.app.COMPONENTS``).
+it) and holds the ``ServerState`` once started. The feedback path is optional: its own lifespan component
+(see ``adserver.app.COMPONENTS``) sets it once its producer is connected, so serving starts without it.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import redis.asyncio as aioredis
-
 from adplatform.config import Config
+from adserver.feedback import FeedbackCounters
 from adserver.http.metrics import RequestMetrics
 from adserver.params import RequestParser
 from adserver.sync.blocked import BlockedListener
@@ -21,13 +20,17 @@ from adserver.sync.profiles import ProfileTable
 from adserver.sync.publisher import ServedAdPublisher
 from adserver.sync.refresher import IndexRefresher
 from adserver.token import TokenSigner
-from budget.budget_redis import BudgetStore
 from index.geo import GeoTable
 from index.index import TargetingIndex
 
 
 class FeedbackHandler(Protocol):
-    """The feedback path (issue 5): the 200 body, or an error carrying its status (e.g. 404/422/503)."""
+    """The feedback path: the 200 body, or an error carrying its status (e.g. 404/422/503)."""
+
+    @property
+    def counters(self) -> FeedbackCounters:
+        """Outcomes so far in this worker, for ``/metrics``."""
+        ...
 
     async def handle(self, request_id: str, raw_body: bytes) -> bytes: ...
 
@@ -60,9 +63,7 @@ class ServerState:
     blocked: BlockedListener
     publisher: ServedAdPublisher
     stats: ServeStats = field(default_factory=ServeStats)
-    # --- feedback path (issue 5): set by its lifespan component; None until then -----------------------
-    redis: aioredis.Redis | None = None
-    budgets: BudgetStore | None = None
+    #: Set by the feedback component once its producer is connected; feedback answers 503 until then.
     feedback: FeedbackHandler | None = None
 
     @property

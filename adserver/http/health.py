@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from adserver.feedback import FeedbackCounters
 from adserver.http.metrics import Exposition
 from adserver.state import ServerState, StateRef
 
@@ -102,6 +103,43 @@ def _state_families(out: Exposition, state: ServerState) -> None:
     )
 
 
+def feedback_families(out: Exposition, counters: FeedbackCounters) -> None:
+    """This worker's feedback outcomes, per worker like every other counter here."""
+    for name, help_text, count in (
+        (
+            "adserver_feedback_accepted_total",
+            "Feedback events charged and acknowledged by Kafka",
+            counters.accepted,
+        ),
+        (
+            "adserver_feedback_duplicates_total",
+            "Feedback for an already charged request_id (answered, charged nothing)",
+            counters.duplicates,
+        ),
+        (
+            "adserver_feedback_rejected_tokens_total",
+            "Feedback with a forged, malformed or expired request_id (404)",
+            counters.rejected_tokens,
+        ),
+        (
+            "adserver_feedback_unavailable_total",
+            "Feedback refused with 503 (budget store or event log unavailable; nothing charged)",
+            counters.unavailable,
+        ),
+        (
+            "adserver_feedback_charged_micros_total",
+            "Micro-units charged by acknowledged feedback events",
+            counters.charged_micros,
+        ),
+        (
+            "adserver_feedback_batches_total",
+            "Debit script calls to Redis (one per batch of feedback)",
+            counters.batches,
+        ),
+    ):
+        out.family(name, "counter", help_text, [((), count)])
+
+
 def metrics(ref: StateRef) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         out = Exposition()
@@ -125,6 +163,8 @@ def metrics(ref: StateRef) -> Endpoint:
         )
         if ref.state is not None:
             _state_families(out, ref.state)
+            if ref.state.feedback is not None:
+                feedback_families(out, ref.state.feedback.counters)
         return Response(out.render(), media_type=PROMETHEUS_TYPE)
 
     return endpoint

@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 document of the ad server, written by hand (no pydantic) and encoded once.
 
-It also describes ``POST /ad/{request_id}/feedback`` (issue 5), which its own module mounts.
+It also describes ``POST /ad/{request_id}/feedback``, which its own module mounts: one document for
+the whole public surface, so clients find both routes in one place.
 """
 
 from __future__ import annotations

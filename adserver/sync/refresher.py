@@ -60,12 +60,14 @@ class IndexRefresher:
         consumer = self._consumer
         if consumer is None or not self._next:
             return None
+        # highwater() asserts that the partition is assigned; an assert is gone under ``python -O``, so
+        # ask first. Unassigned means the consumer is being re-created: the lag is unknown meanwhile.
+        assigned = consumer.assignment()
         total = 0
         for tp, next_offset in self._next.items():
-            try:
-                high = consumer.highwater(tp)
-            except AssertionError:  # partition no longer assigned (consumer being re-created)
+            if tp not in assigned:
                 return None
+            high = consumer.highwater(tp)
             if high is None:
                 high = self._ends.get(tp)
                 if high is None:
@@ -114,6 +116,10 @@ class IndexRefresher:
             if attempts:
                 await asyncio.sleep(0.5)
             attempts += 1
+            # Private, on purpose: partitions_for_topic reads the client's cached metadata, which only
+            # this refreshes. The public ``await consumer.topics()`` fetches into a separate copy and
+            # leaves that cache as it was (aiokafka 0.14), so a topic created after start would stay
+            # unseen until the next periodic refresh (metadata_max_age_ms, 5 minutes).
             await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(self._topic)
         tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]

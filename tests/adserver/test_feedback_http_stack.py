@@ -68,6 +68,29 @@ async def test_feedback_charges_once_caps_at_budget_and_refuses_bad_input(
     assert state["slot_spent"] == state["slot_budget"]  # ran out of its slot budget, exactly
 
 
+async def test_feedback_outcomes_reach_metrics(topics: Config, pg: asyncpg.Pool, tmp_path: Path) -> None:
+    await ingest(topics, [campaign_row("m")], tmp_path)
+    async with serving(topics) as (_, client):
+        served = await serve(client, "u1", device_type="iPhone", city="Mumbai", state="Maharashtra")
+        token = served.json()["request_id"]
+        body = {"view": 1, "click": 1, "acquisition": 1}
+        for request_id, status in ((token, 200), (token, 200), ("dev1.AAAA.BBBB", 404)):
+            response = await client.post(FEEDBACK.format(request_id=request_id), json=body)
+            assert response.status_code == status, response.text
+        lines = (await client.get("/metrics")).text.splitlines()
+    events = await _events(topics)
+    assert len(events) == 1
+    for line in (
+        "# TYPE adserver_feedback_accepted_total counter",
+        "adserver_feedback_accepted_total 1",
+        "adserver_feedback_duplicates_total 1",
+        "adserver_feedback_rejected_tokens_total 1",
+        "adserver_feedback_unavailable_total 0",
+        f"adserver_feedback_charged_micros_total {events[0]}",
+    ):
+        assert line in lines, line
+
+
 async def test_exhaustion_stops_serving_on_every_worker(
     server: str,  # noqa: F811
     topics: Config,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from adserver.feedback import FeedbackCounters
+from adserver.http.health import feedback_families
 from adserver.http.metrics import Exposition, Histogram, RequestMetrics
 
 
@@ -33,3 +35,22 @@ def test_exposition_text_format() -> None:
     assert 'lat_bucket{route="/a",le="+Inf"} 3' in lines
     assert 'lat_count{route="/a"} 3' in lines
     assert metrics.requests == {("/a", 200): 2, ("/a", 404): 1}
+
+
+def test_feedback_counters_are_exposed() -> None:
+    out = Exposition()
+    counters = FeedbackCounters(
+        accepted=3, duplicates=2, rejected_tokens=1, unavailable=4, charged_micros=1_500, batches=2
+    )
+    feedback_families(out, counters)
+    lines = out.render().decode().splitlines()
+    assert "# TYPE adserver_feedback_accepted_total counter" in lines
+    for line in (
+        "adserver_feedback_accepted_total 3",
+        "adserver_feedback_duplicates_total 2",
+        "adserver_feedback_rejected_tokens_total 1",
+        "adserver_feedback_unavailable_total 4",
+        "adserver_feedback_charged_micros_total 1500",
+        "adserver_feedback_batches_total 2",
+    ):
+        assert line in lines, line
