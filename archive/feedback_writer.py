@@ -2,8 +2,11 @@
 
 Run it either way (same job):
 
-    spark-submit --packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0 archive/feedback_writer.py
     adplatform archive run [--trigger-s 5] [--until-idle | --max-seconds N]
+    adplatform archive submit [--master URL] [--packages] [--print] [-- --until-idle ...]
+
+``archive submit`` runs this file under the virtualenv's ``spark-submit`` with its Python and the stack's
+connector jars (``archive.submit``): the bare ``spark-submit`` launcher needs the virtualenv activated.
 
 Two Structured Streaming queries read the topic, each with its own checkpoint: valid events go to the
 file sink ``feedback/`` and messages that do not parse to ``_corrupt/``. Spark's file sink is exactly-once:

@@ -114,6 +114,30 @@ def archive_export() -> None:
         click.echo(f"{table}: {rows} rows → {summary.paths[table]}")
 
 
+@archive_group.command("submit", context_settings={"ignore_unknown_options": True})
+@click.option("--master", default="local[2]", show_default=True, help="Spark master URL (spark://host:7077).")
+@click.option(
+    "--packages", "use_packages", is_flag=True, help="The Kafka connector from Maven, not the stack's jars."
+)
+@click.option("--print", "print_only", is_flag=True, help="Print the command line, do not run it.")
+@click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
+def archive_submit(master: str, use_packages: bool, print_only: bool, job_args: tuple[str, ...]) -> None:
+    """Run the streaming archive under spark-submit with this virtualenv's Spark and Python (no activation
+    needed); arguments after `--` go to the job, e.g. `archive submit -- --until-idle`."""
+    from archive.error import ArchiveError
+    from archive.submit import run_submit, submit_command
+
+    try:
+        command = submit_command(
+            config().stack_dir, master=master, job_args=job_args, use_packages=use_packages
+        )
+    except ArchiveError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(command.shell(), err=not print_only)
+    if not print_only:
+        raise SystemExit(run_submit(command))
+
+
 def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
     if value is None:
         return None
