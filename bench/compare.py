@@ -121,12 +121,13 @@ def merge_baseline(baseline: Mapping[str, Any], run: Mapping[str, Any]) -> dict[
 
 
 def format_comparison(comparison: Comparison, threshold: float) -> list[str]:
-    lines = [f"{'benchmark':<56} {'vs baseline':>11}  basis"]
+    width = max([len("benchmark"), *(len(v.name) for v in comparison.verdicts), *map(len, comparison.new)])
+    lines = [f"{'benchmark':<{width}} {'vs baseline':>11}  basis"]
     for v in sorted(comparison.verdicts, key=lambda v: v.name):
         basis = "ratio to same-run reference" if v.relative_to_reference else "median"
         flag = f"  REGRESSION (> {1 + threshold:.2f}x)" if v.regressed else ""
-        lines.append(f"{v.name:<56} {v.slowdown:>10.2f}x  {basis}{flag}")
-    lines += [f"{name:<56} {'new':>11}  added to the baseline" for name in comparison.new]
+        lines.append(f"{v.name:<{width}} {v.slowdown:>10.2f}x  {basis}{flag}")
+    lines += [f"{name:<{width}} {'new':>11}  added to the baseline" for name in comparison.new]
     return lines
 
 
