@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError
 
 from adplatform.config import Config
+from adplatform.errors import is_retriable
 from adplatform.kafka import drained
 
 logger = logging.getLogger(__name__)
@@ -57,16 +58,18 @@ async def next_batch(
 async def retry(
     operation: Callable[[], Awaitable[T]],
     *,
-    retriable: tuple[type[BaseException], ...],
     what: str,
     on_retry: Callable[[], None] | None = None,
 ) -> T:
-    """Run ``operation`` until it succeeds, backing off (0.2 s doubling to 5 s) on a retriable error."""
+    """Run ``operation`` until it succeeds, backing off (0.2 s doubling to 5 s) while it fails with an
+    error that may clear by itself (``is_retriable``); any other error is raised at once."""
     backoff_s = 0.2
     while True:
         try:
             return await operation()
-        except retriable as exc:
+        except Exception as exc:
+            if not is_retriable(exc):
+                raise
             if on_retry is not None:
                 on_retry()
             logger.warning("%s failed (%s); retrying in %.1fs", what, exc, backoff_s)

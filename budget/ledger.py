@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
 
 from adplatform.config import Config
 from adplatform.consumer import make_consumer, next_batch, retry
@@ -29,9 +28,6 @@ from adplatform.wire import FeedbackEvent, feedback_decoder
 from index.money import micros_to_decimal
 
 logger = logging.getLogger(__name__)
-
-RETRIABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-             asyncpg.CannotConnectNowError, KafkaError)  # fmt: skip
 
 _BOOK = """
 WITH booked AS (
@@ -154,7 +150,6 @@ class SpendLedger:
                 return self.stats
             await retry(
                 lambda: self.book(records),  # noqa: B023  # awaited before the next batch
-                retriable=RETRIABLE,
                 what=f"ledger batch of {len(records)}",
             )
             self.stats.messages += len(records)

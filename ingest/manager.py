@@ -23,11 +23,10 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
 
 from adplatform.config import Config
 from adplatform.consumer import commit, make_consumer, next_batch, retry
+from adplatform.errors import is_retriable
 from adplatform.kafka import make_producer
 from adplatform.names import GROUP_AD_MANAGER
 from adplatform.postgres import create_pool
@@ -38,10 +37,6 @@ from ingest.ads_postgres import AdsSink
 from ingest.instruction import InstructionError, process_message
 
 logger = logging.getLogger(__name__)
-
-#: Failures of a dependency that go away by themselves: retry the batch (offsets stay uncommitted).
-RETRIABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-             asyncpg.CannotConnectNowError, RedisError, KafkaError)  # fmt: skip
 
 _encoder = msgspec.json.Encoder()
 
@@ -180,18 +175,18 @@ class AdManager:
         try:
             await self.handle(records)
             return
-        except RETRIABLE:
-            raise
         except asyncpg.PostgresError as exc:
+            if is_retriable(exc):  # the connection, not the data: retry() runs the batch again
+                raise
             logger.error(
                 "PostgreSQL refused a batch (%s: %s); isolating the records", type(exc).__name__, exc
             )
         for record in records:
             try:
                 await self.handle([record])
-            except RETRIABLE:
-                raise
             except asyncpg.PostgresError as exc:
+                if is_retriable(exc):
+                    raise
                 reason = f"rejected by storage: {type(exc).__name__}: {exc}"[:500]
                 await self._dead_letter([Rejected(record, reason)], self._clock.now())
                 self.stats.rejected += 1
@@ -223,7 +218,6 @@ class AdManager:
                 return self.stats
             await retry(
                 lambda: self._handle_or_isolate(records),  # noqa: B023  # awaited before the next batch
-                retriable=RETRIABLE,
                 what=f"batch of {len(records)}",
                 on_retry=self._count_retry,
             )

@@ -14,12 +14,10 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
-import asyncpg
 import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from aiokafka.errors import KafkaError
 
 from adplatform.config import Config
 from adplatform.consumer import commit, make_consumer, next_batch, retry
@@ -29,10 +27,6 @@ from adplatform.wire import ServedAd, served_decoder
 from ingest.served_postgres import ServedAdsSink
 
 logger = logging.getLogger(__name__)
-
-#: Failures that go away by themselves (PostgreSQL restarting, a dropped connection): retry the batch.
-RETRIABLE: Final = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                    asyncpg.exceptions.OperatorInterventionError, KafkaError)  # fmt: skip
 
 
 @dataclass
@@ -78,7 +72,6 @@ class ServedWriter:
             ads = self.decode(records)
             self.stats.inserted += await retry(
                 lambda: self._sink.write(ads),  # noqa: B023  # awaited before the next batch
-                retriable=RETRIABLE,
                 what=f"served-ads batch of {len(ads)}",
                 on_retry=self._count_retry,
             )

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from adplatform import names
+from adplatform.errors import is_retriable
 
 logger = logging.getLogger(__name__)
-
-RETRIABLE: Final = (RedisError, OSError, asyncio.TimeoutError)
 
 
 class BlockedListener:
@@ -77,7 +74,9 @@ class BlockedListener:
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         self.apply(message["data"])
-            except RETRIABLE as exc:
+            except Exception as exc:
+                if not is_retriable(exc):  # never clears by reconnecting: the task dies, logged
+                    raise
                 if not self._failing:  # one line per outage
                     logger.warning(
                         "blocked-set listener: Redis failed (%s); keeping %d", exc, len(self.blocked)

@@ -15,9 +15,10 @@ from typing import Final
 import asyncpg
 import msgspec
 
+from adplatform.errors import is_retriable
+
 logger = logging.getLogger(__name__)
 
-RETRIABLE: Final = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 _QUERY: Final = (
     'SELECT user_id, age, gender, income_bucket, device_type, city, state, country FROM online_ads."user"'
 )
@@ -82,7 +83,9 @@ class ProfileLoader:
         table = self._table
         try:
             users = await fetch_profiles(self._dsn)
-        except RETRIABLE as exc:
+        except Exception as exc:
+            if not is_retriable(exc):  # a missing table or refused login never clears by waiting
+                raise
             table.failures += 1
             if not self._failing:  # one line per outage, not one per retry
                 logger.warning("user profiles not loaded (%s); keeping %d profiles", exc, len(table))

@@ -24,14 +24,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from adplatform.config import Config
+from adplatform.errors import is_retriable
 from adplatform.kafka import make_producer
 from adplatform.wire import ServedAd, encoder
 from index.money import cpm_units_to_decimal, micros_to_decimal
 from index.targeting import AdRequest
 
 logger = logging.getLogger(__name__)
-
-RETRIABLE: Final = (KafkaError, OSError, asyncio.TimeoutError)
 
 
 class ServedItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -137,8 +136,10 @@ class ServedAdPublisher:
             try:
                 await producer.start()
                 await producer.partitions_for(self._topic)
-            except RETRIABLE as exc:
+            except Exception as exc:
                 await producer.stop()
+                if not is_retriable(exc):  # never clears by reconnecting: the task dies, logged
+                    raise
                 if backoff_s == 0.5:  # one line per outage, not one per retry
                     logger.warning("served-ads producer not connected (%s); retrying", exc)
                 # Woken early by stop(); the queue meanwhile fills up to its bound, then drops.
@@ -174,7 +175,9 @@ class ServedAdPublisher:
         self._partition = (self._partition + 1) % len(partitions)
         try:
             future = await producer.send_batch(batch, self._topic, partition=partitions[self._partition])
-        except RETRIABLE as exc:
+        except (KafkaError, OSError) as exc:
+            # Not a retry decision: served ads are best effort, so any failure to queue drops the batch
+            # (counted in ``failed``); the next flush starts afresh.
             self.failed += count
             logger.debug("served-ads batch of %d not queued: %s", count, exc)
             return

@@ -20,9 +20,9 @@ from typing import Any, Final
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
 
 from adplatform.config import Config
+from adplatform.errors import is_retriable
 from adplatform.wire import change_decoder
 from adserver.http.metrics import PROPAGATION_BUCKETS_S, Histogram
 from index.campaign import Campaign
@@ -30,7 +30,6 @@ from index.index import TargetingIndex
 
 logger = logging.getLogger(__name__)
 
-RETRIABLE: Final = (KafkaError, OSError, asyncio.TimeoutError)
 #: How often ended flights are pruned from the candidate lists, seconds.
 PRUNE_EVERY_S: Final = 60.0
 
@@ -98,7 +97,9 @@ class IndexRefresher:
                     await self._bootstrap(consumer)
                 backoff_s = 0.5
                 await self._tail(consumer)
-            except RETRIABLE as exc:
+            except Exception as exc:
+                if not is_retriable(exc):  # never clears by reconnecting: the task dies, logged
+                    raise
                 self.reconnects += 1
                 logger.warning("ad-changes consumer failed (%s); reconnecting in %.1fs", exc, backoff_s)
             finally:

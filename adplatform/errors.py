@@ -1,0 +1,92 @@
+"""One answer to "is this failure worth retrying?" for every retry loop and reconnecting listener.
+
+A failure is retriable when waiting can clear it: a dependency restarting, a dropped connection, a
+timeout, a partition leader moving. Everything else (authorization, a record too large, a constraint
+violation, a closed pool) never clears by itself, so a loop that retried it would spin forever: it is raised
+instead. Kafka errors say so themselves (aiokafka's ``retriable`` attribute); PostgreSQL, Redis and socket
+errors are named here, by class (and by SQLSTATE class for PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Final
+
+import asyncpg
+import redis.exceptions as redis_errors
+from aiokafka.errors import KafkaError, KafkaTimeoutError, KafkaUnavailableError
+
+#: aiokafka marks these not retriable, yet each means "no answer in time" or "no broker now": a broker
+#: restart produces exactly these, and they clear when it is back.
+_KAFKA_TRANSIENT: Final = (KafkaTimeoutError, KafkaUnavailableError)
+
+#: PostgreSQL's "connection exception" class (SQLSTATE 08) and the server's own restarts and limits.
+_PG_TRANSIENT: Final = (
+    asyncpg.exceptions.PostgresConnectionError,  # includes ConnectionDoesNotExistError (08003)
+    asyncpg.exceptions.CannotConnectNowError,  # 57P03: starting up or shutting down
+    asyncpg.exceptions.AdminShutdownError,  # 57P01
+    asyncpg.exceptions.CrashShutdownError,  # 57P02
+    asyncpg.exceptions.IdleSessionTimeoutError,  # 57P05: the server closed an idle session
+    asyncpg.exceptions.TooManyConnectionsError,  # 53300
+)
+#: 08P01: the peer speaks something else; retrying sends the same bytes again.
+_PG_PERMANENT: Final = (asyncpg.exceptions.ProtocolViolationError,)
+
+#: redis-py's ConnectionError family includes refused credentials, which never clear by waiting.
+_REDIS_PERMANENT: Final = (
+    redis_errors.AuthenticationError,
+    redis_errors.AuthorizationError,
+    redis_errors.ExternalAuthProviderError,
+)
+
+#: Socket errno values that describe the network or the peer, not the request.
+_NET_ERRNOS: Final = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EPIPE,
+        errno.ETIMEDOUT,
+        errno.ENETDOWN,
+        errno.ENETUNREACH,
+        errno.ENETRESET,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+        errno.EADDRNOTAVAIL,
+    }
+)
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Whether ``exc`` may clear by itself, so the operation that raised it is worth running again."""
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable) or isinstance(exc, _KAFKA_TRANSIENT)
+    if isinstance(exc, asyncpg.PostgresError):
+        return isinstance(exc, _PG_TRANSIENT) and not isinstance(exc, _PG_PERMANENT)
+    if isinstance(exc, asyncpg.InterfaceError):
+        # asyncpg has no class for a connection the server dropped under a handle, only messages ending so
+        # ("connection is closed", "cannot call Transaction.__aexit__(): the underlying connection is
+        # closed"); "pool is closed" and misuse ("another operation is in progress") never clear.
+        return str(exc).endswith("connection is closed")
+    if isinstance(exc, redis_errors.RedisError):
+        return isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError) and not isinstance(
+            exc, _REDIS_PERMANENT
+        )
+    if isinstance(exc, OSError):
+        return _is_network_os_error(exc)
+    return False
+
+
+def _is_network_os_error(exc: OSError) -> bool:
+    # TimeoutError is asyncio.TimeoutError too (3.11), the builtin ConnectionError covers refused, reset,
+    # aborted and broken pipe.
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return True
+    if isinstance(exc, socket.gaierror):
+        return exc.errno == socket.EAI_AGAIN  # the resolver is down; an unknown host stays unknown
+    if exc.errno in _NET_ERRNOS:
+        return True
+    # asyncio's create_connection, when every address of a host failed differently, raises one bare
+    # OSError without errno listing them (e.g. localhost on ::1 and 127.0.0.1, both refused).
+    return type(exc) is OSError and exc.errno is None and str(exc).startswith("Multiple exceptions:")
