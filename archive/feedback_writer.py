@@ -43,6 +43,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adplatform.config import Config, load_config
+from adplatform.process import configure_logging
 from archive.error import ArchiveError
 from archive.layout import ArchiveLayout
 from archive.parse import PARTITION_COLUMNS, corrupt_rows, feedback_rows, with_parsed
@@ -260,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = replace(config, archive_dir=args.archive_dir.absolute())
     if args.bootstrap is not None:
         config = replace(config, kafka_bootstrap=args.bootstrap)
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config.log_level)
     options = WriterOptions(
         trigger_s=args.trigger_s,
         until_idle=args.until_idle,

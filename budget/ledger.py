@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from adplatform.config import Config
 from adplatform.consumer import make_consumer, next_batch, retry
 from adplatform.names import GROUP_LEDGER
 from adplatform.postgres import create_pool
+from adplatform.process import run_until_signalled
 from adplatform.wire import FeedbackEvent, feedback_decoder
 from index.money import micros_to_decimal
 
@@ -176,16 +176,4 @@ async def run_ledger(
 ) -> LedgerStats:
     """Entry point of ``adplatform ledger``."""
     async with open_ledger(config) as ledger:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, ledger.stop)
-        try:
-            task = asyncio.ensure_future(ledger.run(until_idle=until_idle))
-            if timeout_s is not None:
-                done, _ = await asyncio.wait({task}, timeout=timeout_s)
-                if not done:
-                    ledger.stop()
-            return await task
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+        return await run_until_signalled(ledger.run(until_idle=until_idle), ledger.stop, timeout_s=timeout_s)

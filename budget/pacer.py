@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from redis.exceptions import RedisError
 
 from adplatform import names
 from adplatform.config import Config
+from adplatform.process import run_until_signalled
 from budget.budget_redis import BudgetStore
 from index.pacing import Clock, SystemClock, slot_bounds, slot_id
 
@@ -95,10 +95,7 @@ async def run_pacer(config: Config, *, slots: int | None = None) -> int:
     slots in which this pacer held the lease and acted."""
     client = aioredis.Redis.from_url(config.redis_url, socket_timeout=10)
     pacer = Pacer(client, slot_s=config.slot_s)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, pacer.stop)
     try:
-        return sum(r.acted for r in await pacer.run(slots=slots))
+        return sum(r.acted for r in await run_until_signalled(pacer.run(slots=slots), pacer.stop))
     finally:
         await client.aclose()

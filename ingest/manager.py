@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from adplatform.errors import is_retriable
 from adplatform.kafka import make_producer
 from adplatform.names import GROUP_AD_MANAGER
 from adplatform.postgres import create_pool
+from adplatform.process import run_until_signalled
 from budget.budget_redis import BudgetStore
 from index.campaign import Campaign
 from index.pacing import Clock, SystemClock
@@ -263,18 +263,8 @@ async def run_manager(
     """Entry point: one manager until SIGTERM/SIGINT (or idle, or the timeout)."""
     started = time.monotonic()
     async with open_manager(config, max_batch=max_batch) as manager:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, manager.stop)
-        try:
-            task = asyncio.ensure_future(manager.run(until_idle=until_idle))
-            if idle_timeout_s is not None:
-                done, _ = await asyncio.wait({task}, timeout=idle_timeout_s)
-                if not done:
-                    manager.stop()
-            stats = await task
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+        stats = await run_until_signalled(
+            manager.run(until_idle=until_idle), manager.stop, timeout_s=idle_timeout_s
+        )
     logger.info("manager stopped after %.1fs: %s", time.monotonic() - started, stats)
     return stats

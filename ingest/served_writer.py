@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from adplatform.config import Config
 from adplatform.consumer import commit, make_consumer, next_batch, retry
 from adplatform.names import GROUP_SERVED_WRITER
 from adplatform.postgres import create_pool
+from adplatform.process import run_until_signalled
 from adplatform.wire import ServedAd, served_decoder
 from ingest.served_postgres import ServedAdsSink
 
@@ -105,18 +105,6 @@ async def run_served_writer(
 ) -> WriterStats:
     """Entry point: one writer until SIGTERM/SIGINT (or idle, or the timeout)."""
     async with open_served_writer(config, max_batch=max_batch) as writer:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, writer.stop)
-        try:
-            task = asyncio.ensure_future(writer.run(until_idle=until_idle))
-            if timeout_s is not None:
-                done, _ = await asyncio.wait({task}, timeout=timeout_s)
-                if not done:
-                    writer.stop()
-            stats = await task
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+        stats = await run_until_signalled(writer.run(until_idle=until_idle), writer.stop, timeout_s=timeout_s)
     logger.info("served-writer stopped: %s", stats)
     return stats

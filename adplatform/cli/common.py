@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import click
 
 from adplatform.config import Config, ConfigError, load_config
+from adplatform.process import configure_logging
 
 
 def config() -> Config:
@@ -19,11 +17,5 @@ def config() -> Config:
 
 
 def setup_logging(config: Config) -> None:
-    """Configure logging for a long-running command (only entry points configure logging)."""
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiokafka logs every retry at WARNING/ERROR; one line per outage is enough.
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(config.log_level)))
+    """Configure logging for a long-running command: the one setup every entry point uses."""
+    configure_logging(config.log_level)

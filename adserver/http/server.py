@@ -6,25 +6,12 @@ Each worker imports ``adserver.app:app`` and runs its own lifespan: its own inde
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Final, Literal
+
+from adplatform.process import logging_config
 
 APP: Final = "adserver.app:app"
 Server = Literal["uvicorn", "granian"]
-
-
-def log_config(level: str) -> dict[str, Any]:
-    """Our loggers and uvicorn's to stderr at ``level``; no access log (requests are counted instead)."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"}},
-        "handlers": {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
-        },
-        "root": {"handlers": ["stderr"], "level": level},
-        # aiokafka logs every retry at INFO; WARNING and up is enough.
-        "loggers": {"aiokafka": {"level": "WARNING" if level in ("DEBUG", "INFO") else level}},
-    }
 
 
 def run(
@@ -51,7 +38,7 @@ def run(
             interface=Interfaces.ASGI,
             workers=workers,
             loop=Loops.uvloop,
-            log_dictconfig=log_config(log_level),
+            log_dictconfig=logging_config(log_level),
             # Slow clients: granian closes a connection whose request head takes over ADP_CLIENT_TIMEOUT_S
             # (measured). It does not time out a connection that sends nothing, nor a dribbled body;
             # uvicorn with adserver.http.protocol does all three and answers 408.
@@ -71,6 +58,6 @@ def run(
         http=GuardedHttpToolsProtocol,
         lifespan="on",
         access_log=False,
-        log_config=log_config(log_level),
+        log_config=logging_config(log_level),
         timeout_graceful_shutdown=10,
     )
