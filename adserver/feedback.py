@@ -44,6 +44,7 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from adplatform.wire import FeedbackEvent, UserAction, encoder
+from adserver.error import AdServerError
 from adserver.token import RequestToken, TokenError, TokenSigner, digest
 from budget.budget_redis import BudgetStatus, BudgetStore, Debit, DebitRequest
 from index.campaign import Campaign
@@ -67,7 +68,7 @@ class FeedbackBody(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
 _body_decoder = msgspec.json.Decoder(FeedbackBody)
 
 
-class FeedbackError(Exception):
+class FeedbackError(AdServerError):
     """A feedback request that cannot be accepted; carries the HTTP status and a JSON body."""
 
     def __init__(self, status: int, detail: str) -> None:

@@ -17,12 +17,13 @@ import hmac
 import msgspec
 
 from adplatform.config import TokenKey
+from adserver.error import AdServerError
 
 MAC_BYTES = 16
 MAX_TOKEN_CHARS = 512
 
 
-class TokenError(ValueError):
+class TokenError(AdServerError, ValueError):
     """A request_id that is malformed, forged, tampered with, signed by an unknown key, or expired."""
 
 
