@@ -7,7 +7,10 @@ de-duplication keys live on one shard and one Lua script can touch them atomical
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 GROUP_AD_MANAGER: Final = "ad-manager"
 GROUP_SERVED_WRITER: Final = "served-writer"
@@ -16,6 +19,20 @@ GROUP_LEDGER: Final = "spend-ledger"
 REDIS_PREFIX: Final = "adp:"
 #: Pub/sub channel on which budget exhaustion (and replenishment) is announced to every ad-server worker.
 CHANNEL_BUDGET: Final = REDIS_PREFIX + "budget-events"
+
+
+def budget_channel(redis_db: int) -> str:
+    """``CHANNEL_BUDGET`` of one logical database. Redis pub/sub is server-wide, not per database: a test
+    or demo on its own database that published on the same name would block campaigns in the ad servers of
+    database 0. Database 0 keeps the plain name, so services of an earlier version still hear it."""
+    return CHANNEL_BUDGET if redis_db == 0 else f"{CHANNEL_BUDGET}:db{redis_db}"
+
+
+def budget_channel_of(client: aioredis.Redis) -> str:
+    """The budget channel of the logical database ``client`` is connected to."""
+    return budget_channel(int(client.connection_pool.connection_kwargs.get("db") or 0))
+
+
 #: Pacer lease: one pacer acts per slot.
 PACER_LEASE: Final = REDIS_PREFIX + "pacer:lease"
 #: Set of campaign ids whose budget (total or slot) is spent; workers load it at start.

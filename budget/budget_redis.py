@@ -66,6 +66,7 @@ class BudgetStore:
         self._client = client
         self._slot_s = slot_s
         # Pub/sub is server-wide: the channel is the one of this client's logical database.
+        self._channel = names.budget_channel_of(client)
         self._init = client.register_script(script.INIT)
         self._debit = client.register_script(script.DEBIT)
         self._refund = client.register_script(script.REFUND)
@@ -89,7 +90,7 @@ class BudgetStore:
         for start in range(0, len(batch), chunk):
             part = batch[start : start + chunk]
             keys = [names.BLOCKED_SET, *(names.budget_key(c.campaign_id) for c in part)]
-            args: list[Any] = [slot, self._slot_s, names.CHANNEL_BUDGET]
+            args: list[Any] = [slot, self._slot_s, self._channel]
             for c in part:
                 fresh = int(c.campaign_id in new)
                 args += (c.version, c.budget_micros, c.flight_start_s, c.flight_end_s, fresh)
@@ -110,7 +111,7 @@ class BudgetStore:
         """``debit`` for each request, in order, in one atomic script call (one round trip)."""
         slot = pacing.slot_id(now_s, self._slot_s)
         keys = [names.BLOCKED_SET]
-        args: list[Any] = [slot, self._slot_s, names.CHANNEL_BUDGET, dedup_ttl_s]
+        args: list[Any] = [slot, self._slot_s, self._channel, dedup_ttl_s]
         for r in requests:
             keys += (names.budget_key(r.campaign_id), names.dedup_key(r.campaign_id, r.dedup_id))
             args.append(r.amount_micros)
@@ -138,7 +139,7 @@ class BudgetStore:
     async def refund(self, campaign_id: str, dedup_id: str, debit: Debit) -> bool:
         """Undo ``debit`` (its event was not acknowledged); idempotent."""
         keys = [names.budget_key(campaign_id), names.dedup_key(campaign_id, dedup_id), names.BLOCKED_SET]
-        args: list[Any] = [debit.charged_micros, debit.slot, names.CHANNEL_BUDGET]
+        args: list[Any] = [debit.charged_micros, debit.slot, self._channel]
         return bool(int(await self._refund(keys=keys, args=args)))
 
     async def pace(self, campaign_ids: Iterable[str], now_s: float) -> dict[str, bool]:
@@ -147,7 +148,7 @@ class BudgetStore:
         ids = list(campaign_ids)
         pipe = self._client.pipeline(transaction=False)
         for cid in ids:
-            args: list[Any] = [slot, self._slot_s, names.CHANNEL_BUDGET]
+            args: list[Any] = [slot, self._slot_s, self._channel]
             await self._pace(keys=[names.budget_key(cid), names.BLOCKED_SET], args=args, client=pipe)
         results = await pipe.execute() if ids else []
         return {cid: int(r) == 1 for cid, r in zip(ids, results, strict=True) if int(r) >= 0}
@@ -159,7 +160,7 @@ class BudgetStore:
         slot = pacing.slot_id(now_s, self._slot_s)
         args: list[Any] = [
             "" if expected_spent is None else expected_spent, spent, campaign.version, campaign.budget_micros,
-            campaign.flight_start_s, campaign.flight_end_s, slot, self._slot_s, names.CHANNEL_BUDGET,
+            campaign.flight_start_s, campaign.flight_end_s, slot, self._slot_s, self._channel,
         ]  # fmt: skip
         keys = [names.budget_key(campaign.campaign_id), names.BLOCKED_SET]
         return bool(int(await self._repair(keys=keys, args=args)))

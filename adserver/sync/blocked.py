@@ -1,6 +1,6 @@
 """The blocked-campaign set of one worker: Redis ``BLOCKED_SET`` at (re)connect, then pub/sub updates.
 
-The budget scripts add a campaign to the set and publish ``block:<id>`` on ``CHANNEL_BUDGET`` in one
+The budget scripts add a campaign to the set and publish ``block:<id>`` on ``budget_channel`` in one
 atomic step (``unblock:<id>`` when a budget is replenished). The listener subscribes *before* reading the
 set, so no message falls between the snapshot and the subscription; messages that arrive after the
 snapshot are applied on top of it in publication order, which ends in the right state.
@@ -64,7 +64,7 @@ class BlockedListener:
             )
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(names.CHANNEL_BUDGET)
+                await pubsub.subscribe(names.budget_channel_of(client))
                 self.reload(await client.smembers(names.BLOCKED_SET))
                 self.connected = True
                 if self._failing:

@@ -55,7 +55,7 @@ async def test_blocked_listener_reloads_after_a_cut(
 
             await eventually(connected, timeout_s=5, poll_s=0.01)
             await redis_client.sadd(names.BLOCKED_SET, "a")
-            await redis_client.publish(names.CHANNEL_BUDGET, "block:a")
+            await redis_client.publish(names.budget_channel_of(redis_client), "block:a")
 
             async def has_a() -> bool:
                 return blocked == {"a"}
@@ -69,9 +69,9 @@ async def test_blocked_listener_reloads_after_a_cut(
             await eventually(disconnected, timeout_s=5, poll_s=0.01)
             # Missed while down: only the set can tell the listener.
             await redis_client.sadd(names.BLOCKED_SET, "b")
-            await redis_client.publish(names.CHANNEL_BUDGET, "block:b")
+            await redis_client.publish(names.budget_channel_of(redis_client), "block:b")
             await redis_client.srem(names.BLOCKED_SET, "a")
-            await redis_client.publish(names.CHANNEL_BUDGET, "unblock:a")
+            await redis_client.publish(names.budget_channel_of(redis_client), "unblock:a")
             assert blocked == {"a"}  # kept while Redis is unreachable
             proxy.restore()
 

@@ -167,11 +167,11 @@ async def test_blocked_campaigns_are_skipped_and_restored(
         await eventually(connected, timeout_s=5)
         assert await served_id(client) == "next"
         await redis_client.srem(names.BLOCKED_SET, "top")
-        await redis_client.publish(names.CHANNEL_BUDGET, "unblock:top")
+        await redis_client.publish(names.budget_channel_of(redis_client), "unblock:top")
         await eventually(lambda: serves("top"), timeout_s=2)
-        await redis_client.publish(names.CHANNEL_BUDGET, "block:top")
+        await redis_client.publish(names.budget_channel_of(redis_client), "block:top")
         await eventually(lambda: serves("next"), timeout_s=2)
-        await redis_client.publish(names.CHANNEL_BUDGET, "garbage")  # counted, ignored
-        await redis_client.publish(names.CHANNEL_BUDGET, "unblock:top")
+        await redis_client.publish(names.budget_channel_of(redis_client), "garbage")  # counted, ignored
+        await redis_client.publish(names.budget_channel_of(redis_client), "unblock:top")
         await eventually(lambda: serves("top"), timeout_s=2)
         assert state.blocked.bad_messages == 1

@@ -110,7 +110,7 @@ async def test_concurrent_debits_never_exceed_the_budget(
 async def test_exhaustion_is_published(store: BudgetStore, redis_client: aioredis.Redis) -> None:
     await store.init_campaigns([campaign(budget=100, slots=1)], T0, new={"c1"})
     pubsub = redis_client.pubsub()
-    await pubsub.subscribe(names.CHANNEL_BUDGET)
+    await pubsub.subscribe(names.budget_channel_of(redis_client))
     await pubsub.get_message(timeout=1)  # the subscribe confirmation
     await store.debit("c1", "r1:acquisition", 1_000, now_s=T0, dedup_ttl_s=60)
     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)

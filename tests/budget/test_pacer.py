@@ -51,7 +51,7 @@ async def test_a_new_slot_unblocks_a_campaign_that_spent_its_slot_budget(
     assert (debit.charged_micros, debit.exhausted) == (100, True)
     assert await redis_client.sismember(names.BLOCKED_SET, "p1")
     pubsub = redis_client.pubsub()
-    await pubsub.subscribe(names.CHANNEL_BUDGET)
+    await pubsub.subscribe(names.budget_channel_of(redis_client))
     await pubsub.get_message(timeout=1)
     pacer = Pacer(redis_client, slot_s=SLOT_S, clock=ManualClock(T0 + SLOT_S + 1))
     result = await pacer.pace_slot()
