@@ -5,11 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import orjson
-import redis.asyncio as aioredis
 
-from adplatform.config import Config
 from archive.layout import ArchiveLayout
 from archive.reader import iter_lines, read_lock, snapshot
 
@@ -42,20 +39,3 @@ def archive_books(archive_dir: Path) -> ArchiveBooks:
         spend_micros=sum(spend.values()),
         missing_files=len(snap.missing),
     )
-
-
-async def reset_books(config: Config) -> None:
-    """Empty the platform's tables and Redis: a demo or a fault scenario starts from its own data only."""
-    conn = await asyncpg.connect(config.pg_dsn)
-    try:
-        await conn.execute(
-            'TRUNCATE online_ads.ads, online_ads.served_ads, online_ads."user", online_ads.spend_events,'
-            " online_ads.consumer_offsets"
-        )
-    finally:
-        await conn.close()
-    client = aioredis.Redis.from_url(config.redis_url)
-    try:
-        await client.flushdb()
-    finally:
-        await client.aclose()

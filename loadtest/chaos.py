@@ -1,9 +1,11 @@
 """``make chaos``: fault scenarios on the real local stack under a bounded load, checked against the
 design's invariants, printed as one table.
 
-Each scenario: fresh topics and tables, campaigns (some with tiny budgets) through producer → manager,
-the platform's processes in the background, the user simulator at a fixed rate on 127.0.0.1 while the
-fault is injected and healed, then the processes are stopped and every consumer drained, and the books
+Each scenario: its own database (``<database>_chaos_<tag>``), Redis logical database and topics, all
+dropped when it ends (the user's data is never touched), campaigns (some with tiny budgets) through
+producer → manager, the platform's processes in the background, the user simulator at a fixed rate on
+127.0.0.1 while the fault is injected and healed, then the processes are stopped and every consumer
+drained, and the books
 are checked: events lost (acknowledged feedback missing from ``ad-feedback``), events duplicated (in the
 archive), overspend (Redis or PostgreSQL above a budget), and conservation (Redis = PostgreSQL = archive).
 ``--fast`` shortens every hold and leaves the archive out (column "n/a") except in the scenario that kills
@@ -33,6 +35,7 @@ from aiokafka.errors import KafkaError
 
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, read_to_end, wait_for_topics
+from adplatform.sandbox import Sandbox, close_sandbox, new_suffix, open_sandbox, wipe_claimed
 from adplatform.wire import feedback_decoder
 from budget.budget_redis import BudgetStore
 from devstack import stack
@@ -40,7 +43,7 @@ from ingest.generator import generate_campaigns, generate_users, write_campaigns
 from ingest.manager import run_manager
 from ingest.producer import produce_file
 from ingest.users_postgres import write_users
-from loadtest.books import archive_books, reset_books
+from loadtest.books import archive_books
 from loadtest.faultproxy import FaultProxy
 from loadtest.simulator import SimSummary, Simulator, load_users
 from loadtest.supervisor import Supervisor
@@ -93,15 +96,18 @@ def _via(url: str, port: int) -> str:
 
 
 class Rig:
-    """One scenario's world: its topics, its processes, its load."""
+    """One scenario's world: its database, Redis database and topics, its processes, its load."""
 
-    def __init__(self, base: Config, name: str, timing: Timing, *, streaming_archive: bool) -> None:
+    def __init__(self, stores: Sandbox, name: str, timing: Timing, *, streaming_archive: bool) -> None:
         tag = f"chaos{uuid.uuid4().hex[:6]}-"
         self.name = name
         self.timing = timing
         self.streaming_archive = streaming_archive
+        self.stores = stores
+        base = stores.config
         self.config = base.namespaced(tag, archive_dir=base.stack_dir / "chaos" / tag.rstrip("-"))
         self.env = {
+            **stores.env,
             "ADP_TOPIC_PREFIX": tag,
             "ADP_GROUP_PREFIX": tag,
             "ADP_ARCHIVE_DIR": str(self.config.archive_dir),
@@ -111,11 +117,22 @@ class Rig:
         self.faults: list[str] = []
         self.proxies: dict[str, FaultProxy] = {}
 
-    # --- set-up --------------------------------------------------------------------------------------
+    # --- set-up and tear-down -------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, base: Config, name: str, timing: Timing, *, streaming_archive: bool) -> Rig:
+        """A rig on stores of its own beside ``base``'s (nothing of ``base``'s is read or written)."""
+        stores = await open_sandbox(base, new_suffix("chaos"))
+        return cls(stores, name, timing, streaming_archive=streaming_archive)
+
+    async def close(self) -> None:
+        """Drop what the scenario made: its topics (if Kafka answers), its database, its Redis database."""
+        with contextlib.suppress(KafkaError, OSError, TimeoutError):  # Kafka down: the topics stay
+            await delete_topics(self.config)
+        await close_sandbox(self.stores)
 
     async def prepare(self) -> None:
         config = self.config
-        await reset_books(config)
         await ensure_topics(config)
         await wait_for_topics(config, config.topics.all())
         rows = generate_campaigns(600, 17, datetime.now(UTC))
@@ -250,8 +267,10 @@ def _wait_healthy(config: Config) -> None:
 
 async def _wipe_redis(r: Rig) -> None:
     client = aioredis.Redis.from_url(r.config.redis_url)
-    await client.flushdb()
-    await client.aclose()
+    try:
+        await wipe_claimed(client)  # the scenario's own Redis database, never another
+    finally:
+        await client.aclose()
     r.faults.append("Redis FLUSHDB")
 
 
@@ -308,7 +327,15 @@ def scenarios(t: Timing) -> dict[str, Callable[[Rig], Awaitable[None]]]:
 async def run_scenario(name: str, timing: Timing, *, fast: bool) -> Result:
     base = load_config()
     fault = scenarios(timing)[name]
-    rig = Rig(base, name, timing, streaming_archive=(not fast) or name == "kill-archive")
+    rig = await Rig.open(base, name, timing, streaming_archive=(not fast) or name == "kill-archive")
+    try:
+        return await _run_rig(rig, base, fault)
+    finally:
+        await rig.close()
+
+
+async def _run_rig(rig: Rig, base: Config, fault: Callable[[Rig], Awaitable[None]]) -> Result:
+    name = rig.name
     await rig.prepare()
     target_pg = urlsplit(base.pg_dsn)
     target_redis = urlsplit(base.redis_url)
@@ -331,8 +358,6 @@ async def run_scenario(name: str, timing: Timing, *, fast: bool) -> Result:
             return await rig.check(summary)
         finally:
             rig.sup.stop_all()
-            with contextlib.suppress(KafkaError, OSError, TimeoutError):  # Kafka down: the topics stay
-                await delete_topics(rig.config)
 
 
 def format_table(results: list[Result]) -> str:

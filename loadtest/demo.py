@@ -4,13 +4,19 @@ Generates campaigns and users, produces the campaigns, runs the platform's proce
 (manager, served-writer, ledger, pacer, the ad server with 2 workers, the archive job), simulates users,
 stops the streaming job gracefully, drains every consumer, compacts the archive, builds the report and
 prints the summary with the conservation line: spend by the ledger = spend in Redis = spend in the archive.
-``make demo-down`` (``--down``) stops whatever a demo left running, by PID.
+
+The demo never touches the user's data: it works in a database of its own, ``<database>_demo`` (e.g.
+``adplatform_demo``), a Redis logical database it claims, and topics under its own prefix. The topics go
+when the demo ends; the database and the Redis database stay, for a look, until ``make demo-down``
+(``--down``), which stops whatever a demo left running (by PID) and drops them. A second demo replaces them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -18,19 +24,23 @@ from pathlib import Path
 
 import asyncpg
 import redis.asyncio as aioredis
+from aiokafka.errors import KafkaError
 
 from adplatform.config import Config, load_config
-from adplatform.kafka import ensure_topics, wait_for_topics
+from adplatform.kafka import delete_topics, ensure_topics, wait_for_topics
+from adplatform.sandbox import Sandbox, close_named, named_owner, open_sandbox
 from archive.layout import ArchiveLayout
 from budget.budget_redis import BudgetStore
 from index.money import format_micros
-from loadtest.books import archive_books, reset_books
+from loadtest.books import archive_books
 from loadtest.simulator import SimSummary, Simulator, format_summary, load_users
 from loadtest.supervisor import Supervisor
 from loadtest.workers import wait_workers_ready
 
 PORT = 8000
 WORKERS = 2
+#: The demo's database is ``<the configured database>_demo``.
+SUFFIX = "demo"
 
 
 def step(message: str) -> None:
@@ -80,23 +90,54 @@ async def books(config: Config) -> dict[str, int]:
     return {"ledger": int(ledger), "redis": redis_spent, "live": int(live), "served_rows": int(served_rows)}
 
 
+async def open_demo_stores(base: Config) -> Sandbox:
+    """The demo's set-up: its own database and Redis database beside ``base``'s (a previous demo's are
+    replaced, emptied); nothing of ``base``'s is read or written."""
+    return await open_sandbox(base, SUFFIX, owner=named_owner(base, SUFFIX))
+
+
+async def close_demo_stores(base: Config) -> tuple[bool, int | None]:
+    """The demo's tear-down (``make demo-down``): its database dropped, its Redis database released."""
+    return await close_named(base, SUFFIX)
+
+
 def run(duration_s: float, campaigns: int, users: int, rate: float) -> int:
     base = load_config()
+    stores = asyncio.run(open_demo_stores(base))
+    step(f"the demo's own stores: database {stores.database}, Redis database {stores.redis_db}")
     # A fresh topic and group prefix per demo run: the demo's numbers are its own, whatever ran before.
     tag = f"demo{int(time.time())}-"
-    config = base.namespaced(tag, archive_dir=base.stack_dir / "demo" / tag.rstrip("-") / "archive")
-    env = {"ADP_TOPIC_PREFIX": tag, "ADP_GROUP_PREFIX": tag, "ADP_ARCHIVE_DIR": str(config.archive_dir)}
-    import os
+    config = stores.config.namespaced(tag, archive_dir=base.stack_dir / "demo" / tag.rstrip("-") / "archive")
+    env = {
+        **stores.env,
+        "ADP_TOPIC_PREFIX": tag,
+        "ADP_GROUP_PREFIX": tag,
+        "ADP_ARCHIVE_DIR": str(config.archive_dir),
+    }
+    config.archive_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        asyncio.run(ensure_topics(config))
+        asyncio.run(wait_for_topics(config, config.topics.all()))
+        return _run(config, env, stores, duration_s, campaigns, users, rate)
+    finally:
+        with contextlib.suppress(KafkaError, OSError, TimeoutError):  # Kafka down: the topics stay
+            asyncio.run(delete_topics(config))
 
+
+def _run(
+    config: Config,
+    env: dict[str, str],
+    stores: Sandbox,
+    duration_s: float,
+    campaigns: int,
+    users: int,
+    rate: float,
+) -> int:
     full_env = dict(os.environ, **env)
     work = config.archive_dir.parent
-    work.mkdir(parents=True, exist_ok=True)
-    asyncio.run(ensure_topics(config))
-    asyncio.run(wait_for_topics(config, config.topics.all()))
     step(f"generating {campaigns} campaign instructions and {users} users")
     csv_path = work / "campaigns.csv"
     cli("generate", "campaigns", "--count", str(campaigns), "--seed", "1", "-o", str(csv_path), env=full_env)
-    asyncio.run(reset_books(config))
     cli("generate", "users", "--count", str(users), "--seed", "1", env=full_env)
     step("producing campaigns to Kafka")
     print("    " + cli("produce", str(csv_path), env=full_env))
@@ -149,6 +190,7 @@ def run(duration_s: float, campaigns: int, users: int, rate: float) -> int:
         f" = archive {format_micros(archived)}: {verdict}"
     )
     print(f"report          {report}")
+    print(f"kept            database {stores.database}, Redis database {stores.redis_db} (make demo-down)")
     print("=" * 72)
     return 0 if ok and summary.served > 0 else 1
 
@@ -176,8 +218,12 @@ def main() -> int:
     parser.add_argument("--down", action="store_true", help="Stop what a demo left running, by PID.")
     args = parser.parse_args()
     if args.down:
-        stopped = Supervisor.stop_recorded(load_config().stack_dir / "run" / "demo")
+        base = load_config()
+        stopped = Supervisor.stop_recorded(base.stack_dir / "run" / "demo")
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+        dropped, redis_db = asyncio.run(close_demo_stores(base))
+        print(f"dropped: {'the demo database' if dropped else 'no demo database'}, ", end="")
+        print("no demo Redis database" if redis_db is None else f"Redis database {redis_db} released")
         return 0
     return run(args.duration, args.campaigns, args.users, args.rate)
 

@@ -1,8 +1,12 @@
 """Service fixtures and the unit/integration wall.
 
 Tests marked ``postgres``, ``redis``, ``kafka`` or ``spark`` get the real local stack (``make test`` starts
-it). Unmarked tests are blocked from connecting to the stack's ports, so the split is mechanical. With
-``ADP_REQUIRE_SERVICES=1`` (CI), a service test that skips is reported as a failure.
+it), in stores of their own: a session that runs any of them creates its own database and claims its own
+Redis logical database (``tests.fresh``), points ``ADP_PG_DSN`` and ``ADP_REDIS_URL`` there, and drops them
+at the end; a session without them (or whose stores could not be made) points those variables nowhere.
+The user's database and Redis database are never emptied. Unmarked tests are blocked from connecting to
+the stack's ports, so the split is mechanical. With ``ADP_REQUIRE_SERVICES=1`` (CI), a service test that
+skips is reported as a failure.
 """
 
 from __future__ import annotations
@@ -11,17 +15,30 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, wait_for_topics
+from adplatform.sandbox import Sandbox, SandboxError
 from devstack.stack import KAFKA_CONTROLLER_PORT, KAFKA_PORT, PG_PORT, REDIS_PORT
-from tests.fresh import CREATED_TOPICS, fresh_config
+from tests.fresh import (
+    CREATED_TOPICS,
+    NOWHERE,
+    clean_test_redis,
+    clean_test_tables,
+    close_session_sandbox,
+    fresh_config,
+    open_session_sandbox,
+)
+
+T = TypeVar("T")
 
 SERVICE_MARKERS = ("postgres", "redis", "kafka", "spark")
 SERVICE_PORTS = {PG_PORT, REDIS_PORT, KAFKA_PORT, KAFKA_CONTROLLER_PORT}
@@ -36,10 +53,43 @@ def _uses_services(item: pytest.Item) -> bool:
     return any(item.get_closest_marker(m) for m in SERVICE_MARKERS)
 
 
+def _in_thread(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on a loop of its own in another thread, leaving pytest-asyncio's loop alone."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+#: Why this session has no stores of its own (service tests then fail with it).
+_NO_SANDBOX: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox | None]:
+    """The session's own database and Redis database, for the whole session and every child process."""
+    with pytest.MonkeyPatch.context() as mp:
+        sandbox: Sandbox | None = None
+        if any(_uses_services(item) for item in request.session.items):
+            try:
+                sandbox = _in_thread(open_session_sandbox(load_config()))
+            except (OSError, asyncpg.PostgresError, RedisError, SandboxError) as exc:
+                _NO_SANDBOX.append(f"the test session's own database could not be created: {exc!r}")
+        else:
+            _NO_SANDBOX.append("no service test was collected")
+        for name, value in (sandbox.env if sandbox is not None else NOWHERE).items():
+            mp.setenv(name, value)
+        try:
+            yield sandbox
+        finally:
+            if sandbox is not None:
+                _in_thread(close_session_sandbox(sandbox))
+
+
 @pytest.fixture(autouse=True)
 def _service_wall(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unmarked tests may not reach PostgreSQL, Redis or Kafka."""
+    """Unmarked tests may not reach PostgreSQL, Redis or Kafka; marked ones need the session's stores."""
     if _uses_services(request.node):
+        if _NO_SANDBOX:
+            pytest.fail(_NO_SANDBOX[0])
         return
     real_connect = socket.socket.connect
     real_connect_ex = socket.socket.connect_ex
@@ -72,7 +122,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture(scope="session")
-def base_config() -> Config:
+def base_config(session_sandbox: Sandbox | None) -> Config:
+    """The environment's config: the session's own database and Redis database (or nowhere)."""
     return load_config()
 
 
@@ -112,22 +163,20 @@ async def pg_pool(base_config: Config) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
-TABLES = ("ads", "served_ads", '"user"', "consumer_offsets", "spend_events")
-
-
 @pytest.fixture
 async def pg(pg_pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
-    """The pool, with every online_ads table emptied before the test."""
+    """The pool, with every online_ads table of the session's database emptied before the test."""
     async with pg_pool.acquire() as conn:
-        await conn.execute("TRUNCATE " + ", ".join(f"online_ads.{t}" for t in TABLES))
+        await clean_test_tables(conn)
     yield pg_pool
 
 
 @pytest.fixture
-async def redis_client(base_config: Config) -> AsyncIterator[aioredis.Redis]:
-    """A Redis client on a flushed database."""
+async def redis_client(base_config: Config, session_sandbox: Sandbox | None) -> AsyncIterator[aioredis.Redis]:
+    """A Redis client on the session's Redis database, flushed."""
+    assert session_sandbox is not None
+    await clean_test_redis(session_sandbox)
     client = aioredis.Redis.from_url(base_config.redis_url)
-    await client.flushdb()
     try:
         yield client
     finally:

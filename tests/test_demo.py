@@ -12,13 +12,30 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis, pytest
 
 
 def test_demo_runs_end_to_end_and_the_books_balance() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "loadtest.demo", "--duration", "10", "--campaigns", "1500", "--users", "300"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "loadtest.demo",
+                "--duration",
+                "10",
+                "--campaigns",
+                "1500",
+                "--users",
+                "300",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:  # `make demo-down`: the demo's database and Redis database are kept until then
+        down = subprocess.run(
+            [sys.executable, "-m", "loadtest.demo", "--down"], capture_output=True, text=True, timeout=120
+        )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert re.search(r"^kept\s+database \S+_demo, Redis database \d+", result.stdout, re.M), result.stdout
+    assert "dropped: the demo database, Redis database" in down.stdout, down.stdout + down.stderr
     out = result.stdout
     line = next(row for row in out.splitlines() if row.startswith("conservation"))
     amounts = re.findall(r"(?:ledger|redis|archive) (\d+\.\d{6})", line)

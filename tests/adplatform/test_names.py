@@ -22,3 +22,8 @@ def test_campaign_id_of_inverts_budget_key_and_dedup_key(campaign_id: str) -> No
 def test_campaign_id_of_rejects_other_keys(key: str) -> None:
     with pytest.raises(ValueError, match="not a campaign key"):
         names.campaign_id_of(key)
+
+
+def test_the_budget_channel_is_per_logical_database() -> None:
+    assert names.budget_channel(0) == names.CHANNEL_BUDGET  # what running services already use
+    assert len({names.budget_channel(db) for db in range(16)}) == 16

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from adplatform import names
 from adplatform.config import Config
 from adplatform.kafka import make_producer, read_to_end
+from adplatform.sandbox import wipe_claimed
 from adplatform.wire import feedback_decoder
 from adserver.feedback import SUCCESS, FeedbackError, FeedbackService
 from adserver.token import RequestToken, TokenSigner
@@ -376,7 +377,7 @@ async def test_conservation_holds_across_a_redis_restart_and_a_wipe(rig: Rig, pg
     assert {k: v for k, v in (await rig.budgets.spent_all()).items() if k in before} == before
     assert (await burst(20, "b"))[0] == 20
     # Wipe: feedback is refused until reconciliation rebuilds the budgets from the books.
-    await rig.redis.flushdb()
+    await wipe_claimed(rig.redis)
     ok, unavailable = await burst(5, "wiped")
     assert (ok, unavailable) == (0, 5)
     await run_ledger(rig.config, until_idle=True, timeout_s=60)
@@ -404,7 +405,7 @@ async def test_after_a_wipe_an_update_does_not_reset_spend_it_waits_for_reconcil
     await rig.service.handle(unbooked, b'{"click": 1}')
     spent = (await rig.budgets.get(cid))["spent"]
     assert spent == 3 * CPC_MICROS
-    await rig.redis.flushdb()
+    await wipe_claimed(rig.redis)
     update = tiny_campaign_rows(1, "0.2")[0] | {"campaign_id": cid, "action": "Update Campaign"}
     await ingest(rig.config, [update], tmp_path)
     assert await rig.budgets.get(cid) == {}

@@ -191,3 +191,23 @@ async def test_batches_apply_their_debits_one_by_one_as_the_rules_say(
             assert await redis_client.sismember(names.BLOCKED_SET, cid) == blocked
     assert model.state["c2"]["spent"] == 400  # the run did exhaust a campaign
     assert model.state["big"]["spent"] > 10**15  # and charged amounts where a double's digits matter
+
+
+async def test_exhaustion_is_not_heard_on_another_databases_channel(
+    store: BudgetStore, redis_client: aioredis.Redis
+) -> None:
+    """Pub/sub is server-wide: the session's database publishes on its own channel, never on database
+    0's, where the user's ad servers listen."""
+    db = int(redis_client.connection_pool.connection_kwargs.get("db") or 0)
+    assert db != 0 and names.budget_channel_of(redis_client) != names.budget_channel(0)
+    await store.init_campaigns([campaign(budget=100, slots=1)], T0, new={"c1"})
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(names.budget_channel(0), names.budget_channel(db))
+    for _ in range(2):
+        await pubsub.get_message(timeout=1)  # the subscribe confirmations
+    await store.debit("c1", "r1:acquisition", 1_000, now_s=T0, dedup_ttl_s=60)
+    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+    extra = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose unannotated
+    assert message is not None and message["channel"] == names.budget_channel(db).encode()
+    assert extra is None

@@ -1,0 +1,418 @@
+"""Runs of their own on a shared stack: a scratch PostgreSQL database and a claimed Redis logical database.
+
+The test suite, the demo, the chaos scenarios and the benches never write where the user's services keep
+their data (DESIGN, invariant 7). Each opens a sandbox: a database ``<user's database>_<suffix>`` created
+here (marked by a comment, so only databases created here are ever dropped or emptied) and migrated, and a
+Redis logical database claimed with an owner key (so two runs never share one). The sandbox's ``config``
+and ``env`` point every client and every child process there; topics stay namespaced by the caller
+(``Config.namespaced``). Closing drops the database and flushes and releases the Redis database.
+
+Claims: a process-bound owner (``proc:host:pid:start-time:label``) may be taken over once that process is
+gone (a test session killed mid-run leaves nothing that blocks the next one); a named owner
+(``name:<database>``, the demo's, kept until ``make demo-down``) only by the same name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import socket
+import uuid
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+import redis.asyncio as aioredis
+from asyncpg.pool import PoolConnectionProxy
+from redis.exceptions import ResponseError
+
+from adplatform.config import Config, load_config
+from adplatform.migrate import migrate_dsn
+
+#: The comment on every database created here; nothing without it is ever dropped or emptied here.
+MARKER: Final = "adplatform sandbox"
+#: The owner key of a claimed Redis database (it lives in that database, so FLUSHDB re-sets it).
+CLAIM_KEY: Final = "adp:sandbox:owner"
+T = TypeVar("T")
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+
+# KEYS: claim key. ARGV: my owner, an owner that may be taken over ('' none). An empty database without
+# an owner is free; a database with data but no owner belongs to someone else and is never touched.
+_CLAIM = """
+local owner = redis.call('GET', KEYS[1])
+if not owner then
+  if redis.call('DBSIZE') > 0 then return 0 end
+elseif owner == ARGV[1] or owner == ARGV[2] then
+  redis.call('FLUSHDB')
+else
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+# KEYS: claim key. ARGV: my owner, 1 to keep the claim. Flushes only a database this owner holds.
+_FLUSH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('FLUSHDB')
+if ARGV[2] == '1' then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+# KEYS: claim key. Redis losing its data, as a fault run simulates it: only in a claimed database, and
+# the claim survives (it is the sandbox's, not the data's).
+_WIPE = """
+local owner = redis.call('GET', KEYS[1])
+if not owner then return 0 end
+redis.call('FLUSHDB')
+redis.call('SET', KEYS[1], owner)
+return 1
+"""
+
+
+class SandboxError(RuntimeError):
+    """A sandbox could not be created, or an operation would touch data no sandbox created."""
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A run's own PostgreSQL database and Redis logical database; ``config`` points there."""
+
+    config: Config
+    #: The config it was opened from (the user's database and Redis database).
+    base: Config
+    database: str
+    redis_db: int
+    owner: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The variables that point a child process at this sandbox."""
+        return {"ADP_PG_DSN": self.config.pg_dsn, "ADP_REDIS_URL": self.config.redis_url}
+
+
+def database_of(dsn: str) -> str:
+    return urlsplit(dsn).path.lstrip("/") or "postgres"
+
+
+def with_database(dsn: str, database: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
+
+
+def redis_db_of(url: str) -> int:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    raw = query.get("db") or parts.path.lstrip("/") or "0"
+    return int(raw)
+
+
+def with_redis_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "db"])
+    return urlunsplit(parts._replace(path=f"/{db}", query=query))
+
+
+def _client(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, decode_responses=True)
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _admin_dsn(dsn: str) -> str:
+    # The maintenance database, as devstack uses it: a database cannot be dropped from inside itself.
+    return with_database(dsn, "postgres")
+
+
+def _ident(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise SandboxError(f"not a sandbox database name: {name!r} (lower-case letters, digits, _)")
+    return f'"{name}"'
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, after the command name (which may hold spaces)
+
+
+def process_owner(label: str) -> str:
+    """An owner bound to this process: free to take over once the process is gone."""
+    return f"proc:{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}:{label}"
+
+
+def _stale(owner: str) -> bool:
+    """A process-bound owner on this host whose process is gone (or is another process by now)."""
+    parts = owner.split(":", 4)
+    if len(parts) != 5 or parts[0] != "proc" or parts[1] != socket.gethostname():
+        return False
+    try:
+        pid = int(parts[2])
+    except ValueError:
+        return False
+    return _start_time(pid) != parts[3]
+
+
+def new_suffix(kind: str) -> str:
+    """``kind`` and a random tag: a database name no other run has."""
+    return f"{kind}_{uuid.uuid4().hex[:8]}"
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------------
+
+
+async def _marked(conn: asyncpg.Connection, database: str) -> bool | None:
+    """None: no such database; else whether it carries the sandbox marker."""
+    row = await conn.fetchrow(
+        "SELECT shobj_description(oid, 'pg_database') AS note FROM pg_database WHERE datname = $1", database
+    )
+    if row is None:
+        return None
+    return bool(row["note"] and str(row["note"]).startswith(MARKER))
+
+
+async def create_database(base_dsn: str, database: str) -> str:
+    """Create (replacing a sandbox of that name) and migrate ``database``; returns its DSN."""
+    name = _ident(database)
+    if database == database_of(base_dsn):
+        raise SandboxError(f"refusing to use the configured database {database!r} as a sandbox")
+    admin = await asyncpg.connect(_admin_dsn(base_dsn), timeout=10)
+    try:
+        if await _marked(admin, database) is not None:
+            await _drop(admin, database)
+        # CREATE DATABASE and COMMENT take no parameters; the name is checked above, the note is constant.
+        await admin.execute(f"CREATE DATABASE {name}")
+        await admin.execute(f"COMMENT ON DATABASE {name} IS '{MARKER}'")
+    finally:
+        await admin.close()
+    dsn = with_database(base_dsn, database)
+    await migrate_dsn(dsn)
+    return dsn
+
+
+async def _drop(admin: asyncpg.Connection, database: str) -> bool:
+    marked = await _marked(admin, database)
+    if marked is None:
+        return False
+    if not marked:
+        raise SandboxError(f"refusing to drop database {database!r}: it was not created as a sandbox")
+    await admin.execute(f"DROP DATABASE IF EXISTS {_ident(database)} WITH (FORCE)")
+    return True
+
+
+async def drop_database(base_dsn: str, database: str) -> bool:
+    """Drop a sandbox database (False: there was none); refuses any database without the marker."""
+    admin = await asyncpg.connect(_admin_dsn(base_dsn), timeout=10)
+    try:
+        return await _drop(admin, database)
+    finally:
+        await admin.close()
+
+
+async def drop_derived(base_dsn: str, database: str) -> list[str]:
+    """Drop every sandbox database named ``<database>_…`` (a demo or chaos run inside a test session)."""
+    admin = await asyncpg.connect(_admin_dsn(base_dsn), timeout=10)
+    try:
+        names = [
+            r["datname"]
+            for r in await admin.fetch(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", f"{database}_"
+            )
+        ]
+        return [n for n in names if await _marked(admin, n) and await _drop(admin, n)]
+    finally:
+        await admin.close()
+
+
+async def truncate_sandbox(conn: asyncpg.Connection | asyncpg.Pool | PoolConnectionProxy) -> None:
+    """Empty every ``online_ads`` table of the connected database, which must be a sandbox."""
+    database = await conn.fetchval("SELECT current_database()")
+    marked = await conn.fetchval(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = current_database()"
+    )
+    if not (marked and str(marked).startswith(MARKER)):
+        raise SandboxError(f"refusing to empty database {database!r}: it was not created as a sandbox")
+    tables = [
+        r["tablename"]
+        for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'online_ads'")
+    ]
+    if tables:
+        quoted = ", ".join("online_ads." + '"' + t.replace('"', '""') + '"' for t in tables)
+        await conn.execute(f"TRUNCATE {quoted}")
+
+
+# --- Redis --------------------------------------------------------------------------------------------
+
+
+async def _databases(client: aioredis.Redis) -> int:
+    try:
+        reply = await client.config_get("databases")
+        return int(reply.get("databases") or 16)
+    except (ResponseError, ValueError):  # CONFIG renamed or disabled: Redis's default
+        return 16
+
+
+async def claim_redis_db(base_url: str, owner: str) -> int:
+    """Claim a free logical database (never the configured one, never 0) for ``owner``; its number."""
+    avoid = {0, redis_db_of(base_url)}
+    probe = _client(base_url)
+    try:
+        count = await _databases(probe)
+    finally:
+        await probe.aclose()
+    held = await find_claim(base_url, owner)  # a named owner re-opens its own database first
+    # From the top: users who pick a database besides 0 pick low numbers.
+    candidates: list[int] = ([held] if held is not None else []) + list(range(count - 1, 0, -1))
+    for db in candidates:
+        if db in avoid:
+            continue
+        client = _client(with_redis_db(base_url, db))
+        try:
+            current = _text(await client.get(CLAIM_KEY))
+            takeover = current if current is not None and _stale(current) else ""
+            if await client.eval(_CLAIM, 1, CLAIM_KEY, owner, takeover) == 1:
+                return db
+        except ResponseError:  # DB index out of range: fewer databases than CONFIG said
+            break
+        finally:
+            await client.aclose()
+    raise SandboxError(f"no free Redis logical database on {base_url.rsplit('@', 1)[-1]} for {owner}")
+
+
+async def flush_redis_db(url: str, owner: str, *, keep_claim: bool) -> bool:
+    """FLUSHDB the database at ``url`` only if ``owner`` holds it (keeping the claim, or releasing it)."""
+    client = _client(url)
+    try:
+        return bool(await client.eval(_FLUSH, 1, CLAIM_KEY, owner, "1" if keep_claim else "0") == 1)
+    finally:
+        await client.aclose()
+
+
+async def wipe_claimed(client: aioredis.Redis) -> None:
+    """FLUSHDB a claimed database but keep its claim (a fault run's "Redis lost its data"); refuses a
+    database no sandbox claimed."""
+    if await client.eval(_WIPE, 1, CLAIM_KEY) != 1:
+        raise SandboxError("refusing to flush a Redis database no sandbox claimed")
+
+
+async def find_claim(base_url: str, owner: str) -> int | None:
+    """The logical database ``owner`` holds, if any."""
+    probe = _client(base_url)
+    try:
+        count = await _databases(probe)
+    finally:
+        await probe.aclose()
+    for db in range(1, count):
+        client = _client(with_redis_db(base_url, db))
+        try:
+            value = _text(await client.get(CLAIM_KEY))
+        finally:
+            await client.aclose()
+        if value == owner:
+            return db
+    return None
+
+
+# --- the whole sandbox --------------------------------------------------------------------------------
+
+
+async def open_sandbox(base: Config, suffix: str, *, owner: str | None = None) -> Sandbox:
+    """Create ``<base database>_<suffix>`` and claim a Redis database. ``owner`` None: bound to this
+    process; a name (the demo's) re-opens, emptied, what that name held before."""
+    database = f"{database_of(base.pg_dsn)}_{suffix}"
+    owner = owner or process_owner(database)
+    redis_db = await claim_redis_db(base.redis_url, owner)
+    try:
+        dsn = await create_database(base.pg_dsn, database)
+    except BaseException:
+        await flush_redis_db(with_redis_db(base.redis_url, redis_db), owner, keep_claim=False)
+        raise
+    config = replace(base, pg_dsn=dsn, redis_url=with_redis_db(base.redis_url, redis_db))
+    return Sandbox(config=config, base=base, database=database, redis_db=redis_db, owner=owner)
+
+
+def named_owner(base: Config, suffix: str) -> str:
+    """The owner of a sandbox kept past its process (the demo's), by its database name."""
+    return f"name:{database_of(base.pg_dsn)}_{suffix}"
+
+
+async def clean_sandbox(sandbox: Sandbox) -> None:
+    """Empty the sandbox's tables and its Redis database (keeping the claim): a test's fresh start."""
+    conn = await asyncpg.connect(sandbox.config.pg_dsn, timeout=10)
+    try:
+        await truncate_sandbox(conn)
+    finally:
+        await conn.close()
+    if not await flush_redis_db(sandbox.config.redis_url, sandbox.owner, keep_claim=True):
+        raise SandboxError(f"Redis database {sandbox.redis_db} is no longer held by {sandbox.owner}")
+
+
+async def close_sandbox(sandbox: Sandbox) -> None:
+    """Drop the database (and any sandbox derived from it), flush and release the Redis database (and
+    any held by a sandbox derived from it)."""
+    await drop_derived(sandbox.base.pg_dsn, sandbox.database)
+    await drop_database(sandbox.base.pg_dsn, sandbox.database)
+    await release_named(sandbox.config, prefix=sandbox.database + "_")
+    await flush_redis_db(sandbox.config.redis_url, sandbox.owner, keep_claim=False)
+
+
+async def release_named(base: Config, *, prefix: str) -> list[int]:
+    """Flush and release every Redis database held by a named owner ``name:<prefix>…``."""
+    probe = _client(base.redis_url)
+    try:
+        count = await _databases(probe)
+    finally:
+        await probe.aclose()
+    released: list[int] = []
+    for db in range(1, count):
+        url = with_redis_db(base.redis_url, db)
+        client = _client(url)
+        try:
+            value = _text(await client.get(CLAIM_KEY))
+        finally:
+            await client.aclose()
+        owner = value or ""
+        if owner.startswith(f"name:{prefix}") and await flush_redis_db(url, owner, keep_claim=False):
+            released.append(db)
+    return released
+
+
+async def close_named(base: Config, suffix: str) -> tuple[bool, int | None]:
+    """Close a named sandbox (``make demo-down``): (database dropped, Redis database released)."""
+    owner = named_owner(base, suffix)
+    dropped = await drop_database(base.pg_dsn, f"{database_of(base.pg_dsn)}_{suffix}")
+    db = await find_claim(base.redis_url, owner)
+    if db is not None:
+        await flush_redis_db(with_redis_db(base.redis_url, db), owner, keep_claim=False)
+    return dropped, db
+
+
+def _in_thread(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on a loop of its own in another thread (the caller may own an event loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+@contextlib.contextmanager
+def sandbox_environment(kind: str) -> Iterator[Sandbox]:
+    """Stores of its own for a command-line run (a bench) and every process it starts: the environment
+    points there while the block runs; they are dropped when it ends."""
+    sandbox = _in_thread(open_sandbox(load_config(), new_suffix(kind)))
+    saved = {name: os.environ.get(name) for name in sandbox.env}
+    os.environ.update(sandbox.env)
+    try:
+        yield sandbox
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        _in_thread(close_sandbox(sandbox))
