@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 
 from adplatform import names
 from adplatform.config import load_config
+from adplatform.sandbox import sandbox_environment
 from bench.http_stack import delete_campaign_keys, save_results
 from budget.budget_redis import BudgetStore, DebitRequest
 from index.campaign import Campaign
@@ -109,7 +110,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--campaigns", type=int, default=1, help="campaigns the debits are spread over")
     parser.add_argument("--label", default="")
     args = parser.parse_args(argv)
-    rows = asyncio.run(run(args.batch, args.calls, args.campaigns))
+    with sandbox_environment("bench"):  # its own Redis database, never the user's
+        rows = asyncio.run(run(args.batch, args.calls, args.campaigns))
     for r in rows:
         print(
             f"{r['case']:<30} Redis CPU {r['redis_cpu_us_per_debit']:>6.2f} µs/debit  "

@@ -25,6 +25,7 @@ from typing import Any
 
 from adplatform.config import load_config
 from adplatform.kafka import delete_topics
+from adplatform.sandbox import sandbox_environment
 from adserver.http.server import Server
 from adserver.http.server import run as run_server
 from bench.http_stack import free_port, save_results, seed, server_process, write_corpus
@@ -128,6 +129,12 @@ def main(argv: list[str]) -> int:
     servers = ["uvicorn"] + (["granian"] if importlib.util.find_spec("granian") else [])
     if args.servers != "auto":
         servers = args.servers.split(",")
+    # Its own database and Redis database (the ad servers it starts inherit them), never the user's.
+    with sandbox_environment("bench"):
+        return _run(args, servers)
+
+
+def _run(args: argparse.Namespace, servers: list[str]) -> int:
     base = load_config()
     tag = f"bench{int(time.time())}"
     configs = [base.namespaced(f"{tag}-{i}-") for i in range(2)]

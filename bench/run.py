@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from adplatform.sandbox import sandbox_environment
 from bench import compare
 
 HERE = Path(__file__).resolve().parent
@@ -98,6 +99,12 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--save-baseline", action="store_true", help="Replace this machine's baseline.")
     args, extra = parser.parse_known_args()
+    # Every suite and harness below (and what they start) works in its own stores, never the user's.
+    with sandbox_environment("bench"):
+        return _run(args, extra)
+
+
+def _run(args: argparse.Namespace, extra: list[str]) -> int:
     code, out = run_pytest_benchmarks(extra)
     if code != 0 or not out.is_file():
         print(f"pytest-benchmark exited {code}: a benchmark failed, no regression check")

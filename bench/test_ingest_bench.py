@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, wait_for_topics
+from adplatform.sandbox import sandbox_environment
 from ingest.ads_postgres import COLUMNS, ad_record
 from ingest.generator import generate_campaigns, write_campaigns_csv
 from ingest.instruction import enrich, instruction_from_row
@@ -40,6 +42,13 @@ REFERENCE_UPSERT = (
     f"INSERT INTO bench_ads ({_COLS}) VALUES ({_PARAMS}) "  # noqa: S608
     f"ON CONFLICT (campaign_id) DO UPDATE SET {_UPDATES}"
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_stores() -> Iterator[None]:
+    """The pipeline's manager and the reference write their own database, never the user's."""
+    with sandbox_environment("bench"):
+        yield
 
 
 @pytest.fixture(scope="module")
