@@ -15,9 +15,9 @@ O(n) pointer move per affected list), so a bootstrap of many campaigns costs not
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator
-from operator import attrgetter
-from typing import Final, NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from operator import itemgetter
+from typing import Final
 
 import msgspec
 
@@ -25,26 +25,18 @@ from index.campaign import ACTIVE, ALL, Campaign
 from index.geo import DEFAULT_GEO, GeoTable
 from index.targeting import AdRequest
 
-
-class _Entry(NamedTuple):
-    """One indexed campaign, precompiled for the eligibility checks.
-
-    A flat named tuple: the lookup loops unpack it (the cheapest per-item access in CPython, and the
-    unpacking order is the field order below); everything else reads it by field name.
-    """
-
-    cpm_units: int
-    flight_start_s: int
-    flight_end_s: int
-    device_mask: int
-    gender_mask: int
-    income_mask: int
-    age_lo: int
-    age_hi: int
-    campaign_id: str
-    campaign: Campaign
-
-
+#: One indexed campaign, precompiled for the eligibility checks: (cpm_units, flight_start_s, flight_end_s,
+#: device_mask, gender_mask, income_mask, age_lo, age_hi, campaign_id, campaign). The lookup loops unpack
+#: it in this order; every other read goes through the named getters below, so no other code knows a
+#: position. An exact tuple rather than a NamedTuple: CPython 3.11 unpacks a tuple subclass about 3x
+#: slower (it misses the exact-tuple fast path), which measured +12% on lookup and auction over 100k
+#: campaigns and +50% on a full eligibility walk.
+_Entry = tuple[int, int, int, int, int, int, int, int, str, Campaign]
+#: Named reads of an entry: C-level getters, as fast as an index and usable as sort keys.
+_cpm_units: Final[Callable[[_Entry], int]] = itemgetter(0)
+_flight_end_s: Final[Callable[[_Entry], int]] = itemgetter(2)
+_campaign_id: Final[Callable[[_Entry], str]] = itemgetter(8)
+_campaign: Final[Callable[[_Entry], Campaign]] = itemgetter(9)
 _LocKey = tuple[str | None, str | None, str | None]
 _LocTarget = tuple[str, str, str]
 
@@ -60,7 +52,7 @@ _UNKNOWN_BIT: Final = 1
 
 def _order(entry: _Entry) -> tuple[int, str]:
     """Sort key of candidate lists: highest bid first, then campaign id (a total order, for bisect)."""
-    return (-entry.cpm_units, entry.campaign_id)
+    return (-_cpm_units(entry), _campaign_id(entry))
 
 
 class TopBids(msgspec.Struct, frozen=True):
@@ -143,7 +135,7 @@ class TargetingIndex:
 
     def indexed(self) -> Iterator[Campaign]:
         """The campaigns lookups consider (Active), in no particular order."""
-        return (entry.campaign for entry in self._entries.values())
+        return map(_campaign, self._entries.values())
 
     def apply(self, campaign: Campaign) -> bool:
         """Insert, update or stop a campaign; a version not newer than the stored one is ignored.
@@ -184,9 +176,9 @@ class TargetingIndex:
 
         Ended campaigns are skipped by lookups anyway; pruning keeps them from being walked over.
         """
-        ended = [e for e in self._entries.values() if e.flight_end_s <= now_s]
+        ended = [e for e in self._entries.values() if _flight_end_s(e) <= now_s]
         for entry in ended:
-            del self._entries[entry.campaign_id]
+            del self._entries[_campaign_id(entry)]
             self._unindex(entry)
         return len(ended)
 
@@ -305,8 +297,8 @@ class TargetingIndex:
                     if posting:
                         found.extend(posting.values())
         # Same order as _order, via two stable C-level sorts: several times faster than a tuple key.
-        found.sort(key=attrgetter("campaign_id"))
-        found.sort(key=attrgetter("cpm_units"), reverse=True)
+        found.sort(key=_campaign_id)
+        found.sort(key=_cpm_units, reverse=True)
         self._lists[key] = found
         return found
 
@@ -314,22 +306,22 @@ class TargetingIndex:
         lo, hi = (c.target_age_start, c.target_age_end)
         if lo == 0 and hi == 0:
             lo, hi = _ANY_AGE
-        return _Entry(
-            cpm_units=c.cpm_units,
-            flight_start_s=c.flight_start_s,
-            flight_end_s=c.flight_end_s,
-            device_mask=self._device.campaign_mask(c.target_device),
-            gender_mask=self._gender.campaign_mask(c.target_gender),
-            income_mask=self._income.campaign_mask(c.target_income_bucket),
-            age_lo=lo,
-            age_hi=hi,
-            campaign_id=c.campaign_id,
-            campaign=c,
-        )
+        return (
+            c.cpm_units,
+            c.flight_start_s,
+            c.flight_end_s,
+            self._device.campaign_mask(c.target_device),
+            self._gender.campaign_mask(c.target_gender),
+            self._income.campaign_mask(c.target_income_bucket),
+            lo,
+            hi,
+            c.campaign_id,
+            c,
+        )  # the order of _Entry
 
     def _index(self, entry: _Entry) -> None:
-        target = _loc_target(entry.campaign)
-        self._by_loc.setdefault(target, {})[entry.campaign_id] = entry
+        target = _loc_target(_campaign(entry))
+        self._by_loc.setdefault(target, {})[_campaign_id(entry)] = entry
         for value, counts in zip(target, self._loc_counts, strict=True):
             if value != ALL:
                 counts[value] = counts.get(value, 0) + 1
@@ -338,9 +330,9 @@ class TargetingIndex:
                 bisect.insort(entries, entry, key=_order)
 
     def _unindex(self, entry: _Entry) -> None:
-        target = _loc_target(entry.campaign)
+        target = _loc_target(_campaign(entry))
         posting = self._by_loc[target]
-        del posting[entry.campaign_id]
+        del posting[_campaign_id(entry)]
         if not posting:
             del self._by_loc[target]
         for key, entries in self._lists.items():
