@@ -1,0 +1,99 @@
+"""The stack's Kafka: one KRaft broker and controller on :19092/:19093 from the Maven jars, data under
+``.stack/kafka``, started in its own session so it outlives the CLI."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import uuid
+
+from devstack.paths import KAFKA_CONTROLLER_PORT, KAFKA_PORT, Paths, StackError
+from devstack.pids import read_pid
+
+KAFKA_PROPERTIES = """\
+# KRaft, one combined broker + controller, private ports. Written by `adplatform stack up`.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={data}
+num.partitions=4
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.cleaner.backoff.ms=1000
+log.retention.hours=168
+"""
+
+LOG4J_PROPERTIES = """\
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.RollingFileAppender
+log4j.appender.file.File={log}
+log4j.appender.file.MaxFileSize=20MB
+log4j.appender.file.MaxBackupIndex=2
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka=INFO
+log4j.logger.org.apache.kafka=INFO
+"""
+
+
+def kafka_java(paths: Paths, main: str, *args: str) -> list[str]:
+    return [
+        "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        f"-Dlog4j.configuration=file:{paths.kafka / 'log4j.properties'}",
+        "-cp", f"{paths.kafka_jars}/*", main, *args,
+    ]  # fmt: skip
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding, never beginning with '-'.
+
+    Kafka's own ``Uuid.randomUuid`` draws again in that case too: one id in 64 would begin with '-' and
+    be read as an option by ``kafka-storage format``.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def start_kafka(paths: Paths) -> None:
+    if read_pid(paths, "kafka") is not None:
+        return
+    paths.kafka.mkdir(parents=True, exist_ok=True)
+    props = paths.kafka / "server.properties"
+    props.write_text(
+        KAFKA_PROPERTIES.format(port=KAFKA_PORT, controller=KAFKA_CONTROLLER_PORT, data=paths.kafka / "data")
+    )
+    (paths.kafka / "log4j.properties").write_text(LOG4J_PROPERTIES.format(log=paths.logs / "kafka.log"))
+    cluster_file = paths.kafka / "cluster.id"
+    if not cluster_file.exists():
+        cluster_file.write_text(new_cluster_id())
+    cluster_id = cluster_file.read_text().strip()
+    # `--cluster-id=ID`, one argument: an id kept from an older checkout may begin with '-', and as a
+    # separate argument the tool's parser would take it for an option.
+    fmt = subprocess.run(
+        kafka_java(paths, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+                    "--config", str(props), "--ignore-formatted"),
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    if fmt.returncode != 0:
+        raise StackError(f"Kafka storage format failed: {fmt.stdout}{fmt.stderr}")
+    with (paths.logs / "kafka.out").open("ab") as out:
+        proc = subprocess.Popen(
+            kafka_java(paths, "kafka.Kafka", str(props)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # survives the CLI; `down` stops it by PID
+        )
+    paths.pid_file("kafka").write_text(str(proc.pid))
