@@ -12,15 +12,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
-from ingest.error import IngestError
-from ingest.instruction import (
+from adplatform.instruction import (
     COLUMNS,
     CampaignInstruction,
     InstructionError,
     enrich,
+    format_flight,
     instruction_from_row,
     parse_flight,
 )
+from ingest.error import IngestError
+
+__all__ = [
+    "RowError",
+    "format_flight",
+    "iter_campaign_rows",
+    "read_campaign_csv",
+    "rebase_dates",
+    "validate_row",
+]
 
 _BOM: Final = b"\xef\xbb\xbf"
 
@@ -112,18 +122,6 @@ def iter_campaign_rows(
             yield RowError(name, start, f"expected {len(header)} columns, got {len(record)}")
             continue
         yield start, {c: record[i] for c, i in index.items()}
-
-
-def _format_dt(moment: datetime) -> tuple[str, str]:
-    """Date and time in the seed's spelling: ``2025-09-12`` and ``5:00:00`` (hour not zero-padded)."""
-    return moment.date().isoformat(), f"{moment.hour}:{moment.minute:02d}:{moment.second:02d}"
-
-
-def format_flight(start: datetime, end: datetime) -> tuple[str, str]:
-    """``(date_range, time_range)`` literals for a UTC flight, in the seed format."""
-    d0, t0 = _format_dt(start.astimezone(UTC))
-    d1, t1 = _format_dt(end.astimezone(UTC))
-    return f"{{'start': '{d0}', 'end': '{d1}'}}", f"{{'start': '{t0}', 'end': '{t1}'}}"
 
 
 def rebase_dates(row: Mapping[str, str], now: datetime) -> dict[str, str]:

@@ -1,289 +1,57 @@
-"""Campaign instructions: the ``campaign-instructions`` wire format and its enrichment into a ``Campaign``.
-
-An instruction is one row of the seed CSV as a JSON object of 17 strings. ``process_message`` is the Ad
-Manager's pure message processor (snuba style): bytes in, a normalized ``Campaign`` out, or an
-``InstructionError`` whose ``reason`` is short and machine-friendly (it goes to the DLQ with the message).
-"""
+"""Campaign instructions, as the Ad Manager reads them: the code lives in ``adplatform.instruction``, which
+the admin API validates with too (the two services may not import each other); this module keeps the
+names ingest and its callers have always imported."""
 
 from __future__ import annotations
 
-import ast
-import functools
-import re
-from collections.abc import Mapping
-from datetime import UTC, date, datetime, time
-from typing import Final
+from adplatform.instruction import (
+    ACTIONS,
+    COLUMNS,
+    DEVICE_VALUES,
+    GENDER_VALUES,
+    INCOME_VALUES,
+    MAX_AGE,
+    MAX_FIELD_CHARS,
+    MAX_MESSAGE_BYTES,
+    MAX_RANGE_CHARS,
+    NEW,
+    STOP,
+    UPDATE,
+    CampaignInstruction,
+    InstructionError,
+    decode_instruction,
+    encode_instruction,
+    enrich,
+    field_errors,
+    instruction_from_row,
+    parse_age_range,
+    parse_flight,
+    parse_range,
+    process_message,
+)
 
-import msgspec
-
-from index.campaign import ACTIVE, ALL, DEVICE_TYPES, GENDERS, INACTIVE, INCOME_BUCKETS, SLOT_S, Campaign
-from index.money import MoneyError, cpm_units, parse_micros
-from index.pacing import planned_slot_budget
-from ingest.error import IngestError
-
-NEW: Final = "New Campaign"
-UPDATE: Final = "Update Campaign"
-STOP: Final = "Stop Campaign"
-ACTIONS: Final = (NEW, UPDATE, STOP)
-
-GENDER_VALUES: Final = frozenset((ALL, *GENDERS))
-DEVICE_VALUES: Final = frozenset((ALL, *DEVICE_TYPES))
-INCOME_VALUES: Final = frozenset((ALL, *INCOME_BUCKETS))
-
-#: Longest accepted value of any field; the longest text in the seed is ~300 chars.
-MAX_FIELD_CHARS: Final = 1_000
-#: Longest accepted range literal: ``ast.literal_eval`` on a bounded input cannot exhaust memory or stack.
-MAX_RANGE_CHARS: Final = 200
-#: 17 fields of 1,000 chars, each char at most a 6-byte JSON escape, plus slack.
-MAX_MESSAGE_BYTES: Final = 128 * 1024
-MAX_AGE: Final = 150
-
-_CAMPAIGN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-# Hours are not zero-padded in the seed ("5:00:00"); seconds are optional for leniency.
-_TIME = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?")
-_AGE = re.compile(r"\d{1,3}")
-# The canonical spelling of a range, as the seed and our generator write it. Matching it first skips
-# ``ast.literal_eval``, which is most of the cost of enriching an instruction.
-_CANONICAL_RANGE = re.compile(r"\{'start': '([^'\\]*)', 'end': '([^'\\]*)'\}")
-
-
-class InstructionError(IngestError, ValueError):
-    """An instruction that cannot become a campaign; ``reason`` is short and machine-friendly."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class CampaignInstruction(msgspec.Struct, frozen=True, kw_only=True):
-    """One campaign instruction as sent on ``campaign-instructions``: the seed CSV's columns, all strings."""
-
-    text: str
-    category: str
-    keywords: str
-    campaign_id: str
-    action: str
-    target_gender: str
-    target_age_range: str
-    target_city: str
-    target_state: str
-    target_country: str
-    target_income_bucket: str
-    target_device: str
-    cpc: str
-    cpa: str
-    budget: str
-    date_range: str
-    time_range: str
-
-
-#: The seed CSV's columns, in file order (the struct declares them in that order).
-COLUMNS: Final[tuple[str, ...]] = CampaignInstruction.__struct_fields__
-
-# Built once: msgspec decoders and encoders are reusable and thread-safe.
-_decoder: Final = msgspec.json.Decoder(CampaignInstruction)
-_encoder: Final = msgspec.json.Encoder()
-
-
-def _show(value: object, limit: int = 60) -> str:
-    """A bounded repr of user input for error reasons (they travel in DLQ headers and logs)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def decode_instruction(raw: bytes) -> CampaignInstruction:
-    """Decode one message; unknown extra fields are ignored, every known field must be a string."""
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise InstructionError(f"message too large: {len(raw)} bytes")
-    try:
-        return _decoder.decode(raw)
-    # msgspec raises UnicodeDecodeError for invalid UTF-8 inside strings, DecodeError otherwise.
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        pass
-    # Slow path, only for bad messages: find out what exactly is wrong.
-    raise InstructionError(_diagnose(raw)) from None
-
-
-def _diagnose(raw: bytes) -> str:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return "not UTF-8"
-    try:
-        obj = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        return "not JSON"
-    if not isinstance(obj, dict):
-        return "not a JSON object"
-    for name in COLUMNS:
-        if name not in obj:
-            return f"missing field: {name}"
-        if not isinstance(obj[name], str):
-            return f"field {name}: expected a string"
-    return "invalid instruction"
-
-
-def encode_instruction(instr: CampaignInstruction) -> bytes:
-    """The JSON message for ``campaign-instructions``."""
-    return _encoder.encode(instr)
-
-
-def instruction_from_row(row: Mapping[str, str]) -> CampaignInstruction:
-    """Build an instruction from a CSV row dict; extra keys are ignored."""
-    values: dict[str, str] = {}
-    for name in COLUMNS:
-        value = row.get(name)
-        if value is None:
-            raise InstructionError(f"missing field: {name}")
-        if not isinstance(value, str):
-            raise InstructionError(f"field {name}: expected a string")
-        values[name] = value
-    return CampaignInstruction(**values)
-
-
-def parse_range(text: str, field: str) -> tuple[str, str]:
-    """Parse a range literal ``{'start': 'a', 'end': 'b'}`` safely into ``(start, end)``."""
-    if len(text) > MAX_RANGE_CHARS:
-        raise InstructionError(f"unparsable {field}: longer than {MAX_RANGE_CHARS} chars")
-    canonical = _CANONICAL_RANGE.fullmatch(text)
-    if canonical:
-        return canonical[1], canonical[2]
-    try:
-        value = ast.literal_eval(text)
-    # literal_eval reports bad input through several exception types; all mean "not a literal".
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        raise InstructionError(f"unparsable {field}: {_show(text)}") from None
-    if not isinstance(value, dict) or set(value) != {"start", "end"}:
-        raise InstructionError(f"unparsable {field}: expected a dict with 'start' and 'end'")
-    start, end = value["start"], value["end"]
-    if not isinstance(start, str) or not isinstance(end, str):
-        raise InstructionError(f"unparsable {field}: 'start' and 'end' must be strings")
-    return start, end
-
-
-def _parse_date(text: str, field: str) -> date:
-    if _DATE.fullmatch(text):
-        try:
-            return date.fromisoformat(text)
-        except ValueError:
-            pass
-    raise InstructionError(f"unparsable {field}: bad date {_show(text)}")
-
-
-def _parse_time(text: str, field: str) -> time:
-    match = _TIME.fullmatch(text)
-    if match:
-        hour, minute, second = int(match[1]), int(match[2]), int(match[3] or 0)
-        if hour < 24 and minute < 60 and second < 60:
-            return time(hour, minute, second)
-    raise InstructionError(f"unparsable {field}: bad time {_show(text)}")
-
-
-# Files repeat the same flights, age ranges and prices across thousands of rows: cache the parsed
-# values (immutable; a failing parse raises and is not cached).
-@functools.lru_cache(maxsize=8192)
-def parse_flight(date_range: str, time_range: str) -> tuple[int, int]:
-    """Flight as UTC epoch seconds: ``date.start + time.start`` → ``date.end + time.end``, literally."""
-    d0, d1 = parse_range(date_range, "date_range")
-    t0, t1 = parse_range(time_range, "time_range")
-    start = datetime.combine(_parse_date(d0, "date_range"), _parse_time(t0, "time_range"), tzinfo=UTC)
-    end = datetime.combine(_parse_date(d1, "date_range"), _parse_time(t1, "time_range"), tzinfo=UTC)
-    return int(start.timestamp()), int(end.timestamp())
-
-
-@functools.lru_cache(maxsize=1024)
-def parse_age_range(text: str) -> tuple[int, int]:
-    """Inclusive age bounds; ``(0, 0)`` means any age."""
-    start, end = parse_range(text, "target_age_range")
-    if not (_AGE.fullmatch(start) and _AGE.fullmatch(end)):
-        raise InstructionError(f"invalid target_age_range: {_show(text)}")
-    lo, hi = int(start), int(end)
-    if hi > MAX_AGE or lo > hi:
-        raise InstructionError(f"invalid target_age_range: {_show(text)}")
-    return lo, hi
-
-
-@functools.lru_cache(maxsize=8192)
-def _money(text: str, field: str) -> int:
-    try:
-        return parse_micros(text, field=f"field {field}")
-    except MoneyError as exc:
-        raise InstructionError(str(exc)) from None
-
-
-def _check_strings(instr: CampaignInstruction) -> None:
-    for name in COLUMNS:
-        value: str = getattr(instr, name)
-        if len(value) > MAX_FIELD_CHARS:
-            raise InstructionError(f"field {name}: longer than {MAX_FIELD_CHARS} chars")
-        if "\x00" in value:
-            # PostgreSQL text cannot hold NUL; reject here with a reason rather than fail the batch.
-            raise InstructionError(f"field {name}: contains a NUL character")
-    if not _CAMPAIGN_ID.fullmatch(instr.campaign_id):
-        raise InstructionError(f"invalid campaign_id: {_show(instr.campaign_id)}")
-    # Unknown places are allowed (the geo table may grow), but an empty one is a broken row.
-    for name in ("target_city", "target_state", "target_country"):
-        if not getattr(instr, name):
-            raise InstructionError(f"empty {name}")
-
-
-def _check_member(value: str, allowed: frozenset[str], field: str) -> None:
-    if value not in allowed:
-        raise InstructionError(f"unknown {field}: {_show(value)}")
-
-
-def enrich(instr: CampaignInstruction, *, version: int, now_s: int, slot_s: int = SLOT_S) -> Campaign:
-    """Validate an instruction and normalize it into the full campaign state at ``version``.
-
-    ``slot_s``: the configured pacing slot length (``Config.slot_s``), which the slot budget depends on;
-    the default (the standard 10 minutes) suits callers that only validate."""
-    _check_strings(instr)
-    if instr.action not in ACTIONS:
-        raise InstructionError(f"unknown action: {_show(instr.action)}")
-    _check_member(instr.target_gender, GENDER_VALUES, "target_gender")
-    _check_member(instr.target_device, DEVICE_VALUES, "target_device")
-    _check_member(instr.target_income_bucket, INCOME_VALUES, "target_income_bucket")
-    age_start, age_end = parse_age_range(instr.target_age_range)
-    cpc = _money(instr.cpc, "cpc")
-    cpa = _money(instr.cpa, "cpa")
-    budget = _money(instr.budget, "budget")
-    if cpc < 0:
-        raise InstructionError("cpc must be >= 0")
-    if cpa < 0:
-        raise InstructionError("cpa must be >= 0")
-    if budget <= 0:
-        raise InstructionError("budget must be positive")
-    flight_start_s, flight_end_s = parse_flight(instr.date_range, instr.time_range)
-    if flight_end_s <= flight_start_s:
-        raise InstructionError("flight end <= start")
-    return Campaign(
-        campaign_id=instr.campaign_id,
-        version=version,
-        status=INACTIVE if instr.action == STOP else ACTIVE,
-        action=instr.action,
-        text=instr.text,
-        category=instr.category,
-        keywords=instr.keywords,
-        target_gender=instr.target_gender,
-        target_age_start=age_start,
-        target_age_end=age_end,
-        target_city=instr.target_city,
-        target_state=instr.target_state,
-        target_country=instr.target_country,
-        target_income_bucket=instr.target_income_bucket,
-        target_device=instr.target_device,
-        cpc_micros=cpc,
-        cpa_micros=cpa,
-        cpm_units=cpm_units(cpc, cpa),
-        budget_micros=budget,
-        flight_start_s=flight_start_s,
-        flight_end_s=flight_end_s,
-        slot_budget_micros=planned_slot_budget(budget, flight_start_s, flight_end_s, slot_s=slot_s),
-        updated_at_s=now_s,
-    )
-
-
-def process_message(raw: bytes, *, version: int, now_s: int, slot_s: int = SLOT_S) -> Campaign:
-    """The Ad Manager's pure message processor: raises ``InstructionError`` for a message bound to the DLQ."""
-    return enrich(decode_instruction(raw), version=version, now_s=now_s, slot_s=slot_s)
+__all__ = [
+    "ACTIONS",
+    "COLUMNS",
+    "DEVICE_VALUES",
+    "GENDER_VALUES",
+    "INCOME_VALUES",
+    "MAX_AGE",
+    "MAX_FIELD_CHARS",
+    "MAX_MESSAGE_BYTES",
+    "MAX_RANGE_CHARS",
+    "NEW",
+    "STOP",
+    "UPDATE",
+    "CampaignInstruction",
+    "InstructionError",
+    "decode_instruction",
+    "encode_instruction",
+    "enrich",
+    "field_errors",
+    "instruction_from_row",
+    "parse_age_range",
+    "parse_flight",
+    "parse_range",
+    "process_message",
+]
