@@ -15,6 +15,8 @@ from starlette.routing import BaseRoute, Route
 from adserver.feedback_route import FeedbackEndpoint
 from adserver.http import health, openapi
 from adserver.http.fastpath import FEEDBACK_ROUTE, SERVE_ROUTE
+from adserver.http.index_route import ROUTE as INDEX_ROUTE
+from adserver.http.index_route import campaign_version
 from adserver.serve import ServeEndpoint
 from adserver.state import StateRef
 
@@ -32,4 +34,5 @@ def build_routes(ref: StateRef, serve: ServeEndpoint, feedback: FeedbackEndpoint
         Route("/readyz", health.readyz(ref), methods=["GET"]),
         Route("/metrics", health.metrics(ref), methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route(INDEX_ROUTE, campaign_version(ref), methods=["GET"]),
     ]
