@@ -23,6 +23,8 @@ class PlatformService:
     #: The pyproject extra the process imports beyond the base dependencies (the archive needs pyspark and
     #: a JRE: the Dockerfile's `archive` image); None runs on the base (`server` image).
     extra: str | None = None
+    #: How long `adplatform run` waits for the process to stop after SIGTERM before it kills its group.
+    stop_timeout_s: float = 30.0
 
     def command(self, *, container: bool = False) -> tuple[str, ...]:
         """The full command line: ``adplatform`` and its arguments (plus ``container_args`` if asked)."""
@@ -43,8 +45,29 @@ PLATFORM_SERVICES: tuple[PlatformService, ...] = (
     PlatformService("ledger", ("ledger",)),
     PlatformService("pacer", ("pacer",)),
     PlatformService("reconciler", ("reconcile", "--interval", "10")),
-    PlatformService("archive", ("archive", "run"), extra="archive"),
+    # Its SIGTERM completes the current micro-batch first (Spark's start-up and a batch take a while).
+    PlatformService("archive", ("archive", "run"), extra="archive", stop_timeout_s=120.0),
 )
+
+#: The order `adplatform run` stops services in: the producers of work first (the ad server, the admin API),
+#: then the consumers of what they produced, the archive last (it archives what the others published).
+#: Names not running are skipped; a service missing here stops last.
+STOP_ORDER: tuple[str, ...] = (
+    "adserver",
+    "admin",
+    "manager",
+    "served-writer",
+    "ledger",
+    "pacer",
+    "reconciler",
+    "archive",
+)
+
+
+def in_stop_order(services: tuple[PlatformService, ...]) -> tuple[PlatformService, ...]:
+    """``services`` sorted by ``STOP_ORDER``."""
+    rank = {name: i for i, name in enumerate(STOP_ORDER)}
+    return tuple(sorted(services, key=lambda s: rank.get(s.name, len(rank))))
 
 
 def service(name: str) -> PlatformService:

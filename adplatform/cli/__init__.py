@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from adplatform.cli import archive, budget, ingest, load, reset, serve, stack
+from adplatform.cli import archive, budget, ingest, load, reset, run, serve, stack
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,6 +17,6 @@ def main() -> None:
     """adplatform: real-time ad platform (Kafka → PostgreSQL, in-memory auction, Redis budgets, Spark)."""
 
 
-for _module in (stack, ingest, serve, budget, load, archive, reset):
+for _module in (stack, ingest, serve, budget, load, archive, reset, run):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -1,0 +1,202 @@
+"""``adplatform.supervisor``: backoff, line prefixing, and a supervisor of small real child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from adplatform.services import PLATFORM_SERVICES, STOP_ORDER
+from adplatform.supervisor import (
+    Backoff,
+    ChildSpec,
+    LineSplitter,
+    Supervisor,
+    describe_exit,
+    platform_children,
+    prefix_of,
+    prefixed,
+    with_option,
+)
+
+
+def test_backoff_doubles_from_one_second_to_thirty() -> None:
+    backoff = Backoff()
+    assert [backoff.delay_s(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
+
+
+def test_backoff_resets_after_a_minute_up() -> None:
+    backoff = Backoff()
+    crashes = 0
+    for _ in range(4):  # four quick crashes in a row
+        crashes = backoff.crashes_after(crashes, uptime_s=2.0)
+    assert (crashes, backoff.delay_s(crashes)) == (4, 8)
+    crashes = backoff.crashes_after(crashes, uptime_s=60.0)  # it had been healthy for a minute
+    assert (crashes, backoff.delay_s(crashes)) == (1, 1)
+
+
+def test_line_splitter_keeps_partial_lines_until_their_end() -> None:
+    splitter = LineSplitter()
+    assert splitter.feed(b"one\ntw") == [b"one"]
+    assert splitter.feed(b"o\r\nthree\n\nfour") == [b"two", b"three", b""]
+    assert splitter.close() == [b"four"]
+    assert splitter.close() == []
+
+
+def test_line_splitter_cuts_a_line_longer_than_its_limit() -> None:
+    splitter = LineSplitter(max_line=4)
+    assert splitter.feed(b"abcdefghij") == [b"abcd", b"efgh"]
+    assert splitter.feed(b"k\n") == [b"ijk"]
+
+
+def test_prefix_aligns_names() -> None:
+    block = prefixed(prefix_of("ledger", 13), [b"a", b"b"]) + prefixed(prefix_of("served-writer", 13), [b"c"])
+    assert block.decode().splitlines() == ["ledger        | a", "ledger        | b", "served-writer | c"]
+
+
+def test_describe_exit() -> None:
+    assert (describe_exit(3), describe_exit(-9)) == ("exited with 3", "killed by SIGKILL")
+
+
+def test_with_option_replaces_or_appends() -> None:
+    argv = ("serve", "--workers", "2", "--port", "8000")
+    assert with_option(argv, "--workers", "4") == ("serve", "--workers", "4", "--port", "8000")
+    assert with_option(("serve",), "--port", "9") == ("serve", "--port", "9")
+
+
+def test_every_service_has_a_place_in_the_stop_order() -> None:
+    assert {s.name for s in PLATFORM_SERVICES} <= set(STOP_ORDER)
+    names = [c.name for c in platform_children()]
+    assert names == [n for n in STOP_ORDER if n in names]  # producers of work first, the archive last
+    assert names[0] == "adserver" and names[-1] == "archive"
+
+
+def test_platform_children_run_the_cli_with_the_ad_servers_options() -> None:
+    children = platform_children(["ledger", "adserver", "ledger"], workers=3, port=8123)
+    assert [c.name for c in children] == ["adserver", "ledger"]
+    assert children[0].argv == (
+        sys.executable, "-m", "adplatform.cli", "serve", "--workers", "3", "--port", "8123"
+    )  # fmt: skip
+    with pytest.raises(KeyError, match="no platform service 'nope'"):
+        platform_children(["nope"])
+
+
+def _py(code: str) -> tuple[str, ...]:
+    return (sys.executable, "-c", code)
+
+
+async def _until(predicate: object, timeout_s: float = 10) -> None:
+    assert callable(predicate)
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110 (a condition of other processes: polled)
+            await asyncio.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+FAST = Backoff(initial_s=0.05, max_s=0.2, reset_after_s=60)
+
+
+async def test_a_crashed_child_restarts_with_backoff_and_one_that_exits_0_does_not(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    crasher = f"import sys; f = open({str(runs)!r}, 'a'); f.write('x'); f.close(); print('up'); sys.exit(3)"
+    out = io.BytesIO()
+    sup = Supervisor(
+        [ChildSpec("crasher", _py(crasher)), ChildSpec("once", _py("print('done')"))], out=out, backoff=FAST
+    )
+    task = asyncio.create_task(sup.run())
+    await _until(lambda: sup.restarts()["crasher"] >= 3)
+    sup.stop()
+    assert await asyncio.wait_for(task, 10) == 0
+    log = out.getvalue().decode()
+    assert sup.states["once"].done and sup.restarts()["once"] == 0
+    assert "once finished (exit 0); not restarted" in log
+    assert "crasher exited with 3" in log and "restart 1 in 0.05s" in log and "restart 2 in 0.1s" in log
+    assert "restart 3 in 0.2s" in log
+    # The stop may come before the last restart's child wrote its mark.
+    assert len(runs.read_text()) - sup.restarts()["crasher"] in (0, 1)
+    assert re.search(r"^crasher \| up$", log, re.M)
+
+
+async def test_lines_of_children_never_mix(tmp_path: Path) -> None:
+    # Two children write long lines in small pieces at the same time.
+    code = (
+        "import sys, time\n"
+        "for i in range(30):\n"
+        "    for part in range(10):\n"
+        "        sys.stdout.write(chr(65 + i % 26) * 50); sys.stdout.flush(); time.sleep(0.001)\n"
+        "    sys.stdout.write('\\n'); sys.stderr.write('err\\n')\n"
+    )
+    out = io.BytesIO()
+    sup = Supervisor([ChildSpec("a", _py(code)), ChildSpec("bb", _py(code))], out=out, backoff=FAST)
+    assert await asyncio.wait_for(sup.run(), 30) == 0  # both finished with exit 0
+    lines = [line for line in out.getvalue().decode().splitlines() if not line.startswith("run")]
+    assert len(lines) == 2 * 30 * 2
+    for line in lines:
+        name, text = line.split(" | ", 1)
+        assert name.strip() in {"a", "bb"} and len(name) == 3
+        assert text == "err" or (len(text) == 500 and len(set(text)) == 1), line
+
+
+async def test_stop_goes_in_order_and_kills_only_after_the_timeout(tmp_path: Path) -> None:
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('up', flush=True); time.sleep(60)"
+    )
+    polite = "import time; print('up', flush=True); time.sleep(60)"
+    out = io.BytesIO()
+    sup = Supervisor(
+        [
+            ChildSpec("first", _py(polite)),
+            ChildSpec("stubborn", _py(stubborn), stop_timeout_s=0.5),
+            ChildSpec("last", _py(polite)),
+        ],
+        out=out,
+    )
+    task = asyncio.create_task(sup.run())
+    await _until(lambda: out.getvalue().count(b"| up") == 3)
+    pids = [st.pid for st in sup.states.values()]
+    sup.stop()
+    assert await asyncio.wait_for(task, 10) == 1  # one had to be killed: not a clean stop
+    log = out.getvalue().decode()
+    stops = [m.group(1) for m in re.finditer(r"^run\s+\| stopping (\S+)", log, re.M)]
+    assert stops == ["first", "stubborn", "last"]
+    assert "stubborn did not stop within 0.5s: killing its process group" in log
+    assert "first stopped (killed by SIGTERM)" in log
+    assert not any(_alive(pid) for pid in pids if pid is not None)
+
+
+async def test_a_crash_takes_the_childs_own_children_with_it(tmp_path: Path) -> None:
+    # A parent with a child of its own (as uvicorn with its workers) is SIGKILLed: the orphan goes too.
+    grandchild = tmp_path / "grandchild.pid"
+    code = (
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(grandchild)!r}, 'w').write(str(p.pid))\n"
+        "print('up', flush=True); time.sleep(60)\n"
+    )
+    out = io.BytesIO()
+    sup = Supervisor([ChildSpec("parent", _py(code))], out=out, backoff=Backoff(initial_s=30))
+    task = asyncio.create_task(sup.run())
+    await _until(lambda: grandchild.exists() and grandchild.read_text() != "")
+    orphan = int(grandchild.read_text())
+    pid = sup.states["parent"].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await _until(lambda: b"parent killed by SIGKILL" in out.getvalue())
+    await _until(lambda: not _alive(orphan))
+    sup.stop()  # during the backoff: nothing left to stop
+    assert await asyncio.wait_for(task, 10) == 0
+    assert sup.restarts() == {"parent": 0}
