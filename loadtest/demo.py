@@ -1,9 +1,10 @@
 """``make demo``: the whole pipeline end to end on the local stack, then a summary.
 
 Generates campaigns and users, produces the campaigns, runs the platform's processes in the background
-(manager, served-writer, ledger, pacer, the ad server with 2 workers, the archive job), simulates users,
-stops the streaming job gracefully, drains every consumer, compacts the archive, builds the report and
-prints the summary with the conservation line: spend by the ledger = spend in Redis = spend in the archive.
+under ``adplatform run`` (manager, served-writer, ledger, pacer, reconciler, the ad server with 2 workers,
+the archive job; one log, ``.stack/logs/demo/run.log``), simulates users, stops them in order (the streaming
+job gracefully, last), drains every consumer, compacts the archive, builds the report and prints the
+summary with the conservation line: spend by the ledger = spend in Redis = spend in the archive.
 
 The demo never touches the user's data: it works in a database of its own, ``<database>_demo`` (e.g.
 ``adplatform_demo``), a Redis logical database it claims, and topics under its own prefix. The topics go
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +41,11 @@ from loadtest.workers import wait_workers_ready
 
 PORT = 8000
 WORKERS = 2
+#: What ``adplatform run`` runs for the demo: named, so a service added to the platform later (the admin API)
+#: does not start here unasked.
+SERVICES = ("manager", "served-writer", "ledger", "pacer", "reconciler", "adserver", "archive")
+#: ``adplatform run`` stops its services one after another: each within 30 s, the archive within 120 s.
+STOP_TIMEOUT_S = 6 * 30 + 120 + 30
 #: The demo's database is ``<the configured database>_demo``.
 SUFFIX = "demo"
 
@@ -59,6 +66,48 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 600) -
     if result.returncode != 0:
         raise SystemExit(f"`adplatform {' '.join(args)}` failed:\n{result.stdout}\n{result.stderr}")
     return result.stdout.strip()
+
+
+def start_platform(stack_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``adplatform run`` with the demo's services in the background, its log under ``logs/demo`` and its
+    PID under ``run/demo`` (what ``make demo-down`` stops if the demo could not)."""
+    run_dir, log_dir = stack_dir / "run" / "demo", stack_dir / "logs" / "demo"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / "run.log").open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "adplatform.cli",
+                "run",
+                *SERVICES,
+                "--workers",
+                str(WORKERS),
+                "--port",
+                str(PORT),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # the terminal's Ctrl-C reaches the demo, which stops it in order
+        )
+    (run_dir / "run.pid").write_text(str(proc.pid))
+    return proc
+
+
+def stop_platform(stack_dir: Path, proc: subprocess.Popen[bytes]) -> int | None:
+    """SIGTERM ``adplatform run`` (it stops the ad server first, the archive last) and wait for it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    (stack_dir / "run" / "demo" / "run.pid").unlink(missing_ok=True)
+    return proc.returncode
 
 
 def wait_started(marker: Path, timeout_s: float = 180) -> None:
@@ -141,16 +190,9 @@ def _run(
     cli("generate", "users", "--count", str(users), "--seed", "1", env=full_env)
     step("producing campaigns to Kafka")
     print("    " + cli("produce", str(csv_path), env=full_env))
-    sup = Supervisor(config.stack_dir, env=env)
+    step("starting manager, served-writer, ledger, pacer, ad server (2 workers), archive job")
+    platform = start_platform(config.stack_dir, full_env)
     try:
-        step("starting manager, served-writer, ledger, pacer, ad server (2 workers), archive job")
-        sup.start("manager", "manager")
-        sup.start("served-writer", "served-writer")
-        sup.start("ledger", "ledger")
-        sup.start("pacer", "pacer")
-        sup.start("reconciler", "reconcile", "--interval", "10")
-        sup.start("adserver", "serve", "--workers", str(WORKERS), "--port", str(PORT))
-        sup.start("archive", "archive", "run", "--trigger-s", "2")
         try:
             asyncio.run(wait_workers_ready(f"http://127.0.0.1:{PORT}", WORKERS))
         except TimeoutError as exc:
@@ -160,10 +202,9 @@ def _run(
         step(f"simulating users for {duration_s:.0f}s at {rate:.0f} requests/s")
         summary = asyncio.run(_simulate(config, duration_s, rate))
         step("stopping the ad server, then draining the ledger, the served-writer and the archive")
-        sup.stop("adserver")
-        for name in ("reconciler", "pacer", "manager", "ledger", "served-writer"):
-            sup.stop(name)
-        sup.stop("archive", timeout_s=120)  # graceful: the current micro-batch completes
+        # adplatform run stops the ad server first and the archive last (its micro-batch completes).
+        if stop_platform(config.stack_dir, platform) != 0:
+            print("    adplatform run did not stop cleanly; see .stack/logs/demo/run.log", flush=True)
         print("    " + cli("ledger", "--until-idle", "--timeout", "120", env=full_env))
         print("    " + cli("served-writer", "--until-idle", "--timeout", "120", env=full_env))
         print("    " + cli("archive", "run", "--until-idle", env=full_env).splitlines()[-1])
@@ -173,7 +214,7 @@ def _run(
         print("    " + cli("archive", "export", env=full_env).splitlines()[-1])
         report = cli("report", env=full_env).splitlines()[-1]
     finally:
-        sup.stop_all()
+        stop_platform(config.stack_dir, platform)
     b = asyncio.run(books(config))
     archive = archive_books(config.archive_dir)
     archived_events, archived = archive.events, archive.spend_micros
@@ -219,7 +260,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.down:
         base = load_config()
-        stopped = Supervisor.stop_recorded(base.stack_dir / "run" / "demo")
+        stopped = Supervisor.stop_recorded(base.stack_dir / "run" / "demo", timeout_s=STOP_TIMEOUT_S)
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
         dropped, redis_db = asyncio.run(close_demo_stores(base))
         print(f"dropped: {'the demo database' if dropped else 'no demo database'}, ", end="")

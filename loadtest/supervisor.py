@@ -89,8 +89,9 @@ class Supervisor:
             self.stop(name)
 
     @staticmethod
-    def stop_recorded(run_dir: Path) -> list[str]:
-        """Stop every process whose PID file is in ``run_dir`` (what an earlier run left behind)."""
+    def stop_recorded(run_dir: Path, *, timeout_s: float = 30.0) -> list[str]:
+        """Stop every process whose PID file is in ``run_dir`` (what an earlier run left behind), each
+        given ``timeout_s`` after SIGTERM."""
         stopped: list[str] = []
         for pid_file in sorted(run_dir.glob("*.pid")):
             try:
@@ -100,7 +101,7 @@ class Supervisor:
                 continue
             try:
                 os.kill(pid, signal.SIGTERM)  # the process stops its own children cleanly
-                for _ in range(300):
+                for _ in range(int(timeout_s * 10)):
                     os.kill(pid, 0)
                     time.sleep(0.1)
             except ProcessLookupError:
