@@ -10,7 +10,7 @@ from adplatform.cli.common import config
 from adplatform.services import PLATFORM_SERVICES
 
 
-@click.command("run")
+@click.command("run", epilog=f"Services: {', '.join(s.name for s in PLATFORM_SERVICES)}.")
 @click.argument(
     "services", nargs=-1, metavar="[SERVICE]...", type=click.Choice([s.name for s in PLATFORM_SERVICES])
 )
@@ -24,9 +24,7 @@ def run_cmd(services: tuple[str, ...], workers: int | None, port: int | None) ->
     """Run the platform's services (all, or the SERVICEs named), each as a child process with its own
     process group: one log stream on stdout with the service's name on each line; a crashed service is
     restarted after a backoff (1 s doubling to 30 s), one that exits 0 is not; Ctrl-C or SIGTERM stops
-    them in order (the ad server first, the archive last) and exits 0.
-
-    Services: manager, adserver, served-writer, ledger, pacer, reconciler, archive."""
+    them in order (the ad server first, the archive last) and exits 0."""
     from adplatform.supervisor import platform_children, run_supervised
 
     config()  # fail fast on a bad environment, before any child starts (each reads it again)
