@@ -7,6 +7,7 @@ import base64
 import subprocess
 import uuid
 
+from adplatform.pidfile import write_pid_file
 from devstack.paths import KAFKA_CONTROLLER_PORT, KAFKA_PORT, Paths, StackError
 from devstack.pids import read_pid
 
@@ -96,4 +97,5 @@ def start_kafka(paths: Paths) -> None:
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # survives the CLI; `down` stops it by PID
         )
-    paths.pid_file("kafka").write_text(str(proc.pid))
+    # With its start time and boot id: after a reboot the file names no process, whoever has the PID.
+    write_pid_file(paths.pid_file("kafka"), proc.pid)

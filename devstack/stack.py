@@ -3,7 +3,7 @@
 ``up`` installs what is missing (Debian/Ubuntu as root), fetches the Kafka broker and Spark connector jars
 with Maven once, starts each service on its private port, waits until each answers a real request, then
 creates the database, applies migrations and creates the topics. Every step is idempotent. ``down`` stops
-the services by the PIDs it recorded. Logs go to ``.stack/logs/``.
+the services by the PIDs it recorded, checked against /proc first (``pids``). Logs go to ``.stack/logs/``.
 
 This module orchestrates (up, down, status, health, logs); each concern has its own module: ``paths``
 (folders, ports), ``install`` (apt-get, Maven jars), ``pids``, ``postgres``, ``redis``, ``kafka``. The
@@ -21,7 +21,7 @@ from adplatform.config import Config
 from devstack.install import ensure_installed, fetch_jars
 from devstack.kafka import new_cluster_id, start_kafka
 from devstack.paths import KAFKA_CONTROLLER_PORT, KAFKA_PORT, PG_PORT, REDIS_PORT, Paths, StackError, say
-from devstack.pids import read_pid, stop_pid
+from devstack.pids import read_pid, running, stop_pid
 from devstack.postgres import admin_dsn, pg_ok, prepare_database, quote_ident, start_postgres, stop_postgres
 from devstack.redis import REDIS_PERSISTENCE, redis_ok, start_redis
 
@@ -104,15 +104,16 @@ def up(config: Config) -> None:
 
 
 def stop_service(config: Config, service: str) -> None:
-    """Stop one service by the PID the stack recorded (postgres via pg_ctl for a clean shutdown)."""
+    """Stop one service by the PID the stack recorded, once /proc confirms it is still that process
+    (postgres via pg_ctl for a clean shutdown); a stale PID file is reported and nothing is signalled."""
     paths = Paths(config.stack_dir)
-    pid = read_pid(paths, service)
-    if pid is None:
+    record = running(paths, service)
+    if record is None:
         return
     if service == "postgres":
         stop_postgres(paths)
         return
-    stop_pid(pid, service)
+    stop_pid(paths, record, service)
     paths.pid_file(service).unlink(missing_ok=True)
 
 

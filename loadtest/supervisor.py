@@ -1,7 +1,8 @@
 """Background platform processes for the demo, benchmarks and fault scenarios: start, stop by PID.
 
 Each process gets a PID file and a log under the stack directory, so ``stop_all`` (and ``make demo-down``)
-stops exactly what was started here, by PID, and nothing else.
+stops exactly what was started here, by PID, and nothing else: each PID file records the process's start
+time and boot id, checked against /proc before any signal (``adplatform.pidfile``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from adplatform.pidfile import read_pid_file, signal_if_same, why_stale, write_pid_file
 
 
 @dataclass
@@ -46,7 +50,7 @@ class Supervisor:
                 env={**self.env, **(env or {})},
                 start_new_session=True,
             )
-        (self.run_dir / f"{name}.pid").write_text(str(proc.pid))
+        write_pid_file(self.run_dir / f"{name}.pid", proc.pid)
         managed = Managed(name, proc, log)
         self.procs[name] = managed
         return managed
@@ -89,27 +93,32 @@ class Supervisor:
             self.stop(name)
 
     @staticmethod
-    def stop_recorded(run_dir: Path, *, timeout_s: float = 30.0) -> list[str]:
-        """Stop every process whose PID file is in ``run_dir`` (what an earlier run left behind), each
-        given ``timeout_s`` after SIGTERM."""
+    def stop_recorded(run_dir: Path, *, report: Callable[[str], None] = print) -> list[str]:
+        """Stop every process whose PID file is in ``run_dir`` (what an earlier run left behind), once
+        /proc confirms it is still that process; a stale file is reported, removed and nothing signalled."""
         stopped: list[str] = []
         for pid_file in sorted(run_dir.glob("*.pid")):
-            try:
-                pid = int(pid_file.read_text().strip())
-            except ValueError:
-                pid_file.unlink()
+            record = read_pid_file(pid_file)
+            reason = "unreadable" if record is None else why_stale(record, _is_ours)
+            if record is None or reason is not None:
+                pid_file.unlink(missing_ok=True)
+                report(f"stale PID file {pid_file}: {reason}; removed, nothing signalled")
                 continue
-            try:
-                os.kill(pid, signal.SIGTERM)  # the process stops its own children cleanly
-                for _ in range(int(timeout_s * 10)):
-                    os.kill(pid, 0)
+            # The process stops its own children cleanly; wait while it is still the recorded one.
+            if signal_if_same(record, signal.SIGTERM, _is_ours):
+                for _ in range(300):
+                    if why_stale(record, _is_ours) is not None:
+                        break
                     time.sleep(0.1)
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)  # whatever of its group is left
+            # Whatever of its group is left: the group id stays taken while any member lives, so it cannot
+            # be another process's group yet. A leader still alive after 30 s goes with it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(record.pid, signal.SIGKILL)
             pid_file.unlink(missing_ok=True)
             stopped.append(pid_file.stem)
         return stopped
+
+
+def _is_ours(argv: Sequence[str]) -> bool:
+    """A bare-number PID file (an older adplatform's) names one of ours: ``python -m adplatform.cli …``."""
+    return "-m" in argv and "adplatform.cli" in argv
