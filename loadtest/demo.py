@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, wait_for_topics
+from adplatform.pidfile import write_pid_file
 from adplatform.sandbox import Sandbox, close_named, named_owner, open_sandbox
 from archive.layout import ArchiveLayout
 from budget.budget_redis import BudgetStore
@@ -93,7 +94,7 @@ def start_platform(stack_dir: Path, env: dict[str, str]) -> subprocess.Popen[byt
             env=env,
             start_new_session=True,  # the terminal's Ctrl-C reaches the demo, which stops it in order
         )
-    (run_dir / "run.pid").write_text(str(proc.pid))
+    write_pid_file(run_dir / "run.pid", proc.pid)  # checked against /proc by make demo-down
     return proc
 
 

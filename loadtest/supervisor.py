@@ -93,9 +93,12 @@ class Supervisor:
             self.stop(name)
 
     @staticmethod
-    def stop_recorded(run_dir: Path, *, report: Callable[[str], None] = print) -> list[str]:
-        """Stop every process whose PID file is in ``run_dir`` (what an earlier run left behind), once
-        /proc confirms it is still that process; a stale file is reported, removed and nothing signalled."""
+    def stop_recorded(
+        run_dir: Path, *, timeout_s: float = 30.0, report: Callable[[str], None] = print
+    ) -> list[str]:
+        """Stop every process whose PID file is in ``run_dir`` (what an earlier run left behind), each
+        given ``timeout_s`` after SIGTERM, once /proc confirms it is still that process; a stale file is
+        reported, removed and nothing signalled."""
         stopped: list[str] = []
         for pid_file in sorted(run_dir.glob("*.pid")):
             record = read_pid_file(pid_file)
@@ -106,12 +109,12 @@ class Supervisor:
                 continue
             # The process stops its own children cleanly; wait while it is still the recorded one.
             if signal_if_same(record, signal.SIGTERM, _is_ours):
-                for _ in range(300):
+                for _ in range(int(timeout_s * 10)):
                     if why_stale(record, _is_ours) is not None:
                         break
                     time.sleep(0.1)
             # Whatever of its group is left: the group id stays taken while any member lives, so it cannot
-            # be another process's group yet. A leader still alive after 30 s goes with it.
+            # be another process's group yet. A leader still alive after ``timeout_s`` goes too.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(record.pid, signal.SIGKILL)
             pid_file.unlink(missing_ok=True)
