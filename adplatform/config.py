@@ -7,13 +7,17 @@ passwords inside DSNs) are kept out of reprs.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Final
 from urllib.parse import urlsplit, urlunsplit
+
+from dotenv.parser import parse_stream
 
 from index.money import CPM_UNITS_PER_UNIT
 
@@ -34,23 +38,18 @@ def redact_url(url: str) -> str:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse a simple ``KEY=value`` file (``#`` comments, optional quotes); missing file → {}."""
-    values: dict[str, str] = {}
+    """The ``KEY=value`` pairs of a ``.env`` file, parsed by python-dotenv (quotes, ``export``, inline
+    ``# comments``, multi-line quoted values); missing file → {}. Values are taken literally (no
+    ``${VAR}`` expansion: a secret may contain ``$``); a line it cannot parse fails fast."""
     if not path.is_file():
-        return values
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :]
-        key, sep, value = line.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key.strip()):
-            raise ConfigError(f"{path}:{lineno}: expected KEY=value")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
+        return {}
+    values: dict[str, str] = {}
+    with path.open(encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            if binding.error:
+                raise ConfigError(f"{path}:{binding.original.line}: expected KEY=value")
+            if binding.key is not None and binding.value is not None:
+                values[binding.key] = binding.value
     return values
 
 
@@ -115,6 +114,8 @@ class Config:
     #: Seconds a client may take to send one whole request (head and body) from its first byte, and to
     #: start its first request after connecting: slow clients are answered 408 and disconnected.
     client_timeout_s: int = 10
+    #: ``ADP_ENV``: ``development`` (default) or ``production``; production never accepts the dev key quietly.
+    environment: str = "development"
 
     @property
     def pg_dsn_redacted(self) -> str:
@@ -175,8 +176,57 @@ def _token_keys(raw: str) -> tuple[TokenKey, ...]:
     return tuple(keys)
 
 
-#: Development-only signing key. `adplatform` warns when it is used outside the local stack.
+#: Development-only signing key, used when ``ADP_TOKEN_KEYS`` is unset. The ad server warns at start when
+#: it is used outside the local stack (``dev_key_warning``).
 DEV_TOKEN_KEYS = "dev1:adplatform-development-key-change-me"
+
+#: The local stack's private ports (``adplatform stack up`` serves them on loopback; a test keeps these
+#: equal to devstack's).
+LOCAL_STACK_PORTS: Final = {"postgres": 15432, "redis": 16379, "kafka": 19092}
+
+
+def _on_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def on_local_stack(config: Config) -> bool:
+    """Whether every service the config names is the local stack's: a loopback address at its private
+    port (PostgreSQL 15432, Redis 16379, every Kafka bootstrap server 19092)."""
+    endpoints = [(urlsplit(config.pg_dsn), "postgres"), (urlsplit(config.redis_url), "redis")]
+    endpoints += [(urlsplit(f"//{server.strip()}"), "kafka") for server in config.kafka_bootstrap.split(",")]
+    try:
+        return all(
+            _on_loopback(url.hostname) and url.port == LOCAL_STACK_PORTS[service]
+            for url, service in endpoints
+        )
+    except ValueError:  # a malformed port is nobody's local stack
+        return False
+
+
+def dev_key_warning(config: Config) -> str | None:
+    """The warning to log when the development token key is in use (``ADP_TOKEN_KEYS`` unset, or the key
+    among those given) and either ``ADP_ENV=production`` or a service is not the local stack's; else
+    ``None``. Its secret is in this repository: whoever has read it can forge and read request tokens."""
+    dev_secret = DEV_TOKEN_KEYS.partition(":")[2].encode()
+    if not any(key.secret == dev_secret for key in config.token_keys):
+        return None
+    if config.environment == "production":
+        where = "ADP_ENV=production"
+    elif not on_local_stack(config):
+        where = "the services are not the local stack's (loopback ports 15432, 16379, 19092)"
+    else:
+        return None
+    return (
+        f"the development token key is in use and {where}: anyone who has read adplatform's source can "
+        "forge and read request tokens; set ADP_TOKEN_KEYS to a secret key of your own (see .env.example)"
+    )
 
 
 def load_config(environ: Mapping[str, str] | None = None, *, dotenv: Path | None = None) -> Config:
@@ -188,6 +238,9 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv: Path | None
     level = (env.get(PREFIX + "LOG_LEVEL") or "INFO").upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"{PREFIX}LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR, got {level!r}")
+    environment = (env.get(PREFIX + "ENV") or "development").strip().lower()
+    if environment not in {"development", "production"}:
+        raise ConfigError(f"{PREFIX}ENV: development or production, got {environment!r}")
     return Config(
         pg_dsn=env.get(PREFIX + "PG_DSN") or "postgresql://postgres@127.0.0.1:15432/adplatform",
         pg_command_timeout_s=_int(env, "PG_COMMAND_TIMEOUT_S", 30, minimum=1),
@@ -207,4 +260,5 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv: Path | None
         archive_dir=Path(env.get(PREFIX + "ARCHIVE_DIR") or stack_dir / "archive").absolute(),
         log_level=level,
         client_timeout_s=_int(env, "CLIENT_TIMEOUT_S", 10, minimum=1),
+        environment=environment,
     )

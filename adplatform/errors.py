@@ -90,3 +90,47 @@ def _is_network_os_error(exc: OSError) -> bool:
     # asyncio's create_connection, when every address of a host failed differently, raises one bare
     # OSError without errno listing them (e.g. localhost on ::1 and 127.0.0.1, both refused).
     return type(exc) is OSError and exc.errno is None and str(exc).startswith("Multiple exceptions:")
+
+
+#: The platform's services, by the top-level package of their client library.
+_CLIENT_PACKAGES: Final = {"aiokafka": "kafka", "asyncpg": "postgres", "redis": "redis"}
+
+
+def service_of(exc: BaseException) -> str | None:
+    """Which service (``"kafka"``, ``"postgres"`` or ``"redis"``) ``exc`` comes from: by the error's class,
+    else by the deepest frame of that service's client library in its traceback (a bare ``OSError`` or
+    ``TimeoutError`` from a connect), looking through its causes too; ``None`` when none is involved."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        package = _CLIENT_PACKAGES.get(type(current).__module__.split(".")[0])
+        if package is None:
+            tb, frames = current.__traceback__, []
+            while tb is not None:
+                frames.append(tb.tb_frame.f_globals.get("__name__", "").split(".")[0])
+                tb = tb.tb_next
+            package = next((_CLIENT_PACKAGES[m] for m in reversed(frames) if m in _CLIENT_PACKAGES), None)
+        if package is not None:
+            return package
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return None
+
+
+def unreachable_service(exc: BaseException) -> tuple[str, BaseException] | None:
+    """``(service, failure)`` when ``exc`` (or, for an exception group, one of its errors) says a service
+    could not be reached: a failure that waiting may clear (``is_retriable``) or an unknown host, raised
+    by that service's client. ``None`` for every other error (a bug, a refused password...)."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = unreachable_service(inner)
+            if found is not None:
+                return found
+        return None
+    if not (is_retriable(exc) or isinstance(exc, socket.gaierror)):
+        return None
+    service = service_of(exc)
+    return None if service is None else (service, exc)

@@ -22,6 +22,19 @@ TOPIC_SETTINGS: dict[str, dict[str, str]] = {
 }
 
 
+async def start_or_close(client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient) -> None:
+    """Start ``client``; when that fails (no broker answers), close it before the error propagates, so the
+    command's one-line error is not followed by aiokafka's "Unclosed AIOKafka..." warnings."""
+    try:
+        await client.start()
+    except BaseException:
+        if isinstance(client, AIOKafkaAdminClient):
+            await client.close()
+        else:
+            await client.stop()
+        raise
+
+
 def topic_settings(topics: TopicConfig, name: str) -> dict[str, str]:
     base = name[len(topics.prefix) :] if topics.prefix and name.startswith(topics.prefix) else name
     return TOPIC_SETTINGS.get(base, {})
@@ -31,7 +44,7 @@ async def ensure_topics(config: Config, names: Iterable[str] | None = None) -> l
     """Create the platform's topics (or ``names``) if missing; returns those created. Idempotent."""
     wanted = list(names) if names is not None else list(config.topics.all())
     admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap, request_timeout_ms=10_000)
-    await admin.start()
+    await start_or_close(admin)
     try:
         existing = set(await admin.list_topics())
         missing = [n for n in wanted if n not in existing]
@@ -59,7 +72,7 @@ async def delete_topics(config: Config, names: Iterable[str] | None = None) -> l
     partitions is slower to start and to answer metadata, and each partition keeps its files."""
     wanted = list(names) if names is not None else list(config.topics.all())
     admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap, request_timeout_ms=30_000)
-    await admin.start()
+    await start_or_close(admin)
     try:
         existing = set(await admin.list_topics())
         mine = [t for t in wanted if t in existing]
@@ -74,7 +87,7 @@ async def wait_for_topics(config: Config, names: Iterable[str], timeout_s: float
     """Wait until every topic has leaders for all its partitions (fresh topics take a moment)."""
     wanted = set(names)
     consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka_bootstrap)
-    await consumer.start()
+    await start_or_close(consumer)
     try:
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
@@ -122,7 +135,7 @@ async def read_to_end(
     """Every record of ``topic`` from ``start`` (partition → offset; default: the beginning) to its end
     offsets now (no consumer group; bounded)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    await start_or_close(consumer)
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         partitions = consumer.partitions_for_topic(topic)

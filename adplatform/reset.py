@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient
 
 from adplatform.config import Config
-from adplatform.kafka import delete_topics, ensure_topics
+from adplatform.kafka import delete_topics, ensure_topics, start_or_close
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def describe(config: Config) -> str:
 async def _wait_gone(config: Config, topics: list[str], timeout_s: float = 60) -> None:
     """Kafka deletes topics in the background; recreating one still marked for deletion fails."""
     admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap, request_timeout_ms=10_000)
-    await admin.start()
+    await start_or_close(admin)
     try:
         deadline = time.monotonic() + timeout_s
         while set(topics) & set(await admin.list_topics()):

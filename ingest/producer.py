@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from adplatform.config import Config
-from adplatform.kafka import make_producer
+from adplatform.kafka import make_producer, start_or_close
 from ingest.csvfile import RowError, read_campaign_csv, rebase_dates
 from ingest.instruction import InstructionError, encode_instruction, instruction_from_row
 
@@ -48,7 +48,7 @@ async def produce_file(
     summary = ProduceSummary()
     moment = now or datetime.now(UTC)
     producer = make_producer(config, linger_ms=20, client_id="campaign-producer")
-    await producer.start()
+    await start_or_close(producer)
     started = time.monotonic()
     pending: list[Any] = []
     try:

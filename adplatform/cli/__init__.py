@@ -10,11 +10,19 @@ from __future__ import annotations
 import click
 
 from adplatform.cli import archive, budget, ingest, load, reset, run, serve, stack
+from adplatform.cli.common import PlatformGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=PlatformGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="adplatform", prog_name="adplatform")
 def main() -> None:
-    """adplatform: real-time ad platform (Kafka → PostgreSQL, in-memory auction, Redis budgets, Spark)."""
+    """adplatform: real-time ad platform (Kafka → PostgreSQL, in-memory auction, Redis budgets, Spark).
+
+    \b
+    Exit status: 0 done; 1 the command failed (or found a difference);
+    2 nothing was done: PostgreSQL, Redis or Kafka is not reachable (the one-line message names it
+    and its address: start the local stack with `adplatform stack up`), a usage error, or a refused reset.
+    """
 
 
 for _module in (stack, ingest, serve, budget, load, archive, reset, run):

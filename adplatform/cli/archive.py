@@ -16,10 +16,16 @@ def archive_group() -> None:
 
 
 @archive_group.command("run")
-@click.option("--trigger-s", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option(
+    "--trigger-s", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+    help="Seconds between micro-batches.",
+)  # fmt: skip
 @click.option("--until-idle", is_flag=True, help="Archive what the topic holds now, then stop.")
 @click.option("--max-seconds", type=click.FloatRange(min=0), default=None, help="Stop after this long.")
-@click.option("--max-offsets-per-trigger", type=click.IntRange(min=1), default=500_000, show_default=True)
+@click.option(
+    "--max-offsets-per-trigger", type=click.IntRange(min=1), default=500_000, show_default=True,
+    help="Records read per micro-batch at most (bounds a catch-up batch).",
+)  # fmt: skip
 def archive_run(
     trigger_s: float, until_idle: bool, max_seconds: float | None, max_offsets_per_trigger: int
 ) -> None:
@@ -66,7 +72,10 @@ def archive_stop() -> None:
 
 @archive_group.command("compact")
 @click.option("--all", "all_partitions", is_flag=True, help="Also partitions still open (writer stopped).")
-@click.option("--grace-minutes", type=click.IntRange(min=0), default=15, show_default=True)
+@click.option(
+    "--grace-minutes", type=click.IntRange(min=0), default=15, show_default=True,
+    help="An hour is closed this long after it ends (late records may still arrive).",
+)  # fmt: skip
 def archive_compact(all_partitions: bool, grace_minutes: int) -> None:
     """Merge the committed part files of each closed hour into one file (feedback_compacted/)."""
     from datetime import timedelta

@@ -17,8 +17,11 @@ def generate() -> None:
 
 @generate.command("campaigns")
 @click.option("--count", default=5000, show_default=True, help="Instructions (rows) to write.")
-@click.option("--seed", default=1, show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--seed", default=1, show_default=True, help="Random seed: the same seed writes the same file.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+    help="The CSV file to write.",
+)  # fmt: skip
 def generate_campaigns_cmd(count: int, seed: int, output: Path) -> None:
     """Write a campaign-instruction CSV in the seed format, with flights live from now."""
     from datetime import UTC, datetime
@@ -31,8 +34,8 @@ def generate_campaigns_cmd(count: int, seed: int, output: Path) -> None:
 
 
 @generate.command("users")
-@click.option("--count", default=1000, show_default=True)
-@click.option("--seed", default=1, show_default=True)
+@click.option("--count", default=1000, show_default=True, help="Users to insert.")
+@click.option("--seed", default=1, show_default=True, help="Random seed: the same seed, the same users.")
 def generate_users_cmd(count: int, seed: int) -> None:
     """Insert generated users into online_ads."user" (idempotent for a seed)."""
     import asyncio
@@ -82,7 +85,10 @@ def produce_cmd(file: Path, rate: float | None, rebase_dates: bool) -> None:
 @click.command("manager")
 @click.option("--until-idle", is_flag=True, help="Stop once every assigned partition is drained.")
 @click.option("--timeout", type=float, default=None, help="Stop after this many seconds at most.")
-@click.option("--max-batch", type=click.IntRange(1, 100_000), default=5000, show_default=True)
+@click.option(
+    "--max-batch", type=click.IntRange(1, 100_000), default=5000, show_default=True,
+    help="Instructions read and applied per batch (one PostgreSQL transaction).",
+)  # fmt: skip
 def manager_cmd(until_idle: bool, timeout: float | None, max_batch: int) -> None:
     """Run the Ad Manager (consumer group ad-manager): instructions → PostgreSQL, Redis, ad-changes."""
     import asyncio

@@ -78,8 +78,8 @@ def simulate_cmd(duration: float, rate: float, concurrency: int, server: str) ->
 @click.argument("fb_host")
 @click.argument("fb_port", type=int)
 @click.option("--duration", type=float, default=60, show_default=True, help="Seconds to run (bounded).")
-@click.option("--rate", type=float, default=200, show_default=True)
-@click.option("--concurrency", type=int, default=32, show_default=True)
+@click.option("--rate", type=float, default=200, show_default=True, help="Ad requests per second.")
+@click.option("--concurrency", type=int, default=32, show_default=True, help="Requests in flight at most.")
 def simulate_legacy_cmd(
     db_host: str, db_user: str, db_pass: str, db_name: str, scheme: str, ad_host: str, ad_port: int,
     fb_host: str, fb_port: int, duration: float, rate: float, concurrency: int,

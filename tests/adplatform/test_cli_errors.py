@@ -1,0 +1,120 @@
+"""Errors people can read: a command whose service is down prints one line naming the service, its address
+and what to run, exits 2 and closes its clients; --version; help on every command and option.
+
+The services are pointed at port 1 on loopback, where nothing listens (not the stack's ports, so these
+tests stay unmarked)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import click
+import pytest
+import redis.asyncio as aioredis
+import redis.exceptions
+from click.testing import CliRunner
+
+from adplatform.cli import main
+from adplatform.cli.common import SERVICE_DOWN
+from adplatform.errors import service_of, unreachable_service
+
+DOWN = {
+    "ADP_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+    "ADP_PG_DSN": "postgresql://postgres:secret@127.0.0.1:1/adplatform",
+    "ADP_REDIS_URL": "redis://127.0.0.1:1/0",
+}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADP_")} | DOWN
+    return subprocess.run(
+        [sys.executable, "-m", "adplatform.cli", *args],
+        cwd=tmp_path,  # no .env
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "service", "variable"),
+    [
+        (("produce", "{csv}"), "Kafka", "ADP_KAFKA_BOOTSTRAP"),
+        (("dlq", "show"), "Kafka", "ADP_KAFKA_BOOTSTRAP"),
+        (("topics",), "Kafka", "ADP_KAFKA_BOOTSTRAP"),
+        (("manager", "--until-idle", "--timeout", "5"), "Kafka", "ADP_KAFKA_BOOTSTRAP"),
+        (("migrate",), "PostgreSQL", "ADP_PG_DSN"),
+        (("generate", "users", "--count", "1"), "PostgreSQL", "ADP_PG_DSN"),
+        (("reconcile", "--check"), "Redis", "ADP_REDIS_URL"),
+    ],
+)
+def test_a_service_down_is_one_line_and_exit_2(
+    tmp_path: Path, args: tuple[str, ...], service: str, variable: str
+) -> None:
+    csv = tmp_path / "campaigns.csv"
+    csv.write_text("campaign_id\n1\n")
+    result = _cli(tmp_path, *(a.format(csv=csv) for a in args))
+    assert result.returncode == SERVICE_DOWN == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr  # no traceback, no "Unclosed AIOKafkaProducer", no log line
+    assert lines[0].startswith(f"Error: {service} is not reachable at 127.0.0.1:1 (")
+    assert "`adplatform stack up`" in lines[0] and variable in lines[0]
+    assert "secret" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_other_errors_are_not_reported_as_a_service_down() -> None:
+    assert unreachable_service(ValueError("a bug")) is None
+    assert unreachable_service(ConnectionRefusedError(111, "refused")) is None  # whose? nobody's: raised
+    assert unreachable_service(asyncpg.InvalidPasswordError("no")) is None  # waiting will not fix it
+
+
+async def test_the_service_is_named_from_the_client_that_failed() -> None:
+    with pytest.raises(OSError) as pg:
+        await asyncpg.connect("postgresql://postgres@127.0.0.1:1/x", timeout=5)
+    assert service_of(pg.value) == "postgres"  # a bare OSError: named by asyncpg's frames
+    client = aioredis.Redis.from_url("redis://127.0.0.1:1/0")
+    try:
+        with pytest.raises(redis.exceptions.ConnectionError) as rd:
+            await client.ping()
+    finally:
+        await client.aclose()
+    assert unreachable_service(rd.value) == ("redis", rd.value)
+    group = ExceptionGroup("gathered", [ValueError("x"), pg.value])
+    assert unreachable_service(group) == ("postgres", pg.value)
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"adplatform, version {importlib.metadata.version('adplatform')}"
+
+
+def _commands(command: click.Command, path: str) -> list[tuple[str, click.Command]]:
+    found = [(path, command)]
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            found += _commands(sub, f"{path} {name}")
+    return found
+
+
+def test_every_command_and_option_has_help() -> None:
+    missing = []
+    for path, command in _commands(main, "adplatform"):
+        if not (command.help or "").strip():
+            missing.append(path)
+        for param in command.params:
+            if isinstance(param, click.Option) and not (param.help or "").strip():
+                missing.append(f"{path} {'/'.join(param.opts)}")
+    assert missing == []
+
+
+def test_exit_status_is_documented() -> None:
+    assert "Exit status" in (main.help or "") and "adplatform stack up" in (main.help or "")
