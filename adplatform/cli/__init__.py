@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from adplatform.cli import archive, budget, ingest, load, reset, run, serve, stack
+from adplatform.cli import admin, archive, budget, ingest, load, reset, run, serve, stack
 from adplatform.cli.common import PlatformGroup
 
 
@@ -25,6 +25,6 @@ def main() -> None:
     """
 
 
-for _module in (stack, ingest, serve, budget, load, archive, reset, run):
+for _module in (stack, ingest, serve, budget, load, archive, reset, run, admin):
     for _command in _module.COMMANDS:
         main.add_command(_command)
