@@ -33,6 +33,8 @@ class PlatformService:
 
 #: The ad server listens here (the published port of docker-compose.yml, the CLI's default).
 ADSERVER_PORT = 8000
+#: The admin API listens here (the published port of docker-compose.yml, the CLI's default).
+ADMIN_PORT = 8100
 
 PLATFORM_SERVICES: tuple[PlatformService, ...] = (
     PlatformService("manager", ("manager",)),
@@ -41,6 +43,8 @@ PLATFORM_SERVICES: tuple[PlatformService, ...] = (
         ("serve", "--workers", "2", "--port", str(ADSERVER_PORT)),
         container_args=("--host", "0.0.0.0"),
     ),
+    # The operator's API: never on the serving path, so it stops with the ad server, before the consumers.
+    PlatformService("admin", ("admin", "--port", str(ADMIN_PORT)), container_args=("--host", "0.0.0.0")),
     PlatformService("served-writer", ("served-writer",)),
     PlatformService("ledger", ("ledger",)),
     PlatformService("pacer", ("pacer",)),
