@@ -324,10 +324,15 @@ def with_option(argv: tuple[str, ...], option: str, value: str) -> tuple[str, ..
 
 
 def platform_children(
-    names: Sequence[str] = (), *, workers: int | None = None, port: int | None = None
+    names: Sequence[str] = (),
+    *,
+    workers: int | None = None,
+    port: int | None = None,
+    admin_port: int | None = None,
 ) -> list[ChildSpec]:
     """The platform's services (all, or those named) as children in stop order, each started as
-    ``python -m adplatform.cli ...`` with this interpreter; ``workers`` and ``port`` set the ad server's."""
+    ``python -m adplatform.cli ...`` with this interpreter; ``workers`` and ``port`` set the ad server's,
+    ``admin_port`` the admin API's."""
     from adplatform.services import PLATFORM_SERVICES, in_stop_order, service
 
     chosen = tuple(service(n) for n in dict.fromkeys(names)) if names else PLATFORM_SERVICES
@@ -337,6 +342,8 @@ def platform_children(
         if svc.name == "adserver":
             argv = argv if workers is None else with_option(argv, "--workers", str(workers))
             argv = argv if port is None else with_option(argv, "--port", str(port))
+        if svc.name == "admin" and admin_port is not None:
+            argv = with_option(argv, "--port", str(admin_port))
         command = (sys.executable, "-m", "adplatform.cli", *argv)
         children.append(ChildSpec(svc.name, command, stop_timeout_s=svc.stop_timeout_s))
     return children

@@ -1,4 +1,5 @@
-"""``adplatform run`` on the real stack: a SIGKILLed service comes back and works; SIGTERM stops them all."""
+"""``adplatform run`` on the real stack: a SIGKILLed service comes back and works; SIGTERM stops them all
+in order."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from adplatform.config import Config
@@ -49,6 +51,7 @@ class Running:
     proc: asyncio.subprocess.Process
     log: Path
     url: str
+    admin_url: str
 
     def started(self) -> list[tuple[str, int, int]]:
         """(service, pid, restart) of every start so far."""
@@ -61,15 +64,15 @@ class Running:
 
 @pytest.fixture
 async def running(topics: Config, tmp_path: Path) -> AsyncIterator[Running]:
-    port = _free_port()
+    port, admin_port = _free_port(), _free_port()
     env = {**os.environ, "ADP_TOPIC_PREFIX": topics.topics.prefix, "ADP_GROUP_PREFIX": topics.group_prefix}
-    cmd = [sys.executable, "-m", "adplatform.cli", "run", "manager", "ledger", "adserver"]
-    cmd += ["--workers", str(WORKERS), "--port", str(port)]
+    cmd = [sys.executable, "-m", "adplatform.cli", "run", "manager", "ledger", "adserver", "admin"]
+    cmd += ["--workers", str(WORKERS), "--port", str(port), "--admin-port", str(admin_port)]
     log = tmp_path / "run.log"  # kept for a failing test's reader
     out = await asyncio.to_thread(open, log, "wb")
     proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        yield Running(proc, log, f"http://127.0.0.1:{port}")
+        yield Running(proc, log, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}")
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -99,11 +102,8 @@ async def test_a_killed_service_restarts_and_works_and_sigterm_stops_all(
         before = await each_worker(running.url, WORKERS)
         assert before is not None
         manager = running.pid("manager")
-        assert manager is not None and {s for s, _, _ in running.started()} == {
-            "manager",
-            "ledger",
-            "adserver",
-        }
+        assert manager is not None
+        assert {s for s, _, _ in running.started()} == {"manager", "ledger", "adserver", "admin"}
 
         # The manager, SIGKILLed, comes back (restart 1) and processes an instruction sent after the kill.
         os.kill(manager, signal.SIGKILL)
@@ -127,14 +127,25 @@ async def test_a_killed_service_restarts_and_works_and_sigterm_stops_all(
     # Every line of a service carries its name: the lines of both ad-server workers among them.
     assert len(set(re.findall(r"^adserver +\| \S+ \S+ (\d+) INFO adserver.sync", log, re.M))) >= 2 * WORKERS
 
+    # The admin API runs beside them (its own process, off the serving path).
+    await eventually(lambda: _healthy(f"{running.admin_url}/healthz"), timeout_s=60, poll_s=0.2)
+
     # SIGTERM: all stopped in order (the ad server first), exit 0, no process left.
     running.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(running.proc.wait(), 90) == 0
     log = running.log.read_text()
     stops = re.findall(r"^run\s+\| stopping (\S+)", log, re.M)
-    assert stops == ["adserver", "manager", "ledger"], log[-3000:]
+    assert stops == ["adserver", "admin", "manager", "ledger"], log[-3000:]
     pids = [pid for _, pid, _ in running.started()] + list(before) + list(after)
     assert not [pid for pid in pids if _alive(pid)]
+
+
+async def _healthy(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            return (await client.get(url)).status_code == 200
+    except httpx.TransportError:
+        return False  # not listening yet
 
 
 async def _true(value: bool) -> bool:

@@ -83,6 +83,8 @@ def test_platform_children_run_the_cli_with_the_ad_servers_options() -> None:
     assert children[0].argv == (
         sys.executable, "-m", "adplatform.cli", "serve", "--workers", "3", "--port", "8123"
     )  # fmt: skip
+    (admin,) = platform_children(["admin"], admin_port=8101)
+    assert admin.argv[-2:] == ("--port", "8101")
     with pytest.raises(KeyError, match="no platform service 'nope'"):
         platform_children(["nope"])
 
