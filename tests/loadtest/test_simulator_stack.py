@@ -7,6 +7,7 @@ import csv
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -70,7 +71,10 @@ async def test_legacy_command_line_takes_the_original_nine_arguments(
     pg: asyncpg.Pool,
 ) -> None:
     port = server.rsplit(":", 1)[1]
-    args = ["127.0.0.1:15432", "postgres", "", "adplatform", "http", "127.0.0.1", port, "127.0.0.1", port]
+    # The session's own database (never the user's `adplatform`), by the original platform's nine arguments.
+    dsn = urlsplit(topics.pg_dsn)
+    db_host, db_name = f"{dsn.hostname}:{dsn.port}", dsn.path.lstrip("/")
+    args = [db_host, dsn.username or "postgres", "", db_name, "http", "127.0.0.1", port, "127.0.0.1", port]
     env = dict(os.environ, ADP_TOPIC_PREFIX=topics.topics.prefix, ADP_GROUP_PREFIX=topics.group_prefix)
     cmd = [sys.executable, "-m", "adplatform.cli", "simulate-legacy", *args, "--duration", "1", "--rate", "5"]
     # No users in the table yet: the simulator says so clearly instead of running.
