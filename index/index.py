@@ -137,6 +137,15 @@ class TargetingIndex:
         """The campaigns lookups consider (Active), in no particular order."""
         return map(_campaign, self._entries.values())
 
+    def campaigns(self) -> Iterator[Campaign]:
+        """Every known campaign's latest state (stopped and ended ones too), in no particular order."""
+        return iter(self._by_id.values())
+
+    @property
+    def geo(self) -> GeoTable:
+        """The geo table lookups resolve request locations with."""
+        return self._geo
+
     def apply(self, campaign: Campaign) -> bool:
         """Insert, update or stop a campaign; a version not newer than the stored one is ignored.
 
@@ -216,6 +225,33 @@ class TargetingIndex:
             ):
                 out.append(c)
         return out
+
+    def matching(self, request: AdRequest, now_s: float) -> Iterator[Campaign]:
+        """Live campaigns whose targeting accepts the request, blocked ones and any bid included, highest
+        bid first (ties by campaign id). Lazy: for the loss reasons of sampled requests and for explain,
+        never on the serve path."""
+        dbit, gbit, ibit, age = self._request_bits(request)
+        for _cpm, start, end, dm, gm, im, lo, hi, _cid, c in self._candidates(request):
+            if start <= now_s < end and dm & dbit and gm & gbit and im & ibit and lo <= age <= hi:
+                yield c
+
+    def ranked(self, request: AdRequest, now_s: float, reserve_cpm_units: int = 0) -> Iterator[Campaign]:
+        """The eligible campaigns (as ``eligible``, at or above the reserve), highest bid first, lazily:
+        the auction with frequency caps (``index.fcap.ladder``) walks only as far as it needs."""
+        dbit, gbit, ibit, age = self._request_bits(request)
+        blocked = self.blocked
+        for cpm, start, end, dm, gm, im, lo, hi, cid, c in self._candidates(request):
+            if cpm < reserve_cpm_units:
+                return
+            if (
+                start <= now_s < end
+                and dm & dbit
+                and gm & gbit
+                and im & ibit
+                and lo <= age <= hi
+                and cid not in blocked
+            ):
+                yield c
 
     def top(self, request: AdRequest, now_s: float, reserve_cpm_units: int = 0) -> TopBids | None:
         """The auction's head: eligible campaigns at the top bid and the second bid, or ``None``.
