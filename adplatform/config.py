@@ -80,8 +80,20 @@ class TopicConfig:
     def feedback(self) -> str:
         return f"{self.prefix}ad-feedback"
 
+    @property
+    def requests_sample(self) -> str:
+        """A sample of serve requests with their auction's outcome and loss reasons (diagnosis)."""
+        return f"{self.prefix}ad-requests-sample"
+
     def all(self) -> tuple[str, ...]:
-        return (self.instructions, self.instructions_dlq, self.ad_changes, self.served_ads, self.feedback)
+        return (
+            self.instructions,
+            self.instructions_dlq,
+            self.ad_changes,
+            self.served_ads,
+            self.feedback,
+            self.requests_sample,
+        )
 
 
 @dataclass(frozen=True)
@@ -114,8 +126,16 @@ class Config:
     #: Seconds a client may take to send one whole request (head and body) from its first byte, and to
     #: start its first request after connecting: slow clients are answered 408 and disconnected.
     client_timeout_s: int = 10
+    #: ``ADP_FCAP_DEADLINE_MS``: how long a serve request waits for Redis to check frequency caps; past it,
+    #: capped campaigns are skipped for that request (never served over a cap).
+    fcap_deadline_ms: int = 20
+    #: ``ADP_FCAP_REDIS_URL``: the Redis holding frequency-cap counts (default: ``redis_url``).
+    fcap_redis_url: str | None = field(default=None, repr=False)
     #: ``ADP_ENV``: ``development`` (default) or ``production``; production never accepts the dev key quietly.
     environment: str = "development"
+    #: ``ADP_REQUEST_SAMPLE_RATE``: share of serve requests (no-fills included) published to
+    #: ``ad-requests-sample`` with their loss reasons, from 0 (none) to 1 (all).
+    request_sample_rate: float = 0.01
 
     @property
     def pg_dsn_redacted(self) -> str:
@@ -149,6 +169,18 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
         raise ConfigError(f"{PREFIX}{name}: expected an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{PREFIX}{name}: must be >= {minimum}, got {value}")
+    return value
+
+
+def _rate(name: str, raw: str | None, default: float) -> float:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name}: expected a number from 0 to 1, got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise ConfigError(f"{PREFIX}{name}: expected a number from 0 to 1, got {raw!r}")
     return value
 
 
@@ -260,5 +292,8 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv: Path | None
         archive_dir=Path(env.get(PREFIX + "ARCHIVE_DIR") or stack_dir / "archive").absolute(),
         log_level=level,
         client_timeout_s=_int(env, "CLIENT_TIMEOUT_S", 10, minimum=1),
+        fcap_deadline_ms=_int(env, "FCAP_DEADLINE_MS", 20, minimum=1),
+        fcap_redis_url=env.get(PREFIX + "FCAP_REDIS_URL") or None,
         environment=environment,
+        request_sample_rate=_rate("REQUEST_SAMPLE_RATE", env.get(PREFIX + "REQUEST_SAMPLE_RATE"), 0.01),
     )

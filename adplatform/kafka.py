@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 TOPIC_SETTINGS: dict[str, dict[str, str]] = {
     "ad-changes": {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "600000"},
     "campaign-instructions-dlq": {"retention.ms": str(30 * 24 * 3600 * 1000)},
+    # Diagnosis reads the last minutes of it: a day is plenty, and bounds its disk use.
+    "ad-requests-sample": {"retention.ms": str(24 * 3600 * 1000)},
 }
 
 

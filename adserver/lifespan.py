@@ -25,6 +25,7 @@ from adserver.sync.blocked import BlockedListener
 from adserver.sync.profiles import ProfileLoader, ProfileTable
 from adserver.sync.publisher import ServedAdPublisher
 from adserver.sync.refresher import IndexRefresher
+from adserver.sync.sampler import RequestSampler
 from adserver.token import TokenSigner
 from index.geo import GeoTable
 from index.index import TargetingIndex
@@ -67,6 +68,7 @@ def build_state(config: Config) -> ServerState:
         refresher=IndexRefresher(config, index),
         blocked=BlockedListener(config.redis_url, index.blocked),
         publisher=ServedAdPublisher(config),
+        sampler=RequestSampler(config),
     )
 
 
@@ -100,6 +102,17 @@ async def publisher(state: ServerState) -> AsyncIterator[None]:
                 await asyncio.wait_for(asyncio.shield(task), timeout=10)
 
 
+@contextlib.asynccontextmanager
+async def sampler(state: ServerState) -> AsyncIterator[None]:
+    async with background("request-sampler", state.sampler.run()) as task:
+        try:
+            yield
+        finally:
+            state.sampler.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout=5)
+
+
 async def _freeze_when_ready(state: ServerState) -> None:
     await state.refresher.ready.wait()
     # The index is long-lived: move it (and everything loaded so far) out of the cyclic GC's reach, so a
@@ -115,7 +128,14 @@ async def gc_freeze(state: ServerState) -> AsyncIterator[None]:
 
 #: The serving components, started in this order and stopped in reverse (the publisher last, so it ships
 #: what serving queued). ``adserver.app.COMPONENTS`` adds the feedback path's.
-CORE_COMPONENTS: tuple[Component, ...] = (publisher, profiles, blocked_listener, refresher, gc_freeze)
+CORE_COMPONENTS: tuple[Component, ...] = (
+    publisher,
+    sampler,
+    profiles,
+    blocked_listener,
+    refresher,
+    gc_freeze,
+)
 
 
 @contextlib.asynccontextmanager

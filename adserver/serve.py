@@ -59,6 +59,8 @@ class ServeEndpoint:
         if result is None:
             state.stats.unfilled += 1
             await send_json(send, 404, NO_FILL)
+            if state.sampler.pick():  # after the answer: only sampled requests pay for their loss reasons
+                state.sampler.record(state.index, request, now_s, None)
             return 404
         campaign = result.campaign
         issued_ms = int(now_s * 1000)
@@ -100,4 +102,6 @@ class ServeEndpoint:
             }
         )
         await send_json(send, 200, body)
+        if state.sampler.pick():  # after the answer: only sampled requests pay for their loss reasons
+            state.sampler.record(state.index, request, now_s, result)
         return 200

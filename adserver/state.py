@@ -19,6 +19,7 @@ from adserver.sync.blocked import BlockedListener
 from adserver.sync.profiles import ProfileTable
 from adserver.sync.publisher import ServedAdPublisher
 from adserver.sync.refresher import IndexRefresher
+from adserver.sync.sampler import RequestSampler
 from adserver.token import TokenSigner
 from index.geo import GeoTable
 from index.index import TargetingIndex
@@ -62,6 +63,7 @@ class ServerState:
     refresher: IndexRefresher
     blocked: BlockedListener
     publisher: ServedAdPublisher
+    sampler: RequestSampler
     stats: ServeStats = field(default_factory=ServeStats)
     #: Set by the feedback component once its producer is connected; feedback answers 503 until then.
     feedback: FeedbackHandler | None = None

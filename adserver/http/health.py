@@ -93,6 +93,14 @@ def _state_families(out: Exposition, state: ServerState) -> None:
         ("adserver_served_ads_sent_total", "Served ads acknowledged by Kafka", publisher.sent),
         ("adserver_served_ads_failed_total", "Served ads Kafka did not take", publisher.failed),
         ("adserver_served_ads_dropped_total", "Served ads dropped (queue full)", publisher.dropped),
+        ("adserver_requests_sampled_total", "Serve requests sampled", state.sampler.sampled),
+        ("adserver_request_samples_sent_total", "Request samples acknowledged by Kafka", state.sampler.sent),
+        ("adserver_request_samples_failed_total", "Request samples Kafka did not take", state.sampler.failed),
+        (
+            "adserver_request_samples_dropped_total",
+            "Request samples dropped (queue full)",
+            state.sampler.dropped,
+        ),
     )
     for name, help_text, count in counters:
         out.family(name, "counter", help_text, [((), count)])
