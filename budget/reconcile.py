@@ -18,6 +18,7 @@ it would mean booking every uncharged event too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from adplatform.config import Config
 from adplatform.kafka import read_to_end
 from adplatform.names import GROUP_LEDGER
 from adplatform.postgres import create_pool
+from adplatform.process import run_until_signalled
 from adplatform.wire import feedback_decoder
 from budget.budget_redis import BudgetStore, DedupEntry, dedup_ttl_s
 from budget.ledger import stored_offsets
@@ -218,18 +220,27 @@ async def run_reconcile(
     campaign differs); otherwise repair once, or every ``interval_s`` seconds until the process is stopped.
     ``echo`` prints one line of the command's output."""
     reconciler, pool, client = await open_reconciler(config)
-    try:
+    stopping = asyncio.Event()
+
+    async def rounds() -> int:
+        # A round in progress finishes on SIGTERM; only the wait between rounds is cut short.
         while True:
-            if check:
-                diffs = await reconciler.diffs()
-                for line in format_diffs(diffs):
-                    echo(line)
-                return 1 if diffs else 0
             repaired = await reconciler.repair()
             echo(f"reconcile: repaired {len(repaired)} campaign(s)")
             if interval_s is None:
                 return 0
-            await asyncio.sleep(interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval_s)
+            if stopping.is_set():
+                return 0
+
+    try:
+        if check:
+            diffs = await reconciler.diffs()
+            for line in format_diffs(diffs):
+                echo(line)
+            return 1 if diffs else 0
+        return await run_until_signalled(rounds(), stopping.set)
     finally:
         await pool.close()
         await client.aclose()

@@ -285,3 +285,14 @@ def test_server_image_has_no_spark_and_the_archive_image_has_java() -> None:
     assert "'.[archive]'" in archive_runs and "default-jre-headless" in archive_runs
     # archive run needs the Kafka connector under ADP_STACK_DIR/jars/spark (archive.session.spark_jars).
     assert "ADP_STACK_DIR" in _stage_env(stages["archive"]) and "spark-sql-kafka-0-10" in archive_runs
+
+
+def test_compose_gives_each_service_the_supervisors_stop_time() -> None:
+    """A service killed before it drains would lose what ``adplatform run`` waits for (the archive's batch)."""
+    from adplatform.services import PLATFORM_SERVICES
+
+    services = _compose()["services"]
+    for svc in PLATFORM_SERVICES:
+        grace = services[svc.name].get("stop_grace_period", "10s")
+        assert grace.endswith("s"), grace
+        assert float(grace[:-1]) >= svc.stop_timeout_s, (svc.name, grace, svc.stop_timeout_s)
