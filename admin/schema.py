@@ -8,11 +8,11 @@ never stricter than the manager's rules, so a body the manager accepts is never 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from adplatform.instruction import MAX_FIELD_CHARS
+from adplatform.instruction import COLUMNS, MAX_FIELD_CHARS, CampaignInstruction
 from index.delivery import PaceState
 
 Text = Annotated[str, msgspec.Meta(max_length=MAX_FIELD_CHARS)]
@@ -32,48 +32,56 @@ Range = Annotated[
 ]
 Money = Annotated[str, msgspec.Meta(max_length=MAX_FIELD_CHARS, description="Decimal, at most 6 places.")]
 Status = Literal["Active", "Inactive"]
+#: Every field of an instruction, in order (the CSV's columns, then any optional ones).
+FIELDS: tuple[str, ...] = CampaignInstruction.__struct_fields__
 
 
-class CampaignCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """``POST /v1/campaigns``: a New Campaign instruction (every CSV column but ``action``)."""
-
-    campaign_id: CampaignId
-    text: Text
-    category: Text
-    keywords: Text
-    target_gender: Gender
-    target_age_range: Range
-    target_city: Text
-    target_state: Text
-    target_country: Text
-    target_income_bucket: Income
-    target_device: Device
-    cpc: Money
-    cpa: Money
-    budget: Money
-    date_range: Range
-    time_range: Range
+#: Field types of the request bodies, where the schema can say more than "a string of at most 1,000".
+_TYPES: dict[str, Any] = {
+    "campaign_id": CampaignId,
+    "target_gender": Gender,
+    "target_device": Device,
+    "target_income_bucket": Income,
+    "target_age_range": Range,
+    "date_range": Range,
+    "time_range": Range,
+    "cpc": Money,
+    "cpa": Money,
+    "budget": Money,
+}
 
 
-class CampaignPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
-    """``PATCH /v1/campaigns/{id}``: the columns to change; the rest keep the campaign's current values.
-    The merged row is published as an Update Campaign instruction (which also re-activates a stopped one)."""
+def _body_struct(name: str, doc: str, *, patch: bool) -> type[msgspec.Struct]:
+    """A request body with the fields of ``CampaignInstruction`` itself (so a column added to the
+    instruction is in the API the moment it is in the CSV): every field but ``action`` (and, for a patch,
+    ``campaign_id``); the CSV's required columns required in a create, everything optional in a patch."""
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    defaults = dict(zip(reversed(FIELDS), reversed(CampaignInstruction.__struct_defaults__), strict=False))
+    for field in FIELDS:
+        if field == "action" or (patch and field == "campaign_id"):
+            continue
+        kind = _TYPES.get(field, Text)
+        if patch:
+            fields.append((field, kind | msgspec.UnsetType, msgspec.UNSET))
+        elif field in COLUMNS:
+            fields.append((field, kind))
+        else:
+            fields.append((field, kind, defaults[field]))
+    struct = msgspec.defstruct(name, fields, kw_only=True, forbid_unknown_fields=True, omit_defaults=True)
+    struct.__doc__ = doc
+    return struct
 
-    text: Text | msgspec.UnsetType = msgspec.UNSET
-    category: Text | msgspec.UnsetType = msgspec.UNSET
-    keywords: Text | msgspec.UnsetType = msgspec.UNSET
-    target_gender: Gender | msgspec.UnsetType = msgspec.UNSET
-    target_age_range: Range | msgspec.UnsetType = msgspec.UNSET
-    target_city: Text | msgspec.UnsetType = msgspec.UNSET
-    target_state: Text | msgspec.UnsetType = msgspec.UNSET
-    target_country: Text | msgspec.UnsetType = msgspec.UNSET
-    target_income_bucket: Income | msgspec.UnsetType = msgspec.UNSET
-    target_device: Device | msgspec.UnsetType = msgspec.UNSET
-    cpc: Money | msgspec.UnsetType = msgspec.UNSET
-    cpa: Money | msgspec.UnsetType = msgspec.UNSET
-    budget: Money | msgspec.UnsetType = msgspec.UNSET
-    date_range: Range | msgspec.UnsetType = msgspec.UNSET
-    time_range: Range | msgspec.UnsetType = msgspec.UNSET
+
+CampaignCreate = _body_struct(
+    "CampaignCreate", "``POST /v1/campaigns``: a New Campaign instruction (every CSV column but ``action``).",
+    patch=False,
+)  # fmt: skip
+CampaignPatch = _body_struct(
+    "CampaignPatch",
+    "``PATCH /v1/campaigns/{id}``: the columns to change; the rest keep the campaign's current values. The "
+    "merged row is published as an Update Campaign instruction (which also re-activates a stopped one).",
+    patch=True,
+)
 
 
 class WriteResult(msgspec.Struct, kw_only=True):

@@ -18,7 +18,6 @@ from admin.keys import Principal
 from admin.state import AdminState
 from admin.store import Conn
 from adplatform.instruction import (
-    COLUMNS,
     NEW,
     STOP,
     UPDATE,
@@ -27,7 +26,7 @@ from adplatform.instruction import (
     mapping_errors,
 )
 
-CREATE_FIELDS = frozenset(COLUMNS) - {"action"}
+CREATE_FIELDS = frozenset(schema.FIELDS) - {"action"}
 PATCH_FIELDS = CREATE_FIELDS - {"campaign_id"}
 _ACTION_WORD = {NEW: "create", UPDATE: "update", STOP: "stop"}
 
@@ -36,7 +35,7 @@ def _validated(values: dict[str, Any]) -> CampaignInstruction:
     errors = mapping_errors(values)
     if errors:
         raise AdminError(422, "Invalid campaign.", errors=errors)
-    return CampaignInstruction(**{name: values[name] for name in COLUMNS})
+    return CampaignInstruction(**{name: values[name] for name in schema.FIELDS if name in values})
 
 
 async def _lock(conn: Conn, campaign_id: str) -> None:
