@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from adplatform.config import Config
 from adserver.feedback_route import FeedbackEndpoint, feedback_component
 from adserver.http.fastpath import FastPath
+from adserver.http.health import flushing
 from adserver.http.middleware import BodyLimitMiddleware, RequestLimitMiddleware, TimingMiddleware
 from adserver.http.routes import build_routes
 from adserver.lifespan import CORE_COMPONENTS, Component, lifespan
@@ -45,7 +46,7 @@ def create_app(config: Config | None = None, *, components: Sequence[Component] 
 
     @contextlib.asynccontextmanager
     async def run(app: Starlette) -> AsyncIterator[None]:
-        async with lifespan(ref, config, components):
+        async with lifespan(ref, config, components), flushing(ref):
             yield
 
     serve = ServeEndpoint(ref)

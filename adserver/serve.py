@@ -93,6 +93,7 @@ class ServeEndpoint:
             )
         )
         state.stats.served += 1
+        state.stats.bidders.observe(result.bidders)
         body = orjson.dumps(
             {
                 "text": campaign.text,

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from adplatform.config import Config
 from adserver.feedback import FeedbackCounters
-from adserver.http.metrics import RequestMetrics
+from adserver.http.metrics import BIDDER_BUCKETS, Histogram, RequestMetrics
 from adserver.params import RequestParser
 from adserver.sync.blocked import BlockedListener
 from adserver.sync.profiles import ProfileTable
@@ -42,6 +42,8 @@ class ServeStats:
 
     served: int = 0
     unfilled: int = 0
+    #: Bidders in each won auction's pricing (``AuctionResult.bidders``), for ``/metrics``.
+    bidders: Histogram = field(default_factory=lambda: Histogram(BIDDER_BUCKETS))
 
     @property
     def fill_ratio(self) -> float:

@@ -1,18 +1,28 @@
-"""``/healthz``, ``/readyz`` and ``/metrics``: liveness, readiness, and the Prometheus exposition."""
+"""``/healthz``, ``/readyz`` and ``/metrics``: liveness, readiness, and the Prometheus exposition.
+
+``flush`` copies this worker's counts into its exporter (``adserver.http.metrics``): each second from the
+``flushing`` task, and before answering ``/metrics``, which shows the sum over every worker.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from adserver.feedback import FeedbackCounters
-from adserver.http.metrics import Exposition
+from adserver.http.fastpath import SERVE_ROUTE
+from adserver.http.metrics import FLUSH_INTERVAL_S, RequestMetrics, WorkerExporter, worker_files_closed
 from adserver.state import ServerState, StateRef
+
+logger = logging.getLogger(__name__)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -41,7 +51,7 @@ def readyz(ref: StateRef) -> Endpoint:
     return endpoint
 
 
-def _state_families(out: Exposition, state: ServerState) -> None:
+def _state_families(out: WorkerExporter, state: ServerState) -> None:
     refresher, publisher, stats = state.refresher, state.publisher, state.stats
     lag = refresher.lag()
     last = refresher.last_applied_s
@@ -74,7 +84,6 @@ def _state_families(out: Exposition, state: ServerState) -> None:
             state.blocked.connected,
         ),
         ("adserver_profiles", "User profiles in memory", len(state.profiles)),
-        ("adserver_fill_ratio", "Served ads / auctions run (200 and 404 answers)", stats.fill_ratio),
         ("adserver_served_ads_queued", "Served ads waiting to be published", len(publisher)),
     )
     for name, help_text, value in gauges:
@@ -111,8 +120,8 @@ def _state_families(out: Exposition, state: ServerState) -> None:
     )
 
 
-def feedback_families(out: Exposition, counters: FeedbackCounters) -> None:
-    """This worker's feedback outcomes, per worker like every other counter here."""
+def feedback_families(out: WorkerExporter, counters: FeedbackCounters) -> None:
+    """This worker's feedback outcomes."""
     for name, help_text, count in (
         (
             "adserver_feedback_accepted_total",
@@ -148,31 +157,93 @@ def feedback_families(out: Exposition, counters: FeedbackCounters) -> None:
         out.family(name, "counter", help_text, [((), count)])
 
 
+#: Outcome of a serve request by its status: 404 is the no-fill answer.
+_SERVE_OUTCOMES = {200: "served", 404: "no_fill"}
+
+
+def serve_outcomes(metrics: RequestMetrics) -> dict[str, int]:
+    """Serve requests by outcome: served, no_fill, client_error (other 4xx), server_error (5xx, 503 while
+    the index loads included)."""
+    out = {"served": 0, "no_fill": 0, "client_error": 0, "server_error": 0}
+    for (route, status), n in metrics.requests.items():
+        if route == SERVE_ROUTE:
+            outcome = _SERVE_OUTCOMES.get(status) or ("client_error" if status < 500 else "server_error")
+            out[outcome] += n
+    return out
+
+
+def flush(ref: StateRef) -> None:
+    """Copy this worker's counts and state into its exporter."""
+    out = ref.metrics.exporter
+    out.gauge("adserver_worker_info", "One series per live worker process (label pid)", [((), 1.0)])
+    out.counter(
+        "adserver_http_requests_total",
+        "HTTP requests by route template and status",
+        [
+            ((("route", route), ("status", str(status))), n)
+            for (route, status), n in ref.metrics.requests.items()
+        ],
+    )
+    out.histogram(
+        "adserver_http_request_duration_seconds",
+        "HTTP request latency by route template",
+        [((("route", route),), hist) for route, hist in ref.metrics.latency.items()],
+    )
+    out.counter(
+        "adserver_serve_requests_total",
+        "Serve requests by outcome: served, no_fill, client_error (4xx), server_error (5xx)",
+        [((("outcome", outcome),), n) for outcome, n in serve_outcomes(ref.metrics).items()],
+    )
+    state = ref.state
+    if state is None:
+        return
+    out.counter(
+        "adserver_no_fill_total",
+        "Serve requests answered without an ad (404), by reason: no_eligible_ad (no campaign matched, "
+        "eligible and above the reserve, or every one was capped for the user)",
+        [((("reason", "no_eligible_ad"),), state.stats.unfilled)],
+    )
+    out.histogram(
+        "adserver_auction_bidders",
+        "Bidders in a won auction's pricing: the winner's tie group and the runner-up",
+        [((), state.stats.bidders)],
+    )
+    _state_families(out, state)
+    if state.feedback is not None:
+        feedback_families(out, state.feedback.counters)
+
+
 def metrics(ref: StateRef) -> Endpoint:
     async def endpoint(request: Request) -> Response:
-        out = Exposition()
-        out.family(
-            "adserver_worker_info", "gauge", "This worker process", [((("pid", str(os.getpid())),), 1)]
-        )
-        requests = ref.metrics.requests
-        out.family(
-            "adserver_http_requests_total",
-            "counter",
-            "HTTP requests by route template and status",
-            [
-                ((("route", route), ("status", str(status))), n)
-                for (route, status), n in sorted(requests.items())
-            ],
-        )
-        out.histograms(
-            "adserver_http_request_duration_seconds",
-            "HTTP request latency by route template",
-            [((("route", route),), hist) for route, hist in sorted(ref.metrics.latency.items())],
-        )
-        if ref.state is not None:
-            _state_families(out, ref.state)
-            if ref.state.feedback is not None:
-                feedback_families(out, ref.state.feedback.counters)
-        return Response(out.render(), media_type=PROMETHEUS_TYPE)
+        flush(ref)
+        return Response(ref.metrics.exporter.render(), media_type=PROMETHEUS_TYPE)
 
     return endpoint
+
+
+def _flush_guarded(ref: StateRef) -> None:
+    try:
+        flush(ref)
+    except Exception:  # top-level guard of a background task: a failed flush must not stop the next ones
+        logger.exception("metrics flush failed")
+
+
+@contextlib.asynccontextmanager
+async def flushing(ref: StateRef, interval_s: float = FLUSH_INTERVAL_S) -> AsyncIterator[None]:
+    """Flush every ``interval_s`` while the worker runs; on exit a last flush (what this worker counted
+    stays in the sums), then its live gauges leave them."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            _flush_guarded(ref)
+
+    with worker_files_closed():
+        task = asyncio.create_task(loop(), name="metrics-flush")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            _flush_guarded(ref)

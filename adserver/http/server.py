@@ -1,17 +1,49 @@
 """Runs the ad server under uvicorn (uvloop + httptools) or granian, with N worker processes.
 
 Each worker imports ``adserver.app:app`` and runs its own lifespan: its own index (bootstrapped from
-``ad-changes``), consumer, profile table and publisher. Workers share nothing but the listening socket.
+``ad-changes``), consumer, profile table and publisher. Workers share the listening socket and a metrics
+directory: ``run`` creates a fresh one per server (``PROMETHEUS_MULTIPROC_DIR``, inherited by the workers),
+so any worker's ``/metrics`` answers the sum over all of them, and removes it when the server stops.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from typing import Final, Literal
 
 from adplatform.process import logging_config
 
 APP: Final = "adserver.app:app"
 Server = Literal["uvicorn", "granian"]
+
+
+@contextlib.contextmanager
+def metrics_directory() -> Iterator[str]:
+    """A fresh ``PROMETHEUS_MULTIPROC_DIR`` for one server's workers, removed afterwards (a directory left
+    by an earlier server would add its counts to this one's)."""
+    from adserver.http.metrics import MULTIPROC_ENV
+
+    path = tempfile.mkdtemp(prefix="adp-metrics-")
+    previous = os.environ.get(MULTIPROC_ENV)
+    os.environ[MULTIPROC_ENV] = path
+    # prometheus_client picks its value class when imported: with one worker, uvicorn imports the app in
+    # this process, so make sure a module imported before the variable was set picks the files too.
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]  # unannotated
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = previous
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]  # unannotated
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def run(
@@ -24,6 +56,11 @@ def run(
     app: str = APP,
 ) -> None:
     """Serve ``app`` (an import string) until SIGINT/SIGTERM; each worker reads the environment itself."""
+    with metrics_directory():
+        _run(host=host, port=port, workers=workers, server=server, log_level=log_level, app=app)
+
+
+def _run(*, host: str, port: int, workers: int, server: Server, log_level: str, app: str) -> None:
     if server == "granian":
         from granian import Granian
         from granian.constants import Interfaces, Loops

@@ -121,16 +121,21 @@ async def test_metrics_expose_the_series(stack: Config, tmp_path: Path) -> None:
         text = (await client.get("/metrics")).text
     route = 'route="/ad/user/{user_id}/serve"'
     for line in (
-        f'adserver_http_requests_total{{{route},status="200"}} 1',
-        f'adserver_http_requests_total{{{route},status="404"}} 1',
-        f'adserver_http_requests_total{{{route},status="422"}} 1',
-        f"adserver_http_request_duration_seconds_count{{{route}}} 3",
-        "adserver_ads_served_total 1",
-        "adserver_ads_unfilled_total 1",
+        f'adserver_http_requests_total{{{route},status="200"}} 1.0',
+        f'adserver_http_requests_total{{{route},status="404"}} 1.0',
+        f'adserver_http_requests_total{{{route},status="422"}} 1.0',
+        f"adserver_http_request_duration_seconds_count{{{route}}} 3.0",
+        "adserver_ads_served_total 1.0",
+        "adserver_ads_unfilled_total 1.0",
         "adserver_fill_ratio 0.5",
         "adserver_index_size 1.0",
         "adserver_index_ready 1.0",
         "adserver_index_lag_records 0.0",
+        'adserver_serve_requests_total{outcome="served"} 1.0',
+        'adserver_serve_requests_total{outcome="no_fill"} 1.0',
+        'adserver_serve_requests_total{outcome="client_error"} 1.0',
+        'adserver_no_fill_total{reason="no_eligible_ad"} 1.0',
+        "adserver_auction_bidders_count 1.0",
     ):
         assert line in text.splitlines(), line
     assert "# TYPE adserver_http_request_duration_seconds histogram" in text
