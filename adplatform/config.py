@@ -136,6 +136,11 @@ class Config:
     #: ``ADP_REQUEST_SAMPLE_RATE``: share of serve requests (no-fills included) published to
     #: ``ad-requests-sample`` with their loss reasons, from 0 (none) to 1 (all).
     request_sample_rate: float = 0.01
+    #: Port of each long-running service's Prometheus ``/metrics`` (``ADP_METRICS_PORT_<SERVICE>``; 0 turns
+    #: it off); the ad server answers ``/metrics`` on its serving port.
+    metrics_ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
+    #: ``ADP_METRICS_HOST``: the address those ports listen on (0.0.0.0 in a container).
+    metrics_host: str = "127.0.0.1"
 
     @property
     def pg_dsn_redacted(self) -> str:
@@ -170,6 +175,36 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
     if value < minimum:
         raise ConfigError(f"{PREFIX}{name}: must be >= {minimum}, got {value}")
     return value
+
+
+#: Default `/metrics` port per long-running service (`adplatform.services` names; "run": the supervisor).
+DEFAULT_METRICS_PORTS: Final[Mapping[str, int]] = {
+    "manager": 9101,
+    "served-writer": 9102,
+    "ledger": 9103,
+    "pacer": 9104,
+    "reconciler": 9105,
+    "archive": 9106,
+    "run": 9107,
+}
+
+
+def _metrics_ports(env: Mapping[str, str]) -> dict[str, int]:
+    d = DEFAULT_METRICS_PORTS
+    ports = {
+        "manager": _int(env, "METRICS_PORT_MANAGER", d["manager"]),
+        "served-writer": _int(env, "METRICS_PORT_SERVED_WRITER", d["served-writer"]),
+        "ledger": _int(env, "METRICS_PORT_LEDGER", d["ledger"]),
+        "pacer": _int(env, "METRICS_PORT_PACER", d["pacer"]),
+        "reconciler": _int(env, "METRICS_PORT_RECONCILER", d["reconciler"]),
+        "archive": _int(env, "METRICS_PORT_ARCHIVE", d["archive"]),
+        "run": _int(env, "METRICS_PORT_RUN", d["run"]),
+    }
+    for service, port in ports.items():
+        if port > 65535:
+            name = service.upper().replace("-", "_")
+            raise ConfigError(f"{PREFIX}METRICS_PORT_{name}: a port from 0 (off) to 65535, got {port}")
+    return ports
 
 
 def _rate(name: str, raw: str | None, default: float) -> float:
@@ -295,5 +330,7 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv: Path | None
         fcap_deadline_ms=_int(env, "FCAP_DEADLINE_MS", 20, minimum=1),
         fcap_redis_url=env.get(PREFIX + "FCAP_REDIS_URL") or None,
         environment=environment,
+        metrics_ports=_metrics_ports(env),
+        metrics_host=env.get(PREFIX + "METRICS_HOST") or "127.0.0.1",
         request_sample_rate=_rate("REQUEST_SAMPLE_RATE", env.get(PREFIX + "REQUEST_SAMPLE_RATE"), 0.01),
     )

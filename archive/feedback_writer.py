@@ -277,10 +277,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         spark = create_session(APP_NAME, config.stack_dir)
     stop = StopSignal(ArchiveLayout(config.archive_dir).stop_file)
     stop.install_handlers()
+    tracker = None
+    if not options.until_idle and options.max_seconds is None:  # a service: commit lag on its metrics port
+        from adplatform.metrics import serve_metrics
+        from archive.progress import ArchiveLagTracker
+
+        serve_metrics(config, "archive")
+        tracker = ArchiveLagTracker(config).start()
     try:
         summary = run_writer(spark, config, options, stop=stop)
     finally:
         spark.stop()
+        if tracker is not None:
+            tracker.stop()
     logger.info("archive stopped: %s", summary)
     return 0
 

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 
 from adplatform.config import Config
 from adplatform.consumer import make_consumer, next_batch, retry
+from adplatform.metrics import LEDGER_CHARGES, LEDGER_UNDECODABLE, lag_tracking
 from adplatform.names import GROUP_LEDGER
 from adplatform.postgres import create_pool
 from adplatform.process import run_until_signalled
@@ -92,6 +93,10 @@ class SpendLedger:
     def stop(self) -> None:
         self._stopping.set()
 
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        return self._consumer
+
     async def seek_stored(self, assigned: set[TopicPartition]) -> None:
         offsets = await stored_offsets(self._pool, self._group, self._config.topics.feedback)
         for tp in assigned:
@@ -112,6 +117,7 @@ class SpendLedger:
                 # Only the ad server writes this topic; an undecodable record is counted and skipped
                 # (the archive keeps its raw value in its _corrupt area).
                 self.stats.undecodable += 1
+                LEDGER_UNDECODABLE.inc()
                 logger.warning("undecodable ad-feedback record at %s/%d/%d", r.topic, r.partition, r.offset)
                 continue
             if event.expenditure_micros > 0:
@@ -139,6 +145,7 @@ class SpendLedger:
                 [next_offsets[p] for p in parts],
             )
         self.stats.charged_events += len(rows)
+        LEDGER_CHARGES.inc(len(rows))
 
     async def run(self, *, until_idle: bool = False) -> LedgerStats:
         """Book until stopped (or, with ``until_idle``, until drained). Offsets live in PostgreSQL."""
@@ -175,5 +182,5 @@ async def run_ledger(
     config: Config, *, until_idle: bool = False, timeout_s: float | None = None
 ) -> LedgerStats:
     """Entry point of ``adplatform ledger``."""
-    async with open_ledger(config) as ledger:
+    async with open_ledger(config) as ledger, lag_tracking(ledger.consumer, config.group(GROUP_LEDGER)):
         return await run_until_signalled(ledger.run(until_idle=until_idle), ledger.stop, timeout_s=timeout_s)

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from adplatform import names
 from adplatform.config import Config
+from adplatform.metrics import PACER_BLOCKED, PACER_CAMPAIGNS, PACER_SLOTS
 from adplatform.process import run_until_signalled
 from budget.budget_redis import BudgetStore
 from index.pacing import Clock, SystemClock, slot_bounds, slot_id
@@ -62,6 +63,7 @@ class Pacer:
         slot = slot_id(now, self._slot_s)
         lease = f"{names.PACER_LEASE}:{slot}"
         if not await self._client.set(lease, self._owner, nx=True, ex=self._slot_s * 2):
+            PACER_SLOTS.labels("skipped").inc()
             return PaceResult(slot, acted=False)
         ids = await self.campaign_ids()
         blocked = 0
@@ -69,6 +71,9 @@ class Pacer:
             result = await self._store.pace(ids[start : start + 1000], now)
             blocked += sum(result.values())
         logger.info("slot %d: paced %d campaigns, %d blocked", slot, len(ids), blocked)
+        PACER_SLOTS.labels("paced").inc()
+        PACER_CAMPAIGNS.inc(len(ids))
+        PACER_BLOCKED.set(blocked)
         return PaceResult(slot, acted=True, campaigns=len(ids), blocked=blocked)
 
     async def run(self, *, slots: int | None = None) -> list[PaceResult]:

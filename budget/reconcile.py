@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 
 from adplatform.config import Config
 from adplatform.kafka import read_to_end
+from adplatform.metrics import RECONCILE_DIFFERING, RECONCILE_DRIFT, RECONCILE_REPAIRS, RECONCILE_ROUNDS
 from adplatform.names import GROUP_LEDGER
 from adplatform.postgres import create_pool
 from adplatform.process import run_until_signalled
@@ -163,7 +164,9 @@ class Reconciler:
     async def repair(self, *, settle_s: float = 0.5) -> list[SpendDiff]:
         """Repair campaigns whose difference is stable across two readings; returns those repaired."""
         first = {d.campaign_id: d for d in await self.diffs()}
+        _record_drift(first.values())
         if not first:
+            RECONCILE_ROUNDS.inc()
             return []
         await asyncio.sleep(settle_s)
         second, pending = await self._diffs_and_pending()
@@ -191,7 +194,17 @@ class Reconciler:
             logger.info(
                 "repaired %s: redis %s → %d micros", diff.campaign_id, diff.redis_micros, diff.truth_micros
             )
+        RECONCILE_REPAIRS.inc(len(repaired))
+        RECONCILE_ROUNDS.inc()
         return repaired
+
+
+def _record_drift(diffs: Iterable[SpendDiff]) -> None:
+    """The round's drift: what Redis would have to move, summed over campaigns (a missing key counts its
+    whole truth)."""
+    listed = list(diffs)
+    RECONCILE_DRIFT.set(sum(abs(d.diff_micros) for d in listed))
+    RECONCILE_DIFFERING.set(len(listed))
 
 
 async def open_reconciler(config: Config) -> tuple[Reconciler, asyncpg.Pool, aioredis.Redis]:

@@ -27,6 +27,7 @@ from adplatform.config import Config
 from adplatform.consumer import commit, make_consumer, next_batch, retry
 from adplatform.errors import is_retriable
 from adplatform.kafka import make_producer
+from adplatform.metrics import MANAGER_INSTRUCTIONS, lag_tracking
 from adplatform.names import GROUP_AD_MANAGER
 from adplatform.postgres import create_pool
 from adplatform.process import run_until_signalled
@@ -156,6 +157,8 @@ class AdManager:
             await asyncio.gather(*futures)  # acknowledged by Kafka (acks=all) before the commit
         self.stats.applied += len(campaigns)
         self.stats.rejected += len(rejected)
+        MANAGER_INSTRUCTIONS.labels("accepted").inc(len(records) - len(rejected))
+        MANAGER_INSTRUCTIONS.labels("dead_lettered").inc(len(rejected))
         for bad in rejected:
             kind = bad.reason.split(":", 1)[0]
             self.stats.reasons[kind] = self.stats.reasons.get(kind, 0) + 1
@@ -190,6 +193,7 @@ class AdManager:
                 reason = f"rejected by storage: {type(exc).__name__}: {exc}"[:500]
                 await self._dead_letter([Rejected(record, reason)], self._clock.now())
                 self.stats.rejected += 1
+                MANAGER_INSTRUCTIONS.labels("dead_lettered").inc()
                 self.stats.reasons["rejected by storage"] = (
                     self.stats.reasons.get("rejected by storage", 0) + 1
                 )
@@ -262,7 +266,10 @@ async def run_manager(
 ) -> ManagerStats:
     """Entry point: one manager until SIGTERM/SIGINT (or idle, or the timeout)."""
     started = time.monotonic()
-    async with open_manager(config, max_batch=max_batch) as manager:
+    async with (
+        open_manager(config, max_batch=max_batch) as manager,
+        lag_tracking(manager.consumer, config.group(GROUP_AD_MANAGER)),
+    ):
         stats = await run_until_signalled(
             manager.run(until_idle=until_idle), manager.stop, timeout_s=idle_timeout_s
         )

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from adplatform.config import Config
 from adplatform.consumer import commit, make_consumer, next_batch, retry
+from adplatform.metrics import SERVED_WRITER_ROWS, SERVED_WRITER_SKIPPED, lag_tracking
 from adplatform.names import GROUP_SERVED_WRITER
 from adplatform.postgres import create_pool
 from adplatform.process import run_until_signalled
@@ -51,6 +52,10 @@ class ServedWriter:
     def stop(self) -> None:
         self._stopping.set()
 
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        return self._consumer
+
     def decode(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[ServedAd]:
         ads: list[ServedAd] = []
         for r in records:
@@ -58,6 +63,7 @@ class ServedWriter:
                 ads.append(served_decoder.decode(r.value or b""))
             except msgspec.DecodeError as exc:
                 self.stats.skipped += 1
+                SERVED_WRITER_SKIPPED.inc()
                 logger.warning("served-ads %d/%d skipped: %s", r.partition, r.offset, exc)
         return ads
 
@@ -70,11 +76,13 @@ class ServedWriter:
             if records is None:
                 return self.stats
             ads = self.decode(records)
-            self.stats.inserted += await retry(
+            inserted = await retry(
                 lambda: self._sink.write(ads),  # noqa: B023  # awaited before the next batch
                 what=f"served-ads batch of {len(ads)}",
                 on_retry=self._count_retry,
             )
+            self.stats.inserted += inserted
+            SERVED_WRITER_ROWS.inc(inserted)
             await commit(self._consumer)
             self.stats.messages += len(records)
             self.stats.batches += 1
@@ -104,7 +112,10 @@ async def run_served_writer(
     config: Config, *, until_idle: bool = False, timeout_s: float | None = None, max_batch: int = 5000
 ) -> WriterStats:
     """Entry point: one writer until SIGTERM/SIGINT (or idle, or the timeout)."""
-    async with open_served_writer(config, max_batch=max_batch) as writer:
+    async with (
+        open_served_writer(config, max_batch=max_batch) as writer,
+        lag_tracking(writer.consumer, config.group(GROUP_SERVED_WRITER)),
+    ):
         stats = await run_until_signalled(writer.run(until_idle=until_idle), writer.stop, timeout_s=timeout_s)
     logger.info("served-writer stopped: %s", stats)
     return stats

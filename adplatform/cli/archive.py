@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from adplatform.cli.common import config, setup_logging
+from adplatform.cli.common import config, serve_metrics, setup_logging
 
 
 @click.group("archive")
@@ -47,12 +47,20 @@ def archive_run(
     )
     stop = StopSignal(ArchiveLayout(cfg.archive_dir).stop_file)
     stop.install_handlers()
+    tracker = None
+    if not until_idle and max_seconds is None:  # the archive service: its commit lag on its metrics port
+        from archive.progress import ArchiveLagTracker
+
+        serve_metrics(cfg, "archive")
+        tracker = ArchiveLagTracker(cfg).start()
     try:
         spark = create_session(APP_NAME, cfg.stack_dir)
         try:
             summary = run_writer(spark, cfg, options, stop=stop)
         finally:
             spark.stop()
+            if tracker is not None:
+                tracker.stop()
     except ArchiveError as exc:
         raise click.ClickException(str(exc)) from None
     batches = summary.batches.get("feedback-archive", 0)

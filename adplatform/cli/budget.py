@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from adplatform.cli.common import config, setup_logging
+from adplatform.cli.common import config, serve_metrics, setup_logging
 
 
 @click.command("ledger")
@@ -20,6 +20,8 @@ def ledger_cmd(until_idle: bool, timeout: float | None) -> None:
 
     cfg = config()
     setup_logging(cfg)
+    if not until_idle:
+        serve_metrics(cfg, "ledger")
     stats = asyncio.run(run_ledger(cfg, until_idle=until_idle, timeout_s=timeout))
     click.echo(f"ledger: {stats.messages} events read, {stats.charged_events} charges booked")
 
@@ -34,6 +36,8 @@ def pacer_cmd(slots: int | None) -> None:
 
     cfg = config()
     setup_logging(cfg)
+    if slots is None:
+        serve_metrics(cfg, "pacer")
     acted = asyncio.run(run_pacer(cfg, slots=slots))
     click.echo(f"pacer: acted in {acted} slot(s)")
 
@@ -49,6 +53,8 @@ def reconcile_cmd(check: bool, interval: float | None) -> None:
 
     cfg = config()
     setup_logging(cfg)
+    if interval is not None and not check:  # the reconciler service
+        serve_metrics(cfg, "reconciler")
     sys.exit(asyncio.run(run_reconcile(cfg, check=check, interval_s=interval, echo=click.echo)))
 
 

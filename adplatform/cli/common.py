@@ -37,6 +37,13 @@ def config() -> Config:
         raise click.ClickException(str(exc)) from None
 
 
+def serve_metrics(config: Config, service: str) -> None:
+    """Start ``service``'s ``/metrics`` on its port (``adplatform.metrics``), in the process's startup."""
+    from adplatform.metrics import serve_metrics as start
+
+    start(config, service)
+
+
 def setup_logging(config: Config) -> None:
     """Configure logging for a long-running command: the one setup every entry point uses."""
     configure_logging(config.log_level)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from adplatform.cli.common import config, setup_logging
+from adplatform.cli.common import config, serve_metrics, setup_logging
 
 
 @click.group()
@@ -97,6 +97,8 @@ def manager_cmd(until_idle: bool, timeout: float | None, max_batch: int) -> None
 
     cfg = config()
     setup_logging(cfg)
+    if not until_idle:  # a service, not a one-shot drain
+        serve_metrics(cfg, "manager")
     stats = asyncio.run(run_manager(cfg, until_idle=until_idle, idle_timeout_s=timeout, max_batch=max_batch))
     click.echo(
         f"manager: {stats.messages} messages in {stats.batches} batches, {stats.applied} campaign states "
@@ -115,6 +117,8 @@ def served_writer_cmd(until_idle: bool, timeout: float | None) -> None:
 
     cfg = config()
     setup_logging(cfg)
+    if not until_idle:
+        serve_metrics(cfg, "served-writer")
     stats = asyncio.run(run_served_writer(cfg, until_idle=until_idle, timeout_s=timeout))
     click.echo(
         f"served-writer: {stats.messages} messages in {stats.batches} batches, {stats.inserted} rows "

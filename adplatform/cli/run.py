@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 
 from adplatform.cli.common import config
 from adplatform.services import PLATFORM_SERVICES
+
+if TYPE_CHECKING:
+    from adplatform.config import Config
+    from adplatform.supervisor import ChildSpec
 
 
 @click.command("run", epilog=f"Services: {', '.join(s.name for s in PLATFORM_SERVICES)}.")
@@ -28,14 +34,24 @@ def run_cmd(services: tuple[str, ...], workers: int | None, port: int | None, ad
     process group: one log stream on stdout with the service's name on each line; a crashed service is
     restarted after a backoff (1 s doubling to 30 s), one that exits 0 is not; Ctrl-C or SIGTERM stops
     them in order (the ad server first, the archive last) and exits 0."""
-    from adplatform.supervisor import platform_children, run_supervised
+    from adplatform.supervisor import platform_children
 
-    config()  # fail fast on a bad environment, before any child starts (each reads it again)
-    raise SystemExit(
-        asyncio.run(
-            run_supervised(platform_children(services, workers=workers, port=port, admin_port=admin_port))
-        )
-    )
+    cfg = config()  # fail fast on a bad environment, before any child starts (each reads it again)
+    children = platform_children(services, workers=workers, port=port, admin_port=admin_port)
+    raise SystemExit(asyncio.run(_supervise(cfg, children)))
+
+
+async def _supervise(cfg: Config, children: Sequence[ChildSpec]) -> int:
+    """``run_supervised`` with the supervisor's restart counts on its metrics port."""
+    from adplatform.metrics import register_restarts, serve_metrics
+    from adplatform.process import stop_on_signals
+    from adplatform.supervisor import Supervisor
+
+    supervisor = Supervisor(children)
+    register_restarts(supervisor.restarts)
+    serve_metrics(cfg, "run")
+    with stop_on_signals(supervisor.stop):
+        return await supervisor.run()
 
 
 COMMANDS: tuple[click.Command, ...] = (run_cmd,)
