@@ -1,6 +1,7 @@
 """Campaign instructions: the ``campaign-instructions`` wire format and its enrichment into a ``Campaign``.
 
-An instruction is one row of the seed CSV as a JSON object of 17 strings. ``process_message`` is the Ad
+An instruction is one row of the seed CSV as a JSON object of 17 strings, plus optional ones
+(``OPTIONAL_COLUMNS``: ``frequency_cap``). ``process_message`` is the Ad
 Manager's pure message processor (snuba style): bytes in, a normalized ``Campaign`` out, or an
 ``InstructionError`` whose ``reason`` is short and machine-friendly (it goes to the DLQ with the message).
 
@@ -22,6 +23,7 @@ from typing import Final, NamedTuple, TypeVar
 import msgspec
 
 from index.campaign import ACTIVE, ALL, DEVICE_TYPES, GENDERS, INACTIVE, INCOME_BUCKETS, SLOT_S, Campaign
+from index.fcap import FrequencyCap, FrequencyCapError, parse_cap
 from index.money import MoneyError, cpm_units, parse_micros
 from index.pacing import planned_slot_budget
 
@@ -38,7 +40,7 @@ INCOME_VALUES: Final = frozenset((ALL, *INCOME_BUCKETS))
 MAX_FIELD_CHARS: Final = 1_000
 #: Longest accepted range literal: ``ast.literal_eval`` on a bounded input cannot exhaust memory or stack.
 MAX_RANGE_CHARS: Final = 200
-#: 17 fields of 1,000 chars, each char at most a 6-byte JSON escape, plus slack.
+#: 18 fields of 1,000 chars, each char at most a 6-byte JSON escape, plus slack.
 MAX_MESSAGE_BYTES: Final = 128 * 1024
 MAX_AGE: Final = 150
 
@@ -63,8 +65,10 @@ class InstructionError(ValueError):
         self.reason = reason
 
 
-class CampaignInstruction(msgspec.Struct, frozen=True, kw_only=True):
-    """One campaign instruction as sent on ``campaign-instructions``: the seed CSV's columns, all strings."""
+class CampaignInstruction(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One campaign instruction as sent on ``campaign-instructions``: the seed CSV's columns, all strings,
+    then the optional columns (a file or message without them means their empty default; an instruction
+    at its defaults encodes exactly as before they existed)."""
 
     text: str
     category: str
@@ -83,10 +87,16 @@ class CampaignInstruction(msgspec.Struct, frozen=True, kw_only=True):
     budget: str
     date_range: str
     time_range: str
+    #: ``N/window`` (``3/1h``, ``10/1d``, ``5/flight``; ``index.fcap``); empty: uncapped.
+    frequency_cap: str = ""
 
 
-#: The seed CSV's columns, in file order (the struct declares them in that order).
-COLUMNS: Final[tuple[str, ...]] = CampaignInstruction.__struct_fields__
+#: Optional columns: a CSV file, message or API body may omit them (empty: their default meaning).
+OPTIONAL_COLUMNS: Final[tuple[str, ...]] = ("frequency_cap",)
+#: Every field of an instruction, in file order (the struct declares them in that order).
+FIELDS: Final[tuple[str, ...]] = CampaignInstruction.__struct_fields__
+#: The seed CSV's columns, in file order: every file and message has them.
+COLUMNS: Final[tuple[str, ...]] = tuple(f for f in FIELDS if f not in OPTIONAL_COLUMNS)
 
 # Built once: msgspec decoders and encoders are reusable and thread-safe.
 _decoder: Final = msgspec.json.Decoder(CampaignInstruction)
@@ -123,8 +133,10 @@ def _diagnose(raw: bytes) -> str:
         return "not JSON"
     if not isinstance(obj, dict):
         return "not a JSON object"
-    for name in COLUMNS:
+    for name in FIELDS:
         if name not in obj:
+            if name in OPTIONAL_COLUMNS:
+                continue
             return f"missing field: {name}"
         if not isinstance(obj[name], str):
             return f"field {name}: expected a string"
@@ -137,11 +149,13 @@ def encode_instruction(instr: CampaignInstruction) -> bytes:
 
 
 def instruction_from_row(row: Mapping[str, str]) -> CampaignInstruction:
-    """Build an instruction from a CSV row dict; extra keys are ignored."""
+    """Build an instruction from a CSV row dict; extra keys are ignored, optional ones may be missing."""
     values: dict[str, str] = {}
-    for name in COLUMNS:
+    for name in FIELDS:
         value = row.get(name)
         if value is None:
+            if name in OPTIONAL_COLUMNS:
+                continue
             raise InstructionError(f"missing field: {name}")
         if not isinstance(value, str):
             raise InstructionError(f"field {name}: expected a string")
@@ -211,6 +225,15 @@ def parse_age_range(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+@functools.lru_cache(maxsize=256)
+def parse_frequency_cap(text: str) -> FrequencyCap | None:
+    """The ``frequency_cap`` field: ``None`` when empty (uncapped); ``InstructionError`` with the reason."""
+    try:
+        return parse_cap(text)
+    except FrequencyCapError as exc:
+        raise InstructionError(f"invalid frequency_cap {_show(text)}: {exc}") from None
+
+
 @functools.lru_cache(maxsize=8192)
 def _money(text: str, field: str) -> int:
     try:
@@ -227,6 +250,7 @@ class _Checked(NamedTuple):
     cpa: int
     budget: int
     flight: tuple[int, int]
+    cap: FrequencyCap | None
 
 
 def _attempt(errors: list[tuple[str, str]], field: str, parse: Callable[[], T]) -> T | None:
@@ -246,7 +270,7 @@ def _check(instr: CampaignInstruction) -> tuple[list[tuple[str, str]], _Checked 
     values when there is none. The checks are independent of each other, so the first failure is the one
     a stop-at-the-first-error validator would give."""
     errors: list[tuple[str, str]] = []
-    for name in COLUMNS:
+    for name in FIELDS:
         value: str = getattr(instr, name)
         if len(value) > MAX_FIELD_CHARS:
             errors.append((name, f"field {name}: longer than {MAX_FIELD_CHARS} chars"))
@@ -288,9 +312,11 @@ def _check(instr: CampaignInstruction) -> tuple[list[tuple[str, str]], _Checked 
             _attempt(errors, "time_range", lambda: _parse_time_range(instr.time_range))
     if flight is not None and flight[1] <= flight[0]:
         errors.append(("date_range", "flight end <= start"))
+    # Checked last, so a row that was bad before caps existed keeps its first reason.
+    cap = _attempt(errors, "frequency_cap", lambda: parse_frequency_cap(instr.frequency_cap))
     if errors or age is None or cpc is None or cpa is None or budget is None or flight is None:
         return errors, None
-    return errors, _Checked(age, cpc, cpa, budget, flight)
+    return errors, _Checked(age, cpc, cpa, budget, flight, cap)
 
 
 def _parse_time_range(text: str) -> None:
@@ -312,16 +338,17 @@ def mapping_errors(obj: Mapping[str, object]) -> dict[str, str]:
     that is not a string) for each field the object gets wrong."""
     errors: dict[str, str] = {}
     values: dict[str, str] = {}
-    for name in COLUMNS:
+    for name in FIELDS:
         value = obj.get(name)
         if value is None and name not in obj:
-            errors[name] = f"missing field: {name}"
+            if name not in OPTIONAL_COLUMNS:
+                errors[name] = f"missing field: {name}"
         elif not isinstance(value, str):
             errors[name] = f"field {name}: expected a string"
         else:
             values[name] = value
     # Placeholders for the broken fields, so every other field is still checked; their own reasons win.
-    instr = CampaignInstruction(**{name: values.get(name, "") for name in COLUMNS})
+    instr = CampaignInstruction(**{name: values.get(name, "") for name in FIELDS})
     for name, reason in field_errors(instr).items():
         errors.setdefault(name, reason)
     return errors
@@ -335,7 +362,7 @@ def enrich(instr: CampaignInstruction, *, version: int, now_s: int, slot_s: int 
     errors, checked = _check(instr)
     if errors or checked is None:
         raise InstructionError(errors[0][1] if errors else "invalid instruction")
-    (age_start, age_end), cpc, cpa, budget, (flight_start_s, flight_end_s) = checked
+    (age_start, age_end), cpc, cpa, budget, (flight_start_s, flight_end_s), cap = checked
     return Campaign(
         campaign_id=instr.campaign_id,
         version=version,
@@ -360,6 +387,7 @@ def enrich(instr: CampaignInstruction, *, version: int, now_s: int, slot_s: int 
         flight_end_s=flight_end_s,
         slot_budget_micros=planned_slot_budget(budget, flight_start_s, flight_end_s, slot_s=slot_s),
         updated_at_s=now_s,
+        frequency_cap=cap,
     )
 
 

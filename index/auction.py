@@ -8,7 +8,7 @@ same ratio, rounded down to the micro so the charge never exceeds its own bid.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import msgspec
 
@@ -53,6 +53,37 @@ def settle(
         auction_cpc_micros=scaled_charge(winner.cpc_micros, price, cpm),
         auction_cpa_micros=scaled_charge(winner.cpa_micros, price, cpm),
         bidders=len(winners) + (len(winners) == 1 and second_cpm_units is not None),
+    )
+
+
+def resettle(
+    ranked: Sequence[Campaign], excluded: Collection[str], *, reserve_cpm_units: int
+) -> AuctionResult | None:
+    """The auction again without the ``excluded`` campaigns (capped ones this user has reached the cap
+    of): the first remaining bid of ``ranked`` wins and the next remaining bid prices it.
+
+    ``ranked`` is highest bid first with equal bids already in random order (``index.fcap.ladder``
+    shuffles them: the tie-break), so the winner is a uniform pick among the remaining top bids, as in
+    ``settle``. Bids below the reserve are not eligible."""
+    remaining = [c for c in ranked if c.campaign_id not in excluded and c.cpm_units >= reserve_cpm_units]
+    if not remaining:
+        return None
+    winner = remaining[0]
+    top = winner.cpm_units
+    tied = 1
+    while tied < len(remaining) and remaining[tied].cpm_units == top:
+        tied += 1
+    if tied > 1:
+        second: int | None = top
+    else:
+        second = remaining[1].cpm_units if len(remaining) > 1 else None
+    price = reserve_cpm_units if second is None else max(second, reserve_cpm_units)
+    return AuctionResult(
+        campaign=winner,
+        clearing_cpm_units=price,
+        auction_cpc_micros=scaled_charge(winner.cpc_micros, price, top),
+        auction_cpa_micros=scaled_charge(winner.cpa_micros, price, top),
+        bidders=tied + (tied == 1 and second is not None),
     )
 
 

@@ -11,6 +11,8 @@ from typing import Final, Literal
 
 import msgspec
 
+from index.fcap import FrequencyCap
+
 ALL: Final = "All"
 ACTIVE: Final = "Active"
 INACTIVE: Final = "Inactive"
@@ -55,6 +57,9 @@ class Campaign(msgspec.Struct, frozen=True, kw_only=True):
     #: recomputes from what remains.
     slot_budget_micros: int
     updated_at_s: int = 0
+    #: At most N ads per user per window (``index.fcap``); ``None`` (and any message from before caps
+    #: existed, which lacks the field) is uncapped.
+    frequency_cap: FrequencyCap | None = None
 
     @property
     def active(self) -> bool:

@@ -14,6 +14,7 @@ from typing import Final
 
 from adplatform.instruction import (
     COLUMNS,
+    OPTIONAL_COLUMNS,
     CampaignInstruction,
     InstructionError,
     enrich,
@@ -99,7 +100,9 @@ def iter_campaign_rows(
     if missing:
         yield RowError(name, 1, f"missing columns: {', '.join(missing)}")
         return
-    index = {c: header.index(c) for c in COLUMNS}
+    # Optional columns (``frequency_cap``) are read when the file has them; without them a row means the
+    # defaults (uncapped), so files written before they existed stay valid.
+    index = {c: header.index(c) for c in (*COLUMNS, *OPTIONAL_COLUMNS) if c in header}
     while True:
         # A quoted field may span lines: report the record's first physical line.
         start = lines.number + 1

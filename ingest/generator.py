@@ -19,7 +19,7 @@ import msgspec
 
 from index.campaign import ALL, DEVICE_TYPES
 from ingest.csvfile import format_flight
-from ingest.instruction import COLUMNS, NEW, STOP, UPDATE
+from ingest.instruction import FIELDS, NEW, STOP, UPDATE
 
 T = TypeVar("T")
 
@@ -161,17 +161,27 @@ def _new_row(rng: random.Random, now: datetime) -> dict[str, str]:
         "date_range": date_range,
         "time_range": time_range,
     }
-    return {c: row[c] for c in COLUMNS}
+    return {c: row.get(c, "") for c in FIELDS}
 
 
-def generate_campaigns(count: int, seed: int, now: datetime) -> list[dict[str, str]]:
+#: Frequency caps of the capped share of generated campaigns, with weights.
+CAP_WEIGHTS: Final = (("3/1h", 30), ("5/1d", 25), ("10/1d", 15), ("2/10m", 15), ("5/flight", 10), ("1/1d", 5))
+_CAP: Final = _Choice(CAP_WEIGHTS)
+
+
+def generate_campaigns(
+    count: int, seed: int, now: datetime, *, capped_share: float = 0.0
+) -> list[dict[str, str]]:
     """``count`` instruction rows in the seed format, live at ``now`` (UTC; naive means UTC).
 
     Updates (new prices and budget) and Stops refer to earlier, not yet stopped campaigns of the same file,
-    as in the seed; the first row, or any row with no campaign left to change, is a New.
+    as in the seed; the first row, or any row with no campaign left to change, is a New. A share
+    ``capped_share`` of the New campaigns carries a ``frequency_cap`` (``CAP_WEIGHTS``), drawn from a
+    generator of its own so every other column is the same whatever the share.
     """
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
     rng = random.Random(seed)
+    cap_rng = random.Random(f"frequency-cap:{seed}")
     latest: dict[str, dict[str, str]] = {}
     live: list[str] = []  # not yet stopped, in creation order
     rows: list[dict[str, str]] = []
@@ -179,6 +189,8 @@ def generate_campaigns(count: int, seed: int, now: datetime) -> list[dict[str, s
         action = _ACTION(rng)
         if action == NEW or not live:
             row = _new_row(rng, now)
+            if cap_rng.random() < capped_share:
+                row["frequency_cap"] = _CAP(cap_rng)
             live.append(row["campaign_id"])
         else:
             i = rng.randrange(len(live))
@@ -199,9 +211,9 @@ def write_campaigns_csv(path: str | Path, rows: Iterable[Mapping[str, str]]) -> 
     count = 0
     with open(path, "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(COLUMNS)
+        writer.writerow(FIELDS)
         for row in rows:
-            writer.writerow([row[c] for c in COLUMNS])
+            writer.writerow([row.get(c, "") for c in FIELDS])
             count += 1
     return count
 

@@ -22,13 +22,17 @@ def generate() -> None:
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
     help="The CSV file to write.",
 )  # fmt: skip
-def generate_campaigns_cmd(count: int, seed: int, output: Path) -> None:
+@click.option(
+    "--capped-share", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+    help="Share of new campaigns with a frequency_cap (3/1h, 5/1d, ...; drawn from the seed).",
+)  # fmt: skip
+def generate_campaigns_cmd(count: int, seed: int, output: Path, capped_share: float) -> None:
     """Write a campaign-instruction CSV in the seed format, with flights live from now."""
     from datetime import UTC, datetime
 
     from ingest.generator import generate_campaigns, write_campaigns_csv
 
-    rows = generate_campaigns(count, seed, datetime.now(UTC))
+    rows = generate_campaigns(count, seed, datetime.now(UTC), capped_share=capped_share)
     write_campaigns_csv(output, rows)
     click.echo(f"wrote {len(rows)} instructions to {output}")
 

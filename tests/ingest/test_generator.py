@@ -16,7 +16,7 @@ from ingest.generator import (
     generate_users,
     write_campaigns_csv,
 )
-from ingest.instruction import COLUMNS, enrich, instruction_from_row
+from ingest.instruction import COLUMNS, FIELDS, enrich, instruction_from_row
 
 NOW = datetime(2026, 3, 1, 12, 34, 56, tzinfo=UTC)
 N = 5_000
@@ -37,13 +37,33 @@ def test_deterministic(rows: list[dict[str, str]]) -> None:
 def test_round_trips_through_csv_and_enrich(tmp_path: Path, rows: list[dict[str, str]]) -> None:
     path = tmp_path / "generated.csv"
     assert write_campaigns_csv(path, rows) == N
-    assert path.read_bytes().startswith(",".join(COLUMNS).encode() + b"\r\n")
+    # The seed's 17 columns in their order, then the optional frequency_cap (empty: uncapped).
+    assert (*COLUMNS, "frequency_cap") == FIELDS
+    assert path.read_bytes().startswith(",".join(FIELDS).encode() + b"\r\n")
     read = []
     for item in read_campaign_csv(path):
         assert not isinstance(item, RowError), str(item)
         read.append(item[1])
         validate_row(item[1])
     assert read == rows
+
+
+def test_capped_share_is_seeded_and_leaves_other_columns_alone(rows: list[dict[str, str]]) -> None:
+    assert all(row["frequency_cap"] == "" for row in rows)  # the library default: uncapped
+    capped = generate_campaigns(N, seed=42, now=NOW, capped_share=0.3)
+    assert capped == generate_campaigns(N, seed=42, now=NOW, capped_share=0.3)
+    assert [{**r, "frequency_cap": ""} for r in capped] == rows
+    news = [r for r in capped if r["action"] == "New Campaign"]
+    share = sum(1 for r in news if r["frequency_cap"]) / len(news)
+    assert 0.27 < share < 0.33
+    caps = {r["campaign_id"]: r["frequency_cap"] for r in news}
+    # Updates and stops carry their campaign's cap.
+    assert all(r["frequency_cap"] == caps[r["campaign_id"]] for r in capped)
+    for r in capped:
+        assert (
+            enrich(instruction_from_row(r), version=1, now_s=0).frequency_cap is not None
+            or not r["frequency_cap"]
+        )
 
 
 def test_live_now(rows: list[dict[str, str]]) -> None:
