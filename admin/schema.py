@@ -152,8 +152,10 @@ class LiveMoney(msgspec.Struct, kw_only=True):
 
 class Counts(msgspec.Struct, kw_only=True):
     """Delivery in a period. ``served`` from online_ads.served_ads; ``clicks`` and ``acquisitions`` are the
-    charged ones (online_ads.spend_events; a free click is not booked); ``views`` cost nothing and are not
-    kept in PostgreSQL (only in the archive), so null; ``ctr`` = clicks / served, null before any serve."""
+    charged feedback events by their action (online_ads.spend_events; one feedback is one event, charged
+    for its furthest action, so a converted click counts as an acquisition, and a free one is not booked);
+    ``views`` cost nothing and are not kept in PostgreSQL (only in the archive), so null; ``ctr`` =
+    (clicks + acquisitions) / served, null before any serve."""
 
     served: int
     views: int | None

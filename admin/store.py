@@ -151,7 +151,7 @@ async def list_audit(
 def _counts(served: int, clicks: int, acquisitions: int) -> schema.Counts:
     return schema.Counts(
         served=served, views=None, clicks=clicks, acquisitions=acquisitions,
-        ctr=clicks / served if served else None,
+        ctr=(clicks + acquisitions) / served if served else None,
     )  # fmt: skip
 
 
