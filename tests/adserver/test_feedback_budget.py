@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
@@ -35,6 +36,7 @@ from ingest.csvfile import rebase_dates
 from ingest.generator import generate_campaigns, write_campaigns_csv
 from ingest.manager import run_manager
 from ingest.producer import produce_file
+from tests.adserver.test_token_issue import legacy_issue
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
 
@@ -203,11 +205,13 @@ async def test_same_feedback_ten_times_is_charged_once_and_tampering_charges_not
             == b'{"status":"Success"}'
         )
     assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS
-    kid, payload, mac = token.split(".")
+    kid, sealed = token.split(".")
     forged = [
-        f"{kid}.{payload[:-2]}{'A' if payload[-2] != 'A' else 'B'}{payload[-1]}.{mac}",  # tampered payload
-        f"{kid}.{payload}.{mac[:-1]}{'A' if mac[-1] != 'A' else 'B'}",  # tampered mac
-        f"zz9.{payload}.{mac}",  # unknown key id
+        f"{kid}.{sealed[:-2]}{'A' if sealed[-2] != 'A' else 'B'}{sealed[-1]}",  # tampered ciphertext or tag
+        f"{kid}.{'A' if sealed[0] != 'A' else 'B'}{sealed[1:]}",  # tampered nonce
+        f"{kid}.{sealed}=",  # another spelling of the same bytes: another dedup key, so refused
+        f"zz9.{sealed}",  # unknown key id
+        f"{kid}.{sealed}.{sealed[:22]}",  # a legacy shape with no valid MAC
         "not-a-token",
         "",
     ]
@@ -229,6 +233,29 @@ async def test_same_feedback_ten_times_is_charged_once_and_tampering_charges_not
     with pytest.raises(FeedbackError) as bad_body:
         await rig.service.handle(rig.token(cid), b'{"view": 2}')
     assert bad_body.value.status == 422
+    await assert_conserved(rig, pg)
+
+
+async def test_legacy_tokens_are_charged_once_until_they_expire(rig: Rig, pg: asyncpg.Pool) -> None:
+    """A request_id issued before tokens were sealed (HMAC-signed, same key ids) is still charged, once;
+    after the token TTL it is refused like any expired one."""
+    cid = next(iter(rig.campaigns))
+    now_ms = int(SystemClock().now() * 1000)
+    token = RequestToken(
+        nonce="legacy", campaign_id=cid, campaign_version=1, issued_ms=now_ms, user_id="u1",
+        clearing_cpm_units=1, auction_cpc_micros=CPC_MICROS, auction_cpa_micros=CPA_MICROS,
+    )  # fmt: skip
+    old = legacy_issue(rig.config.token_keys[0], token)
+    assert old.count(".") == 2
+    for _ in range(3):
+        assert await rig.service.handle(old, b'{"click": 1}') == b'{"status":"Success"}'
+    assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS
+    expired_ms = now_ms - (rig.config.token_ttl_s + 60) * 1000
+    expired = legacy_issue(rig.config.token_keys[0], msgspec.structs.replace(token, issued_ms=expired_ms))
+    with pytest.raises(FeedbackError) as info:
+        await rig.service.handle(expired, b'{"click": 1}')
+    assert info.value.status == 404
+    assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS
     await assert_conserved(rig, pg)
 
 

@@ -6,6 +6,7 @@ request that a campaign wrongly matched would return it instead of the expected 
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -144,10 +145,15 @@ async def test_request_id_is_signed_and_carries_second_price(stack: Config, tmp_
         assert lone.json()["campaign_id"] == "runner-up"
         token = signer.verify(lone.json()["request_id"], now_ms=int(datetime.now(UTC).timestamp() * 1000))
         assert token.clearing_cpm_units == stack.reserve_cpm_units
-        # Tampering breaks the signature.
-        kid, payload, mac = body["request_id"].split(".")
+        # Sealed: none of what it carries is readable, and tampering breaks the AEAD tag.
+        kid, sealed = body["request_id"].split(".")
+        decoded = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+        for value in (b"winner", b"u-42", b"Delhi", b"iPhone"):
+            assert value not in decoded and value not in sealed.encode()
         with pytest.raises(ValueError):
-            signer.verify(f"{kid}.{payload[:-2]}AA.{mac}", now_ms=token.issued_ms)
+            signer.verify(
+                f"{kid}.{sealed[:-2]}{'BA' if sealed.endswith('AA') else 'AA'}", now_ms=token.issued_ms
+            )
 
 
 async def test_blocked_campaigns_are_skipped_and_restored(
