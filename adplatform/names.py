@@ -49,6 +49,13 @@ def dedup_key(campaign_id: str, event_id: str) -> str:
     return f"{REDIS_PREFIX}dedup:{{{campaign_id}}}:{event_id}"
 
 
+def fcap_key(user_id: str, campaign_id: str) -> str:
+    """One user's recent ads of one capped campaign (a sorted set of serve times). Hash-tagged by user, so
+    all of a request's cap keys share a slot and one script checks them atomically. User ids never contain
+    braces (``adplatform.params.check_user_id``)."""
+    return f"{REDIS_PREFIX}fcap:{{{user_id}}}:{campaign_id}"
+
+
 def campaign_id_of(key: str) -> str:
     """The campaign of a key built by ``budget_key`` or ``dedup_key``: its hash tag.
 

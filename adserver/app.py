@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from adplatform.config import Config
+from adserver.fcap_lifespan import fcap_component
 from adserver.feedback_route import FeedbackEndpoint, feedback_component
 from adserver.http.fastpath import FastPath
 from adserver.http.health import flushing
@@ -27,8 +28,8 @@ from adserver.serve import ServeEndpoint
 from adserver.state import StateRef
 
 #: Every lifespan component of a worker, started in order and stopped in reverse: serving's, then the
-#: feedback path's (Redis budgets and the ad-feedback producer).
-COMPONENTS: tuple[Component, ...] = (*CORE_COMPONENTS, feedback_component)
+#: feedback path's (Redis budgets and the ad-feedback producer), and the frequency caps' Redis client.
+COMPONENTS: tuple[Component, ...] = (*CORE_COMPONENTS, feedback_component, fcap_component)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

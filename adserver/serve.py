@@ -15,11 +15,11 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from adserver.error import ParamError
+from adserver.fcap import capped_auction
 from adserver.http.respond import detail, send_json
 from adserver.state import StateRef
 from adserver.sync.publisher import ServedItem
 from adserver.token import RequestToken
-from index.auction import run_auction
 
 NO_FILL: Final = detail("No eligible ads found.")
 NOT_READY: Final = detail("The ad index is still loading; retry shortly.")
@@ -53,8 +53,14 @@ class ServeEndpoint:
             await send_json(send, 503, NOT_READY, retry_after_s=1)
             return 503
         now_s = time.time()
-        result = run_auction(
-            state.index, request, now_s, reserve_cpm_units=state.config.reserve_cpm_units, rng=state.rng
+        # Frequency caps: a Redis call only when a capped campaign is among the top bids (adserver.fcap).
+        result = await capped_auction(
+            state.caps,
+            state.index,
+            request,
+            now_s,
+            reserve_cpm_units=state.config.reserve_cpm_units,
+            rng=state.rng,
         )
         if result is None:
             state.stats.unfilled += 1

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from adplatform.config import Config
+from adserver.fcap import CapGate
 from adserver.feedback import FeedbackCounters
 from adserver.http.metrics import BIDDER_BUCKETS, Histogram, RequestMetrics
 from adserver.params import RequestParser
@@ -67,6 +68,8 @@ class ServerState:
     publisher: ServedAdPublisher
     sampler: RequestSampler
     stats: ServeStats = field(default_factory=ServeStats)
+    #: Frequency caps on the serve path; skips capped campaigns until ``adserver.fcap_lifespan`` connects it.
+    caps: CapGate = field(default_factory=CapGate)
     #: Set by the feedback component once its producer is connected; feedback answers 503 until then.
     feedback: FeedbackHandler | None = None
 

@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 import asyncpg
 
 from index.campaign import Campaign
+from index.fcap import format_cap
 from index.money import cpm_units_to_decimal, micros_to_decimal
 
 COLUMNS = (
     "campaign_id", "version", "status", "action", "text", "category", "keywords", "target_gender",
     "target_age_start", "target_age_end", "target_city", "target_state", "target_country",
     "target_income_bucket", "target_device", "cpc", "cpa", "cpm", "budget", "slot_budget",
-    "flight_start", "flight_end",
+    "flight_start", "flight_end", "frequency_cap",
 )  # fmt: skip
 
 _STAGE = "ads_stage"
@@ -54,7 +55,7 @@ def ad_record(c: Campaign) -> tuple[object, ...]:
         c.target_income_bucket, c.target_device, micros_to_decimal(c.cpc_micros),
         micros_to_decimal(c.cpa_micros), cpm_units_to_decimal(c.cpm_units),
         micros_to_decimal(c.budget_micros), micros_to_decimal(c.slot_budget_micros),
-        _ts(c.flight_start_s), _ts(c.flight_end_s),
+        _ts(c.flight_start_s), _ts(c.flight_end_s), format_cap(c.frequency_cap) or None,
     )  # fmt: skip
 
 

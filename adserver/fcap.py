@@ -1,0 +1,122 @@
+"""The serve path's auction with frequency caps: free unless a capped campaign could win.
+
+``capped_auction`` runs the auction's head from the index as before. Only when a capped campaign is among
+the top bids does it walk on (``index.fcap.ladder``) and ask Redis, in one script call with a deadline,
+which capped candidate this user may still see (``budget.fcap_redis``); the auction is then re-settled
+without the ones at their cap (``index.auction.resettle``): the next bid wins and the one after it sets
+the price.
+
+Degradation policy (Redis slow, down, or not connected yet): capped campaigns are skipped, never served
+over their cap: the request gets the best uncapped candidate, or no fill. After ``TRIP_AFTER`` failures in
+a row the gate stops asking Redis for ``RETRY_S`` (every request would otherwise wait for the deadline);
+one slow call alone does not. A call that timed
+out may still have counted its ad in Redis: a user may then see a capped campaign less often, never more.
+The anonymous user (``1111-1111-1111-1111``) has no identity to count against: capped campaigns are
+never served to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from redis.exceptions import RedisError
+
+from adserver.params import ANONYMOUS_USER_ID
+from budget.fcap_redis import FrequencyCapStore
+from index.auction import AuctionResult, resettle, settle
+from index.campaign import Campaign
+from index.fcap import ladder
+from index.index import TargetingIndex
+from index.targeting import AdRequest
+
+logger = logging.getLogger(__name__)
+
+#: Failures in a row (errors or missed deadlines) after which the gate stops asking Redis for a while.
+TRIP_AFTER: Final = 3
+#: Seconds the gate then skips capped campaigns without asking.
+RETRY_S: Final = 0.5
+
+
+@dataclass
+class CapStats:
+    """What the cap gate did, for ``/metrics`` and tests."""
+
+    #: Requests whose auction asked Redis (a capped campaign could win).
+    checked: int = 0
+    #: Of those, requests whose best capped bid was at its cap for the user: the auction moved on.
+    moved_on: int = 0
+    #: Requests that skipped capped campaigns: Redis failed, missed the deadline, or was skipped after it.
+    skipped_unavailable: int = 0
+    #: Requests of the anonymous user that skipped capped campaigns.
+    skipped_anonymous: int = 0
+
+
+@dataclass
+class CapGate:
+    """Decides, per request, which capped candidates are out; ``store`` is ``None`` until connected."""
+
+    deadline_s: float = 0.020
+    store: FrequencyCapStore | None = None
+    stats: CapStats = field(default_factory=CapStats)
+    _failures: int = 0
+    _down_until: float = 0.0
+
+    async def excluded(self, user_id: str, capped: Sequence[Campaign], now_s: float) -> Collection[str]:
+        """The capped candidates (auction order) the auction must pass over: those the user has reached
+        the cap of, ahead of the one the store took; all of them when none may be taken or when the
+        store cannot answer in time."""
+        if user_id == ANONYMOUS_USER_ID:
+            self.stats.skipped_anonymous += 1
+            return {c.campaign_id for c in capped}
+        store = self.store
+        if store is None or time.monotonic() < self._down_until:
+            self.stats.skipped_unavailable += 1
+            return {c.campaign_id for c in capped}
+        self.stats.checked += 1
+        try:
+            taken = await asyncio.wait_for(store.pick(user_id, capped, now_s), self.deadline_s)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failures += 1
+            if self._failures >= TRIP_AFTER:
+                self._failures = 0
+                self._down_until = time.monotonic() + RETRY_S
+            self.stats.skipped_unavailable += 1
+            logger.debug("frequency caps unavailable (%r): capped campaigns skipped", exc)
+            return {c.campaign_id for c in capped}
+        self._failures = 0
+        if taken != 0:
+            self.stats.moved_on += 1
+        if taken < 0:
+            return {c.campaign_id for c in capped}
+        return {c.campaign_id for c in capped[:taken]}
+
+
+async def capped_auction(
+    gate: CapGate,
+    index: TargetingIndex,
+    request: AdRequest,
+    now_s: float,
+    *,
+    reserve_cpm_units: int,
+    rng: random.Random,
+) -> AuctionResult | None:
+    """``index.auction.run_auction`` with frequency caps: the same result, with no Redis call, whenever
+    no capped campaign is among the top bids."""
+    head = index.top(request, now_s, reserve_cpm_units)
+    if head is None:
+        return None
+    for c in head.winners:
+        if c.frequency_cap is not None:
+            break
+    else:
+        return settle(head.winners, head.second_cpm_units, reserve_cpm_units=reserve_cpm_units, rng=rng)
+    # A capped campaign could win: the walk goes on below the head, as far as the caps make it matter.
+    ranked, capped = ladder(index.ranked(request, now_s, reserve_cpm_units), rng=rng)
+    excluded = await gate.excluded(request.user_id, capped, now_s) if capped else ()
+    return resettle(ranked, excluded, reserve_cpm_units=reserve_cpm_units)

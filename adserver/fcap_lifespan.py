@@ -1,0 +1,55 @@
+"""The frequency caps' lifespan component: a Redis client of its own, with the serve path's deadline.
+
+Its own pool (not the feedback path's): a cap check must never queue behind feedback debits, and its
+sockets time out at the serve deadline's scale. Building the pool opens no connection; until the first
+check connects, and whenever Redis fails, ``adserver.fcap.CapGate`` skips capped campaigns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from adserver.lifespan import background
+from adserver.state import ServerState
+from budget.fcap_redis import FrequencyCapStore
+
+#: Connections opened at start, so the first burst of capped requests does not pay for connecting.
+WARM_CONNECTIONS: Final = 4
+
+
+async def _warm(client: aioredis.Redis) -> None:
+    # Best effort: a Redis that is down now is the gate's business (it skips capped campaigns).
+    with contextlib.suppress(RedisError, OSError, TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(client.ping() for _ in range(WARM_CONNECTIONS))), 2)
+
+
+@contextlib.asynccontextmanager
+async def fcap_component(state: ServerState) -> AsyncIterator[None]:
+    """Connect the worker's cap gate to Redis (``ADP_FCAP_REDIS_URL``, default ``ADP_REDIS_URL``)."""
+    config = state.config
+    deadline_s = config.fcap_deadline_ms / 1000
+    # A few connections suffice (a check is one short script) and a small pool is warm sooner: opening a
+    # connection costs more round trips than the check itself.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        config.fcap_redis_url or config.redis_url,
+        max_connections=16,
+        timeout=deadline_s,
+        socket_timeout=max(deadline_s, 0.5),
+        socket_connect_timeout=max(deadline_s, 0.5),
+    )
+    client = aioredis.Redis(connection_pool=pool)
+    state.caps.deadline_s = deadline_s
+    state.caps.store = FrequencyCapStore(client)
+    try:
+        async with background("fcap-warm", _warm(client)):
+            yield
+    finally:
+        state.caps.store = None
+        await client.aclose()
+        await pool.disconnect()

@@ -1,0 +1,75 @@
+"""Frequency caps in Redis: one script call per request decides which capped candidate a user may see.
+
+Per (user, capped campaign), a sorted set (``names.fcap_key``) holds the times, in Redis's own
+microseconds, of the ads served to the user within the window: the window slides, and one Redis clock
+serves every worker and host, so no clock skew between ad servers can let a cap slip. The ``PICK`` script
+gets a request's capped candidates in auction order and, atomically, takes the first one under its cap:
+it records the ad (the count is taken when the ad is served) and returns its position. All the keys of a
+call share the user's hash tag, so on Redis Cluster the call is single-slot.
+
+Each set holds at most ``count`` members (``index.fcap.MAX_COUNT``) and expires when its newest ad leaves
+the window (a flight-long cap: when the flight ends), so an idle user costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import redis.asyncio as aioredis
+
+from adplatform import names
+from index.campaign import Campaign
+
+#: KEYS: one cap key per candidate, in auction order. ARGV: per candidate ``count, window_ms, ttl_ms``.
+#: Returns the 1-based position of the candidate taken, or 0 when every one is at its cap.
+#: Members are ``<now_us>-<count before>``: unique, since two calls in one microsecond see different counts.
+#: Redis 7 replicates a script's effects, so reading TIME before writing is allowed.
+PICK: Final = """
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+for i, key in ipairs(KEYS) do
+  local count = tonumber(ARGV[3 * i - 2])
+  local window_us = tonumber(ARGV[3 * i - 1]) * 1000
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now_us - window_us)
+  local seen = redis.call('ZCARD', key)
+  if seen < count then
+    redis.call('ZADD', key, now_us, now_us .. '-' .. seen)
+    redis.call('PEXPIRE', key, ARGV[3 * i])
+    return i
+  end
+end
+return 0
+"""
+
+
+class FrequencyCapStore:
+    """Runs ``PICK`` for one request's capped candidates (a Redis Cluster client routes it by the user's
+    hash tag)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._pick = client.register_script(PICK)
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._client
+
+    async def pick(self, user_id: str, capped: Sequence[Campaign], now_s: float) -> int:
+        """Take the first candidate of ``capped`` (all capped, in auction order) that ``user_id`` has seen
+        fewer times than its cap within its window, and count this ad; its 0-based position, or -1."""
+        keys: list[str] = []
+        args: list[int] = []
+        for c in capped:
+            cap = c.frequency_cap
+            assert cap is not None, "only capped candidates are checked"
+            keys.append(names.fcap_key(user_id, c.campaign_id))
+            args += (cap.count, cap.window_ms(c), cap.ttl_ms(c, now_s))
+        if not keys:
+            return -1
+        return int(await self._pick(keys=keys, args=args)) - 1
+
+    async def seen(self, user_id: str, campaign: Campaign) -> int:
+        """How many ads of ``campaign`` the store holds for ``user_id`` (expired ones not yet trimmed
+        included); for tests and tools."""
+        return int(await self._client.zcard(names.fcap_key(user_id, campaign.campaign_id)))

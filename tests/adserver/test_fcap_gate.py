@@ -1,0 +1,123 @@
+"""The serve path's auction with frequency caps, without Redis: a fake store stands for the script."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from adserver.fcap import CapGate, capped_auction
+from adserver.params import ANONYMOUS_USER_ID
+from index.auction import run_auction
+from index.campaign import Campaign
+from index.fcap import FrequencyCap
+from index.index import TargetingIndex
+from tests.index.index_factory import NOW_S, campaign, request
+
+CAP = FrequencyCap(count=2, window_s=3600)
+
+
+class FakeStore:
+    """``FrequencyCapStore.pick`` over in-memory counts; records each call's candidates."""
+
+    def __init__(self, *, fail: BaseException | None = None, delay_s: float = 0.0) -> None:
+        self.seen: dict[tuple[str, str], int] = {}
+        self.calls: list[list[str]] = []
+        self._fail = fail
+        self._delay_s = delay_s
+
+    async def pick(self, user_id: str, capped: Sequence[Campaign], now_s: float) -> int:
+        self.calls.append([c.campaign_id for c in capped])
+        if self._delay_s:
+            await asyncio.sleep(self._delay_s)
+        if self._fail is not None:
+            raise self._fail
+        for i, c in enumerate(capped):
+            assert c.frequency_cap is not None
+            key = (user_id, c.campaign_id)
+            if self.seen.get(key, 0) < c.frequency_cap.count:
+                self.seen[key] = self.seen.get(key, 0) + 1
+                return i
+        return -1
+
+
+def _gate(store: FakeStore | None, deadline_s: float = 0.02) -> CapGate:
+    gate = CapGate(deadline_s=deadline_s)
+    gate.store = store  # type: ignore[assignment]  # the fake has the one method the gate calls
+    return gate
+
+
+def _index(*campaigns: Campaign) -> TargetingIndex:
+    index = TargetingIndex()
+    index.apply_all(campaigns)
+    return index
+
+
+def _bid(cid: str, cpc: int, capped: bool = False) -> Campaign:
+    return campaign(campaign_id=cid, cpc_micros=cpc, cpa_micros=0, frequency_cap=CAP if capped else None)
+
+
+async def _serve(
+    gate: CapGate, index: TargetingIndex, user: str = "u1", seed: int = 1
+) -> tuple[str, int] | None:
+    result = await capped_auction(
+        gate, index, request(user_id=user), NOW_S, reserve_cpm_units=1, rng=random.Random(seed)
+    )
+    return None if result is None else (result.campaign.campaign_id, result.clearing_cpm_units)
+
+
+async def test_uncapped_winner_costs_no_store_call() -> None:
+    store = FakeStore()
+    index = _index(_bid("top", 900), _bid("capped", 500, True), _bid("low", 100))
+    for seed in range(20):
+        got = await capped_auction(
+            _gate(store), index, request(user_id="u1"), NOW_S, reserve_cpm_units=1, rng=random.Random(seed)
+        )
+        want = run_auction(index, request(user_id="u1"), NOW_S, reserve_cpm_units=1, rng=random.Random(seed))
+        assert got == want
+    assert store.calls == []
+
+
+async def test_capped_winner_then_the_next_bid_with_the_price_following() -> None:
+    store = FakeStore()
+    gate = _gate(store)
+    a, b, u, v = _bid("a", 900, True), _bid("b", 800, True), _bid("u", 700), _bid("v", 100)
+    index = _index(a, b, u, v)
+    served = [await _serve(gate, index) for _ in range(6)]
+    assert served == [("a", b.cpm_units)] * 2 + [("b", u.cpm_units)] * 2 + [("u", v.cpm_units)] * 2
+    assert store.calls == [["a", "b"]] * 6  # one call per request, the capped ones above the first uncapped
+    assert gate.stats.checked == 6 and gate.stats.moved_on == 4
+    assert await _serve(gate, index, user="u2") == ("a", b.cpm_units)  # caps are per user
+
+
+async def test_anonymous_user_never_gets_a_capped_campaign() -> None:
+    store = FakeStore()
+    gate = _gate(store)
+    index = _index(_bid("a", 900, True), _bid("u", 700))
+    assert await _serve(gate, index, user=ANONYMOUS_USER_ID) == ("u", 1)
+    assert await _serve(gate, _index(_bid("a", 900, True)), user=ANONYMOUS_USER_ID) is None
+    assert store.calls == [] and gate.stats.skipped_anonymous == 2
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        None,
+        FakeStore(fail=RedisConnectionError("refused")),
+        FakeStore(fail=OSError("reset")),
+        FakeStore(delay_s=1),
+    ],
+    ids=["not-connected", "redis-error", "os-error", "past-deadline"],
+)
+async def test_store_unavailable_skips_capped_campaigns(store: FakeStore | None) -> None:
+    gate = _gate(store)
+    index = _index(_bid("a", 900, True), _bid("u", 700), _bid("v", 100))
+    for _ in range(5):
+        assert await _serve(gate, index) == ("u", 100 * 75)
+    assert await _serve(gate, _index(_bid("a", 900, True))) is None
+    assert gate.stats.skipped_unavailable == 6
+    if store is not None:
+        assert len(store.calls) == 3  # after 3 failures in a row, the gate stops asking for a while

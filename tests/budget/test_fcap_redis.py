@@ -1,0 +1,73 @@
+"""The frequency-cap script on the real Redis: order, counting, the sliding window, and concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from adplatform import names
+from budget.fcap_redis import FrequencyCapStore
+from index.campaign import Campaign
+from index.fcap import FrequencyCap
+from tests.index.index_factory import campaign
+
+pytestmark = pytest.mark.redis
+
+
+def _capped(cid: str, count: int, window_s: int = 3600, **kw: int) -> Campaign:
+    return campaign(campaign_id=cid, frequency_cap=FrequencyCap(count=count, window_s=window_s), **kw)
+
+
+async def test_takes_the_first_under_its_cap_and_counts_it(redis_client: aioredis.Redis) -> None:
+    store = FrequencyCapStore(redis_client)
+    a, b = _capped("a", 2), _capped("b", 1)
+    now_s = 1_757_764_800
+    picks = [await store.pick("u1", [a, b], now_s) for _ in range(4)]
+    assert picks == [0, 0, 1, -1]
+    assert await store.seen("u1", a) == 2 and await store.seen("u1", b) == 1
+    assert await store.pick("u2", [a, b], now_s) == 0  # per user
+    ttl_ms = await redis_client.pttl(names.fcap_key("u1", "a"))
+    assert 3_590_000 < ttl_ms <= 3_600_000
+    assert await store.pick("u1", [], now_s) == -1
+
+
+async def test_flight_cap_lives_until_the_flight_ends(redis_client: aioredis.Redis) -> None:
+    store = FrequencyCapStore(redis_client)
+    now_s = 1_757_764_800
+    c = _capped("f", 1, 0, flight_start_s=now_s - 100, flight_end_s=now_s + 50)
+    assert await store.pick("u1", [c], now_s) == 0
+    assert await store.pick("u1", [c], now_s) == -1
+    assert 49_000 < await redis_client.pttl(names.fcap_key("u1", "f")) <= 50_000
+
+
+async def test_the_window_slides(redis_client: aioredis.Redis) -> None:
+    store = FrequencyCapStore(redis_client)
+    c = _capped("w", 2, 1)
+    assert [await store.pick("u1", [c], 0) for _ in range(3)] == [0, 0, -1]
+    await asyncio.sleep(1.05)
+    assert [await store.pick("u1", [c], 0) for _ in range(3)] == [0, 0, -1]
+    assert await store.seen("u1", c) == 2  # the ads that left the window are trimmed
+
+
+async def test_concurrent_picks_never_exceed_the_cap(redis_client: aioredis.Redis) -> None:
+    # Four clients (as four workers), 200 calls in flight at once.
+    kwargs = redis_client.connection_pool.connection_kwargs
+    clients = [
+        aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool(max_connections=50, **kwargs))
+        for _ in range(4)
+    ]
+    try:
+        stores = [FrequencyCapStore(client) for client in clients]
+        a, b = _capped("a", 5), _capped("b", 3)
+        picks = await asyncio.gather(*(stores[i % 4].pick("u1", [a, b], 0) for i in range(200)))
+    finally:
+        for client in clients:
+            await client.aclose(close_connection_pool=True)
+    assert sorted(picks) == [-1] * 192 + [0] * 5 + [1] * 3
+
+
+def test_keys_of_a_user_share_one_hash_tag() -> None:
+    keys = [names.fcap_key("user-7", cid) for cid in ("a", "b", "c")]
+    assert {k[k.index("{") : k.index("}") + 1] for k in keys} == {"{user-7}"}
