@@ -43,12 +43,13 @@ async def _lock(conn: Conn, campaign_id: str) -> None:
 
 
 async def _current(conn: Conn, campaign_id: str) -> tuple[CampaignInstruction, str] | None:
-    """The campaign's newest known instruction and its status: the stored row, or an API write newer
-    than it that the manager has not stored yet."""
+    """The campaign's newest known instruction and its status: the API's own write when it is the newest
+    (not stored yet, or stored as is: its every field, optional ones included, comes back unchanged),
+    else the stored row in the CSV's spelling (a CSV write came after)."""
     row = await store.campaign_row(conn, campaign_id)
     published = await store.last_published(conn, campaign_id)
     stored_version = row["version"] if row is not None else -1
-    if published is not None and published.instruction is not None and published.version > stored_version:
+    if published is not None and published.instruction is not None and published.version >= stored_version:
         status = "Inactive" if published.instruction.action == STOP else "Active"
         return published.instruction, status
     if row is None:
