@@ -37,7 +37,7 @@ _UNKNOWN = " Absent means unknown: only campaigns targeting `All` match. Present
 SERVE: Final = {
     "get": {
         "operationId": "serveAd",
-        "summary": "Pick an ad for a user: targeting index, second-price auction, signed request_id.",
+        "summary": "Pick an ad for a user: targeting index, second-price auction, sealed request_id.",
         "description": (
             "Query parameters win over the user's stored profile (loaded from PostgreSQL in the background; "
             "never read per request). "
@@ -137,7 +137,7 @@ DOCUMENT: Final = {
                     "text": {"type": "string"},
                     "request_id": {
                         "type": "string",
-                        "description": "Opaque signed token; send it back with feedback.",
+                        "description": "Opaque sealed token (authenticated encryption); send it back with feedback.",
                     },
                     "campaign_id": {"type": "string"},
                     "category": {"type": "string"},
