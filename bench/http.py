@@ -95,10 +95,10 @@ def _row(case: str, server: str, m: Measured, reference: Measured | None, rounds
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     columns = ("req/s", 8), ("p50 ms", 7), ("p99 ms", 7), ("fill", 5), ("ratio", 6), ("cpu µs", 7)
-    print(f"\n{'case':<22} {'server':<8} " + " ".join(f"{name:>{width}}" for name, width in columns))
+    print(f"\n{'case':<32} {'server':<8} " + " ".join(f"{name:>{width}}" for name, width in columns))
     for r in rows:
         print(
-            f"{r['case']:<22} {r['server']:<8} {r['requests_per_s']:>8,} {r['p50_ms']:>7.2f} "
+            f"{r['case']:<32} {r['server']:<8} {r['requests_per_s']:>8,} {r['p50_ms']:>7.2f} "
             f"{r['p99_ms']:>7.2f} {r['fill']:>5.2f} {r['ratio_to_minimal']:>6.2f} "
             f"{r['server_cpu_us_per_request']:>7.1f}"
         )
@@ -125,6 +125,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--campaigns", type=int, default=100_000, help="size of the generated corpus")
     parser.add_argument("--servers", default="auto", help="comma list of uvicorn,granian (auto: installed)")
+    parser.add_argument(
+        "--capped-share", type=float, default=0.0,
+        help="also serve the generated corpus with this share of campaigns frequency-capped (same campaigns, "
+        "same run; its ratio to the uncapped corpus is printed); 0: no such case",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     servers = ["uvicorn"] + (["granian"] if importlib.util.find_spec("granian") else [])
     if args.servers != "auto":
@@ -137,15 +142,22 @@ def main(argv: list[str]) -> int:
 def _run(args: argparse.Namespace, servers: list[str]) -> int:
     base = load_config()
     tag = f"bench{int(time.time())}"
-    configs = [base.namespaced(f"{tag}-{i}-") for i in range(2)]
+    # (corpus size, capped share) per ad-server case: the seed, the generated corpus, and capped.
+    corpora: list[tuple[int | None, float]] = [(None, 0.0), (args.campaigns, 0.0)]
+    if args.capped_share > 0:
+        corpora.append((args.campaigns, args.capped_share))
+    configs = [base.namespaced(f"{tag}-{i}-") for i in range(len(corpora))]
     cases = [Case("minimal starlette", MINIMAL, {})]
     best: dict[tuple[str, str], Measured] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             script = write_script(Path(tmp) / "serve.lua", make_paths(2_000))
-            for config, count in zip(configs, (None, args.campaigns), strict=True):
-                file, rebase = write_corpus(Path(tmp) / f"{config.topics.prefix}.csv", count)
+            for config, (count, share) in zip(configs, corpora, strict=True):
+                file, rebase = write_corpus(
+                    Path(tmp) / f"{config.topics.prefix}.csv", count, capped_share=share
+                )
                 name = "serve seed" if count is None else f"serve {count // 1000}k generated"
+                name += f" {share:.0%} capped" if share else ""
                 print(f"{name}: {file.name}: {asyncio.run(seed(config, file, rebase=rebase))}", flush=True)
                 env = {"ADP_TOPIC_PREFIX": config.topics.prefix, "ADP_GROUP_PREFIX": config.group_prefix}
                 cases.append(Case(name, ADSERVER, env))
@@ -153,7 +165,7 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
                 for server in servers:
                     for case in cases:
                         m = measure(case, server, script, args)
-                        print(f"round {round_no} {server:<8} {case.name:<22} {m.result.rps:>8,.0f} req/s "
+                        print(f"round {round_no} {server:<8} {case.name:<32} {m.result.rps:>8,.0f} req/s "
                               f"(load {m.load_average:.1f})", flush=True)  # fmt: skip
                         key = (case.name, server)
                         if key not in best or m.result.rps > best[key].result.rps:
@@ -166,7 +178,16 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
         for s in servers
         for i, case in enumerate(cases)
     ]
+    if args.capped_share > 0:
+        uncapped = cases[2].name
+        for row in rows:
+            if row["case"] == cases[3].name:
+                reference = next(r for r in rows if r["case"] == uncapped and r["server"] == row["server"])
+                row["ratio_to_uncapped"] = round(row["requests_per_s"] / reference["requests_per_s"], 3)
     print_table(rows)
+    for row in rows:
+        if "ratio_to_uncapped" in row:
+            print(f"{row['server']}: {row['case']} / uncapped, same run: {row['ratio_to_uncapped']:.3f}")
     save_results("http", vars(args), rows)
     return 0
 
