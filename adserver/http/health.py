@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from adserver.fcap import CapStats
 from adserver.feedback import FeedbackCounters
 from adserver.http.fastpath import SERVE_ROUTE
 from adserver.http.metrics import FLUSH_INTERVAL_S, RequestMetrics, WorkerExporter, worker_files_closed
@@ -113,11 +114,35 @@ def _state_families(out: WorkerExporter, state: ServerState) -> None:
     )
     for name, help_text, count in counters:
         out.family(name, "counter", help_text, [((), count)])
+    cap_families(out, state.caps.stats)
     out.histograms(
         "adserver_change_propagation_seconds",
         "From an ad-changes record's creation to its application in this worker's index",
         [((), refresher.propagation)],
     )
+
+
+def cap_families(out: WorkerExporter, stats: CapStats) -> None:
+    """What this worker's frequency-cap gate did (``adserver.fcap``)."""
+    for name, help_text, count in (
+        ("adserver_fcap_checked_total", "Auctions that checked frequency caps in Redis", stats.checked),
+        (
+            "adserver_fcap_moved_on_total",
+            "Auctions that passed over a capped campaign at its cap for the user",
+            stats.moved_on,
+        ),
+        (
+            "adserver_fcap_skipped_unavailable_total",
+            "Auctions that skipped capped campaigns: Redis failed, missed the deadline or was paused",
+            stats.skipped_unavailable,
+        ),
+        (
+            "adserver_fcap_skipped_anonymous_total",
+            "Auctions of the anonymous user that skipped capped campaigns",
+            stats.skipped_anonymous,
+        ),
+    ):
+        out.family(name, "counter", help_text, [((), count)])
 
 
 def feedback_families(out: WorkerExporter, counters: FeedbackCounters) -> None:

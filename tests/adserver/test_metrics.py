@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from adserver.fcap import CapStats
 from adserver.feedback import FeedbackCounters
-from adserver.http.health import feedback_families
+from adserver.http.health import cap_families, feedback_families
 from adserver.http.metrics import MULTIPROC_ENV, Histogram, RequestMetrics, WorkerExporter
 
 
@@ -133,3 +134,17 @@ def test_live_gauges_of_running_workers(tmp_path: Path, monkeypatch: pytest.Monk
     lines = _lines(out)
     assert "adserver_index_size 7.0" in lines
     assert f'adserver_worker_info{{pid="{os.getpid()}"}} 1.0' in lines
+
+
+def test_frequency_cap_counters_are_exposed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    out = WorkerExporter()
+    cap_families(out, CapStats(checked=5, moved_on=2, skipped_unavailable=3, skipped_anonymous=4))
+    lines = _lines(out)
+    for line in (
+        "adserver_fcap_checked_total 5.0",
+        "adserver_fcap_moved_on_total 2.0",
+        "adserver_fcap_skipped_unavailable_total 3.0",
+        "adserver_fcap_skipped_anonymous_total 4.0",
+    ):
+        assert line in lines, line
