@@ -141,6 +141,10 @@ class Config:
     metrics_ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
     #: ``ADP_METRICS_HOST``: the address those ports listen on (0.0.0.0 in a container).
     metrics_host: str = "127.0.0.1"
+    #: ``ADP_ADMIN_URL``: the admin service the CLI's ``campaign``, ``dlq list|replay`` and ``explain`` call.
+    admin_url: str = "http://127.0.0.1:8100"
+    #: ``ADP_API_KEY``: the admin API key those commands send (a secret: never in reprs or logs).
+    api_key: str | None = field(default=None, repr=False)
 
     @property
     def pg_dsn_redacted(self) -> str:
@@ -228,6 +232,13 @@ def _cpm_units(raw: str) -> int:
     if not scaled.is_finite() or scaled != scaled.to_integral_value() or scaled < 0:
         raise ConfigError(f"{PREFIX}RESERVE_CPM: must be >= 0 with at most 10 decimals, got {raw!r}")
     return int(scaled)
+
+
+def _http_url(name: str, raw: str) -> str:
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{PREFIX}{name}: expected http(s)://host:port, got {raw!r}")
+    return raw.strip().rstrip("/")
 
 
 def _token_keys(raw: str) -> tuple[TokenKey, ...]:
@@ -333,4 +344,6 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv: Path | None
         metrics_ports=_metrics_ports(env),
         metrics_host=env.get(PREFIX + "METRICS_HOST") or "127.0.0.1",
         request_sample_rate=_rate("REQUEST_SAMPLE_RATE", env.get(PREFIX + "REQUEST_SAMPLE_RATE"), 0.01),
+        admin_url=_http_url("ADMIN_URL", env.get(PREFIX + "ADMIN_URL") or "http://127.0.0.1:8100"),
+        api_key=env.get(PREFIX + "API_KEY") or None,
     )

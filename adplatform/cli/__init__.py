@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from adplatform.cli import admin, archive, budget, ingest, load, reset, run, serve, stack
+from adplatform.cli import admin, archive, budget, campaign, dlq_api, ingest, load, reset, run, serve, stack
 from adplatform.cli.common import PlatformGroup
 
 
@@ -25,6 +25,8 @@ def main() -> None:
     """
 
 
-for _module in (stack, ingest, serve, budget, load, archive, reset, run, admin):
+for _module in (stack, ingest, serve, budget, load, archive, reset, run, admin, campaign):
     for _command in _module.COMMANDS:
         main.add_command(_command)
+for _command in dlq_api.SUBCOMMANDS:
+    ingest.dlq.add_command(_command)

@@ -15,8 +15,10 @@ T = TypeVar("T")
 
 
 @click.command("admin")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=8100, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8100, show_default=True, help="The port to listen on."
+)
 def admin_cmd(host: str, port: int) -> None:
     """Run the admin service: the /v1 campaign API, /docs, API keys and the audit trail."""
     import uvicorn
@@ -55,7 +57,10 @@ def apikey() -> None:
 
 @apikey.command("create")
 @click.option("--name", required=True, help="Who holds the key: the author of its writes.")
-@click.option("--role", type=click.Choice(["read", "write", "admin"]), required=True)
+@click.option(
+    "--role", type=click.Choice(["read", "write", "admin"]), required=True,
+    help="read: GET only; write: also create, update, stop and replay; admin: also the audit trail.",
+)  # fmt: skip
 def apikey_create(name: str, role: str) -> None:
     """Create a key and print it (only now: just its hash is kept)."""
     from admin.keys import ApiKeyError, create_key

@@ -70,6 +70,32 @@ def test_a_service_down_is_one_line_and_exit_2(
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("campaign", "list"),
+        ("campaign", "stop", "c1", "--wait"),
+        ("dlq", "list"),
+        ("explain", "--city", "Pune"),
+    ],
+)
+def test_the_admin_service_down_is_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """The admin service's clients: no answer at ADP_ADMIN_URL names it, its address and what to run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADP_")}
+    env |= {"ADP_ADMIN_URL": "http://127.0.0.1:1", "ADP_API_KEY": "adp_k.secret-value"}
+    result = subprocess.run(
+        [sys.executable, "-m", "adplatform.cli", *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == SERVICE_DOWN, result.stderr
+    assert result.stderr.splitlines() == [
+        "Error: The admin service is not reachable at 127.0.0.1:1 (connection refused); start it with "
+        "`adplatform admin` (or every service with `adplatform run`), or point ADP_ADMIN_URL (--admin-url) "
+        "at a running admin service"
+    ]
+    assert result.stdout == ""
+
+
 def test_other_errors_are_not_reported_as_a_service_down() -> None:
     assert unreachable_service(ValueError("a bug")) is None
     assert unreachable_service(ConnectionRefusedError(111, "refused")) is None  # whose? nobody's: raised

@@ -24,9 +24,11 @@ NO_DOTENV = ROOT / "does-not-exist"
 
 
 def test_every_variable_is_documented_in_env_example() -> None:
-    used = set(re.findall(r'"([A-Z_]+)"', (ROOT / "adplatform" / "config.py").read_text()))
-    read = {name for name in used if f'PREFIX + "{name}"' in (ROOT / "adplatform" / "config.py").read_text()}
-    read |= set(re.findall(r'_int\(env, "([A-Z_]+)"', (ROOT / "adplatform" / "config.py").read_text()))
+    # The platform's config, and the admin service's own settings (read the same way, from ADP_*).
+    source = "".join((ROOT / path).read_text() for path in ("adplatform/config.py", "admin/settings.py"))
+    used = set(re.findall(r'"([A-Z_]+)"', source))
+    read = {name for name in used if f'PREFIX + "{name}"' in source}
+    read |= set(re.findall(r'_(?:int|number)\(env, "([A-Z_]+)"', source))
     documented = set(re.findall(r"^ADP_([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
     assert read and read <= documented
     assert documented <= read, "documented variables that nothing reads"
