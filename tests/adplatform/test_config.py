@@ -42,7 +42,13 @@ def test_env_example_is_a_valid_config() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("KAFKA_PARTITIONS", "four"), ("TOKEN_KEYS", "short:abc"), ("RESERVE_CPM", "-1"), ("LOG_LEVEL", "LOUD")],
+    [
+        ("KAFKA_PARTITIONS", "four"),
+        ("TOKEN_KEYS", "short:abc"),
+        ("RESERVE_CPM", "-1"),
+        ("LOG_LEVEL", "LOUD"),
+        ("ADMIN_URL", "127.0.0.1:8100"),
+    ],
 )
 def test_a_bad_value_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"ADP_{name}"):
@@ -55,11 +61,13 @@ def test_secrets_stay_out_of_reprs() -> None:
             "ADP_PG_DSN": "postgresql://app:hunter2-secret@db:5432/adplatform",
             "ADP_REDIS_URL": "redis://:redis-secret@cache:6379/0",
             "ADP_TOKEN_KEYS": "k1:token-secret-0123456789",
+            "ADP_API_KEY": "adp_kid.api-key-secret",
         },
         dotenv=NO_DOTENV,
     )
     text = repr(config)
-    for secret in ("hunter2-secret", "redis-secret", "token-secret-0123456789"):
+    assert config.api_key == "adp_kid.api-key-secret"
+    for secret in ("hunter2-secret", "redis-secret", "token-secret-0123456789", "api-key-secret"):
         assert secret not in text
     assert redact_url(config.pg_dsn) == "postgresql://app:***@db:5432/adplatform"
     assert "redis-secret" not in config.redis_url_redacted
