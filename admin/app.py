@@ -21,7 +21,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from admin import api, openapi
+from admin import api, insight_api, openapi
 from admin.error import AdminError
 from admin.lifespan import lifespan
 from admin.settings import AdminConfig
@@ -53,6 +53,8 @@ def build_routes(ref: StateRef) -> list[BaseRoute]:
         Route("/v1/campaigns/{campaign_id}", api.show_campaign(ref), methods=["GET"]),
         Route("/v1/campaigns/{campaign_id}", api.update_campaign(ref), methods=["PATCH"]),
         Route("/v1/campaigns/{campaign_id}/stop", api.stop_campaign(ref), methods=["POST"]),
+        Route("/v1/campaigns/{campaign_id}/diagnosis", insight_api.diagnosis(ref), methods=["GET"]),
+        Route("/v1/explain", insight_api.explain(ref), methods=["GET"]),
         Route("/v1/dlq", api.list_dlq(ref), methods=["GET"]),
         Route("/v1/dlq/{partition}/{offset}/replay", api.replay_dlq(ref), methods=["POST"]),
         Route("/v1/audit", api.list_audit(ref), methods=["GET"]),

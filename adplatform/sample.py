@@ -23,7 +23,8 @@ ANONYMOUS: Final = "anonymous"
 class RequestSample(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One sampled request: its attributes as understood (location resolved), the winner and its price,
     the runner-up, and every campaign that matched targeting and flight but lost, with why (highest bid
-    first; blocked ones always listed, the others up to a bound, ``unlisted`` counting the rest)."""
+    first, down to a bound: ``floor_cpm_units`` is the bid where the walk stopped, None if it saw all;
+    see ``index.explain.AuctionLosses``)."""
 
     at_ms: int
     user: str
@@ -45,7 +46,7 @@ class RequestSample(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     clearing_cpm_units: int | None
     reserve_cpm_units: int
     losses: tuple[Loss, ...]
-    unlisted: int
+    floor_cpm_units: int | None
 
 
 def user_digest(user_id: str, key: bytes, *, anonymous_id: str) -> str:

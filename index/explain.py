@@ -8,8 +8,9 @@ the clearing price come from the live auction's own code (``TargetingIndex.top``
 per-campaign reasons follow the plain targeting rule of ``index.targeting`` (a property test holds the two
 equal). Campaigns have no hours of their own: the CSV's time range is folded into the flight.
 
-``auction_losses`` is the cheap form used on sampled serve requests, after the response is decided: one
-walk of the request's candidate list, recording each campaign that matched targeting but lost and why.
+``auction_losses`` is the cheap form used on sampled serve requests, after the response is decided: a
+bounded walk of the top of the request's candidate list, recording each campaign that matched targeting
+but lost and why.
 """
 
 from __future__ import annotations
@@ -302,15 +303,21 @@ class Loss(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
 
 class AuctionLosses(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """The losers of one auction, highest bid first.
+    """The losers of one auction at the top of the bids, highest bid first.
 
-    Blocked losers are always listed; the others up to a bound, after which only ``unlisted`` counts them
-    (the lowest bids of the walk: outbid, or below the reserve when their bid is).
+    The walk is bounded: when it stopped early, ``floor_cpm_units`` is the bid where it stopped, and a
+    matching campaign bidding at most that and not listed was not looked at (it was outbid by at least
+    the listed ones). Every matching campaign bidding more than the floor is listed.
     """
 
     runner_up: str | None
     losses: tuple[Loss, ...]
-    unlisted: int
+    floor_cpm_units: int | None
+
+
+#: Losers listed per sampled auction (besides blocked ones met on the way), and candidates looked at.
+MAX_LISTED: Final = 20
+MAX_SCANNED: Final = 2_000
 
 
 def auction_losses(
@@ -320,33 +327,32 @@ def auction_losses(
     *,
     served: Campaign | None,
     reserve_cpm_units: int,
-    max_listed: int = 100,
+    max_listed: int = MAX_LISTED,
+    max_scanned: int = MAX_SCANNED,
 ) -> AuctionLosses:
-    """Loss reasons of one auction already decided (``served`` is its winner, None on a no-fill): one walk
-    of the request's matching campaigns. For sampled requests only: it costs a walk of the candidates."""
+    """Loss reasons of one auction already decided (``served`` is its winner, None on a no-fill): the head
+    of the request's matching campaigns, bounded (``TargetingIndex.matching_head``), so a sampled request
+    costs about the same whatever the index's size."""
     blocked = index.blocked
     served_id = None if served is None else served.campaign_id
     top = None if served is None else served.cpm_units
+    matched, floor = index.matching_head(
+        request, now_s, max_open=max_listed + (served is not None), max_scanned=max_scanned
+    )
     losses: list[Loss] = []
     runner_up: str | None = None
-    listed = unlisted = 0
-    for c in index.matching(request, now_s):
+    for c in matched:
         cid = c.campaign_id
         if cid == served_id:
             continue
         reason: LossReason
         if cid in blocked:
-            losses.append(Loss(cid, "blocked"))
-            continue
-        if c.cpm_units < reserve_cpm_units:
+            reason = "blocked"
+        elif c.cpm_units < reserve_cpm_units:
             reason = "below_reserve"
         else:
             reason = "tie" if c.cpm_units == top else "outbid"
             if runner_up is None:
                 runner_up = cid
-        if listed < max_listed:
-            losses.append(Loss(cid, reason))
-            listed += 1
-        else:
-            unlisted += 1
-    return AuctionLosses(runner_up=runner_up, losses=tuple(losses), unlisted=unlisted)
+        losses.append(Loss(cid, reason))
+    return AuctionLosses(runner_up=runner_up, losses=tuple(losses), floor_cpm_units=floor)

@@ -102,7 +102,7 @@ class RequestSampler:
                 clearing_cpm_units=None if result is None else result.clearing_cpm_units,
                 reserve_cpm_units=reserve,
                 losses=losses.losses,
-                unlisted=losses.unlisted,
+                floor_cpm_units=losses.floor_cpm_units,
             )
         )
         self._wakeup.set()

@@ -115,9 +115,10 @@ def test_explain_equals_the_plain_rule_and_the_reference_auction(
     blocked=st.sets(st.sampled_from(("a", "b", "c")), max_size=2),
     reserve=st.sampled_from((0, 0, 10_000, 20_000)),
     seed=st.integers(0, 2**32),
-    max_listed=st.sampled_from((0, 1, 100)),
+    max_listed=st.sampled_from((0, 1, 2, 100)),
+    max_scanned=st.sampled_from((1, 3, 2_000)),
 )
-def test_auction_losses_name_every_matching_loser(
+def test_auction_losses_name_every_matching_loser_above_the_floor(
     changes: list[Campaign],
     req: AdRequest,
     now_s: int,
@@ -125,33 +126,41 @@ def test_auction_losses_name_every_matching_loser(
     reserve: int,
     seed: int,
     max_listed: int,
+    max_scanned: int,
 ) -> None:
     index = _index(changes, blocked, False)
     state = _state(changes)
     result = run_auction(index, req, now_s, reserve_cpm_units=reserve, rng=random.Random(seed))
     served = None if result is None else result.campaign
-    out = auction_losses(index, req, now_s, served=served, reserve_cpm_units=reserve, max_listed=max_listed)
+    out = auction_losses(
+        index, req, now_s, served=served, reserve_cpm_units=reserve, max_listed=max_listed,
+        max_scanned=max_scanned,
+    )  # fmt: skip
     matched = [c for c in state.values() if matches(c, req, now_s)]
     losers = {c.campaign_id: c for c in matched if served is None or c.campaign_id != served.campaign_id}
     listed = {loss.campaign_id: loss.reason for loss in out.losses}
-    assert len(listed) == len(out.losses)
-    assert set(listed) <= set(losers)
-    assert len(listed) + out.unlisted == len(losers)
+    assert len(listed) == len(out.losses) and set(listed) <= set(losers)
+    assert sum(r != "blocked" for r in listed.values()) <= max_listed
     for cid, c in losers.items():
+        if out.floor_cpm_units is None or c.cpm_units > out.floor_cpm_units:
+            assert cid in listed  # above the floor, nothing is left out
+        if cid not in listed:
+            continue
         if cid in blocked:
-            assert listed[cid] == "blocked"  # always listed
-        elif cid in listed:
-            if c.cpm_units < reserve:
-                assert listed[cid] == "below_reserve"
-            else:
-                assert served is not None and c.cpm_units <= served.cpm_units
-                assert listed[cid] == ("tie" if c.cpm_units == served.cpm_units else "outbid")
+            assert listed[cid] == "blocked"
+        elif c.cpm_units < reserve:
+            assert listed[cid] == "below_reserve"
+        else:
+            assert served is not None and c.cpm_units <= served.cpm_units
+            assert listed[cid] == ("tie" if c.cpm_units == served.cpm_units else "outbid")
+    bids = [losers[cid].cpm_units for cid in listed]
+    assert bids == sorted(bids, reverse=True)
     if out.runner_up is not None:
-        assert served is not None
-        second = losers[out.runner_up]
-        assert result is not None and second.cpm_units == max(
+        assert served is not None and listed[out.runner_up] in ("tie", "outbid")
+        open_bids = [
             c.cpm_units for c in losers.values() if c.campaign_id not in blocked and c.cpm_units >= reserve
-        )
+        ]
+        assert losers[out.runner_up].cpm_units == max(open_bids)
 
 
 def test_the_first_mismatching_attribute_is_named_with_both_values() -> None:
