@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import redis.asyncio as aioredis
 
+from admin.insight import insight_running
 from admin.publish import InstructionPublisher
 from admin.settings import AdminConfig, load_admin_config
 from admin.state import AdminState, StateRef
@@ -33,9 +34,11 @@ async def lifespan(ref: StateRef, config: Config | None, settings: AdminConfig |
             timeout=2.0, limits=httpx.Limits(max_keepalive_connections=0, max_connections=64)
         )
         stack.push_async_callback(adservers.aclose)
+        insight = await stack.enter_async_context(insight_running(cfg))
         ref.state = AdminState(
             config=cfg, settings=admin_cfg, pool=pool, redis=redis_client,
             budgets=BudgetStore(redis_client, slot_s=cfg.slot_s), publisher=publisher, adservers=adservers,
+            insight=insight,
         )  # fmt: skip
         try:
             yield

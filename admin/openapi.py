@@ -8,7 +8,7 @@ from typing import Any, Final
 
 import msgspec
 
-from admin import schema
+from admin import insight_schema, schema
 
 _REF: Final = "#/components/schemas/{name}"
 
@@ -73,8 +73,28 @@ def _write(summary: str, body: type[msgspec.Struct] | None, *extra: int) -> dict
 
 def document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        (*schema.REQUEST_BODIES, *schema.RESPONSE_BODIES), ref_template=_REF
+        (
+            *schema.REQUEST_BODIES,
+            *schema.RESPONSE_BODIES,
+            insight_schema.ExplainResult,
+            insight_schema.Diagnosis,
+        ),
+        ref_template=_REF,
     )
+    explain_params = [
+        _query(
+            "user_id",
+            "The user whose stored profile fills what the query omits (as serving does).",
+            {"type": "string", "pattern": "^[A-Za-z0-9_.:@-]{1,64}$"},
+        ),
+        *(
+            _query(
+                name, f"As the serve route's {name}.", {"type": "string", "minLength": 1, "maxLength": 100}
+            )
+            for name in ("device_type", "city", "state", "country", "gender", "income_bucket")
+        ),
+        _query("age", "As the serve route's age.", {"type": "integer", "minimum": 0, "maximum": 150}),
+    ]
     dlq_path = [
         {
             "name": "partition",
@@ -111,6 +131,25 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _json(schema.CampaignDetail, "The campaign."), **_errors(404)},
             },
             "patch": _write("Update a campaign (an Update Campaign instruction).", schema.CampaignPatch, 404),
+        },
+        "/v1/explain": {
+            "get": {
+                "summary": "Every campaign's verdict for a hypothetical request, with the winner, "
+                           "runner-up and clearing price, from the ad server's own index and auction code.",
+                "parameters": explain_params,
+                "responses": {"200": _json(insight_schema.ExplainResult, "The explanation."),
+                              **_errors(422, 503)},
+            }
+        },
+        "/v1/campaigns/{campaign_id}/diagnosis": {
+            "parameters": [_CAMPAIGN_ID],
+            "get": {
+                "summary": "Why the campaign serves or not, over the ad servers' sample of real requests.",
+                "parameters": [_query("window_s", "Seconds of samples to aggregate (default 900).",
+                                      {"type": "integer", "minimum": 1, "maximum": 1800})],
+                "responses": {"200": _json(insight_schema.Diagnosis, "The diagnosis."),
+                              **_errors(404, 422, 503)},
+            },
         },
         "/v1/campaigns/{campaign_id}/stop": {
             "parameters": [_CAMPAIGN_ID],

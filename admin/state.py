@@ -8,6 +8,7 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
+from admin.insight import Insight
 from admin.publish import InstructionPublisher
 from admin.settings import AdminConfig
 from adplatform.config import Config
@@ -27,6 +28,8 @@ class AdminState:
     #: For the ad servers' index route: no keep-alive, so each poll opens a new connection, which the
     #: kernel may hand to another worker behind the same port.
     adservers: httpx.AsyncClient
+    #: The copy of the index, the blocked set and the request samples behind explain and diagnosis.
+    insight: Insight | None = None
 
 
 @dataclass
