@@ -29,7 +29,7 @@ class Price(msgspec.Struct, frozen=True, kw_only=True):
     auction_cpa: str | None
 
 
-class VerdictOut(msgspec.Struct, frozen=True, kw_only=True):
+class VerdictOut(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One campaign: ``verdict`` eligible or ineligible, ``reason`` the first that applies (None for the
     sole winner): stopped, flight_not_started, flight_over, targeting, blocked, below_reserve, tie, outbid."""
 

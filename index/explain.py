@@ -58,7 +58,7 @@ BLOCKED_UNKNOWN: Final = "blocked (budget or slot spent)"
 _TIE_RNG: Final = random.Random(0)
 
 
-class Mismatch(msgspec.Struct, frozen=True, kw_only=True):
+class Mismatch(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The first targeting attribute that rejects the request, with both sides' values."""
 
     attribute: str
@@ -66,8 +66,11 @@ class Mismatch(msgspec.Struct, frozen=True, kw_only=True):
     request_value: str | None
 
 
-class CampaignVerdict(msgspec.Struct, frozen=True, kw_only=True):
+class CampaignVerdict(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One campaign's verdict: ``reason`` is None only for the sole winner."""
+
+    # gc=False: one explain builds one per campaign and none holds a cycle; tracked, they triggered
+    # collections that took explain's p99 over 5k campaigns from ~21 ms to ~84 ms.
 
     campaign_id: str
     verdict: Verdict
