@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from admin import api, insight_api, openapi
+from admin.dashboard import Board
 from admin.error import AdminError
 from admin.lifespan import lifespan
 from admin.settings import AdminConfig
@@ -93,14 +94,15 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def create_app(config: Config | None = None, settings: AdminConfig | None = None) -> Starlette:
     """A new admin app; ``None`` reads the environment when the lifespan starts."""
     ref = StateRef()
+    board = Board(ref)  # the dashboard: its routes, sessions and scraper
 
     @contextlib.asynccontextmanager
     async def run(app: Starlette) -> AsyncIterator[None]:
-        async with lifespan(ref, config, settings):
+        async with lifespan(ref, config, settings), board.running():
             yield
 
     app = Starlette(
-        routes=build_routes(ref),
+        routes=[*build_routes(ref), *board.routes()],
         exception_handlers={
             AdminError: _admin_error,
             HTTPException: _http_error,

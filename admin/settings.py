@@ -4,7 +4,9 @@
 ``?wait=true`` write waits for; ``ADP_ADSERVER_WORKERS`` (default 2, as ``adplatform run`` starts them): how
 many distinct workers behind each URL must report the new version; ``ADP_ADMIN_WAIT_TIMEOUT_S`` (default
 10): how long a write waits before answering 504; ``ADP_ADMIN_MAX_BODY_BYTES`` (default 128 KiB, the Ad
-Manager's own message limit): larger bodies get 413.
+Manager's own message limit): larger bodies get 413. ``ADP_ADMIN_SCRAPE_URLS`` (comma-separated, default
+empty): the ``/metrics`` URLs the dashboard scrapes; empty means each ad server's ``/metrics`` and every
+service's metrics port from ``Config.metrics_ports``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class AdminConfig:
     adserver_workers: int = 2
     wait_timeout_s: float = 10.0
     max_body_bytes: int = MAX_MESSAGE_BYTES
+    #: The dashboard's scrape targets; empty: derived from ``adserver_urls`` and ``Config.metrics_ports``.
+    scrape_urls: tuple[str, ...] = ()
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
@@ -42,14 +46,14 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     return value
 
 
-def _urls(raw: str) -> tuple[str, ...]:
+def _urls(raw: str, name: str = "ADSERVER_URLS", *, allow_empty: bool = False) -> tuple[str, ...]:
     urls = tuple(u.strip().rstrip("/") for u in raw.split(",") if u.strip())
     for url in urls:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"{PREFIX}ADSERVER_URLS: expected http(s)://host:port[,...], got {url!r}")
-    if not urls:
-        raise ConfigError(f"{PREFIX}ADSERVER_URLS: empty")
+            raise ConfigError(f"{PREFIX}{name}: expected http(s)://host:port[,...], got {url!r}")
+    if not urls and not allow_empty:
+        raise ConfigError(f"{PREFIX}{name}: empty")
     return urls
 
 
@@ -62,4 +66,5 @@ def load_admin_config(environ: Mapping[str, str] | None = None, *, dotenv: Path 
         adserver_workers=int(_number(env, "ADSERVER_WORKERS", 2, minimum=1)),
         wait_timeout_s=_number(env, "ADMIN_WAIT_TIMEOUT_S", 10.0, minimum=0.1),
         max_body_bytes=int(_number(env, "ADMIN_MAX_BODY_BYTES", MAX_MESSAGE_BYTES, minimum=1024)),
+        scrape_urls=_urls(env.get(PREFIX + "ADMIN_SCRAPE_URLS") or "", "ADMIN_SCRAPE_URLS", allow_empty=True),
     )
