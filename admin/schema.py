@@ -126,6 +126,8 @@ class Campaign(msgspec.Struct, kw_only=True):
     flight_start: str
     flight_end: str
     updated_at: str
+    #: N/window in its canonical spelling (``3/1h``); null: uncapped.
+    frequency_cap: str | None = None
 
 
 class CampaignPage(msgspec.Struct, kw_only=True):
