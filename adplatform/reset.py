@@ -5,6 +5,12 @@ database and deletes and recreates the configured topics: all three together, si
 offsets are gone would book the old ``ad-feedback`` events again into the emptied tables, and ad servers
 would rebuild the old campaigns from ``ad-changes``. Run it with the platform's services stopped.
 Tests, the demo, chaos and benches never call it: they work in sandboxes (``adplatform.sandbox``).
+
+``online_ads.api_keys`` is kept: access control is not campaign data, and an operator who resets should not
+lock every script and person out of the admin service. ``audit`` is emptied with the rest: its rows point
+at offsets of the deleted ``campaign-instructions`` topic, and the admin service reads a campaign's newest
+audit row as its pending state, so a kept row would make an erased campaign look alive (a create of its id
+refused with 409, a PATCH merged onto it). ``dlq_replays`` go for the same reason (offsets of a deleted DLQ).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Final
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -19,6 +26,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from adplatform.config import Config
 from adplatform.kafka import delete_topics, ensure_topics, start_or_close
+from adplatform.postgres import truncate_statement
+
+#: ``online_ads`` tables a reset keeps (see the module's docstring).
+KEPT_TABLES: Final = frozenset({"api_keys"})
 
 
 @dataclass(frozen=True)
@@ -31,7 +42,7 @@ class ResetSummary:
 def describe(config: Config) -> str:
     """What a reset of ``config`` empties, for the confirmation prompt."""
     return (
-        f"database {config.pg_dsn_redacted} (every online_ads table), "
+        f"database {config.pg_dsn_redacted} (every online_ads table but {', '.join(sorted(KEPT_TABLES))}), "
         f"Redis {config.redis_url_redacted} (FLUSHDB), "
         f"topics {', '.join(config.topics.all())} (deleted and recreated)"
     )
@@ -51,17 +62,25 @@ async def _wait_gone(config: Config, topics: list[str], timeout_s: float = 60) -
         await admin.close()
 
 
+async def empty_tables(conn: asyncpg.Connection | asyncpg.Pool) -> tuple[str, ...]:
+    """TRUNCATE every ``online_ads`` table but ``KEPT_TABLES``, in one statement; the tables emptied."""
+    tables = tuple(
+        sorted(
+            r["tablename"]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'online_ads'")
+            if r["tablename"] not in KEPT_TABLES
+        )
+    )
+    if tables:
+        await conn.execute(truncate_statement("online_ads", tables))
+    return tables
+
+
 async def reset_data(config: Config) -> ResetSummary:
     """Empty ``config``'s database tables, Redis database and topics (the caller has confirmed)."""
     conn = await asyncpg.connect(config.pg_dsn, timeout=10)
     try:
-        tables = tuple(
-            r["tablename"]
-            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'online_ads'")
-        )
-        if tables:
-            quoted = ", ".join("online_ads." + '"' + t.replace('"', '""') + '"' for t in tables)
-            await conn.execute(f"TRUNCATE {quoted}")
+        tables = await empty_tables(conn)
     finally:
         await conn.close()
     client = aioredis.Redis.from_url(config.redis_url)

@@ -15,7 +15,8 @@ REFUSED = 2
 @click.command("reset")
 @click.option("--yes", is_flag=True, help="Confirm without asking (required when not on a terminal).")
 def reset_cmd(yes: bool) -> None:
-    """Empty the configured database's tables, Redis database and topics. Stop the services first.
+    """Empty the configured database's tables (the admin API keys are kept), Redis database and topics.
+    Stop the services first.
 
     Nothing else in adplatform (tests, demo, chaos, benches) empties them: those work in their own."""
     import asyncio
@@ -33,7 +34,7 @@ def reset_cmd(yes: bool) -> None:
             sys.exit(REFUSED)
     done = asyncio.run(reset_data(cfg))
     click.echo(
-        f"reset: {len(done.tables)} tables emptied, {done.redis_keys} Redis keys deleted, "
+        f"reset: {len(done.tables)} tables emptied (API keys kept), {done.redis_keys} Redis keys deleted, "
         f"{len(done.topics)} topics recreated"
     )
 
