@@ -126,6 +126,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--campaigns", type=int, default=100_000, help="size of the generated corpus")
     parser.add_argument("--servers", default="auto", help="comma list of uvicorn,granian (auto: installed)")
     parser.add_argument(
+        "--sample-rates",
+        default="",
+        help="comma list of ADP_REQUEST_SAMPLE_RATE values: each serve case runs once per rate "
+        "(e.g. 0,0.01 for the cost of request sampling); default: the environment's",
+    )
+    parser.add_argument(
         "--capped-share", type=float, default=0.0,
         help="also serve the generated corpus with this share of campaigns frequency-capped (same campaigns, "
         "same run; its ratio to the uncapped corpus is printed); 0: no such case",
@@ -160,7 +166,10 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
                 name += f" {share:.0%} capped" if share else ""
                 print(f"{name}: {file.name}: {asyncio.run(seed(config, file, rebase=rebase))}", flush=True)
                 env = {"ADP_TOPIC_PREFIX": config.topics.prefix, "ADP_GROUP_PREFIX": config.group_prefix}
-                cases.append(Case(name, ADSERVER, env))
+                if not args.sample_rates:
+                    cases.append(Case(name, ADSERVER, env))
+                for rate in filter(None, args.sample_rates.split(",")):
+                    cases.append(Case(f"{name} @{rate}", ADSERVER, {**env, "ADP_REQUEST_SAMPLE_RATE": rate}))
             for round_no in range(1, args.rounds + 1):
                 for server in servers:
                     for case in cases:

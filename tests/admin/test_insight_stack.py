@@ -54,8 +54,9 @@ def _random_rows(rng: random.Random, n: int) -> list[dict[str, str]]:
         rows.append(
             campaign_row(
                 f"r{i:03d}",
-                cpc=rng.choice(("0.0010", "0.0020", "0.0030")),
-                cpa=rng.choice(("0.0100", "0.0200")),
+                # Mostly distinct bids, a few equal ones: ties happen, but most auctions have one winner.
+                cpc=f"0.{rng.randrange(5, 40):04d}",
+                cpa=rng.choice(("0.0100", "0.0200", "0.0300")),
                 city=rng.choice((*CITIES, "All", "All")),
                 device=rng.choice((*DEVICES, "All", "All")),
                 gender=rng.choice(("M", "F", "All", "All")),
@@ -129,8 +130,8 @@ async def test_explain_agrees_with_the_live_auction_on_random_requests(
             if not body["tied"]:
                 assert sample.runner_up == body["runner_up"]
                 assert str(sample.auction_cpc) == body["clearing"]["auction_cpc"]
-        assert no_fill < 100 and len(explained) == 120
-    print(f"explain vs live: 120 requests, {ties} ties, {no_fill} no-fills")
+        print(f"explain vs live: 120 requests, {ties} ties, {no_fill} no-fills")
+        assert 120 - ties - no_fill >= 60  # enough single-winner auctions compared
 
 
 async def test_diagnosis_names_why_a_campaign_loses(
