@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ADP := $(BIN)/adplatform
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup stack-up stack-down stack-status demo demo-down test test-unit lint format bench bench-http loadtest chaos clean
+.PHONY: setup stack-up stack-down stack-status demo demo-live demo-down test test-unit lint format bench bench-http loadtest chaos clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ stack-status:
 ## demo: the whole pipeline end to end on the local stack, with a summary
 demo: stack-up
 	$(BIN)/python -m loadtest.demo
+
+## demo-live: the platform and its dashboard (http://127.0.0.1:8100/dashboard/) with simulated users until Ctrl-C
+demo-live: stack-up
+	$(BIN)/python -m loadtest.demo --live
 
 demo-down:
 	$(BIN)/python -m loadtest.demo --down

@@ -10,6 +10,11 @@ The demo never touches the user's data: it works in a database of its own, ``<da
 ``adplatform_demo``), a Redis logical database it claims, and topics under its own prefix. The topics go
 when the demo ends; the database and the Redis database stay, for a look, until ``make demo-down``
 (``--down``), which stops whatever a demo left running (by PID) and drops them. A second demo replaces them.
+
+``--live`` (``make demo-live``) keeps the platform and the admin service running with the dashboard at
+``http://127.0.0.1:8100/dashboard/`` and simulates users in bounded rounds (loopback only) until Ctrl-C; it
+creates a read key for the dashboard and prints it. Ctrl-C stops everything in order; the stores stay until
+``make demo-down``, as after a demo.
 """
 
 from __future__ import annotations
@@ -42,6 +47,11 @@ from loadtest.workers import wait_workers_ready
 
 PORT = 8000
 WORKERS = 2
+ADMIN_PORT = 8100
+DASHBOARD_URL = f"http://127.0.0.1:{ADMIN_PORT}/dashboard/"
+LIVE_COMMAND = "make demo-live   (or: .venv/bin/python -m loadtest.demo --live)"
+#: ``--live`` simulates in rounds of this many seconds (each bounded by --rate), until Ctrl-C.
+LIVE_ROUND_S = 30.0
 #: What ``adplatform run`` runs for the demo: named, so a service added to the platform later (the admin API)
 #: does not start here unasked.
 SERVICES = ("manager", "served-writer", "ledger", "pacer", "reconciler", "adserver", "archive")
@@ -69,7 +79,9 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 600) -
     return result.stdout.strip()
 
 
-def start_platform(stack_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_platform(
+    stack_dir: Path, env: dict[str, str], services: tuple[str, ...] = SERVICES
+) -> subprocess.Popen[bytes]:
     """``adplatform run`` with the demo's services in the background, its log under ``logs/demo`` and its
     PID under ``run/demo`` (what ``make demo-down`` stops if the demo could not)."""
     run_dir, log_dir = stack_dir / "run" / "demo", stack_dir / "logs" / "demo"
@@ -82,11 +94,12 @@ def start_platform(stack_dir: Path, env: dict[str, str]) -> subprocess.Popen[byt
                 "-m",
                 "adplatform.cli",
                 "run",
-                *SERVICES,
+                *services,
                 "--workers",
                 str(WORKERS),
                 "--port",
                 str(PORT),
+                *(("--admin-port", str(ADMIN_PORT)) if "admin" in services else ()),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -151,7 +164,7 @@ async def close_demo_stores(base: Config) -> tuple[bool, int | None]:
     return await close_named(base, SUFFIX)
 
 
-def run(duration_s: float, campaigns: int, users: int, rate: float) -> int:
+def run(duration_s: float, campaigns: int, users: int, rate: float, *, live: bool = False) -> int:
     base = load_config()
     stores = asyncio.run(open_demo_stores(base))
     step(f"the demo's own stores: database {stores.database}, Redis database {stores.redis_db}")
@@ -168,6 +181,8 @@ def run(duration_s: float, campaigns: int, users: int, rate: float) -> int:
     try:
         asyncio.run(ensure_topics(config))
         asyncio.run(wait_for_topics(config, config.topics.all()))
+        if live:
+            return _live(config, env, stores, campaigns, users, rate)
         return _run(config, env, stores, duration_s, campaigns, users, rate)
     finally:
         with contextlib.suppress(KafkaError, OSError, TimeoutError):  # Kafka down: the topics stay
@@ -233,16 +248,66 @@ def _run(
     )
     print(f"report          {report}")
     print(f"kept            database {stores.database}, Redis database {stores.redis_db} (make demo-down)")
+    print(f"dashboard       {DASHBOARD_URL}")
+    print(f"see it live     {LIVE_COMMAND}")
     print("=" * 72)
     return 0 if ok and summary.served > 0 else 1
 
 
-async def _simulate(config: Config, duration_s: float, rate: float) -> SimSummary:
+def _live(
+    config: Config, env: dict[str, str], stores: Sandbox, campaigns: int, users: int, rate: float
+) -> int:
+    """The platform with the admin service, and users simulated round after round until Ctrl-C."""
+    full_env = dict(os.environ, **env)
+    work = config.archive_dir.parent
+    step(f"generating {campaigns} campaign instructions and {users} users")
+    csv_path = work / "campaigns.csv"
+    cli("generate", "campaigns", "--count", str(campaigns), "--seed", "1", "-o", str(csv_path), env=full_env)
+    cli("generate", "users", "--count", str(users), "--seed", "1", env=full_env)
+    print("    " + cli("produce", str(csv_path), env=full_env))
+    key = cli("apikey", "create", "--name", f"demo-viewer-{int(time.time())}", "--role", "read", env=full_env)
+    step("starting the platform and the admin service (adplatform run; log .stack/logs/demo/run.log)")
+    platform = start_platform(config.stack_dir, full_env, (*SERVICES, "admin"))
+    try:
+        try:
+            asyncio.run(wait_workers_ready(f"http://127.0.0.1:{PORT}", WORKERS))
+        except TimeoutError as exc:
+            raise SystemExit(f"{exc}; see .stack/logs/demo/") from exc
+        print()
+        print("=" * 72)
+        print(f"dashboard       {DASHBOARD_URL}")
+        print(f"read key        {key}")
+        print(f"traffic         {rate:.0f} requests/s to 127.0.0.1:{PORT}, in {LIVE_ROUND_S:.0f}s rounds")
+        print("stop            Ctrl-C (the stores stay until make demo-down)")
+        print("=" * 72, flush=True)
+        rounds = 0
+        try:
+            while True:
+                rounds += 1
+                summary = asyncio.run(_simulate(config, LIVE_ROUND_S, rate, quiet=True, seed=rounds))
+                print(
+                    f"    round {rounds}: requests {summary.requests}  served {summary.served}"
+                    f"  errors {summary.errors}",
+                    flush=True,
+                )
+        except KeyboardInterrupt:
+            print()
+            step("Ctrl-C: stopping the ad server, the admin service, then the consumers")
+    finally:
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C during the stop: finish it anyway
+            stop_platform(config.stack_dir, platform)
+    print(f"kept            database {stores.database}, Redis database {stores.redis_db} (make demo-down)")
+    return 0
+
+
+async def _simulate(
+    config: Config, duration_s: float, rate: float, *, quiet: bool = False, seed: int = 1
+) -> SimSummary:
     users = await load_users(config.pg_dsn)
-    sim = Simulator(users, ad_url=f"http://127.0.0.1:{PORT}", rate=rate, concurrency=32)
+    sim = Simulator(users, ad_url=f"http://127.0.0.1:{PORT}", rate=rate, concurrency=32, seed=seed)
 
     def tick(s: SimSummary, elapsed: float) -> None:
-        if int(elapsed) % 5 == 0:
+        if not quiet and int(elapsed) % 5 == 0:
             print(
                 f"    [{elapsed:4.0f}s] requests {s.requests}  served {s.served}  errors {s.errors}",
                 flush=True,
@@ -258,6 +323,10 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--down", action="store_true", help="Stop what a demo left running, by PID.")
+    parser.add_argument(
+        "--live", action="store_true",
+        help="Keep the platform and the dashboard running with simulated users until Ctrl-C.",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.down:
         base = load_config()
@@ -267,7 +336,7 @@ def main() -> int:
         print(f"dropped: {'the demo database' if dropped else 'no demo database'}, ", end="")
         print("no demo Redis database" if redis_db is None else f"Redis database {redis_db} released")
         return 0
-    return run(args.duration, args.campaigns, args.users, args.rate)
+    return run(args.duration, args.campaigns, args.users, args.rate, live=args.live)
 
 
 if __name__ == "__main__":
