@@ -6,6 +6,8 @@ a cut connection raises instead of hanging (a blackholed socket never answers on
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import asyncpg
 
 from adplatform.config import Config
@@ -25,3 +27,14 @@ async def create_pool(config: Config, *, max_size: int = 2) -> asyncpg.Pool:
     )
     assert pool is not None
     return pool
+
+
+def quote_ident(name: str) -> str:
+    """A PostgreSQL identifier, quoted (embedded quotes doubled), for the statements that take no
+    parameters (CREATE/DROP DATABASE, TRUNCATE): always a name, never a value."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def truncate_statement(schema: str, tables: Iterable[str]) -> str:
+    """One ``TRUNCATE`` of ``schema``'s ``tables``, every identifier quoted."""
+    return "TRUNCATE " + ", ".join(f"{quote_ident(schema)}.{quote_ident(table)}" for table in tables)

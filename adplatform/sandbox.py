@@ -34,6 +34,7 @@ from redis.exceptions import ResponseError
 
 from adplatform.config import Config, load_config
 from adplatform.migrate import migrate_dsn
+from adplatform.postgres import quote_ident, truncate_statement
 
 #: The comment on every database created here; nothing without it is ever dropped or emptied here.
 MARKER: Final = "adplatform sandbox"
@@ -129,10 +130,10 @@ def _admin_dsn(dsn: str) -> str:
     return with_database(dsn, "postgres")
 
 
-def _ident(name: str) -> str:
+def _check_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise SandboxError(f"not a sandbox database name: {name!r} (lower-case letters, digits, _)")
-    return f'"{name}"'
+    return name
 
 
 def _start_time(pid: int) -> str | None:
@@ -180,7 +181,7 @@ async def _marked(conn: asyncpg.Connection, database: str) -> bool | None:
 
 async def create_database(base_dsn: str, database: str) -> str:
     """Create (replacing a sandbox of that name) and migrate ``database``; returns its DSN."""
-    name = _ident(database)
+    name = _check_name(database)
     if database == database_of(base_dsn):
         raise SandboxError(f"refusing to use the configured database {database!r} as a sandbox")
     admin = await asyncpg.connect(_admin_dsn(base_dsn), timeout=10)
@@ -188,8 +189,9 @@ async def create_database(base_dsn: str, database: str) -> str:
         if await _marked(admin, database) is not None:
             await _drop(admin, database)
         # CREATE DATABASE and COMMENT take no parameters; the name is checked above, the note is constant.
-        await admin.execute(f"CREATE DATABASE {name}")
-        await admin.execute(f"COMMENT ON DATABASE {name} IS '{MARKER}'")
+        await admin.execute(f"CREATE DATABASE {quote_ident(name)}")
+        comment = f"COMMENT ON DATABASE {quote_ident(name)} IS '{MARKER}'"  # sql: constant identifiers
+        await admin.execute(comment)
     finally:
         await admin.close()
     dsn = with_database(base_dsn, database)
@@ -203,7 +205,7 @@ async def _drop(admin: asyncpg.Connection, database: str) -> bool:
         return False
     if not marked:
         raise SandboxError(f"refusing to drop database {database!r}: it was not created as a sandbox")
-    await admin.execute(f"DROP DATABASE IF EXISTS {_ident(database)} WITH (FORCE)")
+    await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(_check_name(database))} WITH (FORCE)")
     return True
 
 
@@ -244,8 +246,7 @@ async def truncate_sandbox(conn: asyncpg.Connection | asyncpg.Pool | PoolConnect
         for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'online_ads'")
     ]
     if tables:
-        quoted = ", ".join("online_ads." + '"' + t.replace('"', '""') + '"' for t in tables)
-        await conn.execute(f"TRUNCATE {quoted}")
+        await conn.execute(truncate_statement("online_ads", tables))
 
 
 # --- Redis --------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 from adplatform.config import Config
+from adplatform.postgres import quote_ident
 from devstack.install import pg_bin
 from devstack.paths import PG_PORT, Paths, StackError, say
 from devstack.pids import read_pid
@@ -107,11 +108,6 @@ async def pg_ok(dsn: str) -> bool:
         return bool(await conn.fetchval("SELECT 1") == 1)
     finally:
         await conn.close()
-
-
-def quote_ident(name: str) -> str:
-    """A PostgreSQL identifier, quoted (for the statements that take no parameters)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def admin_dsn(config: Config) -> str:

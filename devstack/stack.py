@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 
 from adplatform.config import Config
+from adplatform.postgres import quote_ident
 from devstack.install import ensure_installed, fetch_jars
 from devstack.kafka import new_cluster_id, start_kafka
 from devstack.paths import KAFKA_CONTROLLER_PORT, KAFKA_PORT, PG_PORT, REDIS_PORT, Paths, StackError, say
 from devstack.pids import read_pid, running, stop_pid
-from devstack.postgres import admin_dsn, pg_ok, prepare_database, quote_ident, start_postgres, stop_postgres
+from devstack.postgres import admin_dsn, pg_ok, prepare_database, start_postgres, stop_postgres
 from devstack.redis import REDIS_PERSISTENCE, redis_ok, start_redis
 
 __all__ = [

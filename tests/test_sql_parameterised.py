@@ -14,7 +14,18 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("index", "ingest", "adserver", "archive", "adplatform", "loadtest", "bench")
+PACKAGES = (
+    "index",
+    "budget",
+    "ingest",
+    "adserver",
+    "admin",
+    "archive",
+    "adplatform",
+    "devstack",
+    "loadtest",
+    "bench",
+)
 #: The comment that justifies SQL text built from upper-case module constants (identifiers only).
 MARK = "sql: constant identifiers"
 QUERY_METHODS = {"execute", "executemany", "fetch", "fetchrow", "fetchval", "prepare", "cursor"}

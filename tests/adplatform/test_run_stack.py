@@ -125,7 +125,16 @@ async def test_a_killed_service_restarts_and_works_and_sigterm_stops_all(
     assert running.pid("ledger", 1) is None  # the others never restarted
 
     # Every line of a service carries its name: the lines of both ad-server workers among them.
-    assert len(set(re.findall(r"^adserver +\| \S+ \S+ (\d+) INFO adserver.sync", log, re.M))) >= 2 * WORKERS
+    assert (
+        len(
+            set(
+                re.findall(
+                    r"^adserver +\| \S+ \S+ (\d+) INFO (?:adserver.sync|adplatform.index_feed)", log, re.M
+                )
+            )
+        )
+        >= 2 * WORKERS
+    )
 
     # The admin API runs beside them (its own process, off the serving path).
     await eventually(lambda: _healthy(f"{running.admin_url}/healthz"), timeout_s=60, poll_s=0.2)
