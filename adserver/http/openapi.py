@@ -105,6 +105,32 @@ FEEDBACK: Final = {
 }
 
 
+INDEX_CAMPAIGN: Final = {
+    "get": {
+        "operationId": "indexCampaignVersion",
+        "summary": "Which version of a campaign the answering worker's index holds (read-your-write polls).",
+        "description": (
+            "For the admin service's `?wait=true`: several workers share the port, so the answer names the "
+            "worker (its pid); polling over fresh connections hears from each. `version` and `status` are "
+            "null when this worker has never seen the campaign."
+        ),
+        "parameters": [
+            {
+                "name": "campaign_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+            },
+        ],
+        "responses": {
+            "200": {"description": "This worker's version of it.", "content": _json(_ref("IndexVersion"))},
+            "404": _error("No such route (an empty id, or one holding a slash)."),
+            "503": {"description": "The worker is starting.", "content": _json(_ref("IndexVersion"))},
+        },
+    }
+}
+
+
 def _plain(summary: str, ok: str, media: str = "application/json") -> dict[str, Any]:
     return {"get": {"summary": summary, "responses": {"200": {"description": ok, "content": {media: {}}}}}}
 
@@ -125,6 +151,7 @@ DOCUMENT: Final = {
                 },
             }
         },
+        "/index/campaigns/{campaign_id}": INDEX_CAMPAIGN,
         "/metrics": _plain("Prometheus metrics of the answering worker.", "Text format 0.0.4.", "text/plain"),
         "/openapi.json": _plain("This document.", "OpenAPI 3.1."),
     },
@@ -137,7 +164,9 @@ DOCUMENT: Final = {
                     "text": {"type": "string"},
                     "request_id": {
                         "type": "string",
-                        "description": "Opaque sealed token (authenticated encryption); send it back with feedback.",
+                        "description": (
+                            "Opaque sealed token (authenticated encryption); send it back with feedback."
+                        ),
                     },
                     "campaign_id": {"type": "string"},
                     "category": {"type": "string"},
@@ -166,6 +195,15 @@ DOCUMENT: Final = {
                     "index_size": {"type": "integer"},
                     "profiles": {"type": "integer"},
                     "profiles_loaded": {"type": "boolean"},
+                },
+            },
+            "IndexVersion": {
+                "type": "object",
+                "required": ["worker", "version", "status"],
+                "properties": {
+                    "worker": {"type": "integer", "description": "pid of the worker that answered"},
+                    "version": {"type": ["integer", "null"]},
+                    "status": {"enum": ["Active", "Inactive", None]},
                 },
             },
             "Error": {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}},
