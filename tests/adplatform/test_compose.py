@@ -288,7 +288,7 @@ def test_server_image_has_no_spark_and_the_archive_image_has_java() -> None:
 
 
 def test_compose_gives_each_service_the_supervisors_stop_time() -> None:
-    """A service killed before it drains would lose what ``adplatform run`` waits for (the archive's batch)."""
+    """A service killed before it drains loses what ``adplatform run`` waits for (the archive's batch)."""
     from adplatform.services import PLATFORM_SERVICES
 
     services = _compose()["services"]
