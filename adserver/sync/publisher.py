@@ -1,10 +1,7 @@
 """Publishes every served ad to ``served-ads`` in the background: serving never waits on Kafka.
 
-The serve route calls ``offer`` (a deque append and an event set). One task wakes on the first item,
-lingers 50 ms so items accumulate, then encodes them into ``ServedAd`` records and hands them to the
-producer as record batches (``send_batch``, one partition per batch, round robin), without waiting for
-each delivery: a done-callback counts what Kafka acknowledged or failed. Large batches matter: the
-per-batch cost of the Kafka client (and broker) is what a few-millisecond linger multiplied.
+The serve route calls ``offer``; ``adserver.sync.shipper.BatchShipper`` lingers 50 ms so items accumulate,
+encodes them into ``ServedAd`` records and ships them as record batches, deliveries counted by callback.
 
 Degradation policy: the queue is bounded; when Kafka is slow or down and the queue is full, new items are
 dropped and counted (``adserver_served_ads_dropped_total``) rather than slowing serving down. The served
@@ -13,24 +10,15 @@ ads are an audit trail, not money: charges come from feedback, which has its own
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections import deque
 from typing import Final
 
 import msgspec
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from adplatform.config import Config
-from adplatform.errors import is_retriable
-from adplatform.kafka import make_producer
 from adplatform.wire import ServedAd, encoder
+from adserver.sync.shipper import BatchShipper
 from index.money import cpm_units_to_decimal, micros_to_decimal
 from index.targeting import AdRequest
-
-logger = logging.getLogger(__name__)
 
 
 class ServedItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -77,115 +65,23 @@ def served_ad(item: ServedItem) -> ServedAd:
     )
 
 
-class ServedAdPublisher:
-    """A bounded queue of served ads and the one task that ships them to Kafka."""
+class ServedAdPublisher(BatchShipper[ServedItem]):
+    """A bounded queue of served ads and the one task that ships them to ``served-ads``."""
 
     def __init__(self, config: Config, *, max_queue: int = 50_000, linger_s: float = 0.05) -> None:
-        self._config = config
-        self._topic = config.topics.served_ads
-        self._items: deque[ServedItem] = deque()
-        self._max_queue = max_queue
-        self._linger_s = linger_s
-        self._wakeup = asyncio.Event()
-        self._stopping = False
-        self._wakeup_on_stop = asyncio.Event()
-        self.producer: AIOKafkaProducer | None = None
-        self._partition = 0
-        self.dropped = 0
-        self.sent = 0
-        self.failed = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
+        super().__init__(
+            config,
+            topic=config.topics.served_ads,
+            client_id="adserver-served",
+            chunk=CHUNK,
+            max_queue=max_queue,
+            linger_s=linger_s,
+        )
 
     def offer(self, item: ServedItem) -> None:
         """Queue one served ad; never blocks. A full queue drops the item (counted)."""
-        if len(self._items) >= self._max_queue:
-            self.dropped += 1
-            return
-        self._items.append(item)
-        self._wakeup.set()
+        if self._has_room():
+            self._push(item)
 
-    def stop(self) -> None:
-        """Ask ``run`` to ship what is queued and return."""
-        self._stopping = True
-        self._wakeup.set()
-        self._wakeup_on_stop.set()
-
-    async def run(self) -> None:
-        producer = await self._connect()
-        if producer is None:  # stopped before Kafka ever answered: what is queued is lost, and counted
-            self.dropped += len(self._items)
-            self._items.clear()
-            return
-        try:
-            while not self._stopping:
-                await self._wakeup.wait()
-                if not self._stopping:
-                    await asyncio.sleep(self._linger_s)
-                self._wakeup.clear()
-                await self._flush(producer)
-        finally:
-            self.producer = None
-            await producer.stop()  # waits for the batches in flight
-
-    async def _connect(self) -> AIOKafkaProducer | None:
-        backoff_s = 0.5
-        while not self._stopping:
-            producer = make_producer(self._config, linger_ms=0, client_id="adserver-served")
-            try:
-                await producer.start()
-                await producer.partitions_for(self._topic)
-            except Exception as exc:
-                await producer.stop()
-                if not is_retriable(exc):  # never clears by reconnecting: the task dies, logged
-                    raise
-                if backoff_s == 0.5:  # one line per outage, not one per retry
-                    logger.warning("served-ads producer not connected (%s); retrying", exc)
-                # Woken early by stop(); the queue meanwhile fills up to its bound, then drops.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup_on_stop.wait(), backoff_s)
-                backoff_s = min(backoff_s * 2, 5.0)
-                continue
-            self.producer = producer
-            return producer
-        return None
-
-    async def _flush(self, producer: AIOKafkaProducer) -> None:
-        """Ship everything queued, in record batches of at most ``CHUNK`` items, yielding to the
-        requests between chunks so a large flush does not show up in their tail latency."""
-        partitions = sorted(await producer.partitions_for(self._topic))
-        items = self._items
-        while items:
-            batch, count = producer.create_batch(), 0
-            while items and count < CHUNK:
-                value = encoder.encode(served_ad(items.popleft()))
-                if batch.append(key=None, value=value, timestamp=None) is None:  # full (huge records)
-                    await self._send(producer, batch, partitions, count)
-                    batch, count = producer.create_batch(), 0
-                    batch.append(key=None, value=value, timestamp=None)
-                count += 1
-            await self._send(producer, batch, partitions, count)
-            await asyncio.sleep(0)
-
-    async def _send(
-        self, producer: AIOKafkaProducer, batch: object, partitions: list[int], count: int
-    ) -> None:
-        # Round robin over partitions, batch by batch (served ads need no key: the writer is idempotent).
-        self._partition = (self._partition + 1) % len(partitions)
-        try:
-            future = await producer.send_batch(batch, self._topic, partition=partitions[self._partition])
-        except (KafkaError, OSError) as exc:
-            # Not a retry decision: served ads are best effort, so any failure to queue drops the batch
-            # (counted in ``failed``); the next flush starts afresh.
-            self.failed += count
-            logger.debug("served-ads batch of %d not queued: %s", count, exc)
-            return
-
-        def delivered(done: asyncio.Future[object]) -> None:
-            if done.cancelled() or done.exception() is not None:
-                self.failed += count
-            else:
-                self.sent += count
-
-        future.add_done_callback(delivered)
+    def _encode(self, item: ServedItem) -> bytes:
+        return encoder.encode(served_ad(item))
