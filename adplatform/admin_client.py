@@ -7,14 +7,14 @@ never carries it elsewhere) and is kept out of reprs and messages.
 
 from __future__ import annotations
 
-import errno
 import json
-import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote, urlencode, urlsplit
+
+from adplatform.errors import connection_reason
 
 #: Seconds to wait for an answer: above the service's own ``?wait=true`` timeout (10 s by default).
 DEFAULT_TIMEOUT_S: Final = 60.0
@@ -57,25 +57,6 @@ class AdminApiError(AdminClientError):
         if "partition" in self.extra and "offset" in self.extra:
             text += f" (published at partition {self.extra['partition']} offset {self.extra['offset']})"
         return text
-
-
-def _reason(exc: BaseException) -> str:
-    current: BaseException | None = exc
-    while current is not None:
-        if (
-            isinstance(current, ConnectionRefusedError)
-            or getattr(current, "errno", None) == errno.ECONNREFUSED
-        ):
-            return "connection refused"
-        if isinstance(current, socket.gaierror):
-            return "host not found"
-        if isinstance(current, TimeoutError):
-            return "no answer in time"
-        if isinstance(current, ConnectionResetError):
-            return "connection reset"
-        nested = getattr(current, "reason", None)
-        current = nested if isinstance(nested, BaseException) else current.__cause__ or current.__context__
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:100]
 
 
 @dataclass(frozen=True)
@@ -122,7 +103,7 @@ class AdminClient:
             with exc:
                 raise AdminApiError(exc.code, self._error_body(exc.code, exc.read())) from None
         except (urllib.error.URLError, OSError) as exc:  # refused, reset, timed out, unknown host
-            raise AdminUnreachableError(self.address, _reason(exc)) from None
+            raise AdminUnreachableError(self.address, connection_reason(exc)) from None
         try:
             return json.loads(raw) if raw else None
         except ValueError:

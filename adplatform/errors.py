@@ -134,3 +134,29 @@ def unreachable_service(exc: BaseException) -> tuple[str, BaseException] | None:
         return None
     service = service_of(exc)
     return None if service is None else (service, exc)
+
+
+def connection_reason(exc: BaseException) -> str:
+    """A few words on why a connection failed, from the failure or what caused it (its ``__cause__``,
+    ``__context__`` or, for urllib, ``reason``): for the one-line messages of the CLI and its clients."""
+    current: BaseException | None = exc
+    while current is not None:
+        if (
+            isinstance(current, ConnectionRefusedError)
+            or getattr(current, "errno", None) == errno.ECONNREFUSED
+        ):
+            return "connection refused"
+        if isinstance(current, socket.gaierror):
+            return "host not found"
+        if isinstance(current, TimeoutError):
+            return "no answer in time"
+        if isinstance(current, ConnectionResetError):
+            return "connection reset"
+        if type(current).__name__ == "KafkaConnectionError":
+            return "no broker answered"
+        nested = getattr(current, "reason", None)  # urllib.error.URLError wraps the socket's error
+        current = nested if isinstance(nested, BaseException) else current.__cause__ or current.__context__
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "Multiple exceptions" in text or "Connect call failed" in text:
+        return "connection refused"
+    return text[:100]

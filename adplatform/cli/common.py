@@ -3,15 +3,14 @@ root group's handler that turns "a service is down" into one line and exit statu
 
 from __future__ import annotations
 
-import errno
 import logging
-import socket
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import click
 
 from adplatform.config import Config, ConfigError, dev_key_warning, load_config
+from adplatform.errors import connection_reason
 from adplatform.process import configure_logging
 
 #: Exit status of a command that could not reach a service it needs (PostgreSQL, Redis or Kafka). Click
@@ -79,28 +78,6 @@ def _address(service: str, cfg: Config | None) -> str:
     return f"{url.hostname}:{port}"
 
 
-def _reason(exc: BaseException) -> str:
-    """A few words on why, from the failure or what caused it."""
-    current: BaseException | None = exc
-    while current is not None:
-        if (
-            isinstance(current, ConnectionRefusedError)
-            or getattr(current, "errno", None) == errno.ECONNREFUSED
-        ):
-            return "connection refused"
-        if isinstance(current, socket.gaierror):
-            return "host not found"
-        if isinstance(current, TimeoutError):
-            return "no answer in time"
-        if type(current).__name__ == "KafkaConnectionError":  # by name: aiokafka is imported lazily
-            return "no broker answered"
-        current = current.__cause__ or current.__context__
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if "Multiple exceptions" in text or "Connect call failed" in text:
-        return "connection refused"
-    return text[:100]
-
-
 def service_down_message(service: str, exc: BaseException) -> str:
     """One line: which service, where, why, and what to run."""
     try:
@@ -108,8 +85,9 @@ def service_down_message(service: str, exc: BaseException) -> str:
     except ConfigError:
         cfg = None
     name, variable = _SERVICES[service]
+    why = connection_reason(exc)
     return (
-        f"{name} is not reachable at {_address(service, cfg)} ({_reason(exc)}); start the local stack "
+        f"{name} is not reachable at {_address(service, cfg)} ({why}); start the local stack "
         f"with `adplatform stack up`, or point {variable} at a running {name}"
     )
 
