@@ -54,10 +54,13 @@ async def admin_client(
 
 
 @contextlib.asynccontextmanager
-async def adserver(config: Config, log_path: Path) -> AsyncIterator[str]:
-    """``adplatform serve`` with 2 workers on this test's topics; yields its base URL."""
+async def adserver(
+    config: Config, log_path: Path, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[str]:
+    """``adplatform serve`` with 2 workers on this test's topics (plus ``extra_env``); yields its base URL."""
     port = _free_port()
     env = {**os.environ, "ADP_TOPIC_PREFIX": config.topics.prefix, "ADP_GROUP_PREFIX": config.group_prefix}
+    env.update(extra_env or {})
     cmd = [str(Path(sys.executable).with_name("adplatform")), "serve", "--workers", str(WORKERS),
            "--port", str(port)]  # fmt: skip
     log = await asyncio.to_thread(open, log_path, "wb")

@@ -9,11 +9,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import dataclasses
-import os
-import signal
-import socket
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,6 +27,7 @@ from ingest.instruction import COLUMNS
 from ingest.manager import run_manager
 from ingest.producer import produce_file
 from loadtest.workers import wait_workers_ready
+from tests.admin.helpers import adserver
 from tests.adserver.serving import campaign_row, ingest, served_id, serving, state_of
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
@@ -43,35 +39,13 @@ def _capped(campaign_id: str, cap: str, **kw: str) -> dict[str, str]:
     return {**campaign_row(campaign_id, **kw), "frequency_cap": cap}  # type: ignore[arg-type]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 async def two_workers(topics: Config, tmp_path: Path) -> AsyncIterator[str]:
     """``adplatform serve --workers 2`` on this test's topics (the session's database and Redis)."""
-    port = _free_port()
-    env = {**os.environ, "ADP_TOPIC_PREFIX": topics.topics.prefix, "ADP_GROUP_PREFIX": topics.group_prefix,
-           # Exactness is under test here, not the deadline: a burst of 64 on cold workers may queue for
-           # longer than the default 20 ms, and a missed deadline serves the next bid (tested below).
-           "ADP_FCAP_DEADLINE_MS": "500"}  # fmt: skip
-    adplatform = str(Path(sys.executable).with_name("adplatform"))
-    cmd = [adplatform, "serve", "--workers", str(WORKERS), "--port", str(port)]
-    log = await asyncio.to_thread(open, tmp_path / "server.log", "wb")
-    proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-        log.close()
+    # Exactness is under test here, not the deadline: a burst of 64 on cold workers may queue for longer
+    # than the default 20 ms, and a missed deadline serves the next bid (tested below).
+    async with adserver(topics, tmp_path / "server.log", {"ADP_FCAP_DEADLINE_MS": "500"}) as url:
+        yield url
 
 
 async def test_64_concurrent_requests_on_two_workers_never_exceed_the_cap(
