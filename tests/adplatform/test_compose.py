@@ -15,7 +15,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from adplatform.config import load_config
+from admin.settings import load_admin_config
+from adplatform.config import DEFAULT_METRICS_PORTS, load_config
 from adplatform.services import ADSERVER_PORT, PLATFORM_SERVICES
 from devstack.stack import KAFKA_PORT, PG_PORT, REDIS_PERSISTENCE, REDIS_PORT
 
@@ -296,3 +297,30 @@ def test_compose_gives_each_service_the_supervisors_stop_time() -> None:
         grace = services[svc.name].get("stop_grace_period", "10s")
         assert grace.endswith("s"), grace
         assert float(grace[:-1]) >= svc.stop_timeout_s, (svc.name, grace, svc.stop_timeout_s)
+
+
+# --- Metrics ports (issue 15): the same ports as adplatform.config and deploy/prometheus.yml ---
+
+
+def test_compose_publishes_each_service_metrics_port_on_host_loopback() -> None:
+    services = _compose()["services"]
+    assert (
+        _compose()["x-environment"]["ADP_METRICS_HOST"] == "0.0.0.0"
+    )  # reachable from outside the container
+    for name, port in DEFAULT_METRICS_PORTS.items():
+        if name == "run":  # the supervisor: compose restarts the services itself, no `adplatform run`
+            assert name not in services
+            continue
+        svc = services[name]
+        assert svc["environment"]["ADP_METRICS_HOST"] == "0.0.0.0", name
+        assert f"127.0.0.1:{port}:{port}" in svc.get("ports", []), name
+
+
+def test_compose_admin_scrapes_every_metrics_port_by_service_name() -> None:
+    admin = _compose()["services"]["admin"]["environment"]
+    settings = load_admin_config(admin, dotenv=ROOT / "does-not-exist")
+    expected = {f"http://adserver:{ADSERVER_PORT}/metrics"} | {
+        f"http://{name}:{port}/metrics" for name, port in DEFAULT_METRICS_PORTS.items() if name != "run"
+    }
+    assert set(settings.scrape_urls) == expected
+    assert settings.adserver_urls == (f"http://adserver:{ADSERVER_PORT}",)
