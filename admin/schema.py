@@ -32,6 +32,13 @@ Range = Annotated[
 ]
 Money = Annotated[str, msgspec.Meta(max_length=MAX_FIELD_CHARS, description="Decimal, at most 6 places.")]
 Status = Literal["Active", "Inactive"]
+PacingMode = Annotated[
+    Literal["", "asap", "even"],
+    msgspec.Meta(
+        description="asap: spend each 10-minute slot's budget as fast as the campaign wins; even: spread it "
+        "over the slot. Empty or absent: even in a create, the campaign's current mode in a patch."
+    ),
+]
 #: Every field of an instruction, in order (the CSV's columns, then any optional ones).
 FIELDS: tuple[str, ...] = CampaignInstruction.__struct_fields__
 
@@ -48,6 +55,7 @@ _TYPES: dict[str, Any] = {
     "cpc": Money,
     "cpa": Money,
     "budget": Money,
+    "pacing_mode": PacingMode,
 }
 
 
@@ -128,6 +136,8 @@ class Campaign(msgspec.Struct, kw_only=True):
     updated_at: str
     #: N/window in its canonical spelling (``3/1h``); null: uncapped.
     frequency_cap: str | None = None
+    #: ``asap`` or ``even`` (campaigns stored before pacing modes existed are ``asap``).
+    pacing_mode: Literal["asap", "even"] = "asap"
 
 
 class CampaignPage(msgspec.Struct, kw_only=True):

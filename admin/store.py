@@ -22,7 +22,8 @@ _instruction = msgspec.json.Decoder(CampaignInstruction)
 _CAMPAIGN_COLUMNS = (
     "campaign_id, version, status, action, text, category, keywords, target_gender, target_age_start, "
     "target_age_end, target_city, target_state, target_country, target_income_bucket, target_device, "
-    "cpc, cpa, cpm, budget, slot_budget, spent, flight_start, flight_end, updated_at, frequency_cap"
+    "cpc, cpa, cpm, budget, slot_budget, spent, flight_start, flight_end, updated_at, frequency_cap, "
+    "pacing_mode"
 )
 
 
@@ -52,14 +53,18 @@ def campaign_of(row: asyncpg.Record) -> schema.Campaign:
         cpm=money(row["cpm"]), budget=money(row["budget"]), date_range=date_range, time_range=time_range,
         flight_start=iso(row["flight_start"]), flight_end=iso(row["flight_end"]),
         updated_at=iso(row["updated_at"]), frequency_cap=row["frequency_cap"],
+        pacing_mode=row["pacing_mode"],
     )  # fmt: skip
 
 
 def instruction_of(campaign: schema.Campaign, action: str) -> CampaignInstruction:
     """The instruction that would store ``campaign`` again, with ``action``: what a PATCH merges onto."""
     values = {name: getattr(campaign, name) for name in COLUMNS if name != "action"}
-    # The optional columns too (a CSV-created capped campaign keeps its cap through a PATCH or a stop).
-    return CampaignInstruction(action=action, frequency_cap=campaign.frequency_cap or "", **values)
+    # The optional columns too (a CSV-created capped campaign keeps its cap through a PATCH or a stop, and
+    # a campaign stored before pacing modes existed stays asap: its mode is always spelled out).
+    return CampaignInstruction(
+        action=action, frequency_cap=campaign.frequency_cap or "", pacing_mode=campaign.pacing_mode, **values
+    )
 
 
 async def campaign_row(conn: Conn, campaign_id: str) -> asyncpg.Record | None:

@@ -1,7 +1,7 @@
 """Campaign instructions: the ``campaign-instructions`` wire format and its enrichment into a ``Campaign``.
 
 An instruction is one row of the seed CSV as a JSON object of 17 strings, plus optional ones
-(``OPTIONAL_COLUMNS``: ``frequency_cap``). ``process_message`` is the Ad
+(``OPTIONAL_COLUMNS``: ``frequency_cap``, ``pacing_mode``). ``process_message`` is the Ad
 Manager's pure message processor (snuba style): bytes in, a normalized ``Campaign`` out, or an
 ``InstructionError`` whose ``reason`` is short and machine-friendly (it goes to the DLQ with the message).
 
@@ -22,7 +22,19 @@ from typing import Final, NamedTuple, TypeVar
 
 import msgspec
 
-from index.campaign import ACTIVE, ALL, DEVICE_TYPES, GENDERS, INACTIVE, INCOME_BUCKETS, SLOT_S, Campaign
+from index.campaign import (
+    ACTIVE,
+    ALL,
+    DEVICE_TYPES,
+    EVEN,
+    GENDERS,
+    INACTIVE,
+    INCOME_BUCKETS,
+    PACING_MODES,
+    SLOT_S,
+    Campaign,
+    PacingMode,
+)
 from index.fcap import FrequencyCap, FrequencyCapError, parse_cap
 from index.money import MoneyError, cpm_units, parse_micros
 from index.pacing import planned_slot_budget
@@ -40,7 +52,7 @@ INCOME_VALUES: Final = frozenset((ALL, *INCOME_BUCKETS))
 MAX_FIELD_CHARS: Final = 1_000
 #: Longest accepted range literal: ``ast.literal_eval`` on a bounded input cannot exhaust memory or stack.
 MAX_RANGE_CHARS: Final = 200
-#: 18 fields of 1,000 chars, each char at most a 6-byte JSON escape, plus slack.
+#: 19 fields of 1,000 chars, each char at most a 6-byte JSON escape, plus slack.
 MAX_MESSAGE_BYTES: Final = 128 * 1024
 MAX_AGE: Final = 150
 
@@ -89,10 +101,13 @@ class CampaignInstruction(msgspec.Struct, frozen=True, kw_only=True, omit_defaul
     time_range: str
     #: ``N/window`` (``3/1h``, ``10/1d``, ``5/flight``; ``index.fcap``); empty: uncapped.
     frequency_cap: str = ""
+    #: ``asap`` or ``even``; empty: ``even`` in a New instruction, the campaign's current mode in an Update
+    #: or Stop (the Ad Manager looks it up: ``ingest.manager.fold``).
+    pacing_mode: str = ""
 
 
 #: Optional columns: a CSV file, message or API body may omit them (empty: their default meaning).
-OPTIONAL_COLUMNS: Final[tuple[str, ...]] = ("frequency_cap",)
+OPTIONAL_COLUMNS: Final[tuple[str, ...]] = ("frequency_cap", "pacing_mode")
 #: Every field of an instruction, in file order (the struct declares them in that order).
 FIELDS: Final[tuple[str, ...]] = CampaignInstruction.__struct_fields__
 #: The seed CSV's columns, in file order: every file and message has them.
@@ -234,6 +249,16 @@ def parse_frequency_cap(text: str) -> FrequencyCap | None:
         raise InstructionError(f"invalid frequency_cap {_show(text)}: {exc}") from None
 
 
+def parse_pacing_mode(text: str) -> PacingMode:
+    """The ``pacing_mode`` field: ``asap`` or ``even``; empty means ``even`` (the default of a New; the
+    Ad Manager gives an Update or Stop without it the campaign's current mode instead)."""
+    if text == "" or text == EVEN:
+        return "even"
+    if text == "asap":
+        return "asap"
+    raise InstructionError(f"invalid pacing_mode {_show(text)}: expected one of {', '.join(PACING_MODES)}")
+
+
 @functools.lru_cache(maxsize=8192)
 def _money(text: str, field: str) -> int:
     try:
@@ -251,6 +276,7 @@ class _Checked(NamedTuple):
     budget: int
     flight: tuple[int, int]
     cap: FrequencyCap | None
+    pacing: PacingMode
 
 
 def _attempt(errors: list[tuple[str, str]], field: str, parse: Callable[[], T]) -> T | None:
@@ -314,9 +340,11 @@ def _check(instr: CampaignInstruction) -> tuple[list[tuple[str, str]], _Checked 
         errors.append(("date_range", "flight end <= start"))
     # Checked last, so a row that was bad before caps existed keeps its first reason.
     cap = _attempt(errors, "frequency_cap", lambda: parse_frequency_cap(instr.frequency_cap))
+    pacing = _attempt(errors, "pacing_mode", lambda: parse_pacing_mode(instr.pacing_mode))
     if errors or age is None or cpc is None or cpa is None or budget is None or flight is None:
         return errors, None
-    return errors, _Checked(age, cpc, cpa, budget, flight, cap)
+    assert pacing is not None  # no error, so it parsed
+    return errors, _Checked(age, cpc, cpa, budget, flight, cap, pacing)
 
 
 def _parse_time_range(text: str) -> None:
@@ -362,7 +390,7 @@ def enrich(instr: CampaignInstruction, *, version: int, now_s: int, slot_s: int 
     errors, checked = _check(instr)
     if errors or checked is None:
         raise InstructionError(errors[0][1] if errors else "invalid instruction")
-    (age_start, age_end), cpc, cpa, budget, (flight_start_s, flight_end_s), cap = checked
+    (age_start, age_end), cpc, cpa, budget, (flight_start_s, flight_end_s), cap, pacing = checked
     return Campaign(
         campaign_id=instr.campaign_id,
         version=version,
@@ -388,6 +416,7 @@ def enrich(instr: CampaignInstruction, *, version: int, now_s: int, slot_s: int 
         slot_budget_micros=planned_slot_budget(budget, flight_start_s, flight_end_s, slot_s=slot_s),
         updated_at_s=now_s,
         frequency_cap=cap,
+        pacing_mode=pacing,
     )
 
 

@@ -1,4 +1,5 @@
-"""The serve path's auction with frequency caps: free unless a capped campaign could win.
+"""The serve path's auction with delivery controls (frequency caps, even pacing): free unless a capped or
+throttled campaign could win.
 
 ``capped_auction`` runs the auction's head from the index as before. Only when a capped campaign is among
 the top bids does it walk on (``index.fcap.ladder``) and ask Redis, in one script call with a deadline,
@@ -13,6 +14,10 @@ one slow call alone does not. A call that timed
 out may still have counted its ad in Redis: a user may then see a capped campaign less often, never more.
 The anonymous user (``1111-1111-1111-1111``) has no identity to count against: capped campaigns are
 never served to it.
+
+Even pacing (``adserver.throttle``): an even-paced campaign among the top bids is drawn against its
+worker's serve probability; one drawn out sits the request out (neither wins nor prices it, as a capped
+one at its cap), and the auction moves on the same way. Each campaign is drawn at most once per request.
 """
 
 from __future__ import annotations
@@ -23,17 +28,20 @@ import random
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from redis.exceptions import RedisError
 
 from adserver.params import ANONYMOUS_USER_ID
 from budget.fcap_redis import FrequencyCapStore
 from index.auction import AuctionResult, resettle, settle
-from index.campaign import Campaign
+from index.campaign import EVEN, Campaign
 from index.fcap import ladder
 from index.index import TargetingIndex
 from index.targeting import AdRequest
+
+if TYPE_CHECKING:  # adserver.throttle imports only what the gate holds
+    from adserver.throttle import EvenThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +71,8 @@ class CapGate:
 
     deadline_s: float = 0.020
     store: FrequencyCapStore | None = None
+    #: Even pacing's serve probabilities; ``None``: nothing is throttled.
+    throttle: EvenThrottle | None = None
     stats: CapStats = field(default_factory=CapStats)
     _failures: int = 0
     _down_until: float = 0.0
@@ -97,6 +107,19 @@ class CapGate:
         return {c.campaign_id for c in capped[:taken]}
 
 
+def _admitted(c: Campaign, throttle: EvenThrottle | None, drawn: dict[str, bool], rng: random.Random) -> bool:
+    """Whether even pacing lets ``c`` take part in this request (drawn once per request)."""
+    if throttle is None or c.pacing_mode != EVEN:
+        return True
+    cid = c.campaign_id
+    seen = drawn.get(cid)
+    if seen is None:
+        throttle.watch(cid)
+        p = throttle.probability.get(cid)
+        seen = drawn[cid] = p is None or rng.random() < p
+    return seen
+
+
 async def capped_auction(
     gate: CapGate,
     index: TargetingIndex,
@@ -106,17 +129,22 @@ async def capped_auction(
     reserve_cpm_units: int,
     rng: random.Random,
 ) -> AuctionResult | None:
-    """``index.auction.run_auction`` with frequency caps: the same result, with no Redis call, whenever
-    no capped campaign is among the top bids."""
+    """``index.auction.run_auction`` with frequency caps and even pacing: the same result, with no Redis
+    call, whenever no capped campaign is among the top bids and no even one there is drawn out."""
     head = index.top(request, now_s, reserve_cpm_units)
     if head is None:
         return None
+    throttle = gate.throttle
+    drawn: dict[str, bool] = {}
     for c in head.winners:
-        if c.frequency_cap is not None:
+        if c.frequency_cap is not None or not _admitted(c, throttle, drawn, rng):
             break
     else:
         return settle(head.winners, head.second_cpm_units, reserve_cpm_units=reserve_cpm_units, rng=rng)
-    # A capped campaign could win: the walk goes on below the head, as far as the caps make it matter.
-    ranked, capped = ladder(index.ranked(request, now_s, reserve_cpm_units), rng=rng)
+    # A capped or throttled campaign could win: the walk goes on below the head, as far as it matters.
+    admitted = (
+        c for c in index.ranked(request, now_s, reserve_cpm_units) if _admitted(c, throttle, drawn, rng)
+    )
+    ranked, capped = ladder(admitted, rng=rng)
     excluded = await gate.excluded(request.user_id, capped, now_s) if capped else ()
     return resettle(ranked, excluded, reserve_cpm_units=reserve_cpm_units)

@@ -1,4 +1,5 @@
-"""The frequency caps' lifespan component: a Redis client of its own, with the serve path's deadline.
+"""The delivery controls' lifespan component: a Redis client of their own, with the serve path's deadline,
+for frequency caps, and even pacing's tick (``adserver.throttle``) reading slot states through it.
 
 Its own pool (not the feedback path's): a cap check must never queue behind feedback debits, and its
 sockets time out at the serve deadline's scale. Building the pool opens no connection; until the first
@@ -17,6 +18,7 @@ from redis.exceptions import RedisError
 
 from adserver.lifespan import background
 from adserver.state import ServerState
+from adserver.throttle import EvenThrottle
 from budget.fcap_redis import FrequencyCapStore
 
 #: Connections opened at start, so the first burst of capped requests does not pay for connecting.
@@ -46,10 +48,13 @@ async def fcap_component(state: ServerState) -> AsyncIterator[None]:
     client = aioredis.Redis(connection_pool=pool)
     state.caps.deadline_s = deadline_s
     state.caps.store = FrequencyCapStore(client)
+    throttle = EvenThrottle(slot_s=config.slot_s)
+    state.caps.throttle = throttle
     try:
-        async with background("fcap-warm", _warm(client)):
+        async with background("fcap-warm", _warm(client)), background("even-pacing", throttle.run(client)):
             yield
     finally:
         state.caps.store = None
+        state.caps.throttle = None
         await client.aclose()
         await pool.disconnect()

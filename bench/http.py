@@ -133,8 +133,9 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--capped-share", type=float, default=0.0,
-        help="also serve the generated corpus with this share of campaigns frequency-capped (same campaigns, "
-        "same run; its ratio to the uncapped corpus is printed); 0: no such case",
+        help="also serve the generated corpus with this share of campaigns frequency-capped and every "
+        "campaign even-paced (same campaigns, same run; its ratio to the generated corpus, uncapped and "
+        "asap, is printed); 0: no such case",
     )  # fmt: skip
     args = parser.parse_args(argv)
     servers = ["uvicorn"] + (["granian"] if importlib.util.find_spec("granian") else [])
@@ -159,11 +160,13 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             script = write_script(Path(tmp) / "serve.lua", make_paths(2_000))
             for config, (count, share) in zip(configs, corpora, strict=True):
+                # The capped case is also all even-paced: the delivery controls' whole cost, same run.
                 file, rebase = write_corpus(
-                    Path(tmp) / f"{config.topics.prefix}.csv", count, capped_share=share
-                )
+                    Path(tmp) / f"{config.topics.prefix}.csv", count, capped_share=share,
+                    pacing_mode="even" if share else "asap",
+                )  # fmt: skip
                 name = "serve seed" if count is None else f"serve {count // 1000}k generated"
-                name += f" {share:.0%} capped" if share else ""
+                name += f" {share:.0%} capped, even" if share else ""
                 print(f"{name}: {file.name}: {asyncio.run(seed(config, file, rebase=rebase))}", flush=True)
                 env = {"ADP_TOPIC_PREFIX": config.topics.prefix, "ADP_GROUP_PREFIX": config.group_prefix}
                 if not args.sample_rates:

@@ -42,10 +42,13 @@ def free_port() -> int:
         return port
 
 
-def write_corpus(path: Path, campaigns: int | None, *, capped_share: float = 0.0) -> tuple[Path, bool]:
+def write_corpus(
+    path: Path, campaigns: int | None, *, capped_share: float = 0.0, pacing_mode: str = "asap"
+) -> tuple[Path, bool]:
     """The file to ingest: the seed file (dates rebased) when ``campaigns`` is None and it exists, else
     ``campaigns`` generated New instructions (4,242 like the seed when None), a ``capped_share`` of them
-    with a frequency cap (the same campaigns whatever the share). Returns (file, rebase)."""
+    with a frequency cap (the same campaigns whatever the share), all in ``pacing_mode`` (``asap`` by
+    default: the serving measured before pacing modes existed). Returns (file, rebase)."""
     if campaigns is None and SEED_CSV.is_file():
         return SEED_CSV, True
     wanted = campaigns or 4_242
@@ -54,7 +57,7 @@ def write_corpus(path: Path, campaigns: int | None, *, capped_share: float = 0.0
         for r in generate_campaigns(int(wanted * 1.9) + 100, 11, datetime.now(UTC), capped_share=capped_share)
         if r["action"] == NEW
     ]
-    write_campaigns_csv(path, rows[:wanted])
+    write_campaigns_csv(path, [{**row, "pacing_mode": pacing_mode} for row in rows[:wanted]])
     return path, False
 
 

@@ -17,6 +17,12 @@ ALL: Final = "All"
 ACTIVE: Final = "Active"
 INACTIVE: Final = "Inactive"
 Status = Literal["Active", "Inactive"]
+#: How a campaign spends a slot's budget: ``asap`` as fast as it wins (the behaviour before pacing modes),
+#: ``even`` throttled to spread it over the slot (``index.throttle``).
+PacingMode = Literal["asap", "even"]
+ASAP: Final = "asap"
+EVEN: Final = "even"
+PACING_MODES: Final = (ASAP, EVEN)
 
 DEVICE_TYPES: Final = ("Android Mobile", "iPhone", "Windows Computer", "Macbook", "Linux Computer")
 GENDERS: Final = ("M", "F")
@@ -60,6 +66,9 @@ class Campaign(msgspec.Struct, frozen=True, kw_only=True):
     #: At most N ads per user per window (``index.fcap``); ``None`` (and any message from before caps
     #: existed, which lacks the field) is uncapped.
     frequency_cap: FrequencyCap | None = None
+    #: ``asap`` for a message from before pacing modes existed (which lacks the field): that was its
+    #: behaviour. New instructions default to ``even`` (``adplatform.instruction``).
+    pacing_mode: PacingMode = "asap"
 
     @property
     def active(self) -> bool:

@@ -6,12 +6,12 @@ The upsert keeps the newest ``version`` per campaign, so replaying a batch after
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
 
-from index.campaign import Campaign
+from index.campaign import Campaign, PacingMode
 from index.fcap import format_cap
 from index.money import cpm_units_to_decimal, micros_to_decimal
 
@@ -19,7 +19,7 @@ COLUMNS = (
     "campaign_id", "version", "status", "action", "text", "category", "keywords", "target_gender",
     "target_age_start", "target_age_end", "target_city", "target_state", "target_country",
     "target_income_bucket", "target_device", "cpc", "cpa", "cpm", "budget", "slot_budget",
-    "flight_start", "flight_end", "frequency_cap",
+    "flight_start", "flight_end", "frequency_cap", "pacing_mode",
 )  # fmt: skip
 
 _STAGE = "ads_stage"
@@ -56,6 +56,7 @@ def ad_record(c: Campaign) -> tuple[object, ...]:
         micros_to_decimal(c.cpa_micros), cpm_units_to_decimal(c.cpm_units),
         micros_to_decimal(c.budget_micros), micros_to_decimal(c.slot_budget_micros),
         _ts(c.flight_start_s), _ts(c.flight_end_s), format_cap(c.frequency_cap) or None,
+        c.pacing_mode,
     )  # fmt: skip
 
 
@@ -64,6 +65,14 @@ class AdsSink:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+
+    async def pacing_modes(self, campaign_ids: Collection[str]) -> dict[str, PacingMode]:
+        """The stored pacing mode of those of ``campaign_ids`` PostgreSQL holds."""
+        rows = await self._pool.fetch(
+            "SELECT campaign_id, pacing_mode FROM online_ads.ads WHERE campaign_id = ANY($1::text[])",
+            list(campaign_ids),
+        )
+        return {r["campaign_id"]: r["pacing_mode"] for r in rows}
 
     async def write(self, campaigns: Sequence[Campaign]) -> set[str]:
         """Upsert the states; returns the ids of the campaigns that had no row before this write."""

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
@@ -35,7 +35,7 @@ from budget.budget_redis import BudgetStore
 from index.campaign import Campaign
 from index.pacing import Clock, SystemClock
 from ingest.ads_postgres import AdsSink
-from ingest.instruction import InstructionError, process_message
+from ingest.instruction import NEW, InstructionError, decode_instruction, enrich
 
 logger = logging.getLogger(__name__)
 
@@ -60,28 +60,47 @@ class Rejected:
     reason: str
 
 
-def fold(
-    records: Sequence[ConsumerRecord[bytes, bytes]], *, slot_s: int
-) -> tuple[list[Campaign], list[int], list[Rejected]]:
+class Folded(NamedTuple):
+    """A batch decoded and folded: the newest state per campaign, the partition each came from, the ids
+    whose pacing mode is the stored campaign's (``inherits_pacing``), and the rejected records."""
+
+    campaigns: list[Campaign]
+    partitions: list[int]
+    inherits_pacing: set[str]
+    rejected: list[Rejected]
+
+
+def fold(records: Sequence[ConsumerRecord[bytes, bytes]], *, slot_s: int) -> Folded:
     """Decode and enrich a batch: the newest state per campaign with the partition it came from, and every
     rejected record with its reason.
 
     ``updated_at_s`` is the instruction's Kafka timestamp, not the wall clock, so a replay is identical.
+    An Update or Stop without ``pacing_mode`` keeps the campaign's mode: the one of an earlier instruction
+    in the batch, else (``inherits_pacing``) the stored one, so a file written before pacing modes existed
+    never turns an asap campaign even; only a New one without the field is even.
     """
-    latest: dict[str, tuple[Campaign, int]] = {}
+    latest: dict[str, tuple[Campaign, int, bool]] = {}
     rejected: list[Rejected] = []
     for record in records:
         try:
-            campaign = process_message(
-                record.value or b"", version=record.offset + 1, now_s=record.timestamp // 1000, slot_s=slot_s
-            )
+            instr = decode_instruction(record.value or b"")
+            campaign = enrich(instr, version=record.offset + 1, now_s=record.timestamp // 1000, slot_s=slot_s)
         except InstructionError as exc:
             rejected.append(Rejected(record, exc.reason))
             continue
+        inherits = instr.pacing_mode == "" and instr.action != NEW
         current = latest.get(campaign.campaign_id)
         if current is None or current[0].version < campaign.version:
-            latest[campaign.campaign_id] = (campaign, record.partition)
-    return [c for c, _ in latest.values()], [p for _, p in latest.values()], rejected
+            if inherits and current is not None:
+                campaign = msgspec.structs.replace(campaign, pacing_mode=current[0].pacing_mode)
+                inherits = current[2]
+            latest[campaign.campaign_id] = (campaign, record.partition, inherits)
+    return Folded(
+        [c for c, _, _ in latest.values()],
+        [p for _, p, _ in latest.values()],
+        {c.campaign_id for c, _, inherits in latest.values() if inherits},
+        rejected,
+    )
 
 
 def _dlq_headers(rejected: Rejected, now_s: float) -> list[tuple[str, bytes]]:
@@ -125,7 +144,15 @@ class AdManager:
     async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Write one batch everywhere it goes; raises on a dependency failure (nothing is committed)."""
         now = self._clock.now()
-        campaigns, partitions, rejected = fold(records, slot_s=self._config.slot_s)
+        campaigns, partitions, inherits, rejected = fold(records, slot_s=self._config.slot_s)
+        if inherits:
+            stored = await self._sink.pacing_modes(inherits)
+            campaigns = [
+                msgspec.structs.replace(c, pacing_mode=stored[c.campaign_id])
+                if c.campaign_id in stored
+                else c
+                for c in campaigns
+            ]
         # PostgreSQL first: it says which campaigns are new (have spent nothing), and only their missing
         # budgets may be created in Redis; then Redis, then publish.
         new = await self._sink.write(campaigns)

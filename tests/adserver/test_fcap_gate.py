@@ -11,10 +11,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from adserver.fcap import CapGate, capped_auction
 from adserver.params import ANONYMOUS_USER_ID
+from adserver.throttle import EvenThrottle, SlotState
 from index.auction import run_auction
 from index.campaign import Campaign
 from index.fcap import FrequencyCap
 from index.index import TargetingIndex
+from index.throttle import MIN_P
 from tests.index.index_factory import NOW_S, campaign, request
 
 CAP = FrequencyCap(count=2, window_s=3600)
@@ -121,3 +123,51 @@ async def test_store_unavailable_skips_capped_campaigns(store: FakeStore | None)
     assert gate.stats.skipped_unavailable == 6
     if store is not None:
         assert len(store.calls) == 3  # after 3 failures in a row, the gate stops asking for a while
+
+
+def _paced(cid: str, cpc: int, mode: str) -> Campaign:
+    return campaign(campaign_id=cid, cpc_micros=cpc, cpa_micros=0, pacing_mode=mode)
+
+
+async def test_even_campaign_drawn_out_sits_the_request_out() -> None:
+    gate = _gate(None)
+    gate.throttle = EvenThrottle(slot_s=600)
+    even, asap, low = _paced("even", 900, "even"), _paced("asap", 500, "asap"), _paced("low", 100, "asap")
+    index = _index(even, asap, low)
+    assert await _serve(gate, index) == ("even", asap.cpm_units)  # no probability yet: serves freely
+    gate.throttle.probability["even"] = 0.0
+    assert await _serve(gate, index) == ("asap", low.cpm_units)  # drawn out: the next bid, priced by the next
+    gate.throttle.probability["even"] = 0.5
+    wins = [(await _serve(gate, index, seed=seed))[0] for seed in range(400)]  # type: ignore[index]
+    assert 160 < wins.count("even") < 240
+    gate.throttle.probability["asap"] = 0.0  # asap campaigns are never throttled
+    assert await _serve(gate, _index(asap, low)) == ("asap", low.cpm_units)
+
+
+def _state(slot: int, slot_budget: int, slot_spent: int) -> SlotState:
+    # A flight of slots 950 to 1049, 10,000,000 left.
+    return SlotState(slot, slot_budget, slot_spent, 10_000_000, 0, 950 * 600, 1050 * 600)
+
+
+def test_throttle_follows_the_slot_state() -> None:
+    throttle = EvenThrottle(slot_s=600)
+    now_s = 600 * 1000 + 300  # half-way through slot 1000
+    throttle.update("none", SlotState.parse([None] * 7), now_s)  # no budget hash: nothing to pace
+    assert "none" not in throttle.probability
+    throttle.update("c", _state(1000, 1_000_000, 900_000), now_s)  # far ahead of the line: halve (no rate)
+    assert throttle.probability["c"] == 0.5
+    throttle.update("c", _state(1000, 1_000_000, 901_000), now_s + 1)  # still ahead: down to the floor
+    assert throttle.probability["c"] == MIN_P
+    throttle.update("c", _state(1000, 1_000_000, 1_000_000), now_s + 2)  # spent: stays at the floor
+    assert throttle.probability["c"] == MIN_P
+    throttle.update("d", _state(1000, 1_000_000, 100_000), now_s)  # behind the line
+    throttle.update("d", _state(1000, 1_000_000, 101_000), now_s + 1)  # and earning too little: serve freely
+    assert throttle.probability["d"] == 1.0
+    # The next slot, not rolled in Redis yet: its budget by the scripts' rule, nothing spent, p carried over.
+    throttle.probability["d"] = 0.2
+    throttle.update("d", _state(1000, 1_000_000, 1_000_000), now_s + 300)
+    assert throttle.probability["d"] == 0.4  # behind the new slot's line (no rate yet): doubled
+    assert SlotState(1000, 1_000_000, 5, 10_000_000, 0, 950 * 600, 1050 * 600).at(1001, 600) == (
+        10_000_000 // 49,
+        0,
+    )  # 49 slots left

@@ -23,7 +23,7 @@ from adserver.params import ANONYMOUS_USER_ID
 from adserver.state import ServerState
 from index.fcap import FrequencyCap
 from ingest.dlq import read_dlq
-from ingest.instruction import COLUMNS
+from ingest.instruction import COLUMNS, FIELDS
 from ingest.manager import run_manager
 from ingest.producer import produce_file
 from loadtest.workers import wait_workers_ready
@@ -107,47 +107,53 @@ async def test_redis_down_skips_capped_campaigns(topics: Config, tmp_path: Path)
         assert await served_id(client, "u-down") is None
 
 
-async def test_csv_with_and_without_the_column(topics: Config, pg: asyncpg.Pool, tmp_path: Path) -> None:
-    old = tmp_path / "old.csv"  # a file of before caps: the seed's 17 columns
+async def test_csv_with_and_without_the_optional_columns(
+    topics: Config, pg: asyncpg.Pool, tmp_path: Path
+) -> None:
+    old = tmp_path / "old.csv"  # a file of before the optional columns: the seed's 17
     _write_csv(old, COLUMNS, [campaign_row("old-style")])
     new = tmp_path / "new.csv"
     rows = [
-        _capped("cap-ok", "10/1d"),
+        {**_capped("cap-ok", "10/1d"), "pacing_mode": "asap"},
         _capped("cap-bad", "0/1h"),
         _capped("cap-none", ""),
         _capped("cap-x", "x/1d"),
+        {**campaign_row("pace-bad"), "pacing_mode": "fast"},
     ]
-    _write_csv(new, (*COLUMNS, "frequency_cap"), rows)
+    _write_csv(new, FIELDS, rows)
     for path in (old, new):
         summary = await produce_file(topics, path)
         assert summary.skipped == 0, summary.errors
     stats = await run_manager(topics, until_idle=True, idle_timeout_s=120)
-    assert stats.rejected == 2
+    assert stats.rejected == 3
     stored = {
-        r["campaign_id"]: r["frequency_cap"]
-        for r in await pg.fetch("SELECT campaign_id, frequency_cap FROM online_ads.ads")
+        r["campaign_id"]: (r["frequency_cap"], r["pacing_mode"])
+        for r in await pg.fetch("SELECT campaign_id, frequency_cap, pacing_mode FROM online_ads.ads")
     }
-    assert stored == {"old-style": None, "cap-ok": "10/1d", "cap-none": None}
+    # Without the column an instruction is even paced (the default of new instructions).
+    assert stored == {"old-style": (None, "even"), "cap-ok": ("10/1d", "asap"), "cap-none": (None, "even")}
     reasons = {e.key.decode(): e.reason for e in await read_dlq(topics) if e.key is not None}
     assert reasons == {
         "cap-bad": "invalid frequency_cap '0/1h': count must be 1 to 1000, got 0",
         "cap-x": "invalid frequency_cap 'x/1d': expected N/window, e.g. 3/1h, 10/1d or 5/flight "
         "(units s, m, h, d)",
+        "pace-bad": "invalid pacing_mode 'fast': expected one of asap, even",
     }
     async with serving(topics) as (app, _client):
         state = state_of(app)
         await _until_indexed(state, "cap-ok")
         got = state.index.get("cap-ok")
         assert got is not None and got.frequency_cap == FrequencyCap(count=10, window_s=86_400)
+        assert got.pacing_mode == "asap"
         plain = state.index.get("old-style")
-        assert plain is not None and plain.frequency_cap is None
+        assert plain is not None and plain.frequency_cap is None and plain.pacing_mode == "even"
 
 
 def _write_csv(path: Path, header: tuple[str, ...], rows: list[dict[str, str]]) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
-        writer.writerows([[row[c] for c in header] for row in rows])
+        writer.writerows([[row.get(c, "") for c in header] for row in rows])
 
 
 async def _until_indexed(state: ServerState, campaign_id: str) -> None:

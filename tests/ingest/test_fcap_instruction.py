@@ -1,4 +1,5 @@
-"""The ``frequency_cap`` column on the CSV path and in instructions: optional, validated with a reason."""
+"""The optional columns (``frequency_cap``, ``pacing_mode``) on the CSV path and in instructions: files and
+messages without them stay valid, bad values are rejected with a reason."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import msgspec
 import pytest
 
 from adplatform.instruction import mapping_errors
+from index.campaign import Campaign
 from index.fcap import FrequencyCap
 from ingest.csvfile import iter_campaign_rows, validate_row
 from ingest.instruction import (
@@ -40,7 +42,9 @@ def test_file_without_the_column_is_uncapped(good_row: dict[str, str]) -> None:
 
 
 def test_file_with_the_column(good_row: dict[str, str]) -> None:
-    rows = [[{**good_row, "frequency_cap": cap}[c] for c in FIELDS] for cap in ("3/1h", "", "5/flight")]
+    rows = [
+        [{**good_row, "frequency_cap": cap}.get(c, "") for c in FIELDS] for cap in ("3/1h", "", "5/flight")
+    ]
     read = list(iter_campaign_rows(_csv(list(FIELDS), rows), "new.csv"))
     caps = [enrich(validate_row(item[1]), version=1, now_s=0).frequency_cap for item in read]  # type: ignore[index]
     assert caps == [FrequencyCap(count=3, window_s=3600), None, FrequencyCap(count=5, window_s=0)]
@@ -87,3 +91,23 @@ def test_messages_with_and_without_the_field(good_row: dict[str, str]) -> None:
     }
     with pytest.raises(InstructionError, match="field frequency_cap: expected a string"):
         decode_instruction(msgspec.json.encode({**good_row, "frequency_cap": 3}))
+
+
+def test_pacing_mode_column(good_row: dict[str, str]) -> None:
+    """``pacing_mode``: ``asap`` or ``even``; an instruction without it is even (the default of new
+    instructions); an ad-change from before the field existed decodes as asap (its behaviour then)."""
+    modes = {
+        mode: enrich(instruction_from_row({**good_row, "pacing_mode": mode}), version=1, now_s=0).pacing_mode
+        for mode in ("asap", "even", "")
+    }
+    assert modes == {"asap": "asap", "even": "even", "": "even"}
+    assert enrich(instruction_from_row(good_row), version=1, now_s=0).pacing_mode == "even"
+    for bad in ("ASAP", "fast", " even"):
+        instr = instruction_from_row({**good_row, "pacing_mode": bad})
+        assert field_errors(instr) == {
+            "pacing_mode": f"invalid pacing_mode {bad!r}: expected one of asap, even"
+        }
+    raw = msgspec.json.decode(msgspec.json.encode(enrich(instruction_from_row(good_row), version=1, now_s=0)))
+    del raw["pacing_mode"]
+    assert msgspec.json.decode(msgspec.json.encode(raw), type=Campaign).pacing_mode == "asap"
+    assert b"pacing_mode" not in encode_instruction(instruction_from_row(good_row))

@@ -37,8 +37,8 @@ def test_deterministic(rows: list[dict[str, str]]) -> None:
 def test_round_trips_through_csv_and_enrich(tmp_path: Path, rows: list[dict[str, str]]) -> None:
     path = tmp_path / "generated.csv"
     assert write_campaigns_csv(path, rows) == N
-    # The seed's 17 columns in their order, then the optional frequency_cap (empty: uncapped).
-    assert (*COLUMNS, "frequency_cap") == FIELDS
+    # The seed's 17 columns in their order, then the optional ones (empty: uncapped, even pacing).
+    assert (*COLUMNS, "frequency_cap", "pacing_mode") == FIELDS
     assert path.read_bytes().startswith(",".join(FIELDS).encode() + b"\r\n")
     read = []
     for item in read_campaign_csv(path):
