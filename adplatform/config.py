@@ -85,6 +85,12 @@ class TopicConfig:
         """A sample of serve requests with their auction's outcome and loss reasons (diagnosis)."""
         return f"{self.prefix}ad-requests-sample"
 
+    @property
+    def request_counts(self) -> str:
+        """Every ad-server worker's exact serve-request counts per window (served, no-fill by reason):
+        the denominator of the reports' fill rate."""
+        return f"{self.prefix}ad-request-counts"
+
     def all(self) -> tuple[str, ...]:
         return (
             self.instructions,
@@ -93,6 +99,7 @@ class TopicConfig:
             self.served_ads,
             self.feedback,
             self.requests_sample,
+            self.request_counts,
         )
 
 
@@ -136,6 +143,9 @@ class Config:
     #: ``ADP_REQUEST_SAMPLE_RATE``: share of serve requests (no-fills included) published to
     #: ``ad-requests-sample`` with their loss reasons, from 0 (none) to 1 (all).
     request_sample_rate: float = 0.01
+    #: ``ADP_REQUEST_COUNT_INTERVAL_S``: each ad-server worker publishes its serve-request counts to
+    #: ``ad-request-counts`` once per window of this many seconds (aligned to the epoch) and when it stops.
+    request_count_interval_s: int = 60
     #: Port of each long-running service's Prometheus ``/metrics`` (``ADP_METRICS_PORT_<SERVICE>``; 0 turns
     #: it off); the ad server answers ``/metrics`` on its serving port.
     metrics_ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
@@ -344,6 +354,7 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv: Path | None
         metrics_ports=_metrics_ports(env),
         metrics_host=env.get(PREFIX + "METRICS_HOST") or "127.0.0.1",
         request_sample_rate=_rate("REQUEST_SAMPLE_RATE", env.get(PREFIX + "REQUEST_SAMPLE_RATE"), 0.01),
+        request_count_interval_s=_int(env, "REQUEST_COUNT_INTERVAL_S", 60, minimum=1),
         admin_url=_http_url("ADMIN_URL", env.get(PREFIX + "ADMIN_URL") or "http://127.0.0.1:8100"),
         api_key=env.get(PREFIX + "API_KEY") or None,
     )

@@ -22,6 +22,7 @@ from adplatform.config import Config, load_config
 from adserver.params import RequestParser
 from adserver.state import ServerState, StateRef
 from adserver.sync.blocked import BlockedListener
+from adserver.sync.counts import RequestCountReporter
 from adserver.sync.profiles import ProfileLoader, ProfileTable
 from adserver.sync.publisher import ServedAdPublisher
 from adserver.sync.refresher import IndexRefresher
@@ -113,6 +114,20 @@ async def sampler(state: ServerState) -> AsyncIterator[None]:
                 await asyncio.wait_for(asyncio.shield(task), timeout=5)
 
 
+@contextlib.asynccontextmanager
+async def request_counts(state: ServerState) -> AsyncIterator[None]:
+    """Exact serve counts per window to ``ad-request-counts``; on stop, the partial window too."""
+    reporter = RequestCountReporter(state.config, state.stats)
+    state.counts = reporter
+    async with background("request-counts", reporter.run()) as task:
+        try:
+            yield
+        finally:
+            reporter.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout=10)
+
+
 async def _freeze_when_ready(state: ServerState) -> None:
     await state.refresher.ready.wait()
     # The index is long-lived: move it (and everything loaded so far) out of the cyclic GC's reach, so a
@@ -130,6 +145,7 @@ async def gc_freeze(state: ServerState) -> AsyncIterator[None]:
 #: what serving queued). ``adserver.app.COMPONENTS`` adds the feedback path's.
 CORE_COMPONENTS: tuple[Component, ...] = (
     publisher,
+    request_counts,
     sampler,
     profiles,
     blocked_listener,

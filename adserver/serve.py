@@ -47,9 +47,11 @@ class ServeEndpoint:
         try:
             request = state.parser.build(user_id, query, state.profiles)
         except ParamError as exc:
+            state.stats.rejected += 1
             await send_json(send, 422, detail(exc.reason))
             return 422
         if not state.ready:
+            state.stats.not_ready += 1
             await send_json(send, 503, NOT_READY, retry_after_s=1)
             return 503
         now_s = time.time()

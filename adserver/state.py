@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from adplatform.config import Config
 from adserver.fcap import CapGate
@@ -25,6 +25,9 @@ from adserver.token import TokenSigner
 from index.geo import GeoTable
 from index.index import TargetingIndex
 
+if TYPE_CHECKING:
+    from adserver.sync.counts import RequestCountReporter
+
 
 class FeedbackHandler(Protocol):
     """The feedback path: the 200 body, or an error carrying its status (e.g. 404/422/503)."""
@@ -37,12 +40,20 @@ class FeedbackHandler(Protocol):
     async def handle(self, request_id: str, raw_body: bytes) -> bytes: ...
 
 
+#: The reason of every no-fill today (``adserver_no_fill_total{reason}``, ``RequestCounts.no_fill_reasons``):
+#: no campaign matched, was eligible and bid above the reserve, or every one was capped for the user.
+NO_ELIGIBLE_AD: Final = "no_eligible_ad"
+
+
 @dataclass
 class ServeStats:
-    """Outcomes of the serve route, for the fill rate."""
+    """Outcomes of the serve route, for the fill rate (``adserver.sync.counts`` publishes them)."""
 
     served: int = 0
     unfilled: int = 0
+    #: Refused before the auction: bad parameters (422), the index still loading (503).
+    rejected: int = 0
+    not_ready: int = 0
     #: Bidders in each won auction's pricing (``AuctionResult.bidders``), for ``/metrics``.
     bidders: Histogram = field(default_factory=lambda: Histogram(BIDDER_BUCKETS))
 
@@ -72,6 +83,8 @@ class ServerState:
     caps: CapGate = field(default_factory=CapGate)
     #: Set by the feedback component once its producer is connected; feedback answers 503 until then.
     feedback: FeedbackHandler | None = None
+    #: Set by the request-counts component while it runs (for ``/metrics``).
+    counts: RequestCountReporter | None = None
 
     @property
     def ready(self) -> bool:

@@ -21,7 +21,7 @@ from adserver.fcap import CapStats
 from adserver.feedback import FeedbackCounters
 from adserver.http.fastpath import SERVE_ROUTE
 from adserver.http.metrics import FLUSH_INTERVAL_S, RequestMetrics, WorkerExporter, worker_files_closed
-from adserver.state import ServerState, StateRef
+from adserver.state import NO_ELIGIBLE_AD, ServerState, StateRef
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def _state_families(out: WorkerExporter, state: ServerState) -> None:
     )
     for name, help_text, value in gauges:
         out.family(name, "gauge", help_text, [((), float(value))])
-    counters = (
+    counters: list[tuple[str, str, int]] = [
         ("adserver_ads_served_total", "Auctions won (200)", stats.served),
         ("adserver_ads_unfilled_total", "Auctions without an eligible ad (404)", stats.unfilled),
         ("adserver_index_changes_applied_total", "Campaign states applied to the index", refresher.applied),
@@ -111,7 +111,26 @@ def _state_families(out: WorkerExporter, state: ServerState) -> None:
             "Request samples dropped (queue full)",
             state.sampler.dropped,
         ),
-    )
+    ]
+    if state.counts is not None:
+        counters += (
+            (
+                "adserver_request_counts_sent_total",
+                "Request-count windows acknowledged by Kafka",
+                state.counts.sent,
+            ),
+            (
+                "adserver_request_counts_dropped_total",
+                "Request-count windows dropped after waiting too long for Kafka",
+                state.counts.dropped,
+            ),
+        )
+        out.family(
+            "adserver_request_counts_pending",
+            "gauge",
+            "Request-count windows waiting for Kafka's acknowledgement",
+            [((), float(len(state.counts.pending)))],
+        )
     for name, help_text, count in counters:
         out.family(name, "counter", help_text, [((), count)])
     cap_families(out, state.caps.stats)
@@ -226,7 +245,7 @@ def flush(ref: StateRef) -> None:
         "adserver_no_fill_total",
         "Serve requests answered without an ad (404), by reason: no_eligible_ad (no campaign matched, "
         "eligible and above the reserve, or every one was capped for the user)",
-        [((("reason", "no_eligible_ad"),), state.stats.unfilled)],
+        [((("reason", NO_ELIGIBLE_AD),), state.stats.unfilled)],
     )
     out.histogram(
         "adserver_auction_bidders",

@@ -55,6 +55,7 @@ GAUGE_MODES: Final[Mapping[str, str]] = {
     "adserver_index_bootstrap_seconds": "livemax",
     "adserver_blocked_campaigns": "livemax",
     "adserver_served_ads_queued": "livesum",
+    "adserver_request_counts_pending": "livesum",
 }
 #: A gauge not listed above: the worst worker, never more than one worker's own value.
 DEFAULT_GAUGE_MODE: Final = "livemax"
