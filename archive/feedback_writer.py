@@ -9,10 +9,12 @@ Run it either way (same job):
 connector jars (``archive.submit``): the bare ``spark-submit`` launcher needs the virtualenv activated.
 
 Two Structured Streaming queries read the topic, each with its own checkpoint: valid events go to the
-file sink ``feedback/`` and messages that do not parse to ``_corrupt/``. Spark's file sink is exactly-once:
-a batch's files become visible only when the batch is recorded in ``_spark_metadata``, and a restart
-replays the uncommitted batch from the checkpointed offsets. Readers must therefore list files through that
-log (``archive.sinklog``), never by globbing: an interrupted batch can leave uncommitted part files.
+file sink ``feedback/`` and messages that do not parse to ``_corrupt/``. A third archives the ad servers'
+exact request counts (``ad-request-counts`` → ``request_counts/``, see ``archive.request_counts``).
+Spark's file sink is exactly-once: a batch's files become visible only when the batch is recorded in
+``_spark_metadata``, and a restart replays the uncommitted batch from the checkpointed offsets. Readers must
+therefore list files through that log (``archive.sinklog``), never by globbing: an interrupted batch can
+leave uncommitted part files.
 
 The job stops cleanly on SIGTERM/SIGINT or when ``<archive_dir>/_STOP`` appears (``adplatform archive
 stop``): it waits for the running micro-batch to finish, then stops the queries. ``until_idle`` uses
@@ -47,6 +49,9 @@ from adplatform.process import configure_logging
 from archive.error import ArchiveError
 from archive.layout import ArchiveLayout
 from archive.parse import PARTITION_COLUMNS, corrupt_rows, feedback_rows, with_parsed
+from archive.request_counts import PARTITION_COLUMNS as COUNTS_PARTITIONS
+from archive.request_counts import QUERY_NAME as COUNTS_QUERY
+from archive.request_counts import counts_rows
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +155,28 @@ def start_queries(spark: Any, config: Config, options: WriterOptions) -> list[An
     corrupt = sink(
         corrupt_rows(parsed), "feedback-corrupt", layout.corrupt, layout.corrupt_checkpoint, ["date"]
     )
-    return [feedback, corrupt]
+    counts_reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", config.kafka_bootstrap)
+        # A pattern, not ``subscribe``: on a stack created before the topic existed (no `adplatform
+        # topics` since) it matches nothing and the query idles instead of failing the whole archive.
+        .option("subscribePattern", exact_pattern(config.topics.request_counts))
+        .option("startingOffsets", options.starting_offsets)
+        .option("failOnDataLoss", "false")
+    )
+    counts = sink(
+        counts_rows(counts_reader.load()),
+        COUNTS_QUERY,
+        layout.request_counts,
+        layout.request_counts_checkpoint,
+        COUNTS_PARTITIONS,
+    )
+    return [feedback, corrupt, counts]
+
+
+def exact_pattern(topic: str) -> str:
+    """A Java regex matching exactly ``topic`` (topic names are ``[A-Za-z0-9._-]``: escape the rest)."""
+    return "".join(c if c.isalnum() or c == "_" else "\\" + c for c in topic)
 
 
 def _record_progress(queries: Sequence[Any], summary: WriterSummary, seen: dict[str, set[int]]) -> None:

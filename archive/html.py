@@ -32,9 +32,11 @@ tr:nth-child(even) td { background: #fafbfc; }
 """
 
 FILL_NOTE = (
-    "Ad requests that got no ad are not recorded (only served ads are), so the classic fill rate "
-    "(served / requests) cannot be computed. Shown instead: views / served ads, the share of served "
-    "ads whose view was reported — an impression rate."
+    "Fill rate = served / requests, from the exact request counts every ad-server worker publishes per "
+    "minute (requests = served + no-fill: valid requests that reached the auction; requests refused with "
+    "422 or 503 are shown beside, not counted). Counts are whole minutes: the window starts at the first "
+    "whole minute after --since. View rate = views / served ads exported from PostgreSQL: the share of "
+    "served ads whose view was reported."
 )
 
 
@@ -42,7 +44,7 @@ def _fmt(value: Cell, column: str) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        if column in ("ctr", "conversion_rate", "fill_rate"):
+        if column in ("ctr", "conversion_rate", "fill_rate", "view_rate", "share_of_requests"):
             return f"{value * 100:.2f}%"
         return f"{value:,.4f}"
     if isinstance(value, bool):
@@ -93,7 +95,8 @@ def render_html(
         ("clicks", _fmt(t.clicks, "")),
         ("acquisitions", _fmt(t.acquisitions, "")),
         ("CTR", _fmt(t.clicks / t.views if t.views else None, "ctr")),
-        ("fill (views/served)", _fmt(t.fill_rate, "fill_rate")),
+        ("fill (served/requests)", _fmt(t.fill_rate, "fill_rate")),
+        ("view rate (views/served)", _fmt(t.view_rate, "view_rate")),
     ]
     by_name = {c.name: c for c in charts}
     sections = [
@@ -113,9 +116,15 @@ def render_html(
     served_note = (
         "" if t.served is not None else " No served_ads export found (run `adplatform archive export`)."
     )
+    counts_note = (
+        ""
+        if t.requests is not None
+        else " No request counts archived (ad servers of this version publish them to ad-request-counts)."
+    )
+    reasons = table_html(figures.no_fill_reasons) if figures.no_fill_reasons.rows else ""
     sections.append(
-        f"<section><h2>{escape(figures.fill.title)}</h2>{table_html(figures.fill)}"
-        f'<p class="note">{escape(FILL_NOTE + served_note)}</p></section>'
+        f"<section><h2>{escape(figures.fill.title)}</h2>{table_html(figures.fill)}{reasons}"
+        f'<p class="note">{escape(FILL_NOTE + counts_note + served_note)}</p></section>'
     )
     window = f"since {since.astimezone(UTC):%Y-%m-%d %H:%M UTC}" if since else "all archived events"
     card_html = "".join(

@@ -6,7 +6,8 @@
   feedback/_spark_metadata/                       the sink's commit log (owned by Spark)
   feedback_compacted/date=.../hour=.../part-NNNNN.json + _manifest   compaction output (see compact.py)
   _corrupt/date=YYYY-MM-DD/part-*.json            messages that did not parse, with their raw value
-  _checkpoints/feedback, _checkpoints/corrupt     streaming checkpoints (Kafka offsets, batch commits)
+  request_counts/date=YYYY-MM-DD/part-*.json      ad servers' exact request counts (archive/request_counts.py)
+  _checkpoints/feedback, _checkpoints/corrupt, _checkpoints/request_counts   streaming checkpoints
   _STOP                                           stop request for a running writer
   warehouse/ads, warehouse/served_ads/date=...    Parquet snapshots exported from PostgreSQL
   reports/<timestamp>/                            report output
@@ -61,6 +62,14 @@ class ArchiveLayout:
     @property
     def corrupt_checkpoint(self) -> Path:
         return self.checkpoints / "corrupt"
+
+    @property
+    def request_counts(self) -> Path:
+        return self.root / "request_counts"
+
+    @property
+    def request_counts_checkpoint(self) -> Path:
+        return self.checkpoints / "request_counts"
 
     @property
     def stop_file(self) -> Path:

@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from archive.request_counts import RequestTotals, load_counts, request_totals
 from archive.schema import archive_schema
 from archive.table import ReportFigures, Table, Totals, rate
 
@@ -106,7 +107,7 @@ def load_events(spark: Any, files: list[Path], since_ms: int | None) -> tuple[An
     return frame.dropDuplicates(["event_id"]).cache(), raw
 
 
-def totals(requests: Any, raw_count: int, served: int | None) -> Totals:
+def totals(requests: Any, raw_count: int, served: int | None, counted: RequestTotals | None = None) -> Totals:
     from pyspark.sql import functions as F
 
     row = requests.agg(
@@ -128,7 +129,9 @@ def totals(requests: Any, raw_count: int, served: int | None) -> Totals:
         first_ms=int(row["first_ms"] or 0),
         last_ms=int(row["last_ms"] or 0),
         served=served,
-        fill_rate=rate(views, served) if served is not None else None,
+        requests=counted,
+        fill_rate=counted.fill_rate if counted is not None else None,
+        view_rate=rate(views, served) if served is not None else None,
     )
 
 
@@ -231,19 +234,39 @@ def served_count(spark: Any, served_dir: Path, since: datetime | None) -> int | 
     return int(frame.count())
 
 
+FILL_COLUMNS = (
+    "requests", "served", "no_fill", "fill_rate", "rejected", "not_ready", "served_ads_exported", "views",
+    "view_rate",
+)  # fmt: skip
+
+
 def fill_table(t: Totals) -> Table:
-    return Table(
-        "fill_rate",
-        "Fill rate",
-        ("served_ads", "views", "fill_rate"),
-        ((t.served, t.views, t.fill_rate),),
+    """Fill rate = served / requests from the ad servers' exact counts (requests = served + no-fill: valid
+    requests that reached the auction; 422s and 503s beside it); view rate = views / exported served ads."""
+    c = t.requests
+    counted = (
+        (None,) * 6 if c is None else (c.requests, c.served, c.no_fill, c.fill_rate, c.rejected, c.not_ready)
     )
+    return Table("fill_rate", "Fill rate", FILL_COLUMNS, ((*counted, t.served, t.views, t.view_rate),))
+
+
+def no_fill_table(t: Totals) -> Table:
+    c = t.requests
+    rows = () if c is None else tuple((r, n, rate(n, c.requests)) for r, n in c.no_fill_reasons.items())
+    return Table("no_fill_reasons", "No-fill by reason", ("reason", "no_fill", "share_of_requests"), rows)
 
 
 def compute_figures(
-    spark: Any, files: list[Path], served_dir: Path, since: datetime | None, *, stage: Any = None
+    spark: Any,
+    files: list[Path],
+    served_dir: Path,
+    since: datetime | None,
+    *,
+    stage: Any = None,
+    counts_files: list[Path] | None = None,
 ) -> ReportFigures:
-    """All figures; ``stage(name)`` is called before each step (progress)."""
+    """All figures; ``stage(name)`` is called before each step (progress). ``counts_files``: the
+    archived request counts (``archive.request_counts.counts_files``), for the fill rate."""
 
     def step(name: str) -> None:
         if stage is not None:
@@ -256,8 +279,10 @@ def compute_figures(
     try:
         step("served ads from the warehouse export")
         served = served_count(spark, served_dir, since)
+        step("requests and no-fills from the ad servers' counts")
+        counted = request_totals(load_counts(spark, counts_files, since_ms)) if counts_files else None
         step("totals")
-        t = totals(requests, raw, served)
+        t = totals(requests, raw, served, counted)
         step("top-spending campaigns")
         top = top_campaigns(requests)
         dims: dict[str, Table] = {}
@@ -276,7 +301,8 @@ def compute_figures(
         spend_over_time=over_time,
         time_granularity=granularity,
         fill=fill_table(t),
+        no_fill_reasons=no_fill_table(t),
     )
 
 
-STAGES = 5 + len(DIMENSION_TITLES)
+STAGES = 6 + len(DIMENSION_TITLES)

@@ -66,7 +66,11 @@ async def commit_lag(config: Config) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = await consumer.partitions_for_topic(topic) or set()
+        # Synchronous in aiokafka (from its metadata cache, None before the topic's metadata arrived).
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = await consumer.end_offsets(tps)
         starts = await consumer.beginning_offsets(tps)
@@ -110,4 +114,6 @@ class ArchiveLagTracker:
                 self.refresh()
             except (KafkaError, OSError, ValueError) as exc:  # ValueError: a checkpoint file mid-write
                 logger.debug("archive lag not refreshed: %s", exc)
+            except Exception:  # top-level guard of the thread: a bug logs, the next refresh still runs
+                logger.exception("archive lag refresh failed")
             self._stop.wait(self._interval_s)

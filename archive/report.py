@@ -22,6 +22,7 @@ from archive.html import render_html
 from archive.layout import ArchiveLayout
 from archive.metrics import STAGES, compute_figures
 from archive.reader import read_lock, snapshot
+from archive.request_counts import counts_files
 from archive.table import ReportFigures, write_csv
 
 APP_NAME = "adplatform-report"
@@ -76,7 +77,12 @@ def build_report(
         if not files:
             raise ArchiveError(f"no archived events under {layout.root} (run `adplatform archive run` first)")
         figures = compute_figures(
-            spark, list(files), layout.warehouse / "served_ads", options.since, stage=progress
+            spark,
+            list(files),
+            layout.warehouse / "served_ads",
+            options.since,
+            stage=progress,
+            counts_files=counts_files(layout),
         )
     if figures.totals.events == 0:
         raise ArchiveError(f"no archived events since {options.since}")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from archive.request_counts import RequestTotals
+
 Cell = str | int | float | Decimal | None
 
 
@@ -45,7 +47,12 @@ class Totals:
     last_ms: int
     #: Served ads in the window from the warehouse export, when exported.
     served: int | None
+    #: The ad servers' exact request counts (``archive.request_counts``); None when none are archived.
+    requests: RequestTotals | None
+    #: Served / requests, from those counts (both sides from one source, so never above 1).
     fill_rate: float | None
+    #: Views / exported served ads: the share of served ads whose view was reported (impression rate).
+    view_rate: float | None
 
 
 @dataclass(frozen=True)
@@ -60,9 +67,17 @@ class ReportFigures:
     #: "minute" or "hour".
     time_granularity: str
     fill: Table
+    #: No-fills by reason, with their share of requests.
+    no_fill_reasons: Table
 
     def tables(self) -> list[Table]:
-        return [self.top_campaigns, *self.by_dimension.values(), self.spend_over_time, self.fill]
+        return [
+            self.top_campaigns,
+            *self.by_dimension.values(),
+            self.spend_over_time,
+            self.fill,
+            self.no_fill_reasons,
+        ]
 
 
 def rate(numerator: int, denominator: int) -> float | None:

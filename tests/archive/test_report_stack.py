@@ -1,8 +1,10 @@
 """Warehouse export and the report on real Kafka, Spark and PostgreSQL, checked against pure Python.
 
-The module archives a stream of events (some delivered twice), compacts part of the archive so the report
-reads compacted and uncompacted files, inserts served ads for the same requests, exports the warehouse and
-builds the report once; the tests compare its CSV files with a recomputation and render its HTML.
+The module archives a stream of events (some delivered twice) and the ad servers' request counts (some
+re-sent, some before the window, one unparseable), compacts part of the archive so the report reads
+compacted and uncompacted files, inserts served ads for the same requests, exports the warehouse and builds
+the report once; the tests compare its CSV files with a recomputation and render its HTML. The archive's
+commit lag gauge is read before and after the writer runs.
 """
 
 from __future__ import annotations
@@ -23,13 +25,17 @@ import asyncpg
 import numpy as np
 import pytest
 from matplotlib.image import imread
+from prometheus_client.registry import REGISTRY
 
 from adplatform.config import Config
+from adplatform.kafka import ensure_topics, make_producer, wait_for_topics
+from adplatform.request_counts import RequestCounts, counts_encoder
 from adplatform.wire import FeedbackEvent, encoder
 from archive.compact import compact, partition_start
 from archive.export import export_tables
 from archive.feedback_writer import WriterOptions, run_writer
 from archive.layout import ArchiveLayout
+from archive.progress import ArchiveLagTracker
 from archive.report import ReportOptions, ReportResult, StageProgress, build_report
 from tests.archive.conftest import publish
 from tests.archive.events import make_events
@@ -51,6 +57,48 @@ class Reported:
     served_request_ids: list[str]
     result: ReportResult
     since: datetime
+    #: The count records the report must sum: in the window, each once.
+    counts: list[RequestCounts]
+    #: archive_commit_lag_records summed over partitions: before the writer ran, after it.
+    lag: tuple[float, float]
+
+
+def _count_records() -> tuple[list[RequestCounts], list[bytes]]:
+    """Three workers' one-minute windows over the events' span (and two before the report's window);
+    returns the records in the window and every payload to publish (re-sends and a corrupt one included)."""
+    records: list[RequestCounts] = []
+    for w in range(3):
+        for minute in range(-2, 70):
+            start = START_MS + minute * 60_000
+            served, no_fill = 40 + (minute * 7 + w * 3) % 17, (minute * 5 + w) % 9
+            records.append(
+                RequestCounts(
+                    record_id=f"w{w}:{minute + 2}",
+                    worker=f"w{w}",
+                    seq=minute + 2,
+                    start_ms=start,
+                    end_ms=start + 60_000,
+                    served=served,
+                    no_fill=no_fill,
+                    no_fill_reasons={"no_eligible_ad": no_fill} if no_fill else {},
+                    rejected=int(minute % 3 == 0),
+                    not_ready=int(minute == 0),
+                )
+            )
+    payloads = [counts_encoder.encode(r) for r in records]
+    payloads += [*payloads[10:14], b"not a count record"]  # re-sent after a lost acknowledgement
+    return [r for r in records if r.start_ms >= START_MS], payloads
+
+
+def _commit_lag(config: Config) -> float:
+    ArchiveLagTracker(config).refresh()
+    return sum(
+        REGISTRY.get_sample_value(
+            "archive_commit_lag_records", {"topic": config.topics.feedback, "partition": str(p)}
+        )
+        or 0.0
+        for p in range(config.topics.partitions)
+    )
 
 
 def _served_rows(tag: str, events: list[FeedbackEvent]) -> list[tuple[Any, ...]]:
@@ -124,7 +172,20 @@ async def reported(spark: Any, feedback_topic: Config) -> AsyncIterator[Reported
     events = make_events(N, seed=11, start_ms=START_MS, step_ms=3_000)
     payloads = [encoder.encode(e) for e in events]
     await publish(config, payloads + payloads[100 : 100 + REDELIVERED] + payloads[-REDELIVERED:])
+    counts, count_payloads = _count_records()
+    await ensure_topics(config, [config.topics.request_counts])
+    await wait_for_topics(config, [config.topics.request_counts])
+    producer = make_producer(config)
+    await producer.start()
+    try:
+        for value in count_payloads:
+            await producer.send(config.topics.request_counts, value, key=value[:30])
+        await producer.flush()
+    finally:
+        await producer.stop()
+    lag_before = await asyncio.to_thread(_commit_lag, config)  # the archive has not run: all of it
     await asyncio.to_thread(run_writer, spark, config, WriterOptions(until_idle=True))
+    lag_after = await asyncio.to_thread(_commit_lag, config)
     # Compact the first hour only: the report must read compacted and uncompacted partitions alike.
     first_hour = partition_start(f"date={events[0].timestamp[:10]}/hour={events[0].timestamp[11:13]}")
     assert first_hour is not None
@@ -137,12 +198,12 @@ async def reported(spark: Any, feedback_topic: Config) -> AsyncIterator[Reported
         await asyncio.to_thread(export_tables, spark, config.pg_dsn, layout)
         since = datetime.fromtimestamp(START_MS / 1000, UTC)
         options = ReportOptions(since=since, out_dir=layout.reports / "test")
-        progress = StageProgress(12, stream=io.StringIO())
+        progress = StageProgress(13, stream=io.StringIO())
         result = await asyncio.to_thread(build_report, spark, layout, options, progress)
-        assert progress.done == 12, (
+        assert progress.done == 13, (
             progress.stream.getvalue() if isinstance(progress.stream, io.StringIO) else ""
         )
-        yield Reported(config, events, served_ids, result, since)
+        yield Reported(config, events, served_ids, result, since, counts, (lag_before, lag_after))
     finally:
         await conn.execute("DELETE FROM online_ads.served_ads WHERE request_id LIKE $1", f"{tag}%")
         await conn.execute("DELETE FROM online_ads.ads WHERE campaign_id LIKE $1", f"{tag}%")
@@ -239,7 +300,38 @@ def test_report_figures_equal_a_python_recomputation(reported: Reported) -> None
     assert over_time == dict(per_minute)
 
 
-def test_fill_rate_uses_the_exported_served_ads(reported: Reported, spark: Any) -> None:
+def test_archive_commit_lag_is_what_it_has_not_archived_then_zero(reported: Reported) -> None:
+    assert reported.lag == (N + 2 * REDELIVERED, 0.0)
+
+
+def test_fill_rate_is_served_over_requests_from_the_exact_counts(reported: Reported) -> None:
+    counts = reported.counts
+    served, no_fill = sum(r.served for r in counts), sum(r.no_fill for r in counts)
+    totals = reported.result.figures.totals.requests
+    assert totals is not None
+    assert (totals.served, totals.no_fill, totals.requests) == (served, no_fill, served + no_fill)
+    assert (totals.rejected, totals.not_ready) == (sum(r.rejected for r in counts), 3)  # minute 0 of each
+    assert (totals.workers, totals.windows) == (3, len(counts))  # re-sends once, the corrupt one and
+    # the windows before --since not at all
+    (row,) = _csv(reported.result, "fill_rate")
+    assert (row["requests"], row["served"], row["no_fill"]) == (
+        str(served + no_fill),
+        str(served),
+        str(no_fill),
+    )
+    assert row["fill_rate"] == repr(served / (served + no_fill))
+    assert _csv(reported.result, "no_fill_reasons") == [
+        {
+            "reason": "no_eligible_ad",
+            "no_fill": str(no_fill),
+            "share_of_requests": repr(no_fill / (served + no_fill)),
+        }
+    ]
+    corrupt = [p for p in ArchiveLayout(reported.config.archive_dir).request_counts.rglob("part-*.json")]
+    assert any(b'"raw":"not a count record"' in p.read_bytes() for p in corrupt), "kept, not dropped"
+
+
+def test_view_rate_uses_the_exported_served_ads(reported: Reported, spark: Any) -> None:
     from pyspark.sql import functions as F
 
     layout = ArchiveLayout(reported.config.archive_dir)
@@ -255,8 +347,9 @@ def test_fill_rate_uses_the_exported_served_ads(reported: Reported, spark: Any) 
     # Other test sessions may have served ads too: the expected figure counts what the export holds.
     in_window = served.where(F.col("served_at") >= F.timestamp_millis(F.lit(START_MS))).count()
     views = len({e.request_id for e in reported.events})  # every request was viewed
-    fill = _csv(reported.result, "fill_rate")
-    assert fill == [{"served_ads": str(in_window), "views": str(views), "fill_rate": repr(views / in_window)}]
+    (fill,) = _csv(reported.result, "fill_rate")
+    assert (fill["served_ads_exported"], fill["views"]) == (str(in_window), str(views))
+    assert fill["view_rate"] == repr(views / in_window)
 
 
 def test_html_report_is_self_contained_and_renders_in_chromium(reported: Reported, tmp_path: Path) -> None:
