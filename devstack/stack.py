@@ -24,6 +24,9 @@ from devstack.kafka import new_cluster_id, start_kafka
 from devstack.paths import KAFKA_CONTROLLER_PORT, KAFKA_PORT, PG_PORT, REDIS_PORT, Paths, StackError, say
 from devstack.pids import read_pid, running, stop_pid
 from devstack.postgres import admin_dsn, pg_ok, prepare_database, start_postgres, stop_postgres
+from devstack.prometheus import PROMETHEUS_PORT, start_prometheus, stop_prometheus
+from devstack.prometheus import ready as prometheus_ready
+from devstack.prometheus import running as running_prometheus
 from devstack.redis import REDIS_PERSISTENCE, redis_ok, start_redis
 
 __all__ = [
@@ -80,8 +83,9 @@ async def _prepare(config: Config) -> None:
         say(f"created topics: {', '.join(created)}")
 
 
-def up(config: Config) -> None:
-    """Install, fetch, start, wait, prepare. Idempotent."""
+def up(config: Config, *, with_prometheus: bool = False) -> None:
+    """Install, fetch, start, wait, prepare; with ``with_prometheus``, also Debian's Prometheus scraping
+    every service (``devstack.prometheus``, :19090). Idempotent."""
     paths = Paths(config.stack_dir)
     for d in (paths.logs, paths.run):
         d.mkdir(parents=True, exist_ok=True)
@@ -102,6 +106,8 @@ def up(config: Config) -> None:
         state = health(config)
     asyncio.run(_prepare(config))
     say(f"up: postgres :{PG_PORT}, redis :{REDIS_PORT}, kafka :{KAFKA_PORT}")
+    if with_prometheus:
+        start_prometheus(paths, config)
 
 
 def stop_service(config: Config, service: str) -> None:
@@ -119,6 +125,8 @@ def stop_service(config: Config, service: str) -> None:
 
 
 def down(config: Config) -> None:
+    if stop_prometheus(Paths(config.stack_dir)):
+        say("stopped prometheus")
     for service in SERVICES:
         stop_service(config, service)
         say(f"stopped {service}")
@@ -129,7 +137,11 @@ def status(config: Config) -> list[tuple[str, int, int | None, bool]]:
     paths = Paths(config.stack_dir)
     state = health(config)
     ports = {"postgres": PG_PORT, "redis": REDIS_PORT, "kafka": KAFKA_PORT}
-    return [(s, ports[s], read_pid(paths, s), state[s]) for s in ("postgres", "redis", "kafka")]
+    rows = [(s, ports[s], read_pid(paths, s), state[s]) for s in ("postgres", "redis", "kafka")]
+    prometheus = running_prometheus(paths)
+    if prometheus is not None:  # only when started (--with-prometheus): it is optional
+        rows.append(("prometheus", PROMETHEUS_PORT, prometheus.pid, prometheus_ready(PROMETHEUS_PORT)))
+    return rows
 
 
 def log_files(config: Config) -> dict[str, Path]:

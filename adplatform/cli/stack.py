@@ -15,12 +15,18 @@ def stack() -> None:
 
 
 @stack.command("up")
-def stack_up() -> None:
+@click.option(
+    "--with-prometheus",
+    is_flag=True,
+    help="Also start Debian's Prometheus (apt-get install when missing) on :19090, scraping every "
+    "service's /metrics as deploy/prometheus.yml lists them; `stack down` stops it.",
+)
+def stack_up(with_prometheus: bool) -> None:
     """Install what is missing, start every service, wait until each answers, migrate, create topics."""
     from devstack import stack as st
 
     try:
-        st.up(config())
+        st.up(config(), with_prometheus=with_prometheus)
     except (st.StackError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
