@@ -34,8 +34,8 @@ tr:nth-child(even) td { background: #fafbfc; }
 FILL_NOTE = (
     "Fill rate = served / requests, from the exact request counts every ad-server worker publishes per "
     "minute (requests = served + no-fill: valid requests that reached the auction; requests refused with "
-    "422 or 503 are shown beside, not counted). Counts are whole minutes: the window starts at the first "
-    "whole minute after --since. View rate = views / served ads exported from PostgreSQL: the share of "
+    "422 or 503 are shown beside, not counted). Counts come in whole windows (a minute by default): those "
+    "starting at or after --since. View rate = views / served ads exported from PostgreSQL: the share of "
     "served ads whose view was reported."
 )
 

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final, Protocol
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 from adplatform.config import Config
 from adplatform.errors import is_retriable
@@ -126,6 +126,15 @@ class RequestCountReporter:
             record = self.pending[0]
             try:
                 await producer.send_and_wait(self._topic, counts_encoder.encode(record), key=self._key)
+            except UnknownTopicOrPartitionError:
+                # A stack created before this topic existed: nothing reaches the reports until it does.
+                logger.warning(
+                    "request counts not sent: topic %s does not exist (run `adplatform topics`); %d waiting",
+                    self._topic,
+                    len(self.pending),
+                )
+                self.failed_sends += 1
+                return False
             except (KafkaError, OSError) as exc:
                 # Not a retry decision: whatever the error, the record waits for the next window.
                 logger.warning("request counts not sent (%s); %d waiting", exc, len(self.pending))

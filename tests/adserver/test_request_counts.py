@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
 
 from adplatform.config import Config, load_config
 from adplatform.request_counts import RequestCounts, counts_decoder
@@ -26,8 +26,9 @@ def config() -> Config:
 class FakeProducer:
     """Records what was acknowledged; fails the next ``failures`` sends."""
 
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, error: type[Exception] = KafkaTimeoutError) -> None:
         self.failures = failures
+        self.error = error
         self.acked: list[tuple[str, RequestCounts, bytes | None]] = []
         self.attempts = 0
         self.started = self.stopped = False
@@ -42,7 +43,7 @@ class FakeProducer:
         self.attempts += 1
         if self.failures:
             self.failures -= 1
-            raise KafkaTimeoutError()
+            raise self.error()
         self.acked.append((topic, counts_decoder.decode(value), key))
         return None
 
@@ -91,10 +92,13 @@ def test_a_window_holds_the_exact_difference_since_the_previous_one(config: Conf
     assert [r.record_id for r in reporter.pending] == ["w1:0", "w1:1"]
 
 
-async def test_a_record_kafka_did_not_take_is_sent_again_with_its_id(config: Config) -> None:
+@pytest.mark.parametrize("error", [KafkaTimeoutError, UnknownTopicOrPartitionError])
+async def test_a_record_kafka_did_not_take_is_sent_again_with_its_id(
+    config: Config, error: type[Exception]
+) -> None:
     stats, clock = ServeStats(), Clock(0.0)
     reporter = _reporter(config, stats, clock)
-    producer = FakeProducer(failures=1)
+    producer = FakeProducer(failures=1, error=error)  # a timeout; a stack without the topic yet
     stats.served = 3
     reporter.close_window()
     assert not await reporter.ship(producer)
