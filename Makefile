@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ADP := $(BIN)/adplatform
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup stack-up stack-down stack-status demo demo-live demo-down test test-unit lint format bench bench-http loadtest chaos clean
+.PHONY: setup stack-up stack-down stack-status demo demo-live demo-down test test-cluster test-unit lint format bench bench-http loadtest chaos clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ demo-down:
 ## test: the whole suite on the real local stack (started here)
 test: stack-up
 	$(BIN)/pytest
+
+## test-cluster: the heavy cluster tests (3 Kafka brokers with one killed, Spark standalone) on the cluster stack
+test-cluster: setup
+	$(ADP) stack up --topology cluster
+	$(BIN)/pytest -m cluster
 
 test-unit: setup
 	$(BIN)/pytest -m "not postgres and not redis and not kafka and not spark"

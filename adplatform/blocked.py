@@ -8,17 +8,31 @@ snapshot are applied on top of it in publication order, which ends in the right 
 
 Degradation policy: Redis down keeps the last known set (serving goes on from the index), and the listener
 reconnects with backoff, reloading the whole set so nothing missed meanwhile is lost.
+
+On Redis Cluster (a ``redis+cluster://`` URL) the set and the channel are per hash slot
+(``adplatform.redis_client.RedisLayout``): the listener opens one connection per master, subscribes
+(``SSUBSCRIBE``) to the shard channels of the slots it serves, then reads the union of the per-slot sets.
+A failed master, or a slot that moves (the server unsubscribes us: ``sunsubscribe``), ends the session:
+the listener finds the new masters, subscribes again and reloads, so a failover loses no notice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Iterable
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 
 from adplatform import names
 from adplatform.errors import is_retriable
+from adplatform.redis_client import blocked_members, is_cluster_url, open_redis
 
 logger = logging.getLogger(__name__)
 
@@ -49,32 +63,91 @@ class BlockedListener:
         self.messages += 1
         return True
 
-    def reload(self, members: set[bytes | str]) -> None:
+    def reload(self, members: Iterable[bytes | str]) -> None:
         """Replace the set's contents (no await in between: requests see either the old or the new set)."""
         fresh = {m.decode("utf-8", "replace") if isinstance(m, bytes) else m for m in members}
         self.blocked.intersection_update(fresh)
         self.blocked.update(fresh)
 
+    def _connected(self) -> None:
+        self.connected = True
+        if self._failing:
+            logger.info("blocked-set listener reconnected: %d blocked", len(self.blocked))
+        self._failing = False
+
+    async def _single(self) -> None:
+        """One session on one Redis: subscribe, load the set, apply messages until the connection fails."""
+        # No socket timeout: a subscribed connection is idle until a budget runs out. A dead peer is
+        # found by the health check pings.
+        client = aioredis.Redis.from_url(self._redis_url, socket_connect_timeout=5, health_check_interval=15)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(names.budget_channel_of(client))
+            self.reload(await client.smembers(names.BLOCKED_SET))
+            self._connected()
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    self.apply(message["data"])
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            await client.aclose()
+
+    async def _cluster(self) -> None:
+        """One session on a Redis Cluster (see the module doc); ends with the first failure of any master."""
+        cluster = open_redis(self._redis_url, socket_connect_timeout=5)
+        assert isinstance(cluster, RedisCluster)
+        subscribers: list[tuple[aioredis.Redis, PubSub]] = []
+        try:
+            try:
+                await cluster.initialize()
+            except RedisClusterException as exc:  # no seed answered: retried like a refused connection
+                raise RedisConnectionError(f"Redis Cluster unreachable: {exc}") from exc
+            slots: dict[tuple[str, int], list[int]] = {}
+            for slot, nodes in cluster.nodes_manager.slots_cache.items():
+                slots.setdefault((nodes[0].host, int(nodes[0].port)), []).append(slot)
+            for (host, port), owned in slots.items():
+                # No retries inside redis-py: a silent reconnect would skip the reload below.
+                node = aioredis.Redis(
+                    host=host, port=port, socket_connect_timeout=5, health_check_interval=15,
+                    retry=Retry(NoBackoff(), 0),
+                )  # fmt: skip
+                pubsub = node.pubsub(ignore_subscribe_messages=False)
+                subscribers.append((node, pubsub))
+                for slot in owned:  # SSUBSCRIBE takes the channels of one slot per call
+                    await pubsub.ssubscribe(names.budget_channel_of_slot(slot))
+            self.reload(await blocked_members(cluster))
+            self._connected()
+            listeners = [asyncio.ensure_future(self._drain(pubsub)) for _, pubsub in subscribers]
+            try:
+                done, _ = await asyncio.wait(listeners, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # raises what ended it
+            finally:
+                for task in listeners:
+                    task.cancel()
+                await asyncio.gather(*listeners, return_exceptions=True)
+        finally:
+            for node, pubsub in subscribers:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                await node.aclose()
+            await cluster.aclose()
+
+    async def _drain(self, pubsub: PubSub) -> None:
+        async for message in _listen(pubsub):
+            kind = message.get("type")
+            data = message.get("data")
+            if kind == "smessage" and isinstance(data, bytes | str):
+                self.apply(data)
+            elif kind == "sunsubscribe":  # the server dropped us: the slot moved (failover, resharding)
+                raise RedisConnectionError(f"unsubscribed from {message.get('channel')!r}: the slot moved")
+        raise RedisConnectionError("shard subscription ended")
+
     async def run(self) -> None:
         backoff_s = 0.5
+        session = self._cluster if is_cluster_url(self._redis_url) else self._single
         while True:
-            # No socket timeout: a subscribed connection is idle until a budget runs out. A dead peer is
-            # found by the health check pings.
-            client = aioredis.Redis.from_url(
-                self._redis_url, socket_connect_timeout=5, health_check_interval=15
-            )
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(names.budget_channel_of(client))
-                self.reload(await client.smembers(names.BLOCKED_SET))
-                self.connected = True
-                if self._failing:
-                    logger.info("blocked-set listener reconnected: %d blocked", len(self.blocked))
-                self._failing = False
-                backoff_s = 0.5
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        self.apply(message["data"])
+                await session()
             except Exception as exc:
                 if not is_retriable(exc):  # never clears by reconnecting: the task dies, logged
                     raise
@@ -85,8 +158,14 @@ class BlockedListener:
                 self._failing = True
                 self.reconnects += 1
             finally:
+                if self.connected:
+                    backoff_s = 0.5  # the session worked: the next attempt starts quick again
                 self.connected = False
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-                await client.aclose()
             await asyncio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, 5.0)
+
+
+async def _listen(pubsub: PubSub) -> AsyncIterator[dict[str, object]]:
+    """``pubsub.listen()``, typed."""
+    async for message in pubsub.listen():
+        yield message

@@ -59,6 +59,10 @@ class TopicConfig:
 
     prefix: str = ""
     partitions: int = 4
+    #: ``ADP_KAFKA_REPLICATION``: replicas of each platform topic (1 on the single-node stack, 3 on the
+    #: cluster stack); from 3 up a topic takes ``min.insync.replicas`` = replication - 1, so an ``acks=all``
+    #: write survives the loss of one broker and still succeeds while one is down.
+    replication: int = 1
 
     @property
     def instructions(self) -> str:
@@ -155,6 +159,11 @@ class Config:
     admin_url: str = "http://127.0.0.1:8100"
     #: ``ADP_API_KEY``: the admin API key those commands send (a secret: never in reprs or logs).
     api_key: str | None = field(default=None, repr=False)
+    #: ``ADP_REDIS_WAIT_REPLICAS``: replicas that must acknowledge a debit before feedback answers 200
+    #: (``WAIT``; 0 on one node, 1 on the cluster stack, where a master failover must not forget a charge).
+    redis_wait_replicas: int = 0
+    #: ``ADP_REDIS_WAIT_MS``: how long a debit waits for those replicas; past it the batch is refunded, 503.
+    redis_wait_ms: int = 200
 
     @property
     def pg_dsn_redacted(self) -> str:
@@ -337,6 +346,7 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv: Path | None
         topics=TopicConfig(
             prefix=env.get(PREFIX + "TOPIC_PREFIX", ""),
             partitions=_int(env, "KAFKA_PARTITIONS", 4, minimum=1),
+            replication=_int(env, "KAFKA_REPLICATION", 1, minimum=1),
         ),
         group_prefix=env.get(PREFIX + "GROUP_PREFIX", ""),
         token_keys=_token_keys(env.get(PREFIX + "TOKEN_KEYS") or DEV_TOKEN_KEYS),
@@ -357,4 +367,6 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv: Path | None
         request_count_interval_s=_int(env, "REQUEST_COUNT_INTERVAL_S", 60, minimum=1),
         admin_url=_http_url("ADMIN_URL", env.get(PREFIX + "ADMIN_URL") or "http://127.0.0.1:8100"),
         api_key=env.get(PREFIX + "API_KEY") or None,
+        redis_wait_replicas=_int(env, "REDIS_WAIT_REPLICAS", 0, minimum=0),
+        redis_wait_ms=_int(env, "REDIS_WAIT_MS", 200, minimum=1),
     )

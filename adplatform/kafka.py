@@ -39,7 +39,10 @@ async def start_or_close(client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaA
 
 def topic_settings(topics: TopicConfig, name: str) -> dict[str, str]:
     base = name[len(topics.prefix) :] if topics.prefix and name.startswith(topics.prefix) else name
-    return TOPIC_SETTINGS.get(base, {})
+    settings = dict(TOPIC_SETTINGS.get(base, {}))
+    if topics.replication >= 3:  # one broker may be down and acks=all writes still succeed
+        settings["min.insync.replicas"] = str(topics.replication - 1)
+    return settings
 
 
 async def ensure_topics(config: Config, names: Iterable[str] | None = None) -> list[str]:
@@ -55,7 +58,7 @@ async def ensure_topics(config: Config, names: Iterable[str] | None = None) -> l
                 NewTopic(
                     name=n,
                     num_partitions=config.topics.partitions,
-                    replication_factor=1,
+                    replication_factor=config.topics.replication,
                     topic_configs=topic_settings(config.topics, n),
                 )
                 for n in missing

@@ -7,6 +7,8 @@ de-duplication keys live on one shard and one Lua script can touch them atomical
 
 from __future__ import annotations
 
+import binascii
+import functools
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -37,6 +39,41 @@ def budget_channel_of(client: aioredis.Redis) -> str:
 PACER_LEASE: Final = REDIS_PREFIX + "pacer:lease"
 #: Set of campaign ids whose budget (total or slot) is spent; workers load it at start.
 BLOCKED_SET: Final = REDIS_PREFIX + "blocked"
+
+
+#: Redis Cluster's hash slots: a key's slot is CRC16 of its hash tag modulo this.
+HASH_SLOTS: Final = 16384
+
+
+@functools.cache
+def _slot_tags() -> tuple[str, ...]:
+    """For each hash slot, a short hash tag (hex digits) that maps to it: the first hex number to reach the
+    slot, so every process computes the same table (about 0.1 s, once)."""
+    tags: list[str | None] = [None] * HASH_SLOTS
+    left, i = HASH_SLOTS, 0
+    while left:
+        tag = format(i, "x")
+        slot = binascii.crc_hqx(tag.encode(), 0) % HASH_SLOTS
+        if tags[slot] is None:
+            tags[slot] = tag
+            left -= 1
+        i += 1
+    return tuple(t for t in tags if t is not None)
+
+
+def slot_tag(slot: int) -> str:
+    """A hash tag whose keys live in ``slot``."""
+    return _slot_tags()[slot]
+
+
+def blocked_key_of_slot(slot: int) -> str:
+    """On Redis Cluster: the blocked set of the campaigns of one hash slot (``BLOCKED_SET``'s shard)."""
+    return f"{BLOCKED_SET}:{{{slot_tag(slot)}}}"
+
+
+def budget_channel_of_slot(slot: int) -> str:
+    """On Redis Cluster: the shard channel (``SPUBLISH``) of one hash slot's budget notices."""
+    return f"{CHANNEL_BUDGET}:{{{slot_tag(slot)}}}"
 
 
 def budget_key(campaign_id: str) -> str:

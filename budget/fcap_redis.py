@@ -16,9 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-import redis.asyncio as aioredis
-
 from adplatform import names
+from adplatform.redis_client import RedisClient
 from index.campaign import Campaign
 
 #: KEYS: one cap key per candidate, in auction order. ARGV: per candidate ``count, window_ms, ttl_ms``.
@@ -47,12 +46,12 @@ class FrequencyCapStore:
     """Runs ``PICK`` for one request's capped candidates (a Redis Cluster client routes it by the user's
     hash tag)."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._client = client
         self._pick = client.register_script(PICK)
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> RedisClient:
         return self._client
 
     async def pick(self, user_id: str, capped: Sequence[Campaign], now_s: float) -> int:

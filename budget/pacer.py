@@ -16,13 +16,13 @@ import os
 import socket
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from adplatform import names
 from adplatform.config import Config
 from adplatform.metrics import PACER_BLOCKED, PACER_CAMPAIGNS, PACER_SLOTS
 from adplatform.process import run_until_signalled
+from adplatform.redis_client import RedisClient, open_redis
 from budget.budget_redis import BudgetStore
 from index.pacing import Clock, SystemClock, slot_bounds, slot_id
 
@@ -40,7 +40,7 @@ class PaceResult:
 class Pacer:
     """Acts once per slot when it holds the slot's lease."""
 
-    def __init__(self, client: aioredis.Redis, *, slot_s: int, clock: Clock | None = None) -> None:
+    def __init__(self, client: RedisClient, *, slot_s: int, clock: Clock | None = None) -> None:
         self._client = client
         self._store = BudgetStore(client, slot_s=slot_s)
         self._slot_s = slot_s
@@ -52,6 +52,7 @@ class Pacer:
         self._stopping.set()
 
     async def campaign_ids(self) -> list[str]:
+        """Every campaign with a budget (SCAN of every master on a cluster)."""
         ids: list[str] = []
         async for key in self._client.scan_iter(match=names.REDIS_PREFIX + "camp:*", count=1000):
             ids.append(names.campaign_id_of(key.decode() if isinstance(key, bytes) else key))
@@ -98,7 +99,7 @@ class Pacer:
 async def run_pacer(config: Config, *, slots: int | None = None) -> int:
     """Entry point of ``adplatform pacer``: pace until SIGTERM/SIGINT (or ``slots`` slots); the number of
     slots in which this pacer held the lease and acted."""
-    client = aioredis.Redis.from_url(config.redis_url, socket_timeout=10)
+    client = open_redis(config.redis_url, socket_timeout=10)
     pacer = Pacer(client, slot_s=config.slot_s)
     try:
         return sum(r.acted for r in await run_until_signalled(pacer.run(slots=slots), pacer.stop))

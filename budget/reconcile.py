@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from adplatform.config import Config
 from adplatform.kafka import read_to_end
@@ -35,6 +34,7 @@ from adplatform.metrics import RECONCILE_DIFFERING, RECONCILE_DRIFT, RECONCILE_R
 from adplatform.names import GROUP_LEDGER
 from adplatform.postgres import create_pool
 from adplatform.process import run_until_signalled
+from adplatform.redis_client import RedisClient, open_redis
 from adplatform.wire import feedback_decoder
 from budget.budget_redis import BudgetStore, DedupEntry, dedup_ttl_s
 from budget.ledger import stored_offsets
@@ -207,9 +207,9 @@ def _record_drift(diffs: Iterable[SpendDiff]) -> None:
     RECONCILE_DIFFERING.set(len(listed))
 
 
-async def open_reconciler(config: Config) -> tuple[Reconciler, asyncpg.Pool, aioredis.Redis]:
+async def open_reconciler(config: Config) -> tuple[Reconciler, asyncpg.Pool, RedisClient]:
     pool = await create_pool(config)
-    client = aioredis.Redis.from_url(config.redis_url, socket_timeout=5)
+    client = open_redis(config.redis_url, socket_timeout=5)
     return Reconciler(config, pool, BudgetStore(client, slot_s=config.slot_s)), pool, client
 
 

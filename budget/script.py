@@ -4,8 +4,8 @@ One hash per campaign (``adplatform.names.budget_key``) holds integers: ``budget
 ``slot_budget`` and ``slot_spent`` in micro-units, ``version`` of the campaign state that set the budget,
 ``slot`` (the epoch-aligned pacing slot the slot fields belong to), and the flight in epoch seconds.
 Every change is one script, so it is atomic under any concurrency. A campaign's keys share a hash tag;
-the batch scripts (``INIT``, ``DEBIT``) take many campaigns in one call, which on Redis Cluster means
-grouping a batch by hash slot first (one node here, so they are not grouped).
+the batch scripts (``INIT``, ``DEBIT``) take many campaigns in one call: on Redis Cluster the caller
+groups a batch by hash slot, so every call touches one slot (``budget.slot_call``).
 
 ``RULES`` is the one place the scripts' money rules are written: a campaign's hash is read into a Lua
 table once (``load``), the slot roll (``roll``: the slot-budget rule of ``index.pacing.slot_budget``,
@@ -18,9 +18,11 @@ and ``math.floor(a / b)`` is exact for such integers. Lua numbers handed to ``re
 with 17 significant digits, so such integers are stored exactly, without an exponent.
 
 Exhaustion: when a charge uses up the total or the slot budget, the script adds the campaign to the
-blocked set and publishes ``block:<id>`` on ``names.CHANNEL_BUDGET`` in the same atomic step; every
-ad-server worker subscribes and skips the campaign (pub/sub reaches all workers in about a millisecond;
-the set is what a worker loads when it starts or reconnects, so a missed message is repaired).
+blocked set and publishes ``block:<id>`` on the budget channel in the same atomic step; every ad-server
+worker subscribes and skips the campaign (pub/sub reaches all workers in about a millisecond; the set is
+what a worker loads when it starts or reconnects, so a missed message is repaired). The caller names the
+set, the channel and the publish command (``adplatform.redis_client.RedisLayout``): on one node the one
+set and ``PUBLISH``; on Redis Cluster the set and shard channel of the campaign's slot and ``SPUBLISH``.
 """
 
 from __future__ import annotations
@@ -75,19 +77,21 @@ local function exhausted(st)
   return st.spent >= st.budget or st.ss >= st.sb
 end
 
--- Block or unblock after any change; publish only on a change of state. Returns 1 when blocked.
-local function settle(key, st, blocked, channel)
+-- Block or unblock after any change; publish (``pub``: PUBLISH or SPUBLISH) only on a change of state.
+-- Returns 1 when blocked.
+local function settle(key, st, blocked, channel, pub)
   local cid = cid_of(key)
   if exhausted(st) then
-    if redis.call('SADD', blocked, cid) == 1 then redis.call('PUBLISH', channel, 'block:' .. cid) end
+    if redis.call('SADD', blocked, cid) == 1 then redis.call(pub, channel, 'block:' .. cid) end
     return 1
   end
-  if redis.call('SREM', blocked, cid) == 1 then redis.call('PUBLISH', channel, 'unblock:' .. cid) end
+  if redis.call('SREM', blocked, cid) == 1 then redis.call(pub, channel, 'unblock:' .. cid) end
   return 0
 end
 """
 
-# KEYS: blocked set, then one budget hash per campaign. ARGV: slot, slot_s, channel, then 5 values per
+# KEYS: blocked set, then one budget hash per campaign. ARGV: slot, slot_s, channel, publish command, then 5
+# values per
 # campaign: version, budget, flight_start, flight_end, new (1: the campaign has never been in the books,
 # so it has spent nothing). A batch per call keeps the manager's per-campaign cost to a few
 # microseconds. A newer campaign state sets the budget and flight; spend is kept (an Update changes the
@@ -95,7 +99,8 @@ end
 # nothing. A missing hash is created (spent 0) only for a new campaign: any other campaign's hash is
 # missing because Redis lost its data, its spend is unknown here, and a hash with spent 0 would let it
 # spend its budget again; it stays missing (feedback answers 503) until reconciliation rebuilds it from
-# the books. (On Redis Cluster, the caller groups a batch by hash slot.)
+# the books. (On Redis Cluster, the caller groups a batch by hash slot: the blocked set and channel are
+# the slot's.)
 INIT: Final = (
     RULES
     + """
@@ -104,7 +109,7 @@ local slot_s = tonumber(ARGV[2])
 local changed = 0
 for i = 2, #KEYS do
   local key = KEYS[i]
-  local a = 4 + (i - 2) * 5
+  local a = 5 + (i - 2) * 5
   local cur = tonumber(redis.call('HGET', key, 'version') or '-1')
   if cur < tonumber(ARGV[a]) and (cur >= 0 or ARGV[a + 4] == '1') then
     redis.call('HSET', key, 'version', ARGV[a], 'budget', ARGV[a + 1], 'flight_start', ARGV[a + 2],
@@ -118,7 +123,7 @@ for i = 2, #KEYS do
     st.ss = kept
     st.slot = slot
     save_slot(key, st)
-    settle(key, st, KEYS[1], ARGV[3])
+    settle(key, st, KEYS[1], ARGV[3], ARGV[4])
     changed = changed + 1
   end
 end
@@ -127,11 +132,11 @@ return changed
 )
 
 # KEYS: blocked set, then a budget hash and a dedup key per debit. ARGV: slot, slot_s, channel, dedup ttl s,
-# then one amount per debit. Returns 3 integers per debit, in order: status, charged, exhausted. Status
-# 0 charged, 1 duplicate (charged = the first charge), 2 unknown campaign (no budget in Redis: refuse,
-# nothing charged). The debits run one after the other inside the one atomic script, so a batch of
-# debits from concurrent requests (the feedback path coalesces them) costs one round trip and one AOF
-# write, and each debit sees the budget the previous one left.
+# publish command, then one amount per debit. Returns 3 integers per debit, in order: status, charged,
+# exhausted. Status 0 charged, 1 duplicate (charged = the first charge), 2 unknown campaign (no budget
+# in Redis: refuse, nothing charged). The debits run one after the other inside the one atomic script,
+# so a batch of debits from concurrent requests (the feedback path coalesces them) costs one round trip
+# and one AOF write, and each debit sees the budget the previous one left.
 #
 # The hot path of every feedback, so each debit is one Redis command: a campaign's hash is read once per
 # call (``load``), the debits of the batch apply to that table, and each campaign touched is written back
@@ -146,6 +151,7 @@ local slot = tonumber(ARGV[1])
 local slot_s = tonumber(ARGV[2])
 local channel = ARGV[3]
 local ttl = ARGV[4]
+local pub = ARGV[5]
 local blocked = KEYS[1]
 local states = {}
 local touched = {}
@@ -168,7 +174,7 @@ for i = 1, (#KEYS - 1) / 2 do
       out[#out + 1] = 2; out[#out + 1] = 0; out[#out + 1] = 0
     end
   else
-    local charge = tonumber(ARGV[4 + i])
+    local charge = tonumber(ARGV[5 + i])
     if charge > st.budget - st.spent then charge = st.budget - st.spent end
     if charge > st.sb - st.ss then charge = st.sb - st.ss end
     if charge < 0 then charge = 0 end
@@ -197,13 +203,13 @@ for _, bkey in ipairs(touched) do
   end
 end
 for _, bkey in ipairs(settled) do
-  settle(bkey, states[bkey], blocked, channel)
+  settle(bkey, states[bkey], blocked, channel, pub)
 end
 return out
 """
 )
 
-# KEYS: budget hash, dedup key, blocked set. ARGV: charged, slot, channel.
+# KEYS: budget hash, dedup key, blocked set. ARGV: charged, slot, channel, publish command.
 # Undo a debit whose event Kafka did not acknowledge: the client gets a 503 and may retry. HINCRBY keeps
 # the undo exact in Redis's own integers.
 REFUND: Final = (
@@ -218,26 +224,26 @@ if charged > 0 and redis.call('HEXISTS', KEYS[1], 'budget') == 1 then
   if tonumber(redis.call('HGET', KEYS[1], 'slot') or '-1') == tonumber(ARGV[2]) then
     redis.call('HINCRBY', KEYS[1], 'slot_spent', -charged)
   end
-  settle(KEYS[1], load(KEYS[1]), KEYS[3], ARGV[3])
+  settle(KEYS[1], load(KEYS[1]), KEYS[3], ARGV[3], ARGV[4])
 end
 return 1
 """
 )
 
-# KEYS: budget hash, blocked set. ARGV: slot, slot_s, channel. The pacer's per-slot step: -1 when the
-# campaign has no budget, else 1 when it is blocked after the roll.
+# KEYS: budget hash, blocked set. ARGV: slot, slot_s, channel, publish command. The pacer's per-slot step:
+# -1 when the campaign has no budget, else 1 when it is blocked after the roll.
 PACE: Final = (
     RULES
     + """
 local st = load(KEYS[1])
 if not st then return -1 end
 if roll(st, tonumber(ARGV[1]), tonumber(ARGV[2])) then save_slot(KEYS[1], st) end
-return settle(KEYS[1], st, KEYS[2], ARGV[3])
+return settle(KEYS[1], st, KEYS[2], ARGV[3], ARGV[4])
 """
 )
 
 # KEYS: budget hash, blocked set. ARGV: expected spent ('' = the hash must be absent), new spent,
-# version, budget, flight_start, flight_end, slot, slot_s, channel.
+# version, budget, flight_start, flight_end, slot, slot_s, channel, publish command.
 # Reconciliation's compare-and-set: repairs only if nothing charged since the spend was read.
 REPAIR: Final = (
     RULES
@@ -260,7 +266,7 @@ else
 end
 local st = load(KEYS[1])
 if roll(st, tonumber(ARGV[7]), tonumber(ARGV[8])) then save_slot(KEYS[1], st) end
-settle(KEYS[1], st, KEYS[2], ARGV[9])
+settle(KEYS[1], st, KEYS[2], ARGV[9], ARGV[10])
 return 1
 """
 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,9 @@ from tests.fresh import (
 )
 
 T = TypeVar("T")
+
+#: The tests' own Redis Cluster (``redis_cluster`` tests).
+pytest_plugins = ["tests.redis_cluster"]
 
 SERVICE_MARKERS = ("postgres", "redis", "kafka", "spark")
 SERVICE_PORTS = {PG_PORT, REDIS_PORT, KAFKA_PORT, KAFKA_CONTROLLER_PORT}
@@ -131,6 +135,17 @@ def base_config(session_sandbox: Sandbox | None) -> Config:
 def config(base_config: Config, request: pytest.FixtureRequest) -> Config:
     """The stack's config with a fresh topic and consumer-group prefix for this test."""
     return fresh_config(base_config, kafka=request.node.get_closest_marker("kafka") is not None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cluster`` need the cluster stack and minutes: they run only when the marker
+    expression names them (``-m cluster``, ``make test-cluster``)."""
+    if re.search(r"(?<![\w])cluster(?![\w])", str(config.getoption("markexpr") or "")):
+        return
+    kept = [item for item in items if item.get_closest_marker("cluster") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

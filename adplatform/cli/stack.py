@@ -14,6 +14,16 @@ def stack() -> None:
     """The local stack: PostgreSQL :15432, Redis :16379, Kafka :19092 under .stack/ (no Docker)."""
 
 
+TOPOLOGY = click.option(
+    "--topology",
+    type=click.Choice(["single", "cluster"]),
+    default="single",
+    show_default=True,
+    help="single: one of each service. cluster: Redis Cluster 3+3 (:17101-17106), 3 Kafka brokers "
+    "(:19291-19293), Spark master :17077 + 2 workers, under .stack/cluster/ (PostgreSQL shared).",
+)
+
+
 @stack.command("up")
 @click.option(
     "--with-prometheus",
@@ -21,12 +31,18 @@ def stack() -> None:
     help="Also start Debian's Prometheus (apt-get install when missing) on :19090, scraping every "
     "service's /metrics as deploy/prometheus.yml lists them; `stack down` stops it.",
 )
-def stack_up(with_prometheus: bool) -> None:
+@TOPOLOGY
+def stack_up(topology: str, with_prometheus: bool) -> None:
     """Install what is missing, start every service, wait until each answers, migrate, create topics."""
     from devstack import stack as st
 
     try:
-        st.up(config(), with_prometheus=with_prometheus)
+        if topology == "cluster":
+            from devstack import cluster
+
+            cluster.up(config())
+        else:
+            st.up(config(), with_prometheus=with_prometheus)
     except (st.StackError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -44,22 +60,35 @@ def stack_fetch() -> None:
 
 
 @stack.command("down")
-def stack_down() -> None:
+@TOPOLOGY
+def stack_down(topology: str) -> None:
     """Stop the services the stack started (by PID). Data stays in .stack/."""
+    if topology == "cluster":
+        from devstack import cluster
+
+        cluster.down(config())
+        return
     from devstack import stack as st
 
     st.down(config())
 
 
 @stack.command("status")
-def stack_status() -> None:
-    """Each service, its port, PID and health. Exits 1 when any is down."""
-    from devstack import stack as st
+@TOPOLOGY
+def stack_status(topology: str) -> None:
+    """Each service (each node of the cluster), its port, PID and health. Exits 1 when any is down."""
+    if topology == "cluster":
+        from devstack import cluster
 
-    rows = st.status(config())
-    click.echo(f"{'service':<10} {'port':>6} {'pid':>8}  health")
+        rows = cluster.status(config())
+    else:
+        from devstack import stack as st
+
+        rows = st.status(config())
+    width = max(10, *(len(name) for name, *_ in rows))
+    click.echo(f"{'service':<{width}} {'port':>6} {'pid':>8}  health")
     for name, port, pid, ok in rows:
-        click.echo(f"{name:<10} {port:>6} {pid or '-':>8}  {'up' if ok else 'DOWN'}")
+        click.echo(f"{name:<{width}} {port:>6} {pid or '-':>8}  {'up' if ok else 'DOWN'}")
     if not all(ok for *_, ok in rows):
         sys.exit(1)
 

@@ -1,0 +1,148 @@
+"""The cluster stack's Kafka and Spark under a fault (marker ``cluster``: needs ``adplatform stack up
+--topology cluster``; run by ``make test-cluster``, not by the default suite).
+
+Kafka: a topic with replication 3 and ``min.insync.replicas=2``, the platform's producer (``acks=all``,
+idempotent); the leader of a partition is killed mid-stream: every message sent is acknowledged and read
+back exactly once, and the broker rejoins. Spark: a job runs on the standalone master's 2 workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from adplatform.config import Config, load_config
+from adplatform.kafka import delete_topics, ensure_topics, make_producer
+from devstack import cluster, kafka_cluster, spark_cluster
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def cluster_config() -> Config:
+    base = load_config()
+    rows = cluster.status(base)
+    down = [name for name, _, _, ok in rows if not ok]
+    if down:
+        pytest.fail(
+            f"the cluster stack is not up ({', '.join(down)}): adplatform stack up --topology cluster"
+        )
+    return cluster.cluster_config(base.namespaced(f"t{uuid.uuid4().hex[:8]}-"))
+
+
+async def _leader(config: Config, topic: str) -> int:
+    """The leader of partition 0 of a fresh topic (once its metadata reached the broker asked)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            (described,) = await admin.describe_topics([topic])
+            partitions = {p["partition"]: p for p in described["partitions"]}
+            if len(partitions) == config.topics.partitions and partitions[0]["leader"] >= 0:
+                assert all(len(p["replicas"]) == 3 for p in partitions.values())
+                return int(partitions[0]["leader"])
+            assert time.monotonic() < deadline, described
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
+async def test_produce_and_consume_go_on_with_a_broker_killed(cluster_config: Config) -> None:
+    config = cluster_config
+    topic = config.topics.feedback
+    await ensure_topics(config, [topic])
+    leader = await _leader(config, topic)
+    node = next(n for n in cluster.nodes(config) if n.name == f"kafka-{leader}")
+    producer = make_producer(config, linger_ms=1)
+    await producer.start()
+    sent: list[bytes] = []
+    try:
+        for i in range(300):
+            sent.append(f"m{i}".encode())
+            await producer.send_and_wait(topic, sent[-1], key=str(i % 7).encode())
+        assert cluster.stop_node(node, sig=signal.SIGKILL)  # the leader of partition 0 dies
+        killed_at = time.monotonic()
+        acks = []
+        for i in range(300, 900):
+            sent.append(f"m{i}".encode())
+            acks.append(await producer.send(topic, sent[-1], key=str(i % 7).encode()))
+        await asyncio.wait_for(asyncio.gather(*acks), 60)  # acks=all with 2 of 3 in sync
+        produce_s = time.monotonic() - killed_at
+    finally:
+        await producer.stop()
+        base = Path(load_config().stack_dir)
+        root = cluster.root(load_config())
+        kafka_cluster.start_broker(
+            root, leader, jars=base / "jars" / "kafka", logs=root / "logs",
+            cluster_id=(root / "kafka.cluster.id").read_text().strip(),
+        )  # fmt: skip
+    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(config.topics.partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        got: list[bytes] = []
+        deadline = time.monotonic() + 60
+        while len(got) < len(sent) and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=1000)
+            got += [r.value for records in batch.values() for r in records if r.value is not None]
+    finally:
+        await consumer.stop()
+    print(f"600 messages acknowledged {produce_s:.1f}s after the leader was killed")
+    assert sorted(got) == sorted(sent)  # nothing lost, nothing twice
+    deadline = time.monotonic() + 90
+    while cluster.node_pid(node) is None or not await _three_brokers(config):
+        assert time.monotonic() < deadline, "the killed broker did not rejoin"
+        await asyncio.sleep(1)
+    with contextlib.suppress(Exception):
+        await delete_topics(config, [topic])
+
+
+async def _three_brokers(config: Config) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap)
+    try:
+        await admin.start()
+        return len((await admin.describe_cluster())["brokers"]) == 3
+    finally:
+        await admin.close()
+
+
+JOB = """
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.appName("adp-cluster-test").getOrCreate()
+total = spark.sparkContext.parallelize(range(100_000), 8).map(lambda x: x * 2).sum()
+executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1
+print(f"RESULT {total} {executors}")
+spark.stop()
+"""
+
+
+def test_a_job_runs_on_the_standalone_master_and_its_two_workers(tmp_path: Path) -> None:
+    job = tmp_path / "job.py"
+    job.write_text(JOB)
+    submit = spark_cluster.spark_home() / "bin" / "spark-submit"
+    done = subprocess.run(
+        [str(submit), "--master", spark_cluster.master_url(), "--executor-memory", "512m",
+         "--conf", "spark.ui.enabled=false", "--conf", "spark.pyspark.python=" + sys.executable,
+         # Start once both workers' executors are registered, so the job runs on the two of them.
+         "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
+         "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=60s", str(job)],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT")), None)
+    assert line is not None, done.stderr[-3000:]
+    _, total, executors = line.split()
+    assert int(total) == 2 * sum(range(100_000))
+    assert int(executors) == 2  # one executor per worker
