@@ -7,7 +7,7 @@ from typing import Any
 
 from archive.error import ArchiveError
 
-__all__ = ["ArchiveError", "create_session", "spark_jars"]
+__all__ = ["ArchiveError", "create_session", "jdbc_jars", "spark_jars"]
 
 
 def spark_jars(stack_dir: Path) -> list[Path]:
@@ -19,14 +19,24 @@ def spark_jars(stack_dir: Path) -> list[Path]:
     return jars
 
 
+def jdbc_jars(jars: list[Path]) -> list[Path]:
+    """The PostgreSQL JDBC driver among the fetched jars."""
+    return [j for j in jars if j.name.startswith("postgresql-")]
+
+
 def create_session(app_name: str, stack_dir: Path, *, master: str = "local[2]", **conf: str) -> Any:
     """A SparkSession with the offline connector jars; small shuffle settings for one machine."""
     from pyspark.sql import SparkSession
 
+    jars = spark_jars(stack_dir)
     builder = (
         SparkSession.builder.appName(app_name)
         .master(master)
-        .config("spark.jars", ",".join(str(j) for j in spark_jars(stack_dir)))
+        .config("spark.jars", ",".join(str(j) for j in jars))
+        # The JDBC driver on the JVM's own class path too: the warehouse's Hive metastore (DataNucleus)
+        # finds drivers through DriverManager, which ignores the jars Spark adds at run time. Set on every
+        # session, since only the first one of a Python process launches the JVM.
+        .config("spark.driver.extraClassPath", ":".join(str(j) for j in jdbc_jars(jars)))
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.ui.enabled", "false")
         .config("spark.driver.memory", "1g")

@@ -58,6 +58,7 @@ def build_submit(
     job: Path,
     job_args: Sequence[str],
     path: str,
+    driver_class_path: Sequence[Path] = (),
 ) -> SubmitCommand:
     """The command for ``job`` under the virtualenv whose interpreter is ``python``; ``path`` is the
     caller's ``PATH``, kept after the virtualenv's ``bin``."""
@@ -67,6 +68,8 @@ def build_submit(
         argv += ["--jars", ",".join(str(j) for j in jars)]
     if packages:
         argv += ["--packages", ",".join(packages)]
+    if driver_class_path:
+        argv += ["--driver-class-path", os.pathsep.join(str(j) for j in driver_class_path)]
     argv += [str(job), *job_args]
     env = (
         ("PATH", os.pathsep.join(p for p in (str(bin_dir), path) if p)),

@@ -9,7 +9,20 @@ from __future__ import annotations
 
 import click
 
-from adplatform.cli import admin, archive, budget, campaign, dlq_api, ingest, load, reset, run, serve, stack
+from adplatform.cli import (
+    admin,
+    archive,
+    budget,
+    campaign,
+    dlq_api,
+    ingest,
+    load,
+    reset,
+    run,
+    serve,
+    stack,
+    warehouse,
+)
 from adplatform.cli.common import PlatformGroup
 
 
@@ -25,7 +38,7 @@ def main() -> None:
     """
 
 
-for _module in (stack, ingest, serve, budget, load, archive, reset, run, admin, campaign):
+for _module in (stack, ingest, serve, budget, load, archive, warehouse, reset, run, admin, campaign):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 for _command in dlq_api.SUBCOMMANDS:

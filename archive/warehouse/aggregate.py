@@ -1,0 +1,89 @@
+"""The aggregates reports read, rebuilt from the ``feedback`` table for given days.
+
+Counts are per request and day, as ``archive.metrics`` counts them: feedback flags are cumulative (a click
+event carries ``view=1``), so a request counts as viewed, clicked or acquired on a day when any of its events
+that day carries the flag. Spend is summed per event, in exact micros (``spend_micros``) and as the decimal
+(``spend``), so the aggregate's spend equals the feedback table's to the micro.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from archive.metrics import _dimension_columns
+from archive.warehouse.tables import DATE, FEEDBACK
+
+
+def per_request(spark: Any, days: Sequence[str]) -> Any:
+    """One row per (day, request) of ``days``: campaign, user, flags, events, spend."""
+    from pyspark.sql import functions as F
+
+    events = spark.table(FEEDBACK).where(F.col(DATE).isin(list(days)))
+    same = ("campaign_id", "user_age", "user_gender", "user_device_type", "user_city")
+    return events.groupBy(DATE, "request_id").agg(
+        *[F.first(c, ignorenulls=True).alias(c) for c in same],
+        F.max("view").alias("viewed"),
+        F.max("click").alias("clicked"),
+        F.max("acquisition").alias("acquired"),
+        F.count(F.lit(1)).alias("events"),
+        F.sum("expenditure_micros").alias("spend_micros"),
+        F.sum("expenditure_amount").alias("spend"),
+    )
+
+
+def _sums() -> list[Any]:
+    from pyspark.sql import functions as F
+
+    return [
+        F.count(F.lit(1)).alias("requests"),
+        F.sum("events").alias("events"),
+        F.sum("viewed").alias("views"),
+        F.sum("clicked").alias("clicks"),
+        F.sum("acquired").alias("acquisitions"),
+        F.sum("spend_micros").alias("spend_micros"),
+        F.sum("spend").cast("decimal(30,6)").alias("spend"),
+    ]
+
+
+def _ratio(numerator: str, denominator: str) -> Any:
+    from pyspark.sql import functions as F
+
+    return F.when(F.col(denominator) > 0, F.col(numerator) / F.col(denominator))
+
+
+def campaign_day(requests: Any) -> Any:
+    """campaign × day, columns in the table's order."""
+    frame = requests.groupBy(DATE, "campaign_id").agg(*_sums())
+    return frame.select(
+        "campaign_id",
+        "requests",
+        "events",
+        "views",
+        "clicks",
+        "acquisitions",
+        "spend_micros",
+        "spend",
+        _ratio("clicks", "views").alias("ctr"),
+        _ratio("acquisitions", "clicks").alias("conversion_rate"),
+        DATE,
+    )
+
+
+def demographic_day(requests: Any) -> Any:
+    """age bucket × gender × device × city × day, columns in the table's order."""
+    dims = _dimension_columns()
+    frame = requests.select("*", *[expr.alias(name) for name, expr in dims.items()])
+    frame = frame.groupBy(DATE, *dims).agg(*_sums())
+    return frame.select(
+        *dims,
+        "requests",
+        "events",
+        "views",
+        "clicks",
+        "acquisitions",
+        "spend_micros",
+        "spend",
+        _ratio("clicks", "views").alias("ctr"),
+        DATE,
+    )

@@ -1,0 +1,49 @@
+"""spark-submit entry point of the warehouse load: ``spark-submit … archive/warehouse/job.py`` (see
+``adplatform warehouse load``). Config from ``ADP_*``; prints one summary line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from adplatform.config import load_config
+from archive.layout import ArchiveLayout
+from archive.warehouse.catalog import WarehouseConfig, ensure_metastore_schema, hive_conf
+from archive.warehouse.load import load_feedback
+from archive.warehouse.tables import ensure_tables
+
+APP_NAME = "adplatform-warehouse-load"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Load the feedback table and its aggregates once; exit 0."""
+    from pyspark.sql import SparkSession
+
+    argparse.ArgumentParser(prog="warehouse-load", description=__doc__).parse_args(argv)
+    config = load_config()
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    warehouse = WarehouseConfig.from_config(config)
+    ensure_metastore_schema(warehouse)
+    builder = SparkSession.builder.appName(APP_NAME)
+    for key, value in {**hive_conf(warehouse), "spark.sql.shuffle.partitions": "4"}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    try:
+        ensure_tables(spark, warehouse)
+        summary = load_feedback(spark, ArchiveLayout(config.archive_dir), warehouse)
+    finally:
+        spark.stop()
+    rate = summary.events / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
+    days = ", ".join(summary.days) or "-"
+    print(
+        f"warehouse load {summary.load_id}: {summary.new_files} new files, days {days}, "
+        f"{summary.events} events in those days, {summary.elapsed_s:.1f}s ({rate:.0f} events/s)",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Replace whole day partitions of a catalogued table, one atomic metastore update per day.
+
+A load writes the new rows of every touched day under ``<table>/_v/<load_id>/date=D/`` (a directory no
+reader lists: names starting with ``_`` are hidden), then moves each day's partition to it with one
+``ALTER TABLE … SET LOCATION`` (or ``ADD PARTITION``). A crash leaves every day either on its old directory
+or its new one; the old directories are deleted only after the load is committed (``delete_locations``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from archive.warehouse.tables import DATE
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """What one table's replacement did: the days now on new data and the directories they left."""
+
+    table: str
+    dates: tuple[str, ...]
+    old_locations: tuple[str, ...]
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by a test hook between two partition swaps (the load stops as if killed)."""
+
+
+def partition_dates(spark: Any, table: str) -> set[str]:
+    """The days a table has partitions for (``YYYY-MM-DD``)."""
+    return {row[0].split("=", 1)[1] for row in spark.sql(f"SHOW PARTITIONS {table}").collect()}
+
+
+def partition_location(spark: Any, table: str, day: str) -> str:
+    rows = spark.sql(f"DESCRIBE TABLE EXTENDED {table} PARTITION (`{DATE}` = '{day}')").collect()
+    for row in rows:
+        if row[0] == "Location":
+            return str(row[1])
+    raise RuntimeError(f"{table}: partition {day} has no location")
+
+
+def write_days(frame: Any, staging: str) -> None:
+    """Write ``frame`` (with a ``date`` column) as one directory per day under ``staging``."""
+    frame.repartition(DATE).write.partitionBy(DATE).parquet(staging)
+
+
+def swap_days(
+    spark: Any, table: str, staging: str, days: Sequence[str], *, crash_after: int | None = None
+) -> Replaced:
+    """Point each day's partition of ``table`` at ``staging/date=D`` (days with no new directory are left
+    as they are). ``crash_after``: raise ``SimulatedCrash`` after that many swaps (tests)."""
+    existing = partition_dates(spark, table)
+    written = existing_dirs(spark, [f"{staging}/{DATE}={d}" for d in days])
+    done: list[str] = []
+    old: list[str] = []
+    for day in days:
+        location = f"{staging}/{DATE}={day}"
+        if location not in written:
+            continue
+        spec = f"PARTITION (`{DATE}` = '{day}')"
+        if day in existing:
+            old.append(partition_location(spark, table, day))
+            spark.sql(f"ALTER TABLE {table} {spec} SET LOCATION '{location}'")
+        else:
+            spark.sql(f"ALTER TABLE {table} ADD IF NOT EXISTS {spec} LOCATION '{location}'")
+        done.append(day)
+        if crash_after is not None and len(done) >= crash_after:
+            raise SimulatedCrash(f"{table}: stopped after {len(done)} of {len(days)} days")
+    spark.catalog.refreshTable(table)
+    return Replaced(table, tuple(done), tuple(old))
+
+
+def _fs_path(spark: Any, location: str) -> tuple[Any, Any]:
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(location)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
+
+
+def existing_dirs(spark: Any, locations: Iterable[str]) -> set[str]:
+    """The ``locations`` that exist (local or ``s3a:``, through Hadoop's file systems)."""
+    found = set()
+    for location in locations:
+        fs, path = _fs_path(spark, location)
+        if fs.exists(path):
+            found.add(location)
+    return found
+
+
+def delete_locations(spark: Any, locations: Iterable[str]) -> None:
+    """Delete directories a committed load left behind (only versions under ``/_v/``: never a table root)."""
+    for location in locations:
+        if "/_v/" not in location:
+            continue
+        fs, path = _fs_path(spark, location)
+        fs.delete(path, True)

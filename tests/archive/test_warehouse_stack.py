@@ -1,0 +1,226 @@
+"""The warehouse on real Spark and a real Hive metastore in the session's PostgreSQL database.
+
+One module-wide session and warehouse (under the module's tmp dir, its metastore in a schema of its own);
+the tests build on each other: a first load, a reload that changes nothing, a late event and a redelivery,
+a load stopped between two partition swaps and the load that repairs it. Every state is compared with a
+pure-Python recomputation from the events written to the archive, spend to the micro.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from adplatform.config import Config
+from adplatform.postgres import quote_ident
+from adplatform.wire import FeedbackEvent, encoder
+from archive.layout import ArchiveLayout
+from archive.session import create_session
+from archive.warehouse.catalog import WarehouseConfig, ensure_metastore_schema, hive_conf, location_uri
+from archive.warehouse.load import LoadOptions, load_feedback
+from archive.warehouse.partition import SimulatedCrash, partition_location
+from archive.warehouse.query import format_result, run_query
+from archive.warehouse.tables import FEEDBACK, LOADS, ensure_tables
+from tests.archive.events import make_events
+from tests.archive.fake_sink import write_batch
+
+pytestmark = [pytest.mark.spark, pytest.mark.postgres]
+
+START_MS = 1_760_054_400_000  # 2025-10-10T00:00Z
+DAY1, DAY2, DAY3 = "2025-10-10", "2025-10-11", "2025-10-12"
+DAY_COUNTS = "SELECT CAST(`date` AS STRING), count(*) FROM feedback GROUP BY 1"
+
+
+def _partition(ts_ms: int) -> str:
+    t = datetime.fromtimestamp(ts_ms / 1000, UTC)
+    return f"date={t:%Y-%m-%d}/hour={t:%H}"
+
+
+def _day(e: FeedbackEvent) -> str:
+    return f"{datetime.fromtimestamp(e.timestamp_ms / 1000, UTC):%Y-%m-%d}"
+
+
+@dataclass
+class Archive:
+    """The test archive (a fake streaming sink) and every event written to it."""
+
+    layout: ArchiveLayout
+    events: list[FeedbackEvent] = field(default_factory=list)
+    batches: int = 0
+
+    def write(self, events: list[FeedbackEvent]) -> None:
+        by_partition: dict[str, list[bytes]] = defaultdict(list)
+        for e in events:
+            by_partition[_partition(e.timestamp_ms)].append(encoder.encode(e))
+        write_batch(self.layout.feedback, self.batches, sorted(by_partition.items()))
+        self.batches += 1
+        self.events.extend(events)
+
+    def unique(self) -> dict[str, FeedbackEvent]:
+        return {e.event_id: e for e in self.events}
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    spark: Any
+    config: WarehouseConfig
+    archive: Archive
+
+
+async def _drop_schema(dsn: str, schema: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def wh(base_config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
+    root = tmp_path_factory.mktemp("warehouse")
+    config = WarehouseConfig(location_uri(str(root / "wh")), base_config.pg_dsn, f"wh_{uuid.uuid4().hex[:8]}")
+    ensure_metastore_schema(config)
+    spark = create_session(
+        "adplatform-warehouse-tests",
+        base_config.stack_dir,
+        **{**hive_conf(config), "spark.driver.memory": "768m"},
+    )
+    try:
+        ensure_tables(spark, config)
+        yield Warehouse(spark, config, Archive(ArchiveLayout(root / "archive")))
+    finally:
+        spark.stop()
+        asyncio.run(_drop_schema(config.pg_dsn, config.metastore_schema))
+
+
+def expected_campaign_day(events: dict[str, FeedbackEvent]) -> dict[tuple[str, str], tuple[int, ...]]:
+    """(day, campaign) → (requests, events, views, clicks, acquisitions, spend_micros), as the aggregate
+    defines them: flags per request and day, spend per event."""
+    requests: dict[tuple[str, str], list[FeedbackEvent]] = defaultdict(list)
+    for e in events.values():
+        requests[(_day(e), e.request_id)].append(e)
+    out: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * 6)
+    for (day, _), evs in requests.items():
+        row = out[(day, evs[0].campaign_id)]
+        row[0] += 1
+        row[1] += len(evs)
+        row[2] += max(e.view for e in evs)
+        row[3] += max(e.click for e in evs)
+        row[4] += max(e.acquisition for e in evs)
+        row[5] += sum(e.expenditure_micros for e in evs)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def actual_campaign_day(spark: Any) -> dict[tuple[str, str], tuple[int, ...]]:
+    rows = spark.sql(
+        "SELECT CAST(`date` AS STRING), campaign_id, requests, events, views, clicks, acquisitions, "
+        "spend_micros, spend FROM campaign_day"
+    ).collect()
+    for r in rows:  # the decimal column says the same as the micros
+        assert r[8] * 1_000_000 == r[7]
+    return {(r[0], r[1]): tuple(int(v) for v in r[2:8]) for r in rows}
+
+
+def check_tables(w: Warehouse) -> None:
+    """feedback holds each archived event once, in its day; campaign_day equals the recomputation; spend
+    is the same to the micro in the archive, feedback, campaign_day and demographic_day."""
+    unique = w.archive.unique()
+    per_day: dict[str, int] = defaultdict(int)
+    for e in unique.values():
+        per_day[_day(e)] += 1
+    spark = w.spark
+    rows = spark.sql(
+        "SELECT CAST(`date` AS STRING), count(*), count(DISTINCT event_id) FROM feedback GROUP BY 1"
+    )
+    got = {r[0]: (int(r[1]), int(r[2])) for r in rows.collect()}
+    assert got == {d: (n, n) for d, n in per_day.items()}
+    assert actual_campaign_day(spark) == expected_campaign_day(unique)
+    spend = sum(e.expenditure_micros for e in unique.values())
+    assert spark.sql("SELECT sum(expenditure_micros) FROM feedback").first()[0] == spend
+    assert spark.sql("SELECT sum(spend_micros) FROM campaign_day").first()[0] == spend
+    assert spark.sql("SELECT sum(spend_micros) FROM demographic_day").first()[0] == spend
+
+
+def locations(w: Warehouse) -> dict[str, str]:
+    return {d: partition_location(w.spark, FEEDBACK, d) for d in (DAY1, DAY2, DAY3) if _has(w, d)}
+
+
+def _has(w: Warehouse, day: str) -> bool:
+    return bool(w.spark.sql(f"SHOW PARTITIONS {FEEDBACK} PARTITION (`date` = '{day}')").collect())
+
+
+def test_first_load_then_reload_changes_nothing(wh: Warehouse) -> None:
+    # 400 requests 6 minutes apart: two days; some requests report view, click, acquisition separately.
+    wh.archive.write(make_events(400, seed=3, start_ms=START_MS, step_ms=360_000))
+    first = load_feedback(wh.spark, wh.archive.layout, wh.config)
+    assert first.days == (DAY1, DAY2)
+    assert first.events == len(wh.archive.unique())
+    check_tables(wh)
+    before = locations(wh)
+    again = load_feedback(wh.spark, wh.archive.layout, wh.config)
+    assert (again.new_files, again.days) == (0, ())
+    assert locations(wh) == before
+    check_tables(wh)
+
+
+def test_late_event_and_redelivery_rebuild_their_days_only(wh: Warehouse) -> None:
+    before = locations(wh)
+    late = make_events(5, seed=4, start_ms=START_MS + 3_600_000, step_ms=1000)  # day 1, arriving now
+    redelivered = wh.archive.events[:3]  # same event_ids again, day 1
+    day3 = make_events(4, seed=5, start_ms=START_MS + 2 * 86_400_000 + 60_000, step_ms=1000)
+    wh.archive.write([*late, *redelivered, *day3])
+    summary = load_feedback(wh.spark, wh.archive.layout, wh.config)
+    assert summary.days == (DAY1, DAY3)
+    after = locations(wh)
+    assert after[DAY2] == before[DAY2]  # an untouched day keeps its data and its directory
+    assert after[DAY1] != before[DAY1]
+    check_tables(wh)
+    assert not Path(before[DAY1].removeprefix("file:")).exists()  # the replaced version was deleted
+
+
+def test_load_stopped_between_swaps_leaves_whole_days_and_the_next_load_repairs(wh: Warehouse) -> None:
+    loads_before = wh.spark.table(LOADS).count()
+    days_before = {r[0]: int(r[1]) for r in wh.spark.sql(DAY_COUNTS).collect()}
+    wh.archive.write(
+        [
+            *make_events(6, seed=6, start_ms=START_MS + 7_200_000, step_ms=1000),  # day 1
+            *make_events(6, seed=7, start_ms=START_MS + 86_400_000 + 7_200_000, step_ms=1000),  # day 2
+        ]
+    )
+    with pytest.raises(SimulatedCrash):
+        load_feedback(wh.spark, wh.archive.layout, wh.config, LoadOptions(crash_after_swaps=1))
+    # Day 1 swapped, day 2 not: each is whole (old or new), and the load log did not move.
+    unique = wh.archive.unique()
+    now = {r[0]: int(r[1]) for r in wh.spark.sql(DAY_COUNTS).collect()}
+    assert now[DAY1] == sum(1 for e in unique.values() if _day(e) == DAY1)
+    assert now[DAY2] == days_before[DAY2]
+    assert wh.spark.table(LOADS).count() == loads_before
+    repaired = load_feedback(wh.spark, wh.archive.layout, wh.config)
+    assert repaired.days == (DAY1, DAY2)
+    check_tables(wh)
+
+
+def test_sql_over_the_catalog(wh: Warehouse) -> None:
+    result = run_query(
+        wh.spark,
+        "SELECT campaign_id, sum(spend_micros) AS spend_micros, sum(clicks) / sum(views) AS ctr "
+        "FROM campaign_day GROUP BY campaign_id ORDER BY spend_micros DESC",
+        limit=3,
+    )
+    assert result.columns == ("campaign_id", "spend_micros", "ctr") and len(result.rows) == 3
+    totals: dict[str, int] = defaultdict(int)
+    for (_, campaign), row in expected_campaign_day(wh.archive.unique()).items():
+        totals[campaign] += row[5]
+    assert [r[1] for r in result.rows] == sorted(totals.values(), reverse=True)[:3]
+    text = format_result(result, "table")
+    assert text.splitlines()[0].split() == ["campaign_id", "spend_micros", "ctr"]
+    assert text.endswith("(3 rows)\n")

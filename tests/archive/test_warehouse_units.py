@@ -1,0 +1,90 @@
+"""Pure parts of the warehouse: configuration, the submit command, file days, output formats."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from adplatform.config import load_config
+from archive.warehouse.catalog import WarehouseConfig, hive_conf, location_uri
+from archive.warehouse.load import file_day
+from archive.warehouse.query import QueryResult, format_result
+from archive.warehouse.submit import warehouse_submit_command
+
+
+def test_location_defaults_under_the_stack_and_takes_uris(tmp_path: Path) -> None:
+    config = replace(load_config({}), stack_dir=tmp_path)
+    default = WarehouseConfig.from_config(config, {})
+    assert default.location == (tmp_path / "warehouse").as_uri()
+    assert default.metastore_schema == "warehouse_metastore"
+    s3 = WarehouseConfig.from_config(
+        config, {"ADP_WAREHOUSE_DIR": "s3a://bucket/wh/", "ADP_WAREHOUSE_METASTORE_SCHEMA": "meta"}
+    )
+    assert (s3.location, s3.metastore_schema, s3.path("feedback")) == (
+        "s3a://bucket/wh",
+        "meta",
+        "s3a://bucket/wh/feedback",
+    )
+    assert location_uri("file:/data/wh") == "file:/data/wh"
+
+
+def test_hive_conf_points_the_metastore_at_its_schema() -> None:
+    conf = hive_conf(WarehouseConfig("file:/w", "postgresql://u:secret@db:5432/ads?sslmode=disable", "meta"))
+    assert conf["spark.hadoop.javax.jdo.option.ConnectionURL"] == (
+        "jdbc:postgresql://db:5432/ads?sslmode=disable&currentSchema=meta"
+    )
+    assert conf["spark.hadoop.javax.jdo.option.ConnectionUserName"] == "u"
+    assert conf["spark.hadoop.javax.jdo.option.ConnectionPassword"] == "secret"
+    assert conf["spark.hadoop.datanucleus.schema.autoCreateConstraints"] == "false"
+    assert conf["spark.sql.warehouse.dir"] == "file:/w"
+
+
+def test_submit_puts_the_jdbc_driver_on_the_driver_class_path(tmp_path: Path) -> None:
+    jars = tmp_path / "jars" / "spark"
+    jars.mkdir(parents=True)
+    for name in ("spark-sql-kafka-0-10_2.13-4.2.0.jar", "postgresql-42.7.8.jar"):
+        (jars / name).touch()
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    (python.parent / "spark-submit").touch()
+    command = warehouse_submit_command(tmp_path, python=python, path="/usr/bin")
+    argv = list(command.argv)
+    assert argv[argv.index("--driver-class-path") + 1] == str(jars / "postgresql-42.7.8.jar")
+    assert argv[-1].endswith("archive/warehouse/job.py")
+    assert ("PYSPARK_PYTHON", str(python)) in command.env
+
+
+def test_file_day_is_the_archive_partition() -> None:
+    assert file_day(Path("/a/feedback/date=2025-10-10/hour=03/part-0.json")) == "2025-10-10"
+    assert file_day(Path("/a/feedback_compacted/date=2025-10-11/hour=00/part-00001.json")) == "2025-10-11"
+    with pytest.raises(ValueError):
+        file_day(Path("/a/feedback/part-0.json"))
+
+
+RESULT = QueryResult(
+    ("campaign_id", "date", "spend", "ctr"),
+    (("c1", date(2025, 10, 10), Decimal("1.500000"), 0.123456789), ("c2", date(2025, 10, 11), None, None)),
+)
+
+
+def test_table_for_people() -> None:
+    lines = format_result(RESULT, "table").splitlines()
+    assert lines[0].split() == ["campaign_id", "date", "spend", "ctr"]
+    assert lines[2].split() == ["c1", "2025-10-10", "1.500000", "0.123457"]
+    assert lines[-1] == "(2 rows)"
+
+
+def test_csv_and_json_for_scripts() -> None:
+    assert format_result(RESULT, "csv").splitlines() == [
+        "campaign_id,date,spend,ctr",
+        "c1,2025-10-10,1.500000,0.123456789",
+        "c2,2025-10-11,,",
+    ]
+    rows = [json.loads(line) for line in format_result(RESULT, "json").splitlines()]
+    assert rows[0] == {"campaign_id": "c1", "date": "2025-10-10", "spend": "1.500000", "ctr": 0.123456789}
+    assert rows[1]["spend"] is None
