@@ -42,7 +42,7 @@ from tests.fresh import (
 T = TypeVar("T")
 
 #: The tests' own Redis Cluster (``redis_cluster`` tests).
-pytest_plugins = ["tests.redis_cluster"]
+pytest_plugins = ["tests.redis_cluster", "tests.hangdump"]
 
 SERVICE_MARKERS = ("postgres", "redis", "kafka", "spark")
 SERVICE_PORTS = {PG_PORT, REDIS_PORT, KAFKA_PORT, KAFKA_CONTROLLER_PORT}
