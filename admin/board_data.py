@@ -26,6 +26,7 @@ from admin.reads import campaign_detail
 from admin.scrape import Snapshot, latency_quantile, rate
 from admin.state import AdminState
 from adplatform import names
+from adplatform.redis_client import blocked_members
 from index.delivery import expected_spend_micros, pace_state
 from index.money import format_micros, parse_micros
 from index.pacing import slot_id
@@ -75,9 +76,7 @@ async def campaign_counts(state: AdminState, now_s: float) -> tuple[CampaignCoun
     for row in rows:
         pipe.hget(names.budget_key(row["campaign_id"]), "spent")
     spent_raw = await pipe.execute() if rows else []
-    blocked_ids = {
-        m.decode() if isinstance(m, bytes) else m for m in await state.redis.smembers(names.BLOCKED_SET)
-    }
+    blocked_ids = await blocked_members(state.redis)
     blocked = exhausted = spent_sum = planned_sum = 0
     for row, raw in zip(rows, spent_raw, strict=True):
         budget = parse_micros(store.money(row["budget"]))
@@ -169,9 +168,7 @@ async def campaign_rows(state: AdminState, q: str | None) -> CampaignRows:
     for campaign_id in ids:
         pipe.hgetall(names.budget_key(campaign_id))
     lives = await pipe.execute()
-    blocked_ids = {
-        m.decode() if isinstance(m, bytes) else m for m in await state.redis.smembers(names.BLOCKED_SET)
-    }
+    blocked_ids = await blocked_members(state.redis)
     current_slot = slot_id(now_s, state.config.slot_s)
     items = []
     for campaign, raw in zip(page.items, lives, strict=True):

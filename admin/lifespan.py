@@ -6,7 +6,6 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
-import redis.asyncio as aioredis
 
 from admin.insight import insight_running
 from admin.publish import InstructionPublisher
@@ -14,6 +13,7 @@ from admin.settings import AdminConfig, load_admin_config
 from admin.state import AdminState, StateRef
 from adplatform.config import Config, load_config
 from adplatform.postgres import create_pool
+from adplatform.redis_client import open_redis
 from budget.budget_redis import BudgetStore
 
 
@@ -25,7 +25,7 @@ async def lifespan(ref: StateRef, config: Config | None, settings: AdminConfig |
     async with contextlib.AsyncExitStack() as stack:
         pool = await create_pool(cfg, max_size=8)
         stack.push_async_callback(pool.close)
-        redis_client = aioredis.Redis.from_url(cfg.redis_url, socket_timeout=5)
+        redis_client = open_redis(cfg.redis_url, socket_timeout=5)  # one Redis or a Redis Cluster
         stack.push_async_callback(redis_client.aclose)
         publisher = InstructionPublisher(cfg)
         await publisher.start()

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from admin import schema, store
 from admin.error import AdminError
 from admin.state import AdminState
-from adplatform import names
+from adplatform.redis_client import is_blocked
 from index.delivery import pace_state
 from index.money import format_micros, parse_micros
 from index.pacing import slot_id
@@ -29,7 +29,7 @@ async def campaign_detail(state: AdminState, campaign_id: str) -> schema.Campaig
         delivery = await store.delivery(conn, campaign_id, row["flight_start"], datetime.now(UTC))
         published = await store.last_published(conn, campaign_id)
     live = await state.budgets.get(campaign_id)
-    blocked = bool(await state.redis.sismember(names.BLOCKED_SET, campaign_id))
+    blocked = await is_blocked(state.redis, campaign_id)
     budget = _micros(campaign.budget)
     booked = _micros(store.money(row["spent"]))
     spent = live.get("spent", booked)

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import asyncpg
 import httpx
-import redis.asyncio as aioredis
 
 from admin.insight import Insight
 from admin.publish import InstructionPublisher
 from admin.settings import AdminConfig
 from adplatform.config import Config
+from adplatform.redis_client import RedisClient
 from budget.budget_redis import BudgetStore
 
 
@@ -22,7 +22,7 @@ class AdminState:
     config: Config
     settings: AdminConfig
     pool: asyncpg.Pool
-    redis: aioredis.Redis
+    redis: RedisClient
     budgets: BudgetStore
     publisher: InstructionPublisher
     #: For the ad servers' index route: no keep-alive, so each poll opens a new connection, which the

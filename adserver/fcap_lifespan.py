@@ -13,9 +13,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Final
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from adplatform.redis_client import RedisClient, open_bounded
 from adserver.lifespan import background
 from adserver.state import ServerState
 from adserver.throttle import EvenThrottle
@@ -25,7 +25,7 @@ from budget.fcap_redis import FrequencyCapStore
 WARM_CONNECTIONS: Final = 4
 
 
-async def _warm(client: aioredis.Redis) -> None:
+async def _warm(client: RedisClient) -> None:
     # Best effort: a Redis that is down now is the gate's business (it skips capped campaigns).
     with contextlib.suppress(RedisError, OSError, TimeoutError):
         await asyncio.wait_for(asyncio.gather(*(client.ping() for _ in range(WARM_CONNECTIONS))), 2)
@@ -38,23 +38,23 @@ async def fcap_component(state: ServerState) -> AsyncIterator[None]:
     deadline_s = config.fcap_deadline_ms / 1000
     # A few connections suffice (a check is one short script) and a small pool is warm sooner: opening a
     # connection costs more round trips than the check itself.
-    pool = aioredis.BlockingConnectionPool.from_url(
+    client = open_bounded(  # one Redis or a Redis Cluster (the URL says which)
         config.fcap_redis_url or config.redis_url,
         max_connections=16,
-        timeout=deadline_s,
-        socket_timeout=max(deadline_s, 0.5),
-        socket_connect_timeout=max(deadline_s, 0.5),
+        timeout_s=deadline_s,
+        socket_timeout_s=max(deadline_s, 0.5),
+        connect_timeout_s=max(deadline_s, 0.5),
     )
-    client = aioredis.Redis(connection_pool=pool)
     state.caps.deadline_s = deadline_s
     state.caps.store = FrequencyCapStore(client)
     throttle = EvenThrottle(slot_s=config.slot_s)
     state.caps.throttle = throttle
     try:
-        async with background("fcap-warm", _warm(client)), background("even-pacing", throttle.run(client)):
+        # A RedisCluster has the pipeline API the tick uses; EvenThrottle is annotated for one node.
+        tick = throttle.run(client)  # type: ignore[arg-type]
+        async with background("fcap-warm", _warm(client)), background("even-pacing", tick):
             yield
     finally:
         state.caps.store = None
         state.caps.throttle = None
-        await client.aclose()
-        await pool.disconnect()
+        await client.aclose()  # and its pool

@@ -20,7 +20,6 @@ from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from adplatform.config import Config
@@ -31,6 +30,7 @@ from adplatform.metrics import MANAGER_INSTRUCTIONS, lag_tracking
 from adplatform.names import GROUP_AD_MANAGER
 from adplatform.postgres import create_pool
 from adplatform.process import run_until_signalled
+from adplatform.redis_client import open_redis
 from budget.budget_redis import BudgetStore
 from index.campaign import Campaign
 from index.pacing import Clock, SystemClock
@@ -269,7 +269,7 @@ async def open_manager(config: Config, *, max_batch: int = 5000) -> AsyncIterato
     )  # fmt: skip
     producer = make_producer(config, linger_ms=10, client_id="ad-manager")
     pool = await create_pool(config)
-    redis_client = aioredis.Redis.from_url(config.redis_url, socket_timeout=5)
+    redis_client = open_redis(config.redis_url, socket_timeout=5)  # one Redis or a Redis Cluster
     try:
         await producer.start()
         await consumer.start()

@@ -17,13 +17,20 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from adplatform.config import Config, load_config
-from adplatform.kafka import delete_topics, ensure_topics, make_producer
+from adplatform.kafka import delete_topics, ensure_topics, make_producer, read_to_end
+from adplatform.redis_client import open_redis
+from adplatform.wire import feedback_decoder
+from budget.budget_redis import BudgetStore
 from devstack import cluster, kafka_cluster, spark_cluster
+from tests.admin.helpers import adserver
+from tests.adserver.serving import campaign_row, eventually, ingest
+from tests.fresh import fresh_config
 
 pytestmark = pytest.mark.cluster
 
@@ -146,3 +153,70 @@ def test_a_job_runs_on_the_standalone_master_and_its_two_workers(tmp_path: Path)
     _, total, executors = line.split()
     assert int(total) == 2 * sum(range(100_000))
     assert int(executors) == 2  # one executor per worker
+
+
+@pytest.mark.postgres  # the session's own database; Redis and Kafka are the cluster stack's
+async def test_two_ad_server_hosts_charge_once_and_both_stop_at_exhaustion(
+    base_config: Config, tmp_path: Path
+) -> None:
+    """Ad Manager and two ad-server instances (2 workers each, as two hosts) on the cluster stack: a click
+    is charged on Redis Cluster (one replica acknowledged) and published; a retry is not charged again;
+    exhaustion reaches every worker of both hosts."""
+    config = cluster.cluster_config(fresh_config(base_config, kafka=False))
+    await ensure_topics(config)
+    cid = f"cl{uuid.uuid4().hex[:8]}"
+    client = open_redis(config.redis_url, socket_timeout=5)
+    try:
+        await ingest(config, [campaign_row(cid, cpc="0.0010", cpa="0.0500", budget="500")], tmp_path)
+        env = cluster.cluster_env()
+        async with (
+            adserver(config, tmp_path / "host-a.log", env) as host_a,
+            adserver(config, tmp_path / "host-b.log", env) as host_b,
+        ):
+            params = {"device_type": "iPhone"}
+            for host in (host_a, host_b):
+                async with httpx.AsyncClient(base_url=host) as http:
+
+                    async def ready(http: httpx.AsyncClient = http) -> bool:
+                        try:
+                            return (await http.get("/ad/user/u1/serve", params=params)).status_code == 200
+                        except httpx.TransportError:
+                            return False
+
+                    await eventually(ready, timeout_s=90, poll_s=0.2)
+            async with httpx.AsyncClient(base_url=host_a) as http:
+                token = (await http.get("/ad/user/u1/serve", params=params)).json()["request_id"]
+                first = await http.post(f"/ad/{token}/feedback", json={"click": 1})
+                assert first.status_code == 200, first.text
+            async with httpx.AsyncClient(base_url=host_b) as http:  # the retry, on the other host
+                again = await http.post(f"/ad/{token}/feedback", json={"click": 1})
+                assert again.status_code == 200 and again.json() == first.json()
+            store = BudgetStore(client, slot_s=config.slot_s)
+            state = await store.get(cid)
+            assert state["spent"] > 0 and state["spent"] <= 1000  # one click, at most its cpc
+            await client.hset(f"adp:camp:{{{cid}}}", "slot_spent", state["slot_budget"] - 1)
+            async with httpx.AsyncClient(base_url=host_a) as http:
+                token = (await http.get("/ad/user/u2/serve", params=params)).json()["request_id"]
+                assert (await http.post(f"/ad/{token}/feedback", json={"click": 1})).status_code == 200
+            started = time.monotonic()
+            for host in (host_a, host_b):
+                limits = httpx.Limits(max_keepalive_connections=0)  # new connections: every worker answers
+                async with httpx.AsyncClient(base_url=host, limits=limits) as fresh:
+
+                    async def stopped(fresh: httpx.AsyncClient = fresh) -> bool:
+                        for _ in range(10):
+                            if (await fresh.get("/ad/user/u1/serve", params=params)).status_code != 404:
+                                return False
+                        return True
+
+                    await eventually(stopped, timeout_s=5, poll_s=0.01)
+            print(f"exhaustion reached both hosts' workers within {time.monotonic() - started:.2f} s")
+            await store.aclose()
+        events = await read_to_end(config.kafka_bootstrap, config.topics.feedback)
+        charged = [feedback_decoder.decode(r.value or b"").expenditure_micros for r in events]
+        assert len(charged) == 2 and sum(charged) == (await BudgetStore(client, slot_s=600).get(cid))["spent"]
+    finally:
+        await client.delete(f"adp:camp:{{{cid}}}")
+        await client.aclose()
+        with contextlib.suppress(Exception):
+            await delete_topics(config, list(config.topics.all()))
