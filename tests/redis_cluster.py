@@ -1,6 +1,8 @@
-"""The tests' own Redis Cluster: 6 ``redis-server`` processes (3 masters + 3 replicas) on ports 17201-17206
-under ``.stack/test-redis-cluster/``, started fresh once per session (a few seconds) and stopped by their
-PIDs at the end (and at the start, if a killed session left them running). It is not the cluster stack's
+"""The tests' own Redis Cluster: 6 ``redis-server`` processes (3 masters + 3 replicas) started once per test
+session (a few seconds) under ``.stack/test-redis-cluster/<pid of the session>/``, on 6 free ports of
+17200-17999 (their cluster bus ports, 10000 above, free too), and stopped by their PIDs at the end. Two
+sessions at once get two clusters; a session killed before its end leaves its nodes behind, and the next
+session stops them (their PID files name a session that no longer runs). It is never the cluster stack's
 (17101-17106): a test may flush it or kill its nodes.
 
 Tests that use it are marked ``redis_cluster``; they run in the normal suite (no stack needed, only the
@@ -9,12 +11,13 @@ Tests that use it are marked ``redis_cluster``; they run in the normal suite (no
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Final
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -24,15 +27,16 @@ from adplatform.pidfile import read_pid_file, signal_if_same, why_stale
 from adplatform.redis_client import open_redis
 from devstack import redis_cluster
 
-TEST_CLUSTER_PORTS: Final = (17201, 17202, 17203, 17204, 17205, 17206)
+NODES = 6
 
 
 class SessionCluster:
-    """The session's cluster: its URL, and its nodes by port (to kill and restart one)."""
+    """One session's cluster: its folder, ports and URL, and its nodes by port (to kill and restart one)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, ports: tuple[int, ...]) -> None:
         self.root = root
-        self.url = redis_cluster.seeds_url(TEST_CLUSTER_PORTS)
+        self.ports = ports
+        self.url = redis_cluster.seeds_url(ports)
 
     def kill(self, port: int, sig: int = signal.SIGKILL) -> None:
         record = read_pid_file(redis_cluster.pid_file(self.root, port))
@@ -46,13 +50,13 @@ class SessionCluster:
 
     def wait_healthy(self, timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s
-        live = [p for p in TEST_CLUSTER_PORTS if redis_cluster.pong(p)]
-        while not all(redis_cluster.healthy(p, len(TEST_CLUSTER_PORTS)) for p in live):
+        live = [p for p in self.ports if redis_cluster.pong(p)]
+        while not all(redis_cluster.healthy(p, len(self.ports)) for p in live):
             assert time.monotonic() < deadline, "the test cluster did not become healthy"
             time.sleep(0.1)
 
     def stop(self) -> None:
-        for port in TEST_CLUSTER_PORTS:
+        for port in self.ports:
             record = read_pid_file(redis_cluster.pid_file(self.root, port))
             if record is not None and signal_if_same(
                 record, signal.SIGKILL, redis_cluster.redis_cmdline(port)
@@ -62,17 +66,53 @@ class SessionCluster:
                     time.sleep(0.02)
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_ports() -> tuple[int, ...]:
+    for base in range(17200 + (os.getpid() % 80) * 10, 18000, 10):
+        ports = tuple(range(base, base + NODES))
+        if all(_bindable(p) and _bindable(p + 10_000) for p in ports):
+            return ports
+    raise RuntimeError("no 6 free ports (and bus ports) in 17200-17999 for the test Redis Cluster")
+
+
+def _stop_stale(parent: Path) -> None:
+    """Stop the clusters of sessions that ended without stopping them, and remove their folders."""
+    for folder in parent.glob("*"):
+        if not folder.is_dir():
+            folder.unlink(missing_ok=True)
+            continue
+        owner = int(folder.name) if folder.name.isdigit() else 0
+        if owner and Path(f"/proc/{owner}").exists():
+            continue  # a session that still runs (its cluster is its own)
+        ports_file = folder / "ports"
+        if ports_file.exists():
+            SessionCluster(folder, tuple(int(p) for p in ports_file.read_text().split())).stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def test_cluster() -> Iterator[SessionCluster]:
-    root = load_config().stack_dir / "test-redis-cluster"
-    cluster = SessionCluster(root)
-    cluster.stop()  # a session killed before its end left them running
-    shutil.rmtree(root, ignore_errors=True)
+    parent = load_config().stack_dir / "test-redis-cluster"
+    parent.mkdir(parents=True, exist_ok=True)
+    _stop_stale(parent)
+    root = parent / str(os.getpid())
+    root.mkdir()
+    cluster = SessionCluster(root, _free_ports())
+    (root / "ports").write_text(" ".join(map(str, cluster.ports)))
     try:
-        redis_cluster.start_cluster(root, TEST_CLUSTER_PORTS, root)
+        redis_cluster.start_cluster(root, cluster.ports, root)
         yield cluster
     finally:
         cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
