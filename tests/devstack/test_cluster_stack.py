@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -25,14 +28,20 @@ from aiokafka.admin import AIOKafkaAdminClient
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, make_producer, read_to_end
 from adplatform.redis_client import open_redis
-from adplatform.wire import feedback_decoder
+from adplatform.wire import encoder, feedback_decoder
+from archive.layout import ArchiveLayout
+from archive.reader import iter_lines, read_lock, snapshot
 from budget.budget_redis import BudgetStore
 from devstack import cluster, kafka_cluster, spark_cluster
 from tests.admin.helpers import adserver
 from tests.adserver.serving import campaign_row, eventually, ingest
+from tests.archive.conftest import publish
+from tests.archive.events import make_events
 from tests.fresh import fresh_config
 
 pytestmark = pytest.mark.cluster
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +229,45 @@ async def test_two_ad_server_hosts_charge_once_and_both_stop_at_exhaustion(
         await client.aclose()
         with contextlib.suppress(Exception):
             await delete_topics(config, list(config.topics.all()))
+
+
+async def test_the_archive_job_runs_on_the_standalone_cluster(tmp_path: Path) -> None:
+    """``adplatform archive submit --master spark://…`` (the job unchanged) archives every event of the
+    cluster's ``ad-feedback`` (replication 3) with the standalone master's workers as executors."""
+    config = cluster.cluster_config(fresh_config(load_config(), kafka=False))
+    config = dataclasses.replace(config, archive_dir=tmp_path / "archive")
+    await ensure_topics(config, [config.topics.feedback])
+    events = make_events(25, seed=11, start_ms=1_760_000_000_000)
+    await publish(config, [encoder.encode(e) for e in events])
+    env = {
+        **os.environ, **cluster.cluster_env(), "ADP_TOPIC_PREFIX": config.topics.prefix,
+        "ADP_GROUP_PREFIX": config.group_prefix, "ADP_ARCHIVE_DIR": str(config.archive_dir),
+        "ADP_LOG_LEVEL": "WARNING",
+    }  # fmt: skip
+    master = spark_cluster.master_url()
+    cmd = [
+        sys.executable,
+        "-m",
+        "adplatform.cli",
+        "archive",
+        "submit",
+        "--master",
+        master,
+        "--",
+        "--until-idle",
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, cwd=REPO_ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _, stderr_bytes = await asyncio.wait_for(proc.communicate(), 280)
+        stderr = stderr_bytes.decode(errors="replace")
+        assert proc.returncode == 0, stderr[-4000:]
+        layout = ArchiveLayout(config.archive_dir)
+        with read_lock(layout):
+            archived = [orjson.loads(raw)["event_id"] for raw in iter_lines(snapshot(layout).files)]
+        assert sorted(archived) == sorted(e.event_id for e in events)
+    finally:
+        with contextlib.suppress(Exception):
+            await delete_topics(config, [config.topics.feedback])
