@@ -42,8 +42,8 @@ demo-down:
 test: stack-up
 	$(BIN)/pytest
 
-## test-cluster: the heavy cluster tests (3 Kafka brokers with one killed, Spark standalone) on the cluster stack
-test-cluster: setup
+## test-cluster: the heavy tests on the cluster stack (started here, sharing the local stack's PostgreSQL)
+test-cluster: stack-up
 	$(ADP) stack up --topology cluster
 	$(BIN)/pytest -m cluster
 
