@@ -98,20 +98,28 @@ def node_pid(node: Node) -> int | None:
 
 def stop_node(node: Node, *, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> bool:
     """Signal the node by its verified PID (SIGKILL after ``timeout_s``); whether it was running."""
-    record = read_pid_file(node.pid_path)
-    if record is None:
-        return False
-    if not signal_if_same(record, sig, node.match):
-        remove(node.pid_path)
-        return False
+    return bool(stop_nodes([node], sig=sig, timeout_s=timeout_s))
+
+
+def stop_nodes(group: Sequence[Node], *, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> list[Node]:
+    """Signal every node of ``group`` at once (brokers stopped one by one wait for each other's
+    controller), wait for each, SIGKILL what outlives ``timeout_s``; the nodes that were running."""
+    signalled = []
+    for node in group:
+        record = read_pid_file(node.pid_path)
+        if record is not None and signal_if_same(record, sig, node.match):
+            signalled.append((node, record))
+        else:
+            remove(node.pid_path)
     deadline = time.monotonic() + timeout_s
-    while why_stale(record, node.match) is None:
-        if time.monotonic() > deadline:
-            signal_if_same(record, signal.SIGKILL, node.match)
-            deadline = time.monotonic() + 10
-        time.sleep(0.1)
-    remove(node.pid_path)
-    return True
+    for node, record in signalled:
+        while why_stale(record, node.match) is None:
+            if time.monotonic() > deadline:
+                signal_if_same(record, signal.SIGKILL, node.match)
+                deadline = time.monotonic() + 10
+            time.sleep(0.1)
+        remove(node.pid_path)
+    return [node for node, _ in signalled]
 
 
 def up(config: Config) -> None:
@@ -156,10 +164,20 @@ def up(config: Config) -> None:
     say(f"cluster up; point the platform at it with the variables in {env_file}")
 
 
-async def _topics(config: Config) -> list[str]:
+async def _topics(config: Config, timeout_s: float = 60) -> list[str]:
+    """Create the topics, retried while brokers that just (re)started are not ready for requests."""
+    from aiokafka.errors import KafkaError
+
     from adplatform.kafka import ensure_topics
 
-    return await ensure_topics(config)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await ensure_topics(config)
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
 
 
 def _kafka_ready(config: Config) -> bool:
@@ -194,10 +212,11 @@ def _wait(check: Callable[[], bool], timeout_s: float, what: str, logs: Path) ->
 
 
 def down(config: Config) -> None:
-    """Stop every node of the cluster stack by its verified PID (workers before the master, Kafka brokers
-    one by one). Data stays under ``.stack/cluster``; PostgreSQL keeps running."""
-    for node in reversed(nodes(config)):
-        if stop_node(node):
+    """Stop every node of the cluster stack by its verified PID: Spark, then the Kafka brokers together,
+    then Redis. Data stays under ``.stack/cluster``; PostgreSQL keeps running."""
+    every = nodes(config)
+    for kind in ("spark-", "kafka-", "redis-"):
+        for node in stop_nodes([n for n in every if n.name.startswith(kind)]):
             say(f"stopped {node.name}")
 
 
