@@ -14,8 +14,16 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from adplatform.blocked import BlockedListener
-from adplatform.redis_client import RedisLayout, blocked_members, is_blocked, open_redis
-from budget.budget_redis import BudgetStatus, BudgetStore, DebitRequest
+from adplatform.redis_client import (
+    RedisLayout,
+    RedisUrlError,
+    blocked_members,
+    cluster_seeds,
+    is_blocked,
+    is_cluster_url,
+    open_redis,
+)
+from budget.budget_redis import BudgetStatus, BudgetStore, DebitRequest, DedupEntry
 from budget.fcap_redis import FrequencyCapStore
 from budget.pacer import Pacer
 from budget.slot_call import ReplicationError, WaitPolicy
@@ -227,3 +235,31 @@ def test_the_cluster_url_opens_a_cluster_client() -> None:
     client = open_redis("redis+cluster://127.0.0.1:17201,127.0.0.1:17202/0")
     assert isinstance(client, RedisCluster)
     assert RedisLayout.of(client) == RedisLayout(cluster=True)
+
+
+async def test_repair_and_restored_dedup_keys_on_the_cluster(cluster_client: RedisCluster) -> None:
+    """Reconciliation's writes on a cluster: a lost campaign rebuilt by compare-and-set (blocked in its
+    slot's set when spent out), its de-duplication keys restored across slots, a retry then a duplicate."""
+    store = BudgetStore(cluster_client, slot_s=SLOT_S)
+    lost = [campaign(cid, budget=500, slots=1) for cid in IDS]
+    entries = [DedupEntry(c.campaign_id, "e1", 500, int(T0 * 1000) + 600_000) for c in lost]
+    assert await store.restore_dedup(entries, T0) == len(IDS)
+    for c in lost:
+        assert await store.repair(c, expected_spent=None, spent=500, now_s=T0)
+    assert await store.spent_all() == dict.fromkeys(IDS, 500)
+    assert await blocked_members(cluster_client) == set(IDS)
+    again = await store.debit_many([DebitRequest(cid, "e1", 500) for cid in IDS], now_s=T0, dedup_ttl_s=60)
+    assert {(d.status, d.charged_micros) for d in again} == {(BudgetStatus.DUPLICATE, 500)}
+    await store.aclose()
+
+
+def test_cluster_urls_name_their_seeds_and_database_0_only() -> None:
+    assert cluster_seeds("redis+cluster://:pw@127.0.0.1:17101,localhost:17102/0") == [
+        ("127.0.0.1", 17101),
+        ("localhost", 17102),
+    ]
+    with pytest.raises(RedisUrlError, match="database 0"):
+        open_redis("redis+cluster://127.0.0.1:17101/3")
+    with pytest.raises(RedisUrlError, match="host:port"):
+        cluster_seeds("redis+cluster://127.0.0.1")
+    assert not is_cluster_url("redis://127.0.0.1:16379/0")
