@@ -31,6 +31,35 @@ def warehouse_load(master: str, print_only: bool) -> None:
         raise SystemExit(run_submit(command))
 
 
+@warehouse_group.command("check")
+@click.option("--show", type=click.IntRange(min=0), default=20, show_default=True, help="Differences listed.")
+def warehouse_check(show: int) -> None:
+    """The books add up: the ledger's spend (PostgreSQL) = feedback's = campaign_day's, per campaign and
+    day, to the micro; exit 1 and the differing campaign-days otherwise (run after a load)."""
+    from archive.error import ArchiveError
+    from archive.warehouse.catalog import warehouse_session
+    from archive.warehouse.check import check_books
+
+    cfg = config()
+    setup_logging(cfg)
+    try:
+        spark = warehouse_session("adplatform-warehouse-check", cfg)
+        try:
+            books = check_books(spark, cfg.pg_dsn)
+        finally:
+            spark.stop()
+    except ArchiveError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(books.summary())
+    for d in books.differences[:show]:
+        click.echo(
+            f"  {d.day} {d.campaign_id}: ledger {d.ledger_micros}, feedback {d.feedback_micros}, "
+            f"campaign_day {d.campaign_day_micros}"
+        )
+    if not books.balanced:
+        raise SystemExit(1)
+
+
 @click.command("sql")
 @click.argument("statement")
 @click.option("--csv", "fmt", flag_value="csv", help="CSV with a header line.")

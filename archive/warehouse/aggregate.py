@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from archive.metrics import _dimension_columns
+from archive.warehouse.served import SERVED_ADS
 from archive.warehouse.tables import DATE, FEEDBACK
 
 
@@ -52,11 +53,28 @@ def _ratio(numerator: str, denominator: str) -> Any:
     return F.when(F.col(denominator) > 0, F.col(numerator) / F.col(denominator))
 
 
-def campaign_day(requests: Any) -> Any:
-    """campaign × day, columns in the table's order."""
+def served_counts(spark: Any, days: Sequence[str]) -> Any:
+    """Served ads per (day, campaign) of ``days`` from the ``served_ads`` table."""
+    from pyspark.sql import functions as F
+
+    served = spark.table(SERVED_ADS).where(F.col(DATE).isin(list(days)))
+    return served.groupBy(DATE, "campaign_id").agg(F.count(F.lit(1)).alias("served"))
+
+
+def campaign_day(requests: Any, served: Any) -> Any:
+    """campaign × day, columns in the table's order: a campaign-day with served ads and no feedback has
+    zero counts, one with feedback and no served ads (served-writer behind) ``served`` 0."""
+    from pyspark.sql import functions as F
+
     frame = requests.groupBy(DATE, "campaign_id").agg(*_sums())
+    frame = frame.join(served, [DATE, "campaign_id"], "full_outer")
+    zero = ("served", "requests", "events", "views", "clicks", "acquisitions", "spend_micros")
+    frame = frame.fillna(0, subset=list(zero)).withColumn(
+        "spend", F.coalesce(F.col("spend"), F.lit(0).cast("decimal(30,6)"))
+    )
     return frame.select(
         "campaign_id",
+        "served",
         "requests",
         "events",
         "views",

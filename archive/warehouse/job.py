@@ -32,14 +32,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     spark = builder.getOrCreate()
     try:
         ensure_tables(spark, warehouse)
-        summary = load_feedback(spark, ArchiveLayout(config.archive_dir), warehouse)
+        summary = load_feedback(spark, ArchiveLayout(config.archive_dir), warehouse, pg_dsn=config.pg_dsn)
     finally:
         spark.stop()
     rate = summary.events / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
     days = ", ".join(summary.days) or "-"
     print(
         f"warehouse load {summary.load_id}: {summary.new_files} new files, days {days}, "
-        f"{summary.events} events in those days, {summary.elapsed_s:.1f}s ({rate:.0f} events/s)",
+        f"{summary.events} events in those days, served ads of {len(summary.served_days)} days, "
+        f"{summary.elapsed_s:.1f}s ({rate:.0f} events/s)",
         flush=True,
     )
     return 0

@@ -12,6 +12,9 @@ is rebuilt whole from every archive file of that day, de-duplicated by ``event_i
 - a crash before the log is written leaves every day old or new and the files unrecorded, so the next load
   rebuilds the same days again from the same files. A compaction that replaces files makes the day look new
   once more: it is rebuilt to the same rows.
+
+The same load brings the ``served_ads`` days that grew in PostgreSQL (``archive.warehouse.served``) and
+rebuilds the aggregates of those days too, since ``campaign_day.served`` counts them.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from typing import Any
 from archive.layout import ArchiveLayout
 from archive.reader import read_lock, snapshot
 from archive.schema import archive_schema
-from archive.warehouse.aggregate import campaign_day, demographic_day, per_request
+from archive.warehouse.aggregate import campaign_day, demographic_day, per_request, served_counts
 from archive.warehouse.catalog import WarehouseConfig
 from archive.warehouse.partition import Replaced, delete_locations, swap_days, write_days
+from archive.warehouse.served import SERVED_ADS, changed_days, served_rows
 from archive.warehouse.tables import CAMPAIGN_DAY, DATE, DEMOGRAPHIC_DAY, FEEDBACK, LOADS
 
 logger = logging.getLogger(__name__)
@@ -65,6 +69,8 @@ class LoadSummary:
     #: Rows of the rebuilt days in the feedback table after the load.
     events: int
     elapsed_s: float
+    #: Days whose served ads were (re)loaded from PostgreSQL.
+    served_days: tuple[str, ...] = ()
 
 
 def file_day(path: Path) -> str:
@@ -118,46 +124,59 @@ def _record(spark: Any, load_id: str, files: Sequence[SourceFile], at: datetime)
 
 
 def load_feedback(
-    spark: Any, layout: ArchiveLayout, warehouse: WarehouseConfig, options: LoadOptions | None = None
+    spark: Any,
+    layout: ArchiveLayout,
+    warehouse: WarehouseConfig,
+    options: LoadOptions | None = None,
+    *,
+    pg_dsn: str | None = None,
 ) -> LoadSummary:
-    """One load (see the module's docstring); ``spark`` is a ``warehouse_session``."""
+    """One load (see the module's docstring); ``spark`` is a ``warehouse_session``. With ``pg_dsn`` the
+    ``served_ads`` days that changed in PostgreSQL are loaded too (``archive.warehouse.served``)."""
     options = options or LoadOptions()
     started = time.monotonic()
     now = datetime.now(UTC)
     load_id = new_load_id(now)
+    replaced: list[Replaced] = []
     with read_lock(layout):
         files = archive_files(layout)
         loaded = loaded_files(spark)
         new = [f for f in files if (f.key, f.size) not in loaded]
         days = sorted({f.day for f in new})
-        if not days:
-            return LoadSummary(load_id, 0, (), 0, time.monotonic() - started)
-        sources = [f for f in files if f.day in set(days)]
-        logger.info(
-            "load %s: %d new files, rebuilding %d days from %d files",
-            load_id,
-            len(new),
-            len(days),
-            len(sources),
-        )
         staging = warehouse.path(FEEDBACK, "_v", load_id)
-        write_days(day_events(spark, sources, days), staging)
-    replaced = [swap_days(spark, FEEDBACK, staging, days, crash_after=options.crash_after_swaps)]
-    requests = per_request(spark, days).cache()
+        if days:
+            sources = [f for f in files if f.day in set(days)]
+            logger.info(
+                "load %s: %d new files, %d days from %d files", load_id, len(new), len(days), len(sources)
+            )
+            write_days(day_events(spark, sources, days), staging)
+    if days:
+        replaced.append(swap_days(spark, FEEDBACK, staging, days, crash_after=options.crash_after_swaps))
+    served = changed_days(spark, pg_dsn) if pg_dsn is not None else []
+    if pg_dsn is not None and served:
+        served_staging = warehouse.path(SERVED_ADS, "_v", load_id)
+        write_days(served_rows(spark, pg_dsn, served), served_staging)
+        replaced.append(swap_days(spark, SERVED_ADS, served_staging, served))
+    rebuilt = sorted(set(days) | set(served))
+    if not rebuilt:
+        return LoadSummary(load_id, 0, (), 0, time.monotonic() - started)
+    requests = per_request(spark, rebuilt).cache()
     try:
-        for table, frame in (
-            (CAMPAIGN_DAY, campaign_day(requests)),
+        aggregates = (
+            (CAMPAIGN_DAY, campaign_day(requests, served_counts(spark, rebuilt))),
             (DEMOGRAPHIC_DAY, demographic_day(requests)),
-        ):
+        )
+        for table, frame in aggregates:
             table_staging = warehouse.path(table, "_v", load_id)
             write_days(frame, table_staging)
-            replaced.append(swap_days(spark, table, table_staging, days))
+            replaced.append(swap_days(spark, table, table_staging, rebuilt))
     finally:
         requests.unpersist()
-    _record(spark, load_id, new, now)  # the commit point: these files are loaded
+    if new:
+        _record(spark, load_id, new, now)  # the commit point: these files are loaded
     _cleanup(spark, replaced)
-    events = int(spark.table(FEEDBACK).where(spark_days(days)).count())
-    return LoadSummary(load_id, len(new), tuple(days), events, time.monotonic() - started)
+    events = int(spark.table(FEEDBACK).where(spark_days(days)).count()) if days else 0
+    return LoadSummary(load_id, len(new), tuple(days), events, time.monotonic() - started, tuple(served))
 
 
 def spark_days(days: Sequence[str]) -> Any:

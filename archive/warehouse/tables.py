@@ -12,6 +12,7 @@ from typing import Any
 
 from archive.schema import archive_schema
 from archive.warehouse.catalog import WarehouseConfig
+from archive.warehouse.served import SERVED_ADS, SERVED_COLUMNS
 
 FEEDBACK = "feedback"
 CAMPAIGN_DAY = "campaign_day"
@@ -42,13 +43,14 @@ def table_specs() -> tuple[TableSpec, ...]:
         TableSpec(FEEDBACK, feedback_columns()),
         TableSpec(
             CAMPAIGN_DAY,
-            f"campaign_id STRING, {_COUNTS}, {_MONEY}, ctr DOUBLE, conversion_rate DOUBLE",
+            f"campaign_id STRING, served BIGINT, {_COUNTS}, {_MONEY}, ctr DOUBLE, conversion_rate DOUBLE",
         ),
         TableSpec(
             DEMOGRAPHIC_DAY,
             f"age_bucket STRING, gender STRING, device_type STRING, city STRING, {_COUNTS}, {_MONEY}, "
             "ctr DOUBLE",
         ),
+        TableSpec(SERVED_ADS, SERVED_COLUMNS),
         TableSpec(
             LOADS,
             "load_id STRING, source STRING, file STRING, size BIGINT, `date` DATE, loaded_at TIMESTAMP",

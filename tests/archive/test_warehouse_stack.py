@@ -9,29 +9,38 @@ pure-Python recomputation from the events written to the archive, spend to the m
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
+import msgspec
 import pytest
+from aiokafka.structs import ConsumerRecord
 
 from adplatform.config import Config
 from adplatform.postgres import quote_ident
-from adplatform.wire import FeedbackEvent, encoder
+from adplatform.wire import FeedbackEvent, ServedAd, encoder
 from archive.layout import ArchiveLayout
 from archive.session import create_session
 from archive.warehouse.catalog import WarehouseConfig, ensure_metastore_schema, hive_conf, location_uri
+from archive.warehouse.check import check_books
 from archive.warehouse.load import LoadOptions, load_feedback
 from archive.warehouse.partition import SimulatedCrash, partition_location
 from archive.warehouse.query import format_result, run_query
 from archive.warehouse.tables import FEEDBACK, LOADS, ensure_tables
+from budget.ledger import SpendLedger
+from ingest.served_postgres import ServedAdsSink
 from tests.archive.events import make_events
 from tests.archive.fake_sink import write_batch
+from tests.fresh import clean_test_tables, fresh_config
 
 pytestmark = [pytest.mark.spark, pytest.mark.postgres]
 
@@ -123,7 +132,7 @@ def expected_campaign_day(events: dict[str, FeedbackEvent]) -> dict[tuple[str, s
 def actual_campaign_day(spark: Any) -> dict[tuple[str, str], tuple[int, ...]]:
     rows = spark.sql(
         "SELECT CAST(`date` AS STRING), campaign_id, requests, events, views, clicks, acquisitions, "
-        "spend_micros, spend FROM campaign_day"
+        "spend_micros, spend FROM campaign_day WHERE requests > 0"
     ).collect()
     for r in rows:  # the decimal column says the same as the micros
         assert r[8] * 1_000_000 == r[7]
@@ -224,3 +233,123 @@ def test_sql_over_the_catalog(wh: Warehouse) -> None:
     text = format_result(result, "table")
     assert text.splitlines()[0].split() == ["campaign_id", "spend_micros", "ctr"]
     assert text.endswith("(3 rows)\n")
+
+
+def test_warehouse_load_command_under_spark_submit(wh: Warehouse, repo_root: str) -> None:
+    """The real entry point: ``adplatform warehouse load`` (spark-submit, its own JVM, the same metastore)."""
+    wh.archive.write(make_events(8, seed=8, start_ms=START_MS + 86_400_000 + 10_800_000, step_ms=1000))
+    env = {
+        **os.environ,
+        "ADP_ARCHIVE_DIR": str(wh.archive.layout.root),
+        "ADP_WAREHOUSE_DIR": wh.config.location,
+        "ADP_WAREHOUSE_METASTORE_SCHEMA": wh.config.metastore_schema,
+    }
+    adplatform = Path(sys.executable).parent / "adplatform"
+    done = subprocess.run(
+        [str(adplatform), "warehouse", "load"],
+        env=env,
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"1 new files, days {DAY2}," in done.stdout
+    for table in (FEEDBACK, "campaign_day", "demographic_day"):
+        wh.spark.catalog.refreshTable(table)
+    check_tables(wh)
+
+
+async def _book(config: Config, events: list[FeedbackEvent]) -> None:
+    """Book ``events`` with the spend ledger's own code (``SpendLedger.book``: the transaction it runs
+    for a batch consumed from ad-feedback), on the session's database, emptied first."""
+    pool = await asyncpg.create_pool(config.pg_dsn, min_size=1, max_size=1)
+    try:
+        await clean_test_tables(pool)
+        ledger = SpendLedger(config, cast(Any, None), pool)  # book() never touches the consumer
+        records = [
+            ConsumerRecord(
+                config.topics.feedback, 0, i, e.timestamp_ms, 0, None, encoder.encode(e), None, 0, 0, []
+            )
+            for i, e in enumerate(events)
+        ]
+        await ledger.book(records)
+    finally:
+        await pool.close()
+
+
+def test_books_add_up_ledger_feedback_campaign_day(wh: Warehouse, base_config: Config) -> None:
+    config = fresh_config(base_config, kafka=False)
+    asyncio.run(_book(config, wh.archive.events))  # redelivered events included: the ledger books once
+    books = check_books(wh.spark, config.pg_dsn)
+    assert books.balanced, books.differences
+    spend = sum(e.expenditure_micros for e in wh.archive.unique().values())
+    assert books.ledger_micros == books.feedback_micros == books.campaign_day_micros == spend
+    # A charge the archive never received: the check names its campaign-day.
+    lost = make_events(40, seed=9, start_ms=START_MS + 600_000, step_ms=1000)
+    charged = next(e for e in lost if e.expenditure_micros > 0)
+    asyncio.run(_book(config, [*wh.archive.events, charged]))
+    books = check_books(wh.spark, config.pg_dsn)
+    assert [(d.campaign_id, d.day) for d in books.differences] == [(charged.campaign_id, DAY1)]
+    assert books.ledger_micros - books.campaign_day_micros == charged.expenditure_micros
+
+
+def _served(events: list[FeedbackEvent], extra: int, at_ms: int) -> list[ServedAd]:
+    """One served ad per request of ``events`` (at its first event), and ``extra`` never viewed."""
+    first: dict[str, FeedbackEvent] = {}
+    for e in events:
+        first.setdefault(e.request_id, e)
+    ads = [
+        ServedAd(
+            request_id=e.request_id,
+            campaign_id=e.campaign_id,
+            user_id=e.user_id,
+            served_at_ms=e.timestamp_ms,
+            auction_cpm=e.auction_cpm,
+            auction_cpc=e.auction_cpc,
+            auction_cpa=e.auction_cpa,
+            bidders=2,
+        )
+        for e in first.values()
+    ]
+    template = ads[0]
+    ads += [
+        msgspec.structs.replace(template, request_id=f"unviewed-{at_ms}-{i}", served_at_ms=at_ms + i)
+        for i in range(extra)
+    ]
+    return ads
+
+
+async def _serve(config: Config, ads: list[ServedAd], *, clean: bool = False) -> None:
+    """Write served ads with the served-writer's own sink (one transaction, as for a consumed batch)."""
+    pool = await asyncpg.create_pool(config.pg_dsn, min_size=1, max_size=1)
+    try:
+        if clean:
+            await clean_test_tables(pool)
+        await ServedAdsSink(pool).write(ads)
+    finally:
+        await pool.close()
+
+
+def test_served_ads_days_load_when_postgresql_has_more(wh: Warehouse, base_config: Config) -> None:
+    ads = _served(wh.archive.events, 7, START_MS + 86_400_000 + 5_000)  # 7 unviewed on day 2
+    asyncio.run(_serve(base_config, ads, clean=True))
+    summary = load_feedback(wh.spark, wh.archive.layout, wh.config, pg_dsn=base_config.pg_dsn)
+    assert (summary.new_files, summary.served_days) == (0, (DAY1, DAY2, DAY3))
+    expected: dict[tuple[str, str], int] = defaultdict(int)
+    for ad in ads:
+        expected[(f"{datetime.fromtimestamp(ad.served_at_ms / 1000, UTC):%Y-%m-%d}", ad.campaign_id)] += 1
+    rows = wh.spark.sql(
+        "SELECT CAST(`date` AS STRING), campaign_id, served FROM campaign_day WHERE served > 0"
+    )
+    assert {(r[0], r[1]): int(r[2]) for r in rows.collect()} == expected
+    check_tables(wh)  # the feedback figures did not move
+    again = load_feedback(wh.spark, wh.archive.layout, wh.config, pg_dsn=base_config.pg_dsn)
+    assert again.served_days == ()
+    late = _served(wh.archive.events[:1], 3, START_MS + 2 * 86_400_000 + 9_000)[1:]  # 3 more on day 3
+    asyncio.run(_serve(base_config, late))
+    assert load_feedback(wh.spark, wh.archive.layout, wh.config, pg_dsn=base_config.pg_dsn).served_days == (
+        DAY3,
+    )
+    total = wh.spark.sql("SELECT sum(served) FROM campaign_day").first()[0]
+    assert total == len(ads) + 3 == wh.spark.table("served_ads").count()
