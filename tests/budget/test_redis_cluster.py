@@ -263,3 +263,52 @@ def test_cluster_urls_name_their_seeds_and_database_0_only() -> None:
     with pytest.raises(RedisUrlError, match="host:port"):
         cluster_seeds("redis+cluster://127.0.0.1")
     assert not is_cluster_url("redis://127.0.0.1:16379/0")
+
+
+async def test_the_listener_follows_a_failover_and_reloads_what_it_missed(
+    test_cluster: SessionCluster, cluster_client: RedisCluster
+) -> None:
+    """A master dies under a listening worker: the listener reconnects to the promoted master, reloads
+    the blocked sets (a campaign blocked while it was away is there) and hears the new master's notices."""
+    store = BudgetStore(cluster_client, slot_s=SLOT_S)
+    await store.init_campaigns([campaign(cid, budget=100, slots=2) for cid in IDS], T0, new=set(IDS))
+    key = "adp:camp:{" + IDS[1] + "}"
+    victim_node = cluster_client.get_node_from_key(key)
+    assert victim_node is not None
+    victim = int(victim_node.port)
+    on_victim = [cid for cid in IDS if cluster_client.get_node_from_key(f"adp:camp:{{{cid}}}") == victim_node]
+    elsewhere = [cid for cid in IDS if cid not in on_victim]
+    blocked: set[str] = set()
+    listener = BlockedListener(test_cluster.url, blocked)
+    task = asyncio.create_task(listener.run())
+    try:
+        await _until(lambda: listener.connected)
+        test_cluster.kill(victim)
+        await _until(lambda: not listener.connected, 10)
+        # Blocked while the listener is away (another master): only the reload can tell it.
+        await store.debit(elsewhere[0], "away", 100, now_s=T0, dedup_ttl_s=60)
+
+        async def promoted() -> bool:
+            with contextlib.suppress(RedisError, OSError):
+                got = await store.debit_many(
+                    [DebitRequest(on_victim[0], "probe", 0)], now_s=T0, dedup_ttl_s=60
+                )
+                return got[0].status == BudgetStatus.CHARGED
+            return False
+
+        deadline = time.monotonic() + 30
+        while not await promoted():
+            assert time.monotonic() < deadline, "no master took over"
+            await asyncio.sleep(0.2)
+        await _until(lambda: listener.connected, 30)
+        assert elsewhere[0] in blocked  # reloaded
+        await store.debit(on_victim[0], "after", 100, now_s=T0, dedup_ttl_s=60)  # on the promoted master
+        await _until(lambda: on_victim[0] in blocked)
+        assert listener.reconnects >= 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await store.aclose()
+        test_cluster.restart(victim)
+        await _until(lambda: redis_cluster.role(victim) == "slave", 30)
