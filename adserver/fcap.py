@@ -15,6 +15,13 @@ out may still have counted its ad in Redis: a user may then see a capped campaig
 The anonymous user (``1111-1111-1111-1111``) has no identity to count against: capped campaigns are
 never served to it.
 
+At-cap memory: the script also says, for each candidate it passed over at its cap, how long until the
+user may see it again (its oldest ad leaves the window). The gate remembers those (user, campaign) pairs
+until then (at most ``AT_CAP_MAX_S``, so a raised cap is seen soon; ``AT_CAP_ENTRIES`` pairs at most) and
+treats them as at their cap without asking: a user at a cap who keeps asking costs no round trip, and
+the answer is the one Redis would give (a window only frees at its oldest ad's time; the wait is measured
+after the script ran, so the memory ends late, never early).
+
 Even pacing (``adserver.throttle``): an even-paced campaign among the top bids is drawn against its
 worker's serve probability; one drawn out sits the request out (neither wins nor prices it, as a capped
 one at its cap), and the auction moves on the same way. Each campaign is drawn at most once per request.
@@ -49,6 +56,10 @@ logger = logging.getLogger(__name__)
 TRIP_AFTER: Final = 3
 #: Seconds the gate then skips capped campaigns without asking.
 RETRY_S: Final = 0.5
+#: Longest time a (user, campaign) at its cap is remembered (a campaign's cap may be raised meanwhile).
+AT_CAP_MAX_S: Final = 30.0
+#: (user, campaign) pairs remembered at most; the oldest goes first.
+AT_CAP_ENTRIES: Final = 100_000
 
 
 @dataclass
@@ -59,6 +70,8 @@ class CapStats:
     checked: int = 0
     #: Of those, requests whose best capped bid was at its cap for the user: the auction moved on.
     moved_on: int = 0
+    #: Requests whose capped candidates were all known at their cap for the user: no Redis call.
+    remembered: int = 0
     #: Requests that skipped capped campaigns: Redis failed, missed the deadline, or was skipped after it.
     skipped_unavailable: int = 0
     #: Requests of the anonymous user that skipped capped campaigns.
@@ -74,6 +87,8 @@ class CapGate:
     #: Even pacing's serve probabilities; ``None``: nothing is throttled.
     throttle: EvenThrottle | None = None
     stats: CapStats = field(default_factory=CapStats)
+    #: (user, campaign) → ``time.monotonic()`` until which the user is at the campaign's cap.
+    _at_cap: dict[tuple[str, str], float] = field(default_factory=dict)
     _failures: int = 0
     _down_until: float = 0.0
 
@@ -88,9 +103,15 @@ class CapGate:
         if store is None or time.monotonic() < self._down_until:
             self.stats.skipped_unavailable += 1
             return {c.campaign_id for c in capped}
+        known = self._known_at_cap(user_id, capped)
+        ask = [c for c in capped if c.campaign_id not in known]
+        if not ask:
+            self.stats.remembered += 1
+            self.stats.moved_on += 1
+            return known
         self.stats.checked += 1
         try:
-            taken = await asyncio.wait_for(store.pick(user_id, capped, now_s), self.deadline_s)
+            taken, waits = await asyncio.wait_for(store.pick_at_cap(user_id, ask, now_s), self.deadline_s)
         except (RedisError, OSError, TimeoutError) as exc:
             self._failures += 1
             if self._failures >= TRIP_AFTER:
@@ -100,11 +121,43 @@ class CapGate:
             logger.debug("frequency caps unavailable (%r): capped campaigns skipped", exc)
             return {c.campaign_id for c in capped}
         self._failures = 0
-        if taken != 0:
-            self.stats.moved_on += 1
+        self._remember(user_id, ask, waits)
         if taken < 0:
+            self.stats.moved_on += 1
             return {c.campaign_id for c in capped}
-        return {c.campaign_id for c in capped[:taken]}
+        # Out: every capped candidate ahead of the one taken (those known at their cap and those the
+        # script passed over); the ones after it may still price it, as without the memory.
+        chosen = ask[taken].campaign_id
+        out: set[str] = set()
+        for c in capped:
+            if c.campaign_id == chosen:
+                break
+            out.add(c.campaign_id)
+        if out:
+            self.stats.moved_on += 1
+        return out
+
+    def _known_at_cap(self, user_id: str, capped: Sequence[Campaign]) -> set[str]:
+        if not self._at_cap:
+            return set()
+        now = time.monotonic()
+        known: set[str] = set()
+        for c in capped:
+            key = (user_id, c.campaign_id)
+            until = self._at_cap.get(key)
+            if until is not None:
+                if until > now:
+                    known.add(c.campaign_id)
+                else:
+                    del self._at_cap[key]
+        return known
+
+    def _remember(self, user_id: str, asked: Sequence[Campaign], waits: Sequence[float]) -> None:
+        now = time.monotonic()
+        for c, wait_s in zip(asked, waits, strict=False):
+            if len(self._at_cap) >= AT_CAP_ENTRIES:
+                del self._at_cap[next(iter(self._at_cap))]  # the oldest entry
+            self._at_cap[(user_id, c.campaign_id)] = now + min(wait_s, AT_CAP_MAX_S)
 
 
 def _admitted(c: Campaign, throttle: EvenThrottle | None, drawn: dict[str, bool], rng: random.Random) -> bool:

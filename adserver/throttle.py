@@ -2,15 +2,16 @@
 
 The probability of each even campaign this worker has seen at the top of an auction is updated every tick
 (``TICK_S``) from the campaign's live budget hash in Redis (which the debit script keeps), by
-``index.throttle.next_probability``: one pipelined ``HMGET`` per tick for the watched campaigns, nothing
+``index.throttle.next_state``: one pipelined ``HMGET`` per tick for the watched campaigns, nothing
 per request. Workers do not talk to each other: they read the same spend and apply the same rule.
 
-A probability carries over from one slot to the next (traffic changes little in ten minutes), so a slot
-does not open with a burst at probability 1. Until a debit rolls the hash to the new slot, the worker
-computes the new slot's budget itself with the scripts' rule (``index.pacing.slot_budget`` at the slot's
-start) and counts its spend as 0. A campaign never seen serves at probability 1 until the next tick. If
-Redis cannot be read, the probabilities stay as they are. ``asap`` campaigns are never throttled, and the
-hard cap (never more than the budget, nor the slot budget) stays in the debit script.
+A campaign's state (its probability and its rate estimate) carries over from one slot to the next
+(traffic changes little in ten minutes), so a slot does not open with a burst at probability 1. Until a
+debit rolls the hash to the new slot, the worker computes the new slot's budget itself with the scripts'
+rule (``index.pacing.slot_budget`` at the slot's start) and counts its spend as 0. A campaign never seen
+serves at probability 1 until the next tick. If Redis cannot be read, the probabilities stay as they are.
+``asap`` campaigns are never throttled, and the hard cap (never more than the budget, nor the slot budget)
+stays in the debit script.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from redis.exceptions import RedisError
 
 from adplatform import names
 from index.pacing import Clock, SystemClock, slot_bounds, slot_budget, slot_id
-from index.throttle import next_probability
+from index.throttle import ThrottleState, next_state
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class EvenThrottle:
     probability: dict[str, float] = field(default_factory=dict)
     _watched: dict[str, None] = field(default_factory=dict)
     _last: dict[str, tuple[int, int]] = field(default_factory=dict)  # campaign → (slot, slot_spent)
+    _state: dict[str, ThrottleState] = field(default_factory=dict)
 
     def watch(self, campaign_id: str) -> None:
         """Note an even campaign at the top of an auction: its probability is kept from the next tick."""
@@ -83,6 +85,7 @@ class EvenThrottle:
                 del self._watched[oldest]
                 self.probability.pop(oldest, None)
                 self._last.pop(oldest, None)
+                self._state.pop(oldest, None)
             self._watched[campaign_id] = None
 
     def update(self, campaign_id: str, state: SlotState, now_s: float) -> None:
@@ -92,16 +95,19 @@ class EvenThrottle:
         current = slot_id(now_s, self.slot_s)
         budget, spent = state.at(current, self.slot_s)
         start_s, _end = slot_bounds(current, self.slot_s)
-        last_slot, last_spent = self._last.get(campaign_id, (current, spent))
-        earned = spent - last_spent if last_slot == current else spent
-        self.probability[campaign_id] = next_probability(
-            self.probability.get(campaign_id, 1.0),
+        last = self._last.get(campaign_id)
+        # Across a slot boundary the old slot's last charges are not known: the estimate is kept as is.
+        earned = spent - last[1] if last is not None and last[0] == current else None
+        paced = next_state(
+            self._state.get(campaign_id, ThrottleState()),
             slot_budget_micros=budget,
             slot_spent_micros=spent,
-            spent_last_tick_micros=earned,
+            earned_micros=earned,
             elapsed_fraction=(now_s - start_s) / self.slot_s,
             tick_fraction=self.tick_s / self.slot_s,
         )
+        self._state[campaign_id] = paced
+        self.probability[campaign_id] = paced.p
         self._last[campaign_id] = (current, spent)
 
     async def tick(self, client: aioredis.Redis) -> None:

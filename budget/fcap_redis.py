@@ -14,19 +14,22 @@ the window (a flight-long cap: when the flight ends), so an idle user costs noth
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 from adplatform import names
 from adplatform.redis_client import RedisClient
 from index.campaign import Campaign
 
 #: KEYS: one cap key per candidate, in auction order. ARGV: per candidate ``count, window_ms, ttl_ms``.
-#: Returns the 1-based position of the candidate taken, or 0 when every one is at its cap.
+#: Returns ``{position, wait_us...}``: the 1-based position of the candidate taken (0 when every one is at
+#: its cap), then, for each candidate passed over at its cap, the microseconds until its oldest ad leaves
+#: the window (when the user may see it again), so the caller can skip it until then without asking.
 #: Members are ``<now_us>-<count before>``: unique, since two calls in one microsecond see different counts.
 #: Redis 7 replicates a script's effects, so reading TIME before writing is allowed.
 PICK: Final = """
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {0}
 for i, key in ipairs(KEYS) do
   local count = tonumber(ARGV[3 * i - 2])
   local window_us = tonumber(ARGV[3 * i - 1]) * 1000
@@ -35,11 +38,22 @@ for i, key in ipairs(KEYS) do
   if seen < count then
     redis.call('ZADD', key, now_us, now_us .. '-' .. seen)
     redis.call('PEXPIRE', key, ARGV[3 * i])
-    return i
+    out[1] = i
+    return out
   end
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  out[#out + 1] = math.max(0, tonumber(oldest[2]) + window_us - now_us)
 end
-return 0
+return out
 """
+
+
+class Pick(NamedTuple):
+    """A ``PICK`` answer: the 0-based position taken (-1: none), and for each candidate passed over at its
+    cap (the first ones, in order), the seconds until the user may see it again."""
+
+    taken: int
+    at_cap_for_s: list[float]
 
 
 class FrequencyCapStore:
@@ -57,6 +71,10 @@ class FrequencyCapStore:
     async def pick(self, user_id: str, capped: Sequence[Campaign], now_s: float) -> int:
         """Take the first candidate of ``capped`` (all capped, in auction order) that ``user_id`` has seen
         fewer times than its cap within its window, and count this ad; its 0-based position, or -1."""
+        return (await self.pick_at_cap(user_id, capped, now_s)).taken
+
+    async def pick_at_cap(self, user_id: str, capped: Sequence[Campaign], now_s: float) -> Pick:
+        """``pick``, also saying how long each candidate passed over stays at its cap for the user."""
         keys: list[str] = []
         args: list[int] = []
         for c in capped:
@@ -65,8 +83,9 @@ class FrequencyCapStore:
             keys.append(names.fcap_key(user_id, c.campaign_id))
             args += (cap.count, cap.window_ms(c), cap.ttl_ms(c, now_s))
         if not keys:
-            return -1
-        return int(await self._pick(keys=keys, args=args)) - 1
+            return Pick(-1, [])
+        reply = await self._pick(keys=keys, args=args)
+        return Pick(int(reply[0]) - 1, [int(w) / 1e6 for w in reply[1:]])
 
     async def seen(self, user_id: str, campaign: Campaign) -> int:
         """How many ads of ``campaign`` the store holds for ``user_id`` (expired ones not yet trimmed

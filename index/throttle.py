@@ -1,11 +1,15 @@
 """Even pacing: the probability with which a worker serves an even-paced campaign within a slot.
 
 A slot's budget is spent evenly over the slot when spend follows the line ``target(f) = f · slot_budget``
-(``f``: the elapsed fraction of the slot). Every worker reads the campaign's live ``slot_spent`` from Redis
-(the budget hash, which the debit script keeps) every tick and moves its serve probability toward what
-keeps spend on that line: up when behind, down when ahead, multiplicatively, within ``[MIN_P, 1]``. The
-workers need no coordination beyond what Redis already holds: each sees the same spend and applies the
-same rule, so together they serve at the rate the line asks. The hard cap stays in the debit script.
+(``f``: the elapsed fraction of the slot). Every tick, every worker reads the campaign's live
+``slot_spent`` from Redis (the budget hash, which the debit script keeps) and sets its serve probability
+to what brings spend back onto the line by the next tick: ``wanted / rate``, where ``rate`` is what the
+campaign spends per tick when served at probability 1, estimated from what it earned at the probabilities
+used (an exponentially weighted mean, ticks without a charge included, so a campaign with a few charges
+per slot is still estimated without bias). The workers need no coordination beyond what Redis already
+holds: each sees the same spend and applies the same rule, so together they serve at the rate the line
+asks. The estimate carries over slot boundaries (traffic changes little in ten minutes), so a slot does
+not open with a burst. The hard cap stays in the debit script.
 
 ``LEAD`` aims a little ahead of the line, so that a slot's budget is used up by its end rather than
 undershot by the lag between a serve and its charge (feedback arrives after the ad).
@@ -13,12 +17,24 @@ undershot by the lag between a serve and its charge (feedback arrives after the 
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, NamedTuple
 
 #: Lowest serve probability: a throttled campaign still wins now and then, so its spend stays observable.
-MIN_P: Final = 0.01
+MIN_P: Final = 0.001
 #: Target lead, as a fraction of the slot.
 LEAD: Final = 0.02
+#: Memory of the rate estimate, as a fraction of the slot (150 s of a 10-minute slot): long enough that a
+#: campaign with a charge or two per slot keeps its estimate from one charge to the next (a short memory
+#: forgets it, the probability climbs back to 1 and the next slot opens with a burst), short against the
+#: daily curve.
+RATE_MEMORY: Final = 0.25
+
+
+class ThrottleState(NamedTuple):
+    """One campaign's serve probability, and its spend per tick at probability 1 (None: not known yet)."""
+
+    p: float = 1.0
+    rate_micros: float | None = None
 
 
 def target_spent(slot_budget_micros: int, elapsed_fraction: float) -> int:
@@ -27,25 +43,34 @@ def target_spent(slot_budget_micros: int, elapsed_fraction: float) -> int:
     return int(slot_budget_micros * f)
 
 
-def next_probability(
-    p: float,
+def next_state(
+    state: ThrottleState,
     *,
     slot_budget_micros: int,
     slot_spent_micros: int,
-    spent_last_tick_micros: int,
+    earned_micros: int | None,
     elapsed_fraction: float,
     tick_fraction: float,
-) -> float:
-    """The serve probability for the next tick: what brings spend back onto the line by the end of the
-    next tick, assuming the traffic of the last one (``p`` earned ``spent_last_tick_micros``), so
-    ``p · wanted / earned``; without an observation, double (or halve when ahead). Clamped to [MIN_P, 1].
+) -> ThrottleState:
+    """The state for the next tick. ``earned_micros``: what the campaign spent during the last tick, served
+    at ``state.p`` (None when unknown, e.g. across a slot boundary: the estimate is then kept).
 
-    A slot with no budget serves at 1: the budget filter blocks it anyway."""
+    Ahead of the line: ``MIN_P``. Behind it: ``wanted / rate`` clamped to [MIN_P, 1], or double while
+    the rate is not known (nothing earned yet). A slot with no budget serves at 1: the budget filter
+    blocks it anyway."""
+    rate = state.rate_micros
+    # A tick that began with the slot's budget spent tells nothing: the campaign was blocked.
+    if earned_micros is not None and slot_spent_micros - earned_micros < slot_budget_micros:
+        sample = earned_micros / max(state.p, MIN_P)
+        weight = min(1.0, tick_fraction / RATE_MEMORY)
+        rate = sample if rate is None else rate + weight * (sample - rate)
     if slot_budget_micros <= 0:
-        return 1.0
+        return ThrottleState(1.0, rate)
     wanted = target_spent(slot_budget_micros, elapsed_fraction + tick_fraction) - slot_spent_micros
-    if spent_last_tick_micros <= 0:
-        scaled = p * 2 if wanted > 0 else p / 2
+    if wanted <= 0:
+        p = MIN_P
+    elif rate is None or rate <= 0:
+        p = state.p * 2
     else:
-        scaled = p * max(wanted, 0) / spent_last_tick_micros
-    return min(1.0, max(MIN_P, scaled))
+        p = wanted / rate
+    return ThrottleState(min(1.0, max(MIN_P, p)), rate)

@@ -12,6 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from adserver.fcap import CapGate, capped_auction
 from adserver.params import ANONYMOUS_USER_ID
 from adserver.throttle import EvenThrottle, SlotState
+from budget.fcap_redis import Pick
 from index.auction import run_auction
 from index.campaign import Campaign
 from index.fcap import FrequencyCap
@@ -23,15 +24,18 @@ CAP = FrequencyCap(count=2, window_s=3600)
 
 
 class FakeStore:
-    """``FrequencyCapStore.pick`` over in-memory counts; records each call's candidates."""
+    """``FrequencyCapStore.pick_at_cap`` over in-memory counts; records each call's candidates."""
 
-    def __init__(self, *, fail: BaseException | None = None, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, *, fail: BaseException | None = None, delay_s: float = 0.0, at_cap_for_s: float = 3600.0
+    ) -> None:
         self.seen: dict[tuple[str, str], int] = {}
         self.calls: list[list[str]] = []
         self._fail = fail
         self._delay_s = delay_s
+        self._at_cap_for_s = at_cap_for_s
 
-    async def pick(self, user_id: str, capped: Sequence[Campaign], now_s: float) -> int:
+    async def pick_at_cap(self, user_id: str, capped: Sequence[Campaign], now_s: float) -> Pick:
         self.calls.append([c.campaign_id for c in capped])
         if self._delay_s:
             await asyncio.sleep(self._delay_s)
@@ -42,8 +46,8 @@ class FakeStore:
             key = (user_id, c.campaign_id)
             if self.seen.get(key, 0) < c.frequency_cap.count:
                 self.seen[key] = self.seen.get(key, 0) + 1
-                return i
-        return -1
+                return Pick(i, [self._at_cap_for_s] * i)
+        return Pick(-1, [self._at_cap_for_s] * len(capped))
 
 
 def _gate(store: FakeStore | None, deadline_s: float = 0.02) -> CapGate:
@@ -90,9 +94,20 @@ async def test_capped_winner_then_the_next_bid_with_the_price_following() -> Non
     index = _index(a, b, u, v)
     served = [await _serve(gate, index) for _ in range(6)]
     assert served == [("a", b.cpm_units)] * 2 + [("b", u.cpm_units)] * 2 + [("u", v.cpm_units)] * 2
-    assert store.calls == [["a", "b"]] * 6  # one call per request, the capped ones above the first uncapped
-    assert gate.stats.checked == 6 and gate.stats.moved_on == 4
+    # One call per request for the capped ones above the first uncapped, but for those known at their cap:
+    # a from the third request on, b from the fifth; the sixth request needs no call at all.
+    assert store.calls == [["a", "b"]] * 3 + [["b"]] * 2
+    assert gate.stats.checked == 5 and gate.stats.remembered == 1 and gate.stats.moved_on == 4
     assert await _serve(gate, index, user="u2") == ("a", b.cpm_units)  # caps are per user
+
+
+async def test_at_cap_memory_ends_when_the_window_frees() -> None:
+    store = FakeStore(at_cap_for_s=0.0)  # the user's window frees at once: nothing is remembered
+    gate = _gate(store)
+    index = _index(_bid("a", 900, True), _bid("u", 700))
+    served = [await _serve(gate, index) for _ in range(4)]
+    assert [s[0] for s in served if s] == ["a", "a", "u", "u"]
+    assert store.calls == [["a"]] * 4 and gate.stats.remembered == 0
 
 
 async def test_anonymous_user_never_gets_a_capped_campaign() -> None:
@@ -154,20 +169,19 @@ def test_throttle_follows_the_slot_state() -> None:
     now_s = 600 * 1000 + 300  # half-way through slot 1000
     throttle.update("none", SlotState.parse([None] * 7), now_s)  # no budget hash: nothing to pace
     assert "none" not in throttle.probability
-    throttle.update("c", _state(1000, 1_000_000, 900_000), now_s)  # far ahead of the line: halve (no rate)
-    assert throttle.probability["c"] == 0.5
-    throttle.update("c", _state(1000, 1_000_000, 901_000), now_s + 1)  # still ahead: down to the floor
+    throttle.update("c", _state(1000, 1_000_000, 900_000), now_s)  # far ahead of the line: the floor
     assert throttle.probability["c"] == MIN_P
-    throttle.update("c", _state(1000, 1_000_000, 1_000_000), now_s + 2)  # spent: stays at the floor
-    assert throttle.probability["c"] == MIN_P
-    throttle.update("d", _state(1000, 1_000_000, 100_000), now_s)  # behind the line
-    throttle.update("d", _state(1000, 1_000_000, 101_000), now_s + 1)  # and earning too little: serve freely
+    throttle.update("d", _state(1000, 1_000_000, 500_000), now_s)  # first sight, behind: p 1 (rate unknown)
     assert throttle.probability["d"] == 1.0
-    # The next slot, not rolled in Redis yet: its budget by the scripts' rule, nothing spent, p carried over.
-    throttle.probability["d"] = 0.2
-    throttle.update("d", _state(1000, 1_000_000, 1_000_000), now_s + 300)
-    assert throttle.probability["d"] == 0.4  # behind the new slot's line (no rate yet): doubled
-    assert SlotState(1000, 1_000_000, 5, 10_000_000, 0, 950 * 600, 1050 * 600).at(1001, 600) == (
-        10_000_000 // 49,
-        0,
-    )  # 49 slots left
+    # Earned 10,000 at p 1 (the rate); the line (2% lead) wants 523,333 by the next tick: 13,333 more.
+    throttle.update("d", _state(1000, 1_000_000, 510_000), now_s + 1)
+    assert throttle.probability["d"] == 1.0
+    throttle.update("d", _state(1000, 1_000_000, 530_000), now_s + 2)  # ahead of the line now
+    assert throttle.probability["d"] == MIN_P
+    # The next slot, not rolled in Redis yet: its budget by the scripts' rule, nothing spent yet, and the
+    # rate estimate carried over (no observation across the boundary).
+    throttle.update("d", _state(1000, 1_000_000, 1_000_000), 600 * 1001)
+    budget = 10_000_000 // 49  # 49 slots of the flight left
+    rate = 10_000 + (20_000 - 10_000) / 150  # 20,000 earned at p 1 weighs (1/600) / 0.25 into the estimate
+    assert throttle.probability["d"] == pytest.approx(int(budget * (1 / 600 + 0.02)) / rate)
+    assert SlotState(1000, 1_000_000, 5, 10_000_000, 0, 950 * 600, 1050 * 600).at(1001, 600) == (budget, 0)

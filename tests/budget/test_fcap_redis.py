@@ -33,6 +33,22 @@ async def test_takes_the_first_under_its_cap_and_counts_it(redis_client: aioredi
     assert await store.pick("u1", [], now_s) == -1
 
 
+async def test_says_how_long_each_passed_over_candidate_stays_at_its_cap(
+    redis_client: aioredis.Redis,
+) -> None:
+    store = FrequencyCapStore(redis_client)
+    a, b = _capped("a", 1, 3600), _capped("b", 1, 1)
+    assert (await store.pick_at_cap("u1", [a, b], 0)).taken == 0
+    assert (await store.pick_at_cap("u1", [b], 0)).taken == 0
+    passed = await store.pick_at_cap("u1", [a, b], 0)
+    assert passed.taken == -1 and len(passed.at_cap_for_s) == 2
+    assert 3599 < passed.at_cap_for_s[0] <= 3600 and 0.5 < passed.at_cap_for_s[1] <= 1
+    await asyncio.sleep(passed.at_cap_for_s[1] + 0.01)  # b's window has freed by then, not a's
+    again = await store.pick_at_cap("u1", [a, b], 0)
+    assert again.taken == 1 and len(again.at_cap_for_s) == 1
+    assert 3598 < again.at_cap_for_s[0] <= passed.at_cap_for_s[0]
+
+
 async def test_flight_cap_lives_until_the_flight_ends(redis_client: aioredis.Redis) -> None:
     store = FrequencyCapStore(redis_client)
     now_s = 1_757_764_800
