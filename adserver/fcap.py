@@ -43,6 +43,7 @@ from adserver.params import ANONYMOUS_USER_ID
 from budget.fcap_redis import FrequencyCapStore
 from index.auction import AuctionResult, resettle, settle
 from index.campaign import EVEN, Campaign
+from index.explain import LossReason
 from index.fcap import ladder
 from index.index import TargetingIndex
 from index.targeting import AdRequest
@@ -161,7 +162,8 @@ class CapGate:
 
 
 def _admitted(c: Campaign, throttle: EvenThrottle | None, drawn: dict[str, bool], rng: random.Random) -> bool:
-    """Whether even pacing lets ``c`` take part in this request (drawn once per request)."""
+    """Whether even pacing lets ``c`` take part in this request (drawn once per request; ``drawn`` holds
+    each even campaign's draw)."""
     if throttle is None or c.pacing_mode != EVEN:
         return True
     cid = c.campaign_id
@@ -181,9 +183,13 @@ async def capped_auction(
     *,
     reserve_cpm_units: int,
     rng: random.Random,
+    sat_out: dict[str, LossReason] | None = None,
 ) -> AuctionResult | None:
     """``index.auction.run_auction`` with frequency caps and even pacing: the same result, with no Redis
-    call, whenever no capped campaign is among the top bids and no even one there is drawn out."""
+    call, whenever no capped campaign is among the top bids and no even one there is drawn out.
+
+    ``sat_out``, when given, receives the campaigns passed over and why (``capped``, ``throttled``): the
+    loss reasons of a sampled request."""
     head = index.top(request, now_s, reserve_cpm_units)
     if head is None:
         return None
@@ -200,4 +206,7 @@ async def capped_auction(
     )
     ranked, capped = ladder(admitted, rng=rng)
     excluded = await gate.excluded(request.user_id, capped, now_s) if capped else ()
+    if sat_out is not None:
+        sat_out.update((cid, "throttled") for cid, admitted in drawn.items() if not admitted)
+        sat_out.update((cid, "capped") for cid in excluded)
     return resettle(ranked, excluded, reserve_cpm_units=reserve_cpm_units)

@@ -20,6 +20,7 @@ from adserver.http.respond import detail, send_json
 from adserver.state import StateRef
 from adserver.sync.publisher import ServedItem
 from adserver.token import RequestToken
+from index.explain import LossReason
 
 NO_FILL: Final = detail("No eligible ads found.")
 NOT_READY: Final = detail("The ad index is still loading; retry shortly.")
@@ -56,6 +57,7 @@ class ServeEndpoint:
             return 503
         now_s = time.time()
         # Frequency caps: a Redis call only when a capped campaign is among the top bids (adserver.fcap).
+        sat_out: dict[str, LossReason] = {}  # capped / throttled campaigns passed over: loss reasons
         result = await capped_auction(
             state.caps,
             state.index,
@@ -63,12 +65,13 @@ class ServeEndpoint:
             now_s,
             reserve_cpm_units=state.config.reserve_cpm_units,
             rng=state.rng,
+            sat_out=sat_out,
         )
         if result is None:
             state.stats.unfilled += 1
             await send_json(send, 404, NO_FILL)
             if state.sampler.pick():  # after the answer: only sampled requests pay for their loss reasons
-                state.sampler.record(state.index, request, now_s, None)
+                state.sampler.record(state.index, request, now_s, None, sat_out)
             return 404
         campaign = result.campaign
         issued_ms = int(now_s * 1000)
@@ -112,5 +115,5 @@ class ServeEndpoint:
         )
         await send_json(send, 200, body)
         if state.sampler.pick():  # after the answer: only sampled requests pay for their loss reasons
-            state.sampler.record(state.index, request, now_s, result)
+            state.sampler.record(state.index, request, now_s, result, sat_out)
         return 200

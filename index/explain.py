@@ -39,7 +39,9 @@ Reason = Literal[
     "tie",
     "outbid",
 ]
-LossReason = Literal["blocked", "below_reserve", "tie", "outbid"]
+#: ``capped``: the user is at the campaign's frequency cap; ``throttled``: even pacing drew the campaign
+#: out of this request. Both sat the auction out (neither won nor priced it); the serve path says which.
+LossReason = Literal["blocked", "below_reserve", "capped", "throttled", "tie", "outbid"]
 #: The order in which reasons are looked for: a campaign reports the first that applies.
 REASON_ORDER: Final[tuple[Reason, ...]] = (
     "stopped",
@@ -330,12 +332,15 @@ def auction_losses(
     *,
     served: Campaign | None,
     reserve_cpm_units: int,
+    sat_out: Mapping[str, LossReason] | None = None,
     max_listed: int = MAX_LISTED,
     max_scanned: int = MAX_SCANNED,
 ) -> AuctionLosses:
     """Loss reasons of one auction already decided (``served`` is its winner, None on a no-fill): the head
     of the request's matching campaigns, bounded (``TargetingIndex.matching_head``), so a sampled request
-    costs about the same whatever the index's size."""
+    costs about the same whatever the index's size. ``sat_out``: the campaigns the serve path passed over
+    (``capped``, ``throttled``), which neither won nor priced the auction."""
+    out = sat_out or {}
     blocked = index.blocked
     served_id = None if served is None else served.campaign_id
     top = None if served is None else served.cpm_units
@@ -351,6 +356,8 @@ def auction_losses(
         reason: LossReason
         if cid in blocked:
             reason = "blocked"
+        elif cid in out:
+            reason = out[cid]
         elif c.cpm_units < reserve_cpm_units:
             reason = "below_reserve"
         else:

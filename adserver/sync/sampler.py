@@ -12,6 +12,7 @@ dropped and counted (``dropped``); a diagnosis then sees fewer samples, serving 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Final
 
 from adplatform.config import Config
@@ -19,7 +20,7 @@ from adplatform.params import ANONYMOUS_USER_ID
 from adplatform.sample import RequestSample, sample_encoder, user_digest
 from adserver.sync.shipper import BatchShipper
 from index.auction import AuctionResult
-from index.explain import auction_losses
+from index.explain import LossReason, auction_losses
 from index.index import TargetingIndex
 from index.money import cpm_units_to_decimal, micros_to_decimal
 from index.targeting import AdRequest
@@ -57,15 +58,23 @@ class RequestSampler(BatchShipper[RequestSample]):
         return self.rate > 0.0 and self._random() < self.rate
 
     def record(
-        self, index: TargetingIndex, request: AdRequest, now_s: float, result: AuctionResult | None
+        self,
+        index: TargetingIndex,
+        request: AdRequest,
+        now_s: float,
+        result: AuctionResult | None,
+        sat_out: Mapping[str, LossReason] | None = None,
     ) -> None:
-        """Build the sample of a decided auction (after its response) and queue it; never blocks."""
+        """Build the sample of a decided auction (after its response) and queue it; never blocks.
+        ``sat_out``: the campaigns the serve path passed over (capped, throttled) and why."""
         self.sampled += 1
         if not self._has_room():
             return
         reserve = self._config.reserve_cpm_units
         served = None if result is None else result.campaign
-        losses = auction_losses(index, request, now_s, served=served, reserve_cpm_units=reserve)
+        losses = auction_losses(
+            index, request, now_s, served=served, reserve_cpm_units=reserve, sat_out=sat_out
+        )
         self._push(
             RequestSample(
                 at_ms=int(now_s * 1000),

@@ -15,6 +15,7 @@ from adserver.throttle import EvenThrottle, SlotState
 from budget.fcap_redis import Pick
 from index.auction import run_auction
 from index.campaign import Campaign
+from index.explain import LossReason, auction_losses
 from index.fcap import FrequencyCap
 from index.index import TargetingIndex
 from index.throttle import MIN_P
@@ -185,3 +186,28 @@ def test_throttle_follows_the_slot_state() -> None:
     rate = 10_000 + (20_000 - 10_000) / 150  # 20,000 earned at p 1 weighs (1/600) / 0.25 into the estimate
     assert throttle.probability["d"] == pytest.approx(int(budget * (1 / 600 + 0.02)) / rate)
     assert SlotState(1000, 1_000_000, 5, 10_000_000, 0, 950 * 600, 1050 * 600).at(1001, 600) == (budget, 0)
+
+
+async def test_passed_over_campaigns_are_named_for_the_loss_reasons() -> None:
+    store = FakeStore()
+    gate = _gate(store)
+    gate.throttle = EvenThrottle(slot_s=600)
+    even, capped, low = _paced("even", 900, "even"), _bid("capped", 800, True), _paced("low", 100, "asap")
+    index = _index(even, capped, low)
+    gate.throttle.probability["even"] = 0.0
+    for _ in range(CAP.count):  # the user reaches capped's cap
+        await _serve(gate, index)
+    sat_out: dict[str, LossReason] = {}
+    result = await capped_auction(
+        gate, index, request(user_id="u1"), NOW_S, reserve_cpm_units=1, rng=random.Random(1), sat_out=sat_out
+    )
+    assert result is not None and result.campaign.campaign_id == "low"
+    assert sat_out == {"even": "throttled", "capped": "capped"}
+    losses = auction_losses(
+        index, request(user_id="u1"), NOW_S, served=low, reserve_cpm_units=1, sat_out=sat_out
+    )
+    assert [(loss.campaign_id, loss.reason) for loss in losses.losses] == [
+        ("even", "throttled"),
+        ("capped", "capped"),
+    ]
+    assert losses.runner_up is None  # neither priced the auction
