@@ -41,7 +41,6 @@ def cluster_env() -> dict[str, str]:
         "ADP_KAFKA_BOOTSTRAP": kafka_cluster.bootstrap(),
         "ADP_KAFKA_REPLICATION": "3",
         "ADP_REDIS_WAIT_REPLICAS": "1",
-        "ADP_SPARK_MASTER": spark_cluster.master_url(),
     }
 
 
@@ -161,7 +160,10 @@ def up(config: Config) -> None:
     _wait(lambda: (spark_cluster.alive_workers() or 0) >= 2, 120, "Spark master with 2 workers", logs)
     env_file = r / "cluster.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in cluster_env().items()))
-    say(f"cluster up; point the platform at it with the variables in {env_file}")
+    say(
+        f"cluster up; point the platform at it with the variables in {env_file}; run the archive on Spark "
+        f"with `adplatform archive submit --master {spark_cluster.master_url()}`"
+    )
 
 
 async def _topics(config: Config, timeout_s: float = 60) -> list[str]:
