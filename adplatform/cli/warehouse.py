@@ -68,6 +68,8 @@ def warehouse_check(show: int) -> None:
 def sql_cmd(statement: str, fmt: str | None, limit: int | None) -> None:
     """Run a Spark SQL statement over the warehouse's tables (feedback, campaign_day, demographic_day,
     warehouse_loads) and print the result: a table for people, --csv or --json for scripts."""
+    from pyspark.errors import PySparkException
+
     from archive.error import ArchiveError
     from archive.warehouse.catalog import warehouse_session
     from archive.warehouse.query import format_result, run_query
@@ -82,6 +84,8 @@ def sql_cmd(statement: str, fmt: str | None, limit: int | None) -> None:
             spark.stop()
     except ArchiveError as exc:
         raise click.ClickException(str(exc)) from None
+    except PySparkException as exc:  # a bad statement: Spark's own message (first line), exit 1
+        raise click.ClickException(str(exc).strip().splitlines()[0]) from None
     click.echo(format_result(result, "table" if fmt is None else fmt), nl=False)  # type: ignore[arg-type]
 
 
