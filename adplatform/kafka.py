@@ -23,6 +23,9 @@ TOPIC_SETTINGS: dict[str, dict[str, str]] = {
     "ad-requests-sample": {"retention.ms": str(24 * 3600 * 1000)},
 }
 
+#: Longest a bounded mode's "drained?" check may take before it counts as "not yet".
+DRAINED_CHECK_S = 10.0
+
 
 async def start_or_close(client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient) -> None:
     """Start ``client``; when that fails (no broker answers), close it before the error propagates, so the
@@ -155,18 +158,19 @@ async def read_to_end(
         for tp in tps:
             if start and tp.partition in start:
                 consumer.seek(tp, start[tp.partition])
-        ends = await consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if ends[tp] > (start or {}).get(tp.partition, 0)}
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while remaining:
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"{topic}: not read to its end offsets within {timeout_s}s")
-            batch = await consumer.getmany(*remaining, timeout_ms=500)
-            for tp, part in batch.items():
-                records.extend(r for r in part if r.offset < ends[tp])
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+        try:
+            async with asyncio.timeout(timeout_s):  # every await below, ``position`` included
+                ends = await consumer.end_offsets(tps)
+                remaining = {tp for tp in tps if ends[tp] > (start or {}).get(tp.partition, 0)}
+                while remaining:
+                    batch = await consumer.getmany(*remaining, timeout_ms=500)
+                    for tp, part in batch.items():
+                        records.extend(r for r in part if r.offset < ends[tp])
+                    for tp in list(remaining):
+                        if await consumer.position(tp) >= ends[tp]:
+                            remaining.discard(tp)
+        except TimeoutError:
+            raise TimeoutError(f"{topic}: not read to its end offsets within {timeout_s}s") from None
     finally:
         await consumer.stop()
     return records
@@ -177,8 +181,14 @@ async def drained(consumer: AIOKafkaConsumer) -> bool:
     assignment = consumer.assignment()
     if not assignment:
         return False
-    ends = await consumer.end_offsets(list(assignment))
-    for tp in assignment:
-        if await consumer.position(tp) < ends[tp]:
-            return False
+    try:
+        # Bounded: ``position`` waits (and loops) until a reset position is known, so an unbounded
+        # call could keep a bounded mode from ever seeing its stop event.
+        async with asyncio.timeout(DRAINED_CHECK_S):
+            ends = await consumer.end_offsets(list(assignment))
+            for tp in assignment:
+                if await consumer.position(tp) < ends[tp]:
+                    return False
+    except TimeoutError:
+        return False
     return True
