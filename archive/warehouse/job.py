@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from adplatform.config import load_config
 from archive.layout import ArchiveLayout
 from archive.warehouse.catalog import WarehouseConfig, ensure_metastore_schema, hive_conf
+from archive.warehouse.history import load_history
 from archive.warehouse.load import load_feedback
 from archive.warehouse.tables import ensure_tables
 
@@ -33,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ensure_tables(spark, warehouse)
         summary = load_feedback(spark, ArchiveLayout(config.archive_dir), warehouse, pg_dsn=config.pg_dsn)
+        states = load_history(
+            spark, warehouse, config.kafka_bootstrap, config.topics.ad_changes, summary.load_id
+        )
     finally:
         spark.stop()
     rate = summary.events / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
@@ -40,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"warehouse load {summary.load_id}: {summary.new_files} new files, days {days}, "
         f"{summary.events} events in those days, served ads of {len(summary.served_days)} days, "
+        f"{states} new campaign states, "
         f"{summary.elapsed_s:.1f}s ({rate:.0f} events/s)",
         flush=True,
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 from archive.schema import archive_schema
 from archive.warehouse.catalog import WarehouseConfig
+from archive.warehouse.history import CAMPAIGN_HISTORY, HISTORY_COLUMNS
 from archive.warehouse.served import SERVED_ADS, SERVED_COLUMNS
 
 FEEDBACK = "feedback"
@@ -51,6 +52,7 @@ def table_specs() -> tuple[TableSpec, ...]:
             "ctr DOUBLE",
         ),
         TableSpec(SERVED_ADS, SERVED_COLUMNS),
+        TableSpec(CAMPAIGN_HISTORY, HISTORY_COLUMNS, partitioned=False),
         TableSpec(
             LOADS,
             "load_id STRING, source STRING, file STRING, size BIGINT, `date` DATE, loaded_at TIMESTAMP",

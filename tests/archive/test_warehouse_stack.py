@@ -22,16 +22,19 @@ from typing import Any, cast
 
 import asyncpg
 import msgspec
+import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
 
 from adplatform.config import Config
+from adplatform.kafka import ensure_topics, make_producer, wait_for_topics
 from adplatform.postgres import quote_ident
 from adplatform.wire import FeedbackEvent, ServedAd, encoder
 from archive.layout import ArchiveLayout
 from archive.session import create_session
 from archive.warehouse.catalog import WarehouseConfig, ensure_metastore_schema, hive_conf, location_uri
 from archive.warehouse.check import check_books
+from archive.warehouse.history import load_history
 from archive.warehouse.load import LoadOptions, load_feedback
 from archive.warehouse.partition import SimulatedCrash, partition_location
 from archive.warehouse.query import format_result, run_query
@@ -42,7 +45,7 @@ from tests.archive.events import make_events
 from tests.archive.fake_sink import write_batch
 from tests.fresh import clean_test_tables, fresh_config
 
-pytestmark = [pytest.mark.spark, pytest.mark.postgres]
+pytestmark = [pytest.mark.spark, pytest.mark.postgres, pytest.mark.kafka]
 
 START_MS = 1_760_054_400_000  # 2025-10-10T00:00Z
 DAY1, DAY2, DAY3 = "2025-10-10", "2025-10-11", "2025-10-12"
@@ -235,7 +238,86 @@ def test_sql_over_the_catalog(wh: Warehouse) -> None:
     assert text.endswith("(3 rows)\n")
 
 
-def test_warehouse_load_command_under_spark_submit(wh: Warehouse, repo_root: str) -> None:
+T0_S = 1_760_000_000  # campaign states' updated_at_s
+
+
+def _state(campaign_id: str, version: int, at_s: int, budget_micros: int, status: str = "Active") -> bytes:
+    """An ``ad-changes`` record's value (the fields the history keeps; the rest stay NULL)."""
+    return orjson.dumps(
+        {
+            "campaign_id": campaign_id,
+            "version": version,
+            "status": status,
+            "action": "Stop Campaign" if status == "Inactive" else "Update Campaign",
+            "budget_micros": budget_micros,
+            "cpc_micros": 1000 * version,
+            "updated_at_s": at_s,
+            "frequency_cap": {"count": 3, "window_s": 3600},
+        }
+    )
+
+
+async def _publish_changes(config: Config, values: list[tuple[str, bytes]]) -> None:
+    producer = make_producer(config)
+    await producer.start()
+    try:
+        for key, value in values:
+            await producer.send(config.topics.ad_changes, value, key=key.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+@pytest.fixture(scope="module")
+def changes(base_config: Config) -> Config:
+    """A fresh ``ad-changes`` topic for the module (deleted with the session's topics)."""
+    config = fresh_config(base_config, kafka=True)
+
+    async def create() -> None:
+        await ensure_topics(config, [config.topics.ad_changes])
+        await wait_for_topics(config, [config.topics.ad_changes])
+
+    asyncio.run(create())
+    return config
+
+
+def _as_of(spark: Any, campaign_id: str, at_s: int) -> tuple[Any, ...]:
+    row = spark.sql(
+        "SELECT version, budget_micros, status FROM campaign_history WHERE campaign_id = :c "
+        "AND valid_from <= timestamp_seconds(:t) AND (valid_to IS NULL OR valid_to > timestamp_seconds(:t))",
+        args={"c": campaign_id, "t": at_s},
+    ).collect()
+    assert len(row) == 1, row
+    return tuple(row[0])
+
+
+def test_campaign_history_answers_as_of_after_update_and_stop(wh: Warehouse, changes: Config) -> None:
+    topic = changes.topics.ad_changes
+    asyncio.run(
+        _publish_changes(
+            changes,
+            [
+                ("A", _state("A", 1, T0_S, 10_000_000)),
+                ("B", _state("B", 1, T0_S + 500, 5_000_000)),
+                ("A", _state("A", 2, T0_S + 1000, 20_000_000)),
+                ("A", _state("A", 3, T0_S + 2000, 20_000_000, "Inactive")),
+            ],
+        )
+    )
+    assert load_history(wh.spark, wh.config, changes.kafka_bootstrap, topic, "h1") == 4
+    assert _as_of(wh.spark, "A", T0_S + 10) == (1, 10_000_000, "Active")
+    assert _as_of(wh.spark, "A", T0_S + 1500) == (2, 20_000_000, "Active")
+    assert _as_of(wh.spark, "A", T0_S + 9999) == (3, 20_000_000, "Inactive")
+    assert _as_of(wh.spark, "B", T0_S + 9999) == (1, 5_000_000, "Active")
+    assert load_history(wh.spark, wh.config, changes.kafka_bootstrap, topic, "h2") == 0  # nothing new
+    asyncio.run(_publish_changes(changes, [("B", _state("B", 2, T0_S + 3000, 7_000_000))]))
+    assert load_history(wh.spark, wh.config, changes.kafka_bootstrap, topic, "h3") == 1
+    assert _as_of(wh.spark, "B", T0_S + 2999)[1] == 5_000_000
+    assert _as_of(wh.spark, "B", T0_S + 3000)[1] == 7_000_000
+    assert wh.spark.table("campaign_history").count() == 5
+
+
+def test_warehouse_load_command_under_spark_submit(wh: Warehouse, changes: Config, repo_root: str) -> None:
     """The real entry point: ``adplatform warehouse load`` (spark-submit, its own JVM, the same metastore)."""
     wh.archive.write(make_events(8, seed=8, start_ms=START_MS + 86_400_000 + 10_800_000, step_ms=1000))
     env = {
@@ -243,6 +325,7 @@ def test_warehouse_load_command_under_spark_submit(wh: Warehouse, repo_root: str
         "ADP_ARCHIVE_DIR": str(wh.archive.layout.root),
         "ADP_WAREHOUSE_DIR": wh.config.location,
         "ADP_WAREHOUSE_METASTORE_SCHEMA": wh.config.metastore_schema,
+        "ADP_TOPIC_PREFIX": changes.topics.prefix,
     }
     adplatform = Path(sys.executable).parent / "adplatform"
     done = subprocess.run(
@@ -255,6 +338,7 @@ def test_warehouse_load_command_under_spark_submit(wh: Warehouse, repo_root: str
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"1 new files, days {DAY2}," in done.stdout
+    assert "0 new campaign states" in done.stdout  # the history test loaded them all
     for table in (FEEDBACK, "campaign_day", "demographic_day"):
         wh.spark.catalog.refreshTable(table)
     check_tables(wh)
