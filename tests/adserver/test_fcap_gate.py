@@ -183,7 +183,8 @@ def test_throttle_follows_the_slot_state() -> None:
     # rate estimate carried over (no observation across the boundary).
     throttle.update("d", _state(1000, 1_000_000, 1_000_000), 600 * 1001)
     budget = 10_000_000 // 49  # 49 slots of the flight left
-    rate = 10_000 + (20_000 - 10_000) / 150  # 20,000 earned at p 1 weighs (1/600) / 0.25 into the estimate
+    # 10,000 then 20,000 earned at p 1 (the second weighing (1/600) / 0.25): the mean spend at p 1.
+    rate = 10_000 + (20_000 - 10_000) / 150
     assert throttle.probability["d"] == pytest.approx(int(budget * (1 / 600 + 0.02)) / rate)
     assert SlotState(1000, 1_000_000, 5, 10_000_000, 0, 950 * 600, 1050 * 600).at(1001, 600) == (budget, 0)
 

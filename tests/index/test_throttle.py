@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from index.throttle import MIN_P, ThrottleState, next_state, target_spent
 
 
@@ -17,14 +19,20 @@ def _at_half(state: ThrottleState, spent: int, earned: int | None) -> ThrottleSt
 def test_behind_raises_ahead_lowers_and_bounds_hold() -> None:
     # The first observation sets the rate: 10,000 earned at p 0.5 is 20,000 a tick at p 1; on the line
     # (530,000 wanted by the next tick, 520,000 spent), 10,000 more is p 0.5 again.
-    assert _at_half(ThrottleState(0.5), 520_000, 10_000) == ThrottleState(0.5, 20_000.0)
+    first = _at_half(ThrottleState(0.5), 520_000, 10_000)
+    assert first == ThrottleState(0.5, 10_000.0, 0.5) and first.rate_micros == 20_000
     assert _at_half(ThrottleState(0.5), 100_000, 10_000).p == 1.0  # far behind
     assert _at_half(ThrottleState(0.5), 900_000, 10_000).p == MIN_P  # ahead
-    assert _at_half(ThrottleState(0.2), 0, None) == ThrottleState(0.4, None)  # behind, rate unknown: double
-    assert _at_half(ThrottleState(0.2, 20_000.0), 0, None).rate_micros == 20_000.0  # no observation: kept
-    # A tick without a charge is an observation too: the estimate falls by its weight (0.01 / 0.25).
-    assert _at_half(ThrottleState(0.5, 20_000.0), 520_000, 0).rate_micros == 19_200.0
-    assert _at_half(ThrottleState(0.5, 20_000.0), 1_000_000, 0).rate_micros == 20_000.0  # blocked: no news
+    assert _at_half(ThrottleState(0.2), 0, None) == ThrottleState(0.4)  # behind, rate unknown: double
+    known = ThrottleState(0.5, 10_000.0, 0.5)  # 20,000 a tick at p 1
+    assert _at_half(known, 0, None).rate_micros == 20_000  # no observation: kept
+    # A tick without a charge is an observation too, weighing 0.01 / 0.25 (at p 0.5: 10,000 x 0.96 /
+    # 0.5); the same tick at the floor probability hardly moves the estimate.
+    assert _at_half(known, 520_000, 0).rate_micros == pytest.approx(19_200)
+    assert _at_half(known._replace(p=MIN_P), 520_000, 0).rate_micros == pytest.approx(
+        9_600 / (0.48 + 0.04 * MIN_P)
+    )
+    assert _at_half(known, 1_000_000, 0).rate_micros == 20_000  # began blocked: no news
     free = next_state(ThrottleState(0.3), slot_budget_micros=0, slot_spent_micros=0, earned_micros=0,
                       elapsed_fraction=0.1, tick_fraction=0.01)  # fmt: skip
     assert free.p == 1.0
