@@ -138,5 +138,7 @@ async def test_run_closes_windows_on_their_boundary_and_the_partial_one_on_stop(
     records = [r for _, r, _ in producer.acked]
     assert sum(r.served for r in records) == 4 and sum(r.no_fill for r in records) == 1
     assert [r.seq for r in records] == list(range(len(records))) and len(records) >= 1
-    assert all(a.end_ms == b.start_ms for a, b in itertools.pairwise(records))
+    # Windows never overlap; they touch unless an empty window between them was skipped (a loaded
+    # machine can pass a second boundary during the sleep).
+    assert all(a.start_ms < a.end_ms <= b.start_ms for a, b in itertools.pairwise(records))
     assert producer.started and producer.stopped
