@@ -164,6 +164,15 @@ class Config:
     redis_wait_replicas: int = 0
     #: ``ADP_REDIS_WAIT_MS``: how long a debit waits for those replicas; past it the batch is refunded, 503.
     redis_wait_ms: int = 200
+    #: ``ADP_WAREHOUSE_DIR``: where the warehouse's tables live, a path or a ``file:``/``s3a:`` URI (None:
+    #: ``<stack_dir>/warehouse``).
+    warehouse_dir: str | None = None
+    #: ``ADP_WAREHOUSE_METASTORE_SCHEMA``: the PostgreSQL schema (in ``pg_dsn``'s database) of the warehouse's
+    #: Hive metastore.
+    warehouse_metastore_schema: str = "warehouse_metastore"
+    #: ``ADP_WAREHOUSE_LOAD_INTERVAL_S``: ``adplatform run`` runs ``warehouse load`` every this many seconds
+    #: (0: never; cron can run it instead).
+    warehouse_load_interval_s: int = 0
 
     @property
     def pg_dsn_redacted(self) -> str:
@@ -240,6 +249,15 @@ def _rate(name: str, raw: str | None, default: float) -> float:
     if not 0.0 <= value <= 1.0:  # also refuses NaN
         raise ConfigError(f"{PREFIX}{name}: expected a number from 0 to 1, got {raw!r}")
     return value
+
+
+def _schema_name(raw: str) -> str:
+    """A PostgreSQL schema name that needs no quoting anywhere (it also goes into a JDBC URL)."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", raw):
+        raise ConfigError(
+            f"{PREFIX}WAREHOUSE_METASTORE_SCHEMA: lower-case letters, digits and _ (not first), got {raw!r}"
+        )
+    return raw
 
 
 def _cpm_units(raw: str) -> int:
@@ -369,4 +387,9 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv: Path | None
         api_key=env.get(PREFIX + "API_KEY") or None,
         redis_wait_replicas=_int(env, "REDIS_WAIT_REPLICAS", 0, minimum=0),
         redis_wait_ms=_int(env, "REDIS_WAIT_MS", 200, minimum=1),
+        warehouse_dir=env.get(PREFIX + "WAREHOUSE_DIR") or None,
+        warehouse_metastore_schema=_schema_name(
+            env.get(PREFIX + "WAREHOUSE_METASTORE_SCHEMA") or "warehouse_metastore"
+        ),
+        warehouse_load_interval_s=_int(env, "WAREHOUSE_LOAD_INTERVAL_S", 0, minimum=0),
     )

@@ -14,8 +14,6 @@ transaction on another holds a lock on the referenced table, and the two wait on
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from adplatform.config import PREFIX, Config, read_dotenv
+from adplatform.config import Config
 from adplatform.postgres import quote_ident
 from archive.export import JdbcTarget, jdbc_target
 
@@ -38,17 +36,10 @@ class WarehouseConfig:
     metastore_schema: str
 
     @classmethod
-    def from_config(cls, config: Config, environ: Mapping[str, str] | None = None) -> WarehouseConfig:
-        """``ADP_WAREHOUSE_DIR`` (default ``<stack_dir>/warehouse``; a path or a ``file:``/``s3a:`` URI) and
-        ``ADP_WAREHOUSE_METASTORE_SCHEMA`` (default ``warehouse_metastore``, in ``ADP_PG_DSN``'s database).
-
-        Read here rather than in ``adplatform.config`` only while that module is being changed by another
-        task; they belong there (TODO(#21))."""
-        env: dict[str, str] = dict(read_dotenv(Path(".env")))
-        env.update(os.environ if environ is None else environ)
-        location = env.get(PREFIX + "WAREHOUSE_DIR") or str(config.stack_dir / "warehouse")
-        schema = env.get(PREFIX + "WAREHOUSE_METASTORE_SCHEMA") or "warehouse_metastore"
-        return cls(location_uri(location), config.pg_dsn, schema)
+    def from_config(cls, config: Config) -> WarehouseConfig:
+        """``Config.warehouse_dir`` (default ``<stack_dir>/warehouse``) and its metastore schema."""
+        location = config.warehouse_dir or str(config.stack_dir / "warehouse")
+        return cls(location_uri(location), config.pg_dsn, config.warehouse_metastore_schema)
 
     def path(self, *parts: str) -> str:
         return "/".join([self.location, *parts])

@@ -48,6 +48,8 @@ def test_env_example_is_a_valid_config() -> None:
         ("RESERVE_CPM", "-1"),
         ("LOG_LEVEL", "LOUD"),
         ("ADMIN_URL", "127.0.0.1:8100"),
+        ("WAREHOUSE_METASTORE_SCHEMA", "meta; DROP"),
+        ("WAREHOUSE_LOAD_INTERVAL_S", "-5"),
     ],
 )
 def test_a_bad_value_names_the_variable(name: str, value: str) -> None:

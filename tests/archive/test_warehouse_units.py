@@ -18,13 +18,12 @@ from archive.warehouse.submit import warehouse_submit_command
 
 
 def test_location_defaults_under_the_stack_and_takes_uris(tmp_path: Path) -> None:
-    config = replace(load_config({}), stack_dir=tmp_path)
-    default = WarehouseConfig.from_config(config, {})
+    config = replace(load_config({}, dotenv=tmp_path / ".env"), stack_dir=tmp_path)
+    default = WarehouseConfig.from_config(config)
     assert default.location == (tmp_path / "warehouse").as_uri()
     assert default.metastore_schema == "warehouse_metastore"
-    s3 = WarehouseConfig.from_config(
-        config, {"ADP_WAREHOUSE_DIR": "s3a://bucket/wh/", "ADP_WAREHOUSE_METASTORE_SCHEMA": "meta"}
-    )
+    env = {"ADP_WAREHOUSE_DIR": "s3a://bucket/wh/", "ADP_WAREHOUSE_METASTORE_SCHEMA": "meta"}
+    s3 = WarehouseConfig.from_config(load_config(env, dotenv=tmp_path / ".env"))
     assert (s3.location, s3.metastore_schema, s3.path("feedback")) == (
         "s3a://bucket/wh",
         "meta",
