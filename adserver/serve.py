@@ -20,10 +20,42 @@ from adserver.http.respond import detail, send_json
 from adserver.state import StateRef
 from adserver.sync.publisher import ServedItem
 from adserver.token import RequestToken
+from index.campaign import Campaign
 from index.explain import LossReason
 
 NO_FILL: Final = detail("No eligible ads found.")
 NOT_READY: Final = detail("The ad index is still loading; retry shortly.")
+#: Campaigns whose encoded body parts are kept at most (emptied when full: bounded memory).
+MAX_BODIES: Final = 100_000
+
+
+class AdBodies:
+    """The 200 body of each campaign, encoded once around its request_id: ``head + request_id + tail``
+    is byte for byte ``orjson.dumps({"text", "request_id", "campaign_id", "category"})``, since a
+    request_id (an alphanumeric key id, ``.``, base64url) needs no JSON escaping. An updated campaign
+    (a new ``Campaign`` object) is encoded again."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self) -> None:
+        self._parts: dict[str, tuple[Campaign, bytes, bytes]] = {}
+
+    def body(self, campaign: Campaign, request_id: str) -> bytes:
+        parts = self._parts.get(campaign.campaign_id)
+        if parts is not None:
+            cached, head, tail = parts
+            if cached is campaign:
+                return head + request_id.encode("ascii") + tail
+        if len(self._parts) >= MAX_BODIES:
+            self._parts.clear()
+        # Each value encoded on its own (no marker to split on, which a campaign's text could hold).
+        head = b'{"text":' + orjson.dumps(campaign.text) + b',"request_id":"'
+        tail = (
+            b'","campaign_id":' + orjson.dumps(campaign.campaign_id)
+            + b',"category":' + orjson.dumps(campaign.category) + b"}"
+        )  # fmt: skip
+        self._parts[campaign.campaign_id] = (campaign, head, tail)
+        return head + request_id.encode("ascii") + tail
 
 
 class ServeEndpoint:
@@ -34,6 +66,7 @@ class ServeEndpoint:
         # Nonces: a random per-process prefix and a counter, unique without a syscall per request.
         self._nonce_prefix = secrets.token_hex(6)
         self._counter = itertools.count()
+        self._bodies = AdBodies()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """As a Starlette route (HEAD, and requests the fast path leaves to the router)."""
@@ -105,15 +138,7 @@ class ServeEndpoint:
         )
         state.stats.served += 1
         state.stats.bidders.observe(result.bidders)
-        body = orjson.dumps(
-            {
-                "text": campaign.text,
-                "request_id": request_id,
-                "campaign_id": campaign.campaign_id,
-                "category": campaign.category,
-            }
-        )
-        await send_json(send, 200, body)
+        await send_json(send, 200, self._bodies.body(campaign, request_id))
         if state.sampler.pick():  # after the answer: only sampled requests pay for their loss reasons
             state.sampler.record(state.index, request, now_s, result, sat_out)
         return 200

@@ -48,6 +48,8 @@ _ANY_AGE: Final = (_NO_AGE, 1 << 62)
 _BULK_BATCH: Final = 1_000
 #: Bit of a value that no campaign targets, or that the request lacks: only ``All`` (all bits) matches it.
 _UNKNOWN_BIT: Final = 1
+#: Request locations (as the request spells them) whose candidate-list key is remembered, at most.
+_MAX_LOC_KEYS: Final = 65_536
 
 
 def _order(entry: _Entry) -> tuple[int, str]:
@@ -116,6 +118,9 @@ class TargetingIndex:
         # nobody targets is mapped to None, so request garbage cannot create candidate lists.
         self._loc_counts: tuple[dict[str, int], dict[str, int], dict[str, int]] = ({}, {}, {})
         self._lists: dict[_LocKey, list[_Entry]] = {}
+        # Request (city, state, country) → its candidate-list key: resolving the location and checking
+        # what is targeted cost a fifth of an auction. Emptied whenever the targeted values change.
+        self._loc_keys: dict[_LocKey, _LocKey] = {}
         self._device = _MaskVocab()
         self._gender = _MaskVocab()
         self._income = _MaskVocab()
@@ -331,17 +336,27 @@ class TargetingIndex:
         )
 
     def _candidates(self, request: AdRequest) -> list[_Entry]:
-        city, state, country = self._geo.resolve(request.city, request.state, request.country)
+        spelled = (request.city, request.state, request.country)
+        key = self._loc_keys.get(spelled)
+        if key is None:
+            key = self._loc_key(spelled)
+        entries = self._lists.get(key)
+        if entries is None:
+            entries = self._build(key)
+        return entries
+
+    def _loc_key(self, spelled: _LocKey) -> _LocKey:
+        city, state, country = self._geo.resolve(*spelled)
         cities, states, countries = self._loc_counts
         key: _LocKey = (
             city if city in cities else None,
             state if state in states else None,
             country if country in countries else None,
         )
-        entries = self._lists.get(key)
-        if entries is None:
-            entries = self._build(key)
-        return entries
+        if len(self._loc_keys) >= _MAX_LOC_KEYS:
+            self._loc_keys.clear()  # bounded: a flood of distinct request locations cannot grow memory
+        self._loc_keys[spelled] = key
+        return key
 
     def _build(self, key: _LocKey) -> list[_Entry]:
         city, state, country = key
@@ -380,7 +395,10 @@ class TargetingIndex:
         self._by_loc.setdefault(target, {})[_campaign_id(entry)] = entry
         for value, counts in zip(target, self._loc_counts, strict=True):
             if value != ALL:
-                counts[value] = counts.get(value, 0) + 1
+                n = counts.get(value, 0)
+                if n == 0:
+                    self._loc_keys.clear()  # a value now targeted: keys that mapped it to None are stale
+                counts[value] = n + 1
         for key, entries in self._lists.items():
             if _loc_accepts(target, key):
                 bisect.insort(entries, entry, key=_order)
@@ -404,6 +422,8 @@ class TargetingIndex:
                 if counts[value] == 0:
                     del counts[value]
                     gone.append((pos, value))
+        if gone:
+            self._loc_keys.clear()  # a value no longer targeted: keys naming it are stale
         for pos, value in gone:
             # Keys naming a value nobody targets any more are no longer produced by lookups: free them.
             for key in [k for k in self._lists if k[pos] == value]:

@@ -112,3 +112,18 @@ def test_bulk_apply_rebuilds_lists() -> None:
     got = index.eligible(request(city="Pune"), NOW_S)
     assert len(got) == 1_201 and got[-1].campaign_id == "first"
     assert [c.cpm_units for c in got] == sorted((c.cpm_units for c in got), reverse=True)
+
+
+def test_a_location_newly_targeted_or_no_longer_targeted_is_seen_by_the_next_lookup() -> None:
+    # Lookups remember each request location's list key; a value becoming (un)targeted must not leave a
+    # stale one: first "Goa" is targeted by nobody (the shared list), then by "goa", then by nobody again.
+    index = TargetingIndex()
+    index.apply(campaign(campaign_id="all"))
+    assert ids(index, city="Goa", state="Goa", country="India") == ["all"]
+    index.apply(campaign(campaign_id="goa", target_city="Goa", target_state="Goa", cpc_micros=5_000))
+    assert ids(index, city="Goa", state="Goa", country="India") == ["goa", "all"]
+    index.apply(
+        campaign(campaign_id="goa", version=2, status=INACTIVE, target_city="Goa", target_state="Goa")
+    )
+    assert ids(index, city="Goa", state="Goa", country="India") == ["all"]
+    assert ids(index, city="Pune") == ["all"]
