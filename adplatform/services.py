@@ -31,6 +31,23 @@ class PlatformService:
         return ("adplatform", *self.argv, *(self.container_args if container else ()))
 
 
+@dataclass(frozen=True)
+class PeriodicJob:
+    """A bounded `adplatform` command that `adplatform run` starts every N seconds when configured: not a
+    service (it exits when done, and docker-compose does not run it; cron can run it instead)."""
+
+    name: str
+    argv: tuple[str, ...]
+    #: A run still going after this long is stopped (a hung job must not hold back every later run).
+    max_run_s: float = 3600.0
+    stop_timeout_s: float = 60.0
+
+
+#: ``ADP_WAREHOUSE_LOAD_INTERVAL_S``: load the warehouse from the archive (nothing new: it returns quickly).
+#: A day of 10 million events loads in minutes, so an hour means the run hangs. Its stop is safe at any
+#: point: a load leaves each table as before or after it.
+WAREHOUSE_LOAD = PeriodicJob("warehouse-load", ("warehouse", "load"))
+
 #: The ad server listens here (the published port of docker-compose.yml, the CLI's default).
 ADSERVER_PORT = 8000
 #: The admin API listens here (the published port of docker-compose.yml, the CLI's default).

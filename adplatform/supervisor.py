@@ -56,6 +56,11 @@ class ChildSpec:
     stop_timeout_s: float = 30.0
     #: Variables added to the supervisor's environment for this child alone.
     env: tuple[tuple[str, str], ...] = ()
+    #: A periodic child (a bounded job): started again ``every_s`` seconds after its previous start whatever
+    #: its exit (``next_run_delay_s``), never two runs at once; None: a service, restarted only on a crash.
+    every_s: float | None = None
+    #: A periodic run still going after this long is stopped (SIGTERM, then its group killed).
+    max_run_s: float | None = None
 
 
 @dataclass
@@ -70,6 +75,9 @@ class ChildState:
     last_exit: int | None = None
     #: A child that exited 0 (a bounded run) is done: not restarted.
     done: bool = False
+    #: Runs of a periodic child that ended, and how many of those did not exit 0.
+    runs: int = 0
+    failed_runs: int = 0
     proc: asyncio.subprocess.Process | None = field(default=None, repr=False)
 
 
@@ -105,6 +113,12 @@ def prefix_of(name: str, width: int) -> bytes:
 def prefixed(prefix: bytes, lines: Iterable[bytes]) -> bytes:
     """``lines`` as one block, each line prefixed and newline-terminated (one write keeps them whole)."""
     return b"".join(prefix + line + b"\n" for line in lines)
+
+
+def next_run_delay_s(every_s: float, started_at: float, now: float) -> float:
+    """Seconds until a periodic child's next run: ``every_s`` after the previous run started, at once when
+    that run took longer (late runs are not made up for: one run, not a burst)."""
+    return max(0.0, started_at + every_s - now)
 
 
 def describe_exit(returncode: int) -> str:
@@ -189,8 +203,11 @@ class Supervisor:
         return 0 if self._clean else 1
 
     async def _keep(self, state: ChildState) -> None:
-        """Start the child; while not stopping, restart it after each crash."""
+        """Start the child; while not stopping, restart it after each crash (or run it periodically)."""
         spec = state.spec
+        if spec.every_s is not None:
+            await self._keep_periodic(state, spec.every_s)
+            return
         while not self._stopping.is_set():
             ended = await self._run_once(state)
             if ended is None:  # stopped by the supervisor
@@ -213,6 +230,26 @@ class Supervisor:
                 return
             state.restarts += 1
 
+    async def _keep_periodic(self, state: ChildState, every_s: float) -> None:
+        """Run the child, then again ``every_s`` after each start, until stopping; a failed run is logged
+        and counted, and the next one comes at its time as usual (no backoff: the period is one)."""
+        spec = state.spec
+        while not self._stopping.is_set():
+            ended = await self._run_once(state)
+            if ended is None:  # stopped by the supervisor
+                return
+            returncode, uptime_s = ended
+            state.last_exit = returncode
+            state.runs += 1
+            state.failed_runs += returncode != 0
+            started_at = state.started_at if state.started_at is not None else time.monotonic()
+            delay_s = next_run_delay_s(every_s, started_at, time.monotonic())
+            self.log(
+                f"{spec.name} {describe_exit(returncode)} after {uptime_s:.1f}s; next run in {delay_s:.1f}s"
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay_s)
+
     async def _run_once(self, state: ChildState) -> tuple[int, float] | None:
         """Run the child until it exits: its return code and uptime, or None if the supervisor stopped it."""
         try:
@@ -221,7 +258,7 @@ class Supervisor:
             self.log(f"{state.spec.name} could not start: {exc}")
             return 127, 0.0
         pump = asyncio.create_task(self._pump(state.spec.name, proc))
-        returncode = await _exited(proc)
+        returncode = await self._exited_within(state, proc)
         uptime_s = time.monotonic() - (state.started_at or time.monotonic())
         if self._stopping.is_set():
             # The stop ends what is left of the group, so the pipe closes; a process that left the group
@@ -236,6 +273,22 @@ class Supervisor:
                 os.killpg(proc.pid, signal.SIGKILL)
         await pump  # every line the child wrote is out before its exit is reported
         return returncode, uptime_s
+
+    async def _exited_within(self, state: ChildState, proc: asyncio.subprocess.Process) -> int:
+        """The child's return code; a run past ``max_run_s`` is stopped first (as a stop would, but not an
+        unclean stop of the supervisor: ``run`` still returns 0 for it)."""
+        limit_s = state.spec.max_run_s
+        if limit_s is None:
+            return await _exited(proc)
+        try:
+            return await asyncio.wait_for(_exited(proc), limit_s)
+        except TimeoutError:
+            pass
+        self.log(f"{state.spec.name} still running after {limit_s:g}s: stopping it")
+        clean = self._clean
+        await self._stop_child(state)
+        self._clean = clean
+        return await _exited(proc)
 
     async def _spawn(self, state: ChildState) -> asyncio.subprocess.Process:
         spec = state.spec
@@ -329,14 +382,30 @@ def platform_children(
     workers: int | None = None,
     port: int | None = None,
     admin_port: int | None = None,
+    warehouse_load_interval_s: int = 0,
 ) -> list[ChildSpec]:
     """The platform's services (all, or those named) as children in stop order, each started as
     ``python -m adplatform.cli ...`` with this interpreter; ``workers`` and ``port`` set the ad server's,
-    ``admin_port`` the admin API's."""
-    from adplatform.services import PLATFORM_SERVICES, in_stop_order, service
+    ``admin_port`` the admin API's. With ``warehouse_load_interval_s`` > 0, ``warehouse load`` every that
+    many seconds too (when all run, or it is named), first in stop order (it is safe to stop anywhere)."""
+    from adplatform.services import PLATFORM_SERVICES, WAREHOUSE_LOAD, in_stop_order, service
 
-    chosen = tuple(service(n) for n in dict.fromkeys(names)) if names else PLATFORM_SERVICES
+    job = WAREHOUSE_LOAD
+    wanted = [n for n in dict.fromkeys(names) if n != job.name]
+    if job.name in names and warehouse_load_interval_s <= 0:
+        raise ValueError(f"{job.name} runs every ADP_WAREHOUSE_LOAD_INTERVAL_S seconds: set it above 0")
+    chosen = tuple(service(n) for n in wanted) if names else PLATFORM_SERVICES
     children: list[ChildSpec] = []
+    if warehouse_load_interval_s > 0 and (not names or job.name in names):
+        children.append(
+            ChildSpec(
+                job.name,
+                (sys.executable, "-m", "adplatform.cli", *job.argv),
+                stop_timeout_s=job.stop_timeout_s,
+                every_s=float(warehouse_load_interval_s),
+                max_run_s=job.max_run_s,
+            )
+        )
     for svc in in_stop_order(chosen):
         argv = svc.argv
         if svc.name == "adserver":

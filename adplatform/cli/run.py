@@ -9,17 +9,22 @@ from typing import TYPE_CHECKING
 import click
 
 from adplatform.cli.common import config
-from adplatform.services import PLATFORM_SERVICES
+from adplatform.services import PLATFORM_SERVICES, WAREHOUSE_LOAD
 
 if TYPE_CHECKING:
     from adplatform.config import Config
     from adplatform.supervisor import ChildSpec
 
 
-@click.command("run", epilog=f"Services: {', '.join(s.name for s in PLATFORM_SERVICES)}.")
-@click.argument(
-    "services", nargs=-1, metavar="[SERVICE]...", type=click.Choice([s.name for s in PLATFORM_SERVICES])
+_NAMES = [*(s.name for s in PLATFORM_SERVICES), WAREHOUSE_LOAD.name]
+
+
+@click.command(
+    "run",
+    epilog=f"Services: {', '.join(s.name for s in PLATFORM_SERVICES)}; and {WAREHOUSE_LOAD.name} "
+    "(`warehouse load` every ADP_WAREHOUSE_LOAD_INTERVAL_S seconds, when set above 0).",
 )
+@click.argument("services", nargs=-1, metavar="[SERVICE]...", type=click.Choice(_NAMES))
 @click.option(
     "--workers", type=click.IntRange(1, 256), default=None, help="The ad server's workers [default: 2]."
 )
@@ -33,11 +38,21 @@ def run_cmd(services: tuple[str, ...], workers: int | None, port: int | None, ad
     """Run the platform's services (all, or the SERVICEs named), each as a child process with its own
     process group: one log stream on stdout with the service's name on each line; a crashed service is
     restarted after a backoff (1 s doubling to 30 s), one that exits 0 is not; Ctrl-C or SIGTERM stops
-    them in order (the ad server first, the archive last) and exits 0."""
+    them in order (the ad server first, the archive last) and exits 0. With ADP_WAREHOUSE_LOAD_INTERVAL_S
+    set, `warehouse load` also runs every that many seconds (a run still going after an hour is stopped)."""
     from adplatform.supervisor import platform_children
 
     cfg = config()  # fail fast on a bad environment, before any child starts (each reads it again)
-    children = platform_children(services, workers=workers, port=port, admin_port=admin_port)
+    try:
+        children = platform_children(
+            services,
+            workers=workers,
+            port=port,
+            admin_port=admin_port,
+            warehouse_load_interval_s=cfg.warehouse_load_interval_s,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     raise SystemExit(asyncio.run(_supervise(cfg, children)))
 
 

@@ -19,6 +19,7 @@ from adplatform.supervisor import (
     LineSplitter,
     Supervisor,
     describe_exit,
+    next_run_delay_s,
     platform_children,
     prefix_of,
     prefixed,
@@ -89,6 +90,26 @@ def test_platform_children_run_the_cli_with_the_ad_servers_options() -> None:
         platform_children(["nope"])
 
 
+def test_next_run_comes_a_period_after_the_previous_start_or_at_once() -> None:
+    assert next_run_delay_s(600, started_at=1000.0, now=1000.0 + 42) == 558
+    assert next_run_delay_s(600, started_at=1000.0, now=1000.0 + 600) == 0
+    assert next_run_delay_s(600, started_at=1000.0, now=1000.0 + 1900) == 0  # one late run, not three
+
+
+def test_the_warehouse_load_runs_periodically_only_when_configured() -> None:
+    assert "warehouse-load" not in [c.name for c in platform_children()]
+    children = platform_children(warehouse_load_interval_s=300)
+    load = children[0]  # first in stop order: a load may stop anywhere
+    assert (load.name, load.every_s, load.max_run_s) == ("warehouse-load", 300.0, 3600.0)
+    assert load.argv == (sys.executable, "-m", "adplatform.cli", "warehouse", "load")
+    assert [c.name for c in children[1:]] == [c.name for c in platform_children()]
+    assert [c.name for c in platform_children(["ledger"], warehouse_load_interval_s=300)] == ["ledger"]
+    named = platform_children(["warehouse-load", "archive"], warehouse_load_interval_s=60)
+    assert [c.name for c in named] == ["warehouse-load", "archive"]
+    with pytest.raises(ValueError, match="ADP_WAREHOUSE_LOAD_INTERVAL_S"):
+        platform_children(["warehouse-load"])
+
+
 def _py(code: str) -> tuple[str, ...]:
     return (sys.executable, "-c", code)
 
@@ -130,6 +151,31 @@ async def test_a_crashed_child_restarts_with_backoff_and_one_that_exits_0_does_n
     # The stop may come before the last restart's child wrote its mark.
     assert len(runs.read_text()) - sup.restarts()["crasher"] in (0, 1)
     assert re.search(r"^crasher \| up$", log, re.M)
+
+
+async def test_a_periodic_child_runs_again_each_period_and_a_hung_run_is_stopped(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    job = f"f = open({str(runs)!r}, 'a'); f.write('x'); f.close(); print('loaded')"
+    hung = "import time; print('hanging', flush=True); time.sleep(60)"
+    out = io.BytesIO()
+    sup = Supervisor(
+        [
+            ChildSpec("job", _py(job), every_s=0.2, max_run_s=5),
+            ChildSpec("hung", _py(hung), every_s=0.2, max_run_s=0.3, stop_timeout_s=2),
+        ],
+        out=out,
+    )
+    task = asyncio.create_task(sup.run())
+    await _until(lambda: sup.states["job"].runs >= 3 and sup.states["hung"].runs >= 2)
+    sup.stop()
+    assert await asyncio.wait_for(task, 10) == 0  # a run stopped at its bound is not an unclean stop
+    log = out.getvalue().decode()
+    job_state, hung_state = sup.states["job"], sup.states["hung"]
+    assert (job_state.failed_runs, job_state.restarts, job_state.done) == (0, 0, False)
+    assert len(runs.read_text()) in (job_state.runs, job_state.runs + 1)
+    assert re.search(r"job exited with 0 after [0-9.]+s; next run in 0\.[0-9]s", log)
+    assert "hung still running after 0.3s: stopping it" in log
+    assert hung_state.failed_runs == hung_state.runs and hung_state.last_exit == -signal.SIGTERM
 
 
 async def test_lines_of_children_never_mix(tmp_path: Path) -> None:
