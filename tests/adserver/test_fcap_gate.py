@@ -18,7 +18,7 @@ from index.campaign import Campaign
 from index.explain import LossReason, auction_losses
 from index.fcap import FrequencyCap
 from index.index import TargetingIndex
-from index.throttle import MIN_P
+from index.throttle import MIN_P, RAMP_DOUBLING, START_P
 from tests.index.index_factory import NOW_S, campaign, request
 
 CAP = FrequencyCap(count=2, window_s=3600)
@@ -170,22 +170,22 @@ def test_throttle_follows_the_slot_state() -> None:
     now_s = 600 * 1000 + 300  # half-way through slot 1000
     throttle.update("none", SlotState.parse([None] * 7), now_s)  # no budget hash: nothing to pace
     assert "none" not in throttle.probability
-    throttle.update("c", _state(1000, 1_000_000, 900_000), now_s)  # far ahead of the line: the floor
+    throttle.update("c", _state(1000, 1_000_000, 1_000_000), now_s)  # the slot's budget spent: the floor
     assert throttle.probability["c"] == MIN_P
-    throttle.update("d", _state(1000, 1_000_000, 500_000), now_s)  # first sight, behind: p 1 (rate unknown)
-    assert throttle.probability["d"] == 1.0
-    # Earned 10,000 at p 1 (the rate); the line (2% lead) wants 523,333 by the next tick: 13,333 more.
-    throttle.update("d", _state(1000, 1_000_000, 510_000), now_s + 1)
-    assert throttle.probability["d"] == 1.0
-    throttle.update("d", _state(1000, 1_000_000, 530_000), now_s + 2)  # ahead of the line now
-    assert throttle.probability["d"] == MIN_P
+    # First sight: the rate is unknown, the ramp starts low (one 1 s tick of its doubling every 10 s).
+    throttle.update("d", _state(1000, 1_000_000, 500_000), now_s)
+    ramp = START_P * 2 ** (1 / 600 / RAMP_DOUBLING)
+    assert throttle.probability["d"] == pytest.approx(ramp)
+    # Earned 1,000 at that probability: the rate at p 1; what is left (499,000) is spread over what is left
+    # of the slot before the 2% lead (0.98 - 301/600 of it), a 600th at a time.
+    throttle.update("d", _state(1000, 1_000_000, 501_000), now_s + 1)
+    rate = 1_000 / ramp
+    assert throttle.probability["d"] == pytest.approx(499_000 / 600 / (0.98 - 301 / 600) / rate)
     # The next slot, not rolled in Redis yet: its budget by the scripts' rule, nothing spent yet, and the
-    # rate estimate carried over (no observation across the boundary).
+    # rate estimate carried over (no observation across the boundary): the new budget at an even pace.
     throttle.update("d", _state(1000, 1_000_000, 1_000_000), 600 * 1001)
     budget = 10_000_000 // 49  # 49 slots of the flight left
-    # 10,000 then 20,000 earned at p 1 (the second weighing (1/600) / 0.25): the mean spend at p 1.
-    rate = 10_000 + (20_000 - 10_000) / 150
-    assert throttle.probability["d"] == pytest.approx(int(budget * (1 / 600 + 0.02)) / rate)
+    assert throttle.probability["d"] == pytest.approx(budget / 600 / 0.98 / rate)
     assert SlotState(1000, 1_000_000, 5, 10_000_000, 0, 950 * 600, 1050 * 600).at(1001, 600) == (budget, 0)
 
 
