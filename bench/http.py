@@ -8,6 +8,11 @@
 127.0.0.1 with bounded duration. The cases run in interleaved rounds and each keeps its best round, so
 a burst of other load on the machine does not decide a ratio. Prints a table; saves JSON under
 ``bench/results/``.
+
+References in the same run: the minimal app (``ratio``) and, when nginx is installed, nginx ``return 200``
+with a body as long as a typical serve answer (``bench.nginx``; ``nginx`` column, its own row).
+``--baseline-tree DIR`` also serves every ad-server case from another checkout (``git archive <commit> |
+tar -x -C DIR``), interleaved with this one, and prints each case's ratio to its baseline.
 """
 
 from __future__ import annotations
@@ -29,10 +34,14 @@ from adplatform.sandbox import sandbox_environment
 from adserver.http.server import Server
 from adserver.http.server import run as run_server
 from bench.http_stack import free_port, save_results, seed, server_process, write_corpus
+from bench.nginx import nginx_installed, nginx_process, typical_body
 from bench.wrk import WrkResult, make_paths, run_wrk, write_script
 
 MINIMAL = "bench.minimal_app:app"
 ADSERVER = "adserver.app:app"
+NGINX = "nginx"
+NGINX_CASE = "nginx return 200"
+BASELINE = " (baseline)"
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,8 @@ class Case:
     name: str
     app: str
     env: dict[str, str]
+    #: Another checkout to run the server from (the baseline of ``--baseline-tree``).
+    cwd: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,13 @@ def _cpu_s(session: int) -> float:
 def measure(case: Case, server: str, script: Path, args: argparse.Namespace) -> Measured:
     port = free_port()
     ready = "/readyz" if case.app == ADSERVER else "/ad/user/warmup/serve"
-    with server_process(case.app, server, port, workers=args.workers, env=case.env, ready_path=ready) as proc:
+    if case.app == NGINX:
+        started = nginx_process(port, workers=args.workers, body=typical_body())
+    else:
+        started = server_process(
+            case.app, server, port, workers=args.workers, env=case.env, ready_path=ready, cwd=case.cwd
+        )
+    with started as proc:
         url = f"http://127.0.0.1:{port}"
         run_wrk(url, script, duration_s=args.warmup, connections=args.connections, threads=args.threads)
         before = _cpu_s(proc.pid)
@@ -76,7 +93,9 @@ def measure(case: Case, server: str, script: Path, args: argparse.Namespace) -> 
     return Measured(result, cpu_us, os.getloadavg()[0])
 
 
-def _row(case: str, server: str, m: Measured, reference: Measured | None, rounds: int) -> dict[str, Any]:
+def _row(
+    case: str, server: str, m: Measured, reference: Measured | None, rounds: int, nginx: Measured | None
+) -> dict[str, Any]:
     r = m.result
     return {
         "case": case,
@@ -87,6 +106,7 @@ def _row(case: str, server: str, m: Measured, reference: Measured | None, rounds
         "fill": round(1 - r.non_2xx / r.requests, 3) if r.requests else 0.0,
         "errors": r.connect_errors + r.read_errors + r.write_errors + r.timeouts,
         "ratio_to_minimal": round(r.rps / reference.result.rps, 3) if reference else 1.0,
+        "ratio_to_nginx": round(r.rps / nginx.result.rps, 3) if nginx else None,
         "server_cpu_us_per_request": round(m.server_cpu_us_per_request, 1),
         "load_average_after": round(m.load_average, 2),
         "best_of_rounds": rounds,
@@ -94,12 +114,15 @@ def _row(case: str, server: str, m: Measured, reference: Measured | None, rounds
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    columns = ("req/s", 8), ("p50 ms", 7), ("p99 ms", 7), ("fill", 5), ("ratio", 6), ("cpu µs", 7)
-    print(f"\n{'case':<32} {'server':<8} " + " ".join(f"{name:>{width}}" for name, width in columns))
+    columns = (
+        ("req/s", 8), ("p50 ms", 7), ("p99 ms", 7), ("fill", 5), ("ratio", 6), ("nginx", 6), ("cpu µs", 7)
+    )  # fmt: skip
+    print(f"\n{'case':<43} {'server':<8} " + " ".join(f"{name:>{width}}" for name, width in columns))
     for r in rows:
+        nginx = "" if r["ratio_to_nginx"] is None else f"{r['ratio_to_nginx']:.3f}"
         print(
-            f"{r['case']:<32} {r['server']:<8} {r['requests_per_s']:>8,} {r['p50_ms']:>7.2f} "
-            f"{r['p99_ms']:>7.2f} {r['fill']:>5.2f} {r['ratio_to_minimal']:>6.2f} "
+            f"{r['case']:<43} {r['server']:<8} {r['requests_per_s']:>8,} {r['p50_ms']:>7.2f} "
+            f"{r['p99_ms']:>7.2f} {r['fill']:>5.2f} {r['ratio_to_minimal']:>6.2f} {nginx:>6} "
             f"{r['server_cpu_us_per_request']:>7.1f}"
         )
 
@@ -137,6 +160,15 @@ def main(argv: list[str]) -> int:
         "campaign even-paced (same campaigns, same run; its ratio to the generated corpus, uncapped and "
         "asap, is printed); 0: no such case",
     )  # fmt: skip
+    parser.add_argument(
+        "--baseline-tree", type=Path, default=None,
+        help="another checkout (e.g. git archive <commit> | tar -x -C DIR): every ad-server case also runs "
+        "from it, interleaved, and its ratio to the baseline is printed",
+    )  # fmt: skip
+    parser.add_argument(
+        "--nginx", choices=("auto", "yes", "no"), default="auto",
+        help="the nginx return-200 reference (auto: when nginx is installed)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     servers = ["uvicorn"] + (["granian"] if importlib.util.find_spec("granian") else [])
     if args.servers != "auto":
@@ -150,11 +182,19 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
     base = load_config()
     tag = f"bench{int(time.time())}"
     # (corpus size, capped share) per ad-server case: the seed, the generated corpus, and capped.
-    corpora: list[tuple[int | None, float]] = [(None, 0.0), (args.campaigns, 0.0)]
-    if args.capped_share > 0:
+    # --campaigns 0: the seed corpus alone (a quicker run).
+    corpora: list[tuple[int | None, float]] = [(None, 0.0)] + (
+        [(args.campaigns, 0.0)] if args.campaigns else []
+    )
+    if args.capped_share > 0 and args.campaigns:
         corpora.append((args.campaigns, args.capped_share))
     configs = [base.namespaced(f"{tag}-{i}-") for i in range(len(corpora))]
     cases = [Case("minimal starlette", MINIMAL, {})]
+    use_nginx = args.nginx == "yes" or (args.nginx == "auto" and nginx_installed())
+    if args.nginx == "auto" and not use_nginx:
+        # Not installed by the stack: on a Debian host with systemd, installing the package also starts
+        # the system's nginx on port 80. The bench runs its own, on a private port.
+        print("nginx reference skipped: not installed (apt-get install nginx, or --nginx no)", flush=True)
     best: dict[tuple[str, str], Measured] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -173,11 +213,20 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
                     cases.append(Case(name, ADSERVER, env))
                 for rate in filter(None, args.sample_rates.split(",")):
                     cases.append(Case(f"{name} @{rate}", ADSERVER, {**env, "ADP_REQUEST_SAMPLE_RATE": rate}))
+            if args.baseline_tree is not None:
+                tree = args.baseline_tree.resolve()
+                cases += [Case(c.name + BASELINE, c.app, c.env, tree) for c in cases if c.app == ADSERVER]
             for round_no in range(1, args.rounds + 1):
+                if use_nginx:  # the machine's ceiling: once per round, whatever the Python server
+                    m = measure(Case(NGINX_CASE, NGINX, {}), NGINX, script, args)
+                    print(f"round {round_no} {NGINX:<8} {NGINX_CASE:<43} {m.result.rps:>8,.0f} req/s "
+                          f"(load {m.load_average:.1f})", flush=True)  # fmt: skip
+                    if (NGINX_CASE, NGINX) not in best or m.result.rps > best[(NGINX_CASE, NGINX)].result.rps:
+                        best[(NGINX_CASE, NGINX)] = m
                 for server in servers:
                     for case in cases:
                         m = measure(case, server, script, args)
-                        print(f"round {round_no} {server:<8} {case.name:<32} {m.result.rps:>8,.0f} req/s "
+                        print(f"round {round_no} {server:<8} {case.name:<43} {m.result.rps:>8,.0f} req/s "
                               f"(load {m.load_average:.1f})", flush=True)  # fmt: skip
                         key = (case.name, server)
                         if key not in best or m.result.rps > best[key].result.rps:
@@ -185,12 +234,20 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
     finally:
         for config in configs:
             asyncio.run(delete_topics(config))
-    rows = [
-        _row(case.name, s, best[(case.name, s)], best[(cases[0].name, s)] if i else None, args.rounds)
+    nginx = best.get((NGINX_CASE, NGINX))
+    rows = [_row(NGINX_CASE, NGINX, nginx, None, args.rounds, nginx)] if nginx else []
+    rows += [
+        _row(case.name, s, best[(case.name, s)], best[(cases[0].name, s)] if i else None, args.rounds, nginx)
         for s in servers
         for i, case in enumerate(cases)
     ]
-    if args.capped_share > 0:
+    if args.baseline_tree is not None:
+        by_key = {(r["case"], r["server"]): r for r in rows}
+        for row in rows:
+            twin = by_key.get((row["case"] + BASELINE, row["server"]))
+            if twin is not None:
+                row["ratio_to_baseline"] = round(row["requests_per_s"] / twin["requests_per_s"], 3)
+    if args.capped_share > 0 and args.campaigns:
         uncapped = cases[2].name
         for row in rows:
             if row["case"] == cases[3].name:
@@ -198,9 +255,19 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
                 row["ratio_to_uncapped"] = round(row["requests_per_s"] / reference["requests_per_s"], 3)
     print_table(rows)
     for row in rows:
+        if "ratio_to_baseline" in row:
+            twin = next(
+                r for r in rows if r["case"] == row["case"] + BASELINE and r["server"] == row["server"]
+            )
+            print(
+                f"{row['server']}: {row['case']} / baseline, same run: {row['ratio_to_baseline']:.3f} "
+                f"(p99 {row['p99_ms']:.2f} ms vs {twin['p99_ms']:.2f} ms)"
+            )
+    for row in rows:
         if "ratio_to_uncapped" in row:
             print(f"{row['server']}: {row['case']} / uncapped, same run: {row['ratio_to_uncapped']:.3f}")
-    save_results("http", vars(args), rows)
+    tree = args.baseline_tree
+    save_results("http", {**vars(args), "baseline_tree": None if tree is None else str(tree)}, rows)
     return 0
 
 

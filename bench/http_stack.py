@@ -109,13 +109,21 @@ def wait_http(url: str, timeout_s: float) -> None:
 
 @contextlib.contextmanager
 def server_process(
-    app: str, server: str, port: int, *, workers: int, env: dict[str, str] | None = None, ready_path: str
+    app: str,
+    server: str,
+    port: int,
+    *,
+    workers: int,
+    env: dict[str, str] | None = None,
+    ready_path: str,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -m bench.http run-server`` in its own process group; SIGTERM (then SIGKILL) on exit."""
+    """``python -m bench.http run-server`` in its own process group; SIGTERM (then SIGKILL) on exit.
+    ``cwd``: another checkout of the project to run the server from (``-m`` puts it first on the path)."""
     cmd = [sys.executable, "-m", "bench.http", "run-server", app, server, str(port), str(workers)]
     log = open(f"/tmp/bench-http-{port}.log", "wb")  # noqa: SIM115  (closed below)
     proc = subprocess.Popen(
-        cmd, env={**os.environ, **(env or {})}, stdout=log, stderr=log, start_new_session=True
+        cmd, env={**os.environ, **(env or {})}, stdout=log, stderr=log, start_new_session=True, cwd=cwd
     )
     try:
         if ready_path == "/readyz":  # the ad server: one 200 is one worker; measure once each one is ready
