@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -29,6 +29,10 @@ from adplatform.kafka import make_producer
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Items encoded between two yields to the requests: a served ad encodes in ~3 µs, so a record batch of
+#: 512 held the event loop ~2 ms, which every request arriving meanwhile waited out (its tail latency).
+YIELD_EVERY: Final = 64
 
 
 class BatchShipper(Generic[T]):
@@ -125,7 +129,7 @@ class BatchShipper(Generic[T]):
 
     async def _flush(self, producer: AIOKafkaProducer) -> None:
         """Ship everything queued, in record batches of at most ``chunk`` items, yielding to the
-        requests between chunks so a large flush does not show up in their tail latency."""
+        requests every ``YIELD_EVERY`` items so a large flush does not show up in their tail latency."""
         partitions = sorted(await producer.partitions_for(self._topic))
         items = self._items
         while items:
@@ -137,6 +141,8 @@ class BatchShipper(Generic[T]):
                     batch, count = producer.create_batch(), 0
                     batch.append(key=None, value=value, timestamp=None)
                 count += 1
+                if count % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
             await self._send(producer, batch, partitions, count)
             await asyncio.sleep(0)
 
