@@ -10,6 +10,8 @@ ads are an audit trail, not money: charges come from feedback, which has its own
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from decimal import Decimal
 from typing import Final
 
 import msgspec
@@ -42,6 +44,31 @@ class ServedItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 #: Items per record batch (~420 bytes each; a full batch is 256 KiB, and ``append`` says when it is).
 CHUNK: Final = 512
+#: Prices whose Decimal is kept, per unit, at most (emptied when full: bounded memory).
+MAX_DECIMALS: Final = 65_536
+
+
+class _Decimals:
+    """Decimals of prices seen before: bids lie on a grid, so an auction's prices repeat, and building a
+    Decimal cost a third of encoding a served ad (Decimals are immutable: sharing one is safe)."""
+
+    __slots__ = ("_convert", "_known")
+
+    def __init__(self, convert: Callable[[int], Decimal]) -> None:
+        self._convert = convert
+        self._known: dict[int, Decimal] = {}
+
+    def __call__(self, value: int) -> Decimal:
+        known = self._known.get(value)
+        if known is None:
+            if len(self._known) >= MAX_DECIMALS:
+                self._known.clear()
+            known = self._known[value] = self._convert(value)
+        return known
+
+
+_cpm_decimal = _Decimals(cpm_units_to_decimal)
+_micros_decimal = _Decimals(micros_to_decimal)
 
 
 def served_ad(item: ServedItem) -> ServedAd:
@@ -51,9 +78,9 @@ def served_ad(item: ServedItem) -> ServedAd:
         campaign_id=item.campaign_id,
         user_id=r.user_id,
         served_at_ms=item.served_at_ms,
-        auction_cpm=cpm_units_to_decimal(item.clearing_cpm_units),
-        auction_cpc=micros_to_decimal(item.auction_cpc_micros),
-        auction_cpa=micros_to_decimal(item.auction_cpa_micros),
+        auction_cpm=_cpm_decimal(item.clearing_cpm_units),
+        auction_cpc=_micros_decimal(item.auction_cpc_micros),
+        auction_cpa=_micros_decimal(item.auction_cpa_micros),
         bidders=item.bidders,
         device_type=r.device_type,
         city=r.city,

@@ -6,9 +6,13 @@ import asyncio
 from dataclasses import replace
 from decimal import Decimal
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from adplatform.config import load_config
 from adplatform.wire import served_decoder
-from adserver.sync.publisher import ServedAdPublisher, ServedItem, served_ad
+from adserver.sync.publisher import ServedAdPublisher, ServedItem, _cpm_decimal, _micros_decimal, served_ad
+from index.money import cpm_units_to_decimal, micros_to_decimal
 from index.targeting import AdRequest
 
 REQUEST = AdRequest(
@@ -52,3 +56,10 @@ async def test_unreachable_kafka_drops_instead_of_blocking() -> None:
     publisher.stop()
     await asyncio.wait_for(task, 5)
     assert (len(publisher), publisher.dropped, publisher.sent) == (0, 15, 0)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10**15), max_size=50))
+def test_remembered_price_decimals_are_the_exact_ones(values: list[int]) -> None:
+    for value in values + values:  # the second pass reads what the first remembered
+        assert str(_cpm_decimal(value)) == str(cpm_units_to_decimal(value))
+        assert str(_micros_decimal(value)) == str(micros_to_decimal(value))
