@@ -83,7 +83,13 @@ def _iso(ms: int) -> str:
 
 
 def render_html(
-    figures: ReportFigures, charts: list[Chart], *, generated_at: datetime, since: datetime | None, top_n: int
+    figures: ReportFigures,
+    charts: list[Chart],
+    *,
+    generated_at: datetime,
+    since: datetime | None,
+    top_n: int,
+    until: datetime | None = None,
 ) -> str:
     """The whole page."""
     t = figures.totals
@@ -126,7 +132,14 @@ def render_html(
         f"<section><h2>{escape(figures.fill.title)}</h2>{table_html(figures.fill)}{reasons}"
         f'<p class="note">{escape(FILL_NOTE + counts_note + served_note)}</p></section>'
     )
-    window = f"since {since.astimezone(UTC):%Y-%m-%d %H:%M UTC}" if since else "all archived events"
+    bounds = [f"since {since.astimezone(UTC):%Y-%m-%d %H:%M UTC}"] if since else []
+    bounds += [f"until {until.astimezone(UTC):%Y-%m-%d %H:%M UTC}"] if until else []
+    window = f"{' '.join(bounds) or 'all archived events'} · from the {figures.source}"
+    dedup = (
+        "when loaded into the warehouse"
+        if t.duplicates_dropped is None
+        else f"({t.duplicates_dropped:,} duplicates dropped)"
+    )
     card_html = "".join(
         f'<div class="card"><div class="v">{escape(v)}</div><div class="k">{escape(k)}</div></div>'
         for k, v in cards
@@ -139,7 +152,7 @@ def render_html(
 <p class="sub">{escape(window)} · events from {escape(_iso(t.first_ms))} to {escape(_iso(t.last_ms))} ·
 generated {escape(generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))}</p>
 <div class="cards">{card_html}</div>
-<p class="note">Events are de-duplicated by event_id ({t.duplicates_dropped:,} duplicates dropped).
+<p class="note">Events are de-duplicated by event_id {escape(dedup)}.
 Views, clicks and acquisitions count requests (served ads) whose feedback carried that flag, so an ad
 reported as viewed and later clicked is one view; CTR = clicks / views, conversion = acquisitions / clicks.
 Spend is the exact sum of expenditure_amount ({t.spend_micros:,} micro-units).</p>

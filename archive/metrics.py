@@ -13,6 +13,7 @@ Spend is the sum over events (each charge is one event).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -95,7 +96,25 @@ def _money(value: Any) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(0)
 
 
-def load_events(spark: Any, files: list[Path], since_ms: int | None) -> tuple[Any, int]:
+@dataclass(frozen=True)
+class Window:
+    """A report's time window: events at or after ``since``, before ``until`` (either open)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def since_ms(self) -> int | None:
+        return int(self.since.timestamp() * 1000) if self.since is not None else None
+
+    @property
+    def until_ms(self) -> int | None:
+        return int(self.until.timestamp() * 1000) if self.until is not None else None
+
+
+def load_events(
+    spark: Any, files: list[Path], since_ms: int | None, until_ms: int | None = None
+) -> tuple[Any, int]:
     """The archived events in the window, de-duplicated by ``event_id`` and cached; and the raw count."""
     from pyspark.sql import functions as F
 
@@ -103,6 +122,8 @@ def load_events(spark: Any, files: list[Path], since_ms: int | None) -> tuple[An
     frame = frame.where(F.col("event_id").isNotNull())
     if since_ms is not None:
         frame = frame.where(F.col("timestamp_ms") >= since_ms)
+    if until_ms is not None:
+        frame = frame.where(F.col("timestamp_ms") < until_ms)
     raw = int(frame.count())
     return frame.dropDuplicates(["event_id"]).cache(), raw
 
@@ -145,6 +166,12 @@ def top_campaigns(requests: Any) -> Table:
         .orderBy(F.col("spend").desc(), F.col("campaign_id"))
         .collect()
     )
+    return top_campaigns_table(rows)
+
+
+def top_campaigns_table(rows: list[Any]) -> Table:
+    """The top-campaigns table from collected rows (campaign_id, spend, spend_micros, views, clicks,
+    acquisitions), already ordered by spend, highest first."""
     return Table(
         name="top_campaigns",
         title="Top-spending campaigns",
@@ -168,6 +195,12 @@ def by_dimension(requests: Any, dimension: str) -> Table:
     """Views, clicks, acquisitions, spend, CTR (clicks/views) and conversion rate (acquisitions/clicks)."""
     key = _dimension_columns()[dimension]
     collected = requests.groupBy(key.alias(dimension)).agg(*_counts()).collect()
+    return dimension_table(dimension, collected)
+
+
+def dimension_table(dimension: str, collected: list[Any]) -> Table:
+    """A by-dimension table from collected rows (the dimension, views, clicks, acquisitions, spend), in
+    the report's order (age buckets by age; others by views, unknown last)."""
     rows = [
         (
             str(r[dimension]),
@@ -219,7 +252,9 @@ def spend_over_time(events: Any, span_ms: int) -> tuple[Table, str]:
     return table, granularity
 
 
-def served_count(spark: Any, served_dir: Path, since: datetime | None) -> int | None:
+def served_count(
+    spark: Any, served_dir: Path, since: datetime | None, until: datetime | None = None
+) -> int | None:
     """Served ads in the window from the exported Parquet; None when nothing was exported."""
     from pyspark.sql import functions as F
 
@@ -231,6 +266,9 @@ def served_count(spark: Any, served_dir: Path, since: datetime | None) -> int | 
     if since is not None:
         since_ms = int(since.timestamp() * 1000)
         frame = frame.where(F.col("served_at") >= F.timestamp_millis(F.lit(since_ms)))
+    if until is not None:
+        until_ms = int(until.timestamp() * 1000)
+        frame = frame.where(F.col("served_at") < F.timestamp_millis(F.lit(until_ms)))
     return int(frame.count())
 
 
@@ -264,23 +302,28 @@ def compute_figures(
     *,
     stage: Any = None,
     counts_files: list[Path] | None = None,
+    until: datetime | None = None,
 ) -> ReportFigures:
-    """All figures; ``stage(name)`` is called before each step (progress). ``counts_files``: the
-    archived request counts (``archive.request_counts.counts_files``), for the fill rate."""
+    """All figures from the raw archive files; ``stage(name)`` is called before each step (progress).
+    ``counts_files``: the archived request counts (``archive.request_counts.counts_files``), for the fill
+    rate. The window is [since, until)."""
 
     def step(name: str) -> None:
         if stage is not None:
             stage(name)
 
     step("reading and de-duplicating the archive")
-    since_ms = int(since.timestamp() * 1000) if since is not None else None
-    events, raw = load_events(spark, files, since_ms)
+    window = Window(since, until)
+    since_ms, until_ms = window.since_ms, window.until_ms
+    events, raw = load_events(spark, files, since_ms, until_ms)
     requests = per_request(events).cache()
     try:
         step("served ads from the warehouse export")
-        served = served_count(spark, served_dir, since)
+        served = served_count(spark, served_dir, since, until)
         step("requests and no-fills from the ad servers' counts")
-        counted = request_totals(load_counts(spark, counts_files, since_ms)) if counts_files else None
+        counted = (
+            request_totals(load_counts(spark, counts_files, since_ms, until_ms)) if counts_files else None
+        )
         step("totals")
         t = totals(requests, raw, served, counted)
         step("top-spending campaigns")

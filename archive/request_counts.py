@@ -88,14 +88,17 @@ def counts_files(layout: ArchiveLayout) -> list[Path]:
     return [layout.request_counts / key for key in committed_files(layout.request_counts)]
 
 
-def load_counts(spark: Any, files: list[Path], since_ms: int | None) -> Any:
-    """The parsed count records, each ``record_id`` once, of the windows starting at or after ``since_ms``."""
+def load_counts(spark: Any, files: list[Path], since_ms: int | None, until_ms: int | None = None) -> Any:
+    """The parsed count records, each ``record_id`` once, of the windows starting at or after ``since_ms``
+    (and before ``until_ms``)."""
     from pyspark.sql import functions as F
 
     frame = spark.read.schema(archived_schema()).json([str(f) for f in files])
     frame = frame.where(F.col("record_id").isNotNull())
     if since_ms is not None:
         frame = frame.where(F.col("start_ms") >= since_ms)
+    if until_ms is not None:
+        frame = frame.where(F.col("start_ms") < until_ms)
     return frame.dropDuplicates(["record_id"])
 
 

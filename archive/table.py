@@ -34,7 +34,8 @@ class Totals:
     """Headline figures over the report window (after de-duplication by ``event_id``)."""
 
     events: int
-    duplicates_dropped: int
+    #: Duplicates dropped by this report's read; None when read from the warehouse (de-duplicated at load).
+    duplicates_dropped: int | None
     #: Requests (served ads) with a view, a click, an acquisition (see archive.metrics).
     views: int
     clicks: int
@@ -69,6 +70,8 @@ class ReportFigures:
     fill: Table
     #: No-fills by reason, with their share of requests.
     no_fill_reasons: Table
+    #: Where the figures were read: ``archive`` (the raw files) or ``warehouse`` (its aggregates).
+    source: str = "archive"
 
     def tables(self) -> list[Table]:
         return [

@@ -166,20 +166,36 @@ def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> dat
 
 
 @click.command("report")
-@click.option("--since", callback=_since, help="ISO date/time (UTC unless it has an offset).")
+@click.option("--since", callback=_since, help="ISO date/time (UTC unless it has an offset), inclusive.")
+@click.option("--until", callback=_since, help="ISO date/time (UTC unless it has an offset), exclusive.")
+@click.option(
+    "--source",
+    type=click.Choice(["auto", "warehouse", "archive"]),
+    default="auto",
+    show_default=True,
+    help="auto: the warehouse's aggregates when it is loaded, up to date for the window, and the window is "
+    "whole UTC days (dates); else the raw archive files.",
+)
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output directory."
 )
 @click.option("--top", type=click.IntRange(min=1), default=20, show_default=True, help="Campaigns shown.")
-def report_cmd(since: datetime | None, out: Path | None, top: int) -> None:
+def report_cmd(
+    since: datetime | None, until: datetime | None, source: str, out: Path | None, top: int
+) -> None:
     """Report over the archive: CSVs, PNG charts and one HTML page; prints the page's path."""
+    from typing import cast
+
     from archive.error import ArchiveError
-    from archive.report import ReportOptions, run_report
+    from archive.report import ReportOptions, Source, run_report
 
     cfg = config()
     setup_logging(cfg)
+    if since is not None and until is not None and until <= since:
+        raise click.UsageError("--until must be after --since")
+    options = ReportOptions(since=since, until=until, source=cast(Source, source), out_dir=out, top_n=top)
     try:
-        result = run_report(cfg, ReportOptions(since=since, out_dir=out, top_n=top))
+        result = run_report(cfg, options)
     except ArchiveError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(str(result.html_path))

@@ -9,13 +9,14 @@ pure-Python recomputation from the events written to the archive, spend to the m
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import subprocess
 import sys
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -29,8 +30,14 @@ from aiokafka.structs import ConsumerRecord
 from adplatform.config import Config
 from adplatform.kafka import ensure_topics, make_producer, wait_for_topics
 from adplatform.postgres import quote_ident
+from adplatform.request_counts import RequestCounts, counts_encoder
 from adplatform.wire import FeedbackEvent, ServedAd, encoder
+from archive.export import export_tables
 from archive.layout import ArchiveLayout
+from archive.metrics import STAGES, compute_figures
+from archive.reader import snapshot
+from archive.report import ReportOptions, StageProgress, build_report
+from archive.request_counts import counts_files
 from archive.session import create_session
 from archive.warehouse.catalog import WarehouseConfig, ensure_metastore_schema, hive_conf, location_uri
 from archive.warehouse.check import check_books
@@ -38,6 +45,7 @@ from archive.warehouse.history import load_history
 from archive.warehouse.load import LoadOptions, load_feedback
 from archive.warehouse.partition import SimulatedCrash, partition_location
 from archive.warehouse.query import format_result, run_query
+from archive.warehouse.report import warehouse_figures
 from archive.warehouse.tables import FEEDBACK, LOADS, ensure_tables
 from budget.ledger import SpendLedger
 from ingest.served_postgres import ServedAdsSink
@@ -437,3 +445,63 @@ def test_served_ads_days_load_when_postgresql_has_more(wh: Warehouse, base_confi
     )
     total = wh.spark.sql("SELECT sum(served) FROM campaign_day").first()[0]
     assert total == len(ads) + 3 == wh.spark.table("served_ads").count()
+
+
+def _write_counts(layout: ArchiveLayout) -> None:
+    """The ad servers' request counts for the archive: one window per worker and hour of days 1 to 3."""
+    lines: dict[str, list[bytes]] = defaultdict(list)
+    for hour in range(72):
+        for w in range(2):
+            start = START_MS + hour * 3_600_000
+            counts = RequestCounts(
+                record_id=f"w{w}:{hour}",
+                worker=f"w{w}",
+                seq=hour,
+                start_ms=start,
+                end_ms=start + 60_000,
+                served=30 + (hour * 7 + w) % 11,
+                no_fill=(hour + w) % 4,
+                no_fill_reasons={"no_eligible_ad": (hour + w) % 4} if (hour + w) % 4 else {},
+                rejected=0,
+                not_ready=0,
+            )
+            lines[f"date={datetime.fromtimestamp(start / 1000, UTC):%Y-%m-%d}"].append(
+                counts_encoder.encode(counts)
+            )
+    write_batch(layout.request_counts, 0, sorted(lines.items()))
+
+
+def _midnight(day: str) -> datetime:
+    return datetime.fromisoformat(day).replace(tzinfo=UTC)
+
+
+def test_report_from_the_warehouse_equals_the_raw_report(wh: Warehouse, base_config: Config) -> None:
+    """The same figures from the aggregates as from the raw archive files (and the served ads exported
+    from the same PostgreSQL rows), for the whole archive and for one day; only the duplicate count is
+    unknown to the warehouse (its load dropped them)."""
+    layout = wh.archive.layout
+    _write_counts(layout)
+    export_tables(wh.spark, base_config.pg_dsn, layout)
+    files = list(snapshot(layout).files)
+    for since, until in ((None, None), (_midnight(DAY2), _midnight(DAY3))):
+        raw = compute_figures(
+            wh.spark,
+            files,
+            layout.warehouse / "served_ads",
+            since,
+            counts_files=counts_files(layout),
+            until=until,
+        )
+        new = warehouse_figures(wh.spark, since, until, counts_files=counts_files(layout))
+        assert raw.totals.served and raw.totals.requests and raw.totals.events
+        assert new.totals.duplicates_dropped is None
+        assert new.source == "warehouse"
+        assert new == replace(raw, totals=replace(raw.totals, duplicates_dropped=None), source="warehouse")
+    result = build_report(
+        wh.spark,
+        layout,
+        ReportOptions(since=_midnight(DAY2), until=_midnight(DAY3), out_dir=layout.root / "report"),
+        StageProgress(STAGES + 3, io.StringIO()),
+        from_warehouse=True,
+    )
+    assert "from the warehouse" in result.html_path.read_text()

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from adplatform.config import load_config
+from archive.error import ArchiveError
+from archive.report import ReportOptions, preselect
 from archive.warehouse.catalog import WarehouseConfig, hive_conf, location_uri
 from archive.warehouse.load import file_day
 from archive.warehouse.query import QueryResult, format_result
+from archive.warehouse.report import whole_day
 from archive.warehouse.submit import warehouse_submit_command
 
 
@@ -87,3 +90,25 @@ def test_csv_and_json_for_scripts() -> None:
     rows = [json.loads(line) for line in format_result(RESULT, "json").splitlines()]
     assert rows[0] == {"campaign_id": "c1", "date": "2025-10-10", "spend": "1.500000", "ctr": 0.123456789}
     assert rows[1]["spend"] is None
+
+
+def test_the_report_reads_the_warehouse_only_for_whole_days_of_a_loaded_warehouse(tmp_path: Path) -> None:
+    warehouse = WarehouseConfig(location_uri(str(tmp_path / "wh")), "postgresql://u@h/db", "meta")
+    midnight = datetime(2025, 10, 10, tzinfo=UTC)
+    noon = midnight + timedelta(hours=12)
+    days = ReportOptions(since=midnight, until=midnight + timedelta(days=1))
+    assert preselect(days, warehouse) == (
+        False,
+        "the warehouse has not been loaded (`adplatform warehouse load`)",
+    )
+    log = tmp_path / "wh" / "warehouse_loads"
+    log.mkdir(parents=True)
+    (log / "part-0.parquet").write_bytes(b"")
+    assert preselect(days, warehouse)[0]
+    assert preselect(ReportOptions(), warehouse)[0]  # everything: whole days too
+    assert not preselect(ReportOptions(since=noon), warehouse)[0]
+    assert not preselect(replace(days, source="archive"), warehouse)[0]
+    with pytest.raises(ArchiveError, match="whole UTC days"):
+        preselect(ReportOptions(until=noon, source="warehouse"), warehouse)
+    # An offset that lands on a UTC midnight is a whole day.
+    assert whole_day(datetime(2025, 10, 10, 5, 30, tzinfo=timezone(timedelta(hours=5, minutes=30))))
