@@ -93,6 +93,18 @@ def fcap_key(user_id: str, campaign_id: str) -> str:
     return f"{REDIS_PREFIX}fcap:{{{user_id}}}:{campaign_id}"
 
 
+#: Every key the platform writes, as SCAN patterns (the blocked patterns cover ``BLOCKED_SET`` and its
+#: per-slot shards): what a reset on Redis Cluster deletes, where it cannot FLUSHDB a database of its own.
+PLATFORM_KEY_PATTERNS: Final = (
+    REDIS_PREFIX + "camp:*",
+    REDIS_PREFIX + "dedup:*",
+    REDIS_PREFIX + "fcap:*",
+    BLOCKED_SET,
+    BLOCKED_SET + ":*",
+    PACER_LEASE,
+)
+
+
 def campaign_id_of(key: str) -> str:
     """The campaign of a key built by ``budget_key`` or ``dedup_key``: its hash tag.
 

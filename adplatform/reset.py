@@ -1,9 +1,11 @@
 """``adplatform reset --yes``: the one code path that empties the user's data, on explicit confirmation.
 
 Empties every ``online_ads`` table of the configured database, flushes the configured Redis logical
-database and deletes and recreates the configured topics: all three together, since a ledger whose stored
-offsets are gone would book the old ``ad-feedback`` events again into the emptied tables, and ad servers
-would rebuild the old campaigns from ``ad-changes``. Run it with the platform's services stopped.
+database (on a Redis Cluster, which has one database for everything, deletes the platform's own keys,
+``names.PLATFORM_KEY_PATTERNS``, on every master; never FLUSHALL) and deletes and recreates the
+configured topics: all three together, since a ledger whose stored offsets are gone would book the old
+``ad-feedback`` events again into the emptied tables, and ad servers would rebuild the old campaigns from
+``ad-changes``. Run it with the platform's services stopped.
 Tests, the demo, chaos and benches never call it: they work in sandboxes (``adplatform.sandbox``).
 
 ``online_ads.api_keys`` is kept: access control is not campaign data, and an operator who resets should not
@@ -23,13 +25,18 @@ from typing import Final
 import asyncpg
 import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient
+from redis.asyncio.cluster import RedisCluster
 
+from adplatform import names
 from adplatform.config import Config
 from adplatform.kafka import delete_topics, ensure_topics, start_or_close
 from adplatform.postgres import truncate_statement
+from adplatform.redis_client import RedisClient, is_cluster_url, open_redis
 
 #: ``online_ads`` tables a reset keeps (see the module's docstring).
 KEPT_TABLES: Final = frozenset({"api_keys"})
+#: Keys per SCAN step and per UNLINK pipeline on a cluster master.
+SCAN_COUNT: Final = 1000
 
 
 @dataclass(frozen=True)
@@ -41,9 +48,15 @@ class ResetSummary:
 
 def describe(config: Config) -> str:
     """What a reset of ``config`` empties, for the confirmation prompt."""
+    redis_part = (
+        f"Redis Cluster {config.redis_url_redacted} "
+        f"(the platform's keys, {names.REDIS_PREFIX}..., on every master)"
+        if is_cluster_url(config.redis_url)
+        else f"Redis {config.redis_url_redacted} (FLUSHDB)"
+    )
     return (
         f"database {config.pg_dsn_redacted} (every online_ads table but {', '.join(sorted(KEPT_TABLES))}), "
-        f"Redis {config.redis_url_redacted} (FLUSHDB), "
+        f"{redis_part}, "
         f"topics {', '.join(config.topics.all())} (deleted and recreated)"
     )
 
@@ -83,13 +96,61 @@ async def reset_data(config: Config) -> ResetSummary:
         tables = await empty_tables(conn)
     finally:
         await conn.close()
-    client = aioredis.Redis.from_url(config.redis_url)
+    client = open_redis(config.redis_url, socket_timeout=10)
     try:
-        keys = int(await client.dbsize())
-        await client.flushdb()
+        keys = await empty_redis(client)
     finally:
         await client.aclose()
     deleted = await delete_topics(config)
     await _wait_gone(config, deleted)
     await ensure_topics(config)
     return ResetSummary(tables=tables, redis_keys=keys, topics=tuple(deleted))
+
+
+async def empty_redis(client: RedisClient) -> int:
+    """Empty the platform's Redis: FLUSHDB of its logical database on one node; on a cluster every key of
+    ``names.PLATFORM_KEY_PATTERNS`` on every master (other applications' keys stay). The keys deleted."""
+    if not isinstance(client, RedisCluster):
+        keys = int(await client.dbsize())
+        await client.flushdb()
+        return keys
+    await client.initialize()  # a no-op once connected
+    deleted = 0
+    for node in client.get_primaries():
+        options = {
+            k: v
+            for k, v in node.connection_kwargs.items()
+            if k in ("username", "password", "socket_timeout", "socket_connect_timeout")
+        }
+        # A plain client per master: SCAN walks one node's keyspace, and one UNLINK per key never spans
+        # two slots (a multi-key UNLINK of keys in different slots is refused with CROSSSLOT).
+        master = aioredis.Redis(host=node.host, port=int(node.port), **options)
+        try:
+            deleted += await _empty_master(master)
+        finally:
+            await master.aclose()
+    return deleted
+
+
+async def _empty_master(master: aioredis.Redis) -> int:
+    deleted = 0
+    for pattern in names.PLATFORM_KEY_PATTERNS:
+        batch: list[bytes] = []
+        async for key in master.scan_iter(match=pattern, count=SCAN_COUNT):
+            batch.append(key)
+            if len(batch) >= SCAN_COUNT:
+                deleted += await _unlink(master, batch)
+                batch = []
+        deleted += await _unlink(master, batch)
+    return deleted
+
+
+async def _unlink(master: aioredis.Redis, keys: list[bytes]) -> int:
+    """UNLINK ``keys`` (one command each, in one pipeline); how many existed. Deleting while a SCAN goes on
+    is safe: SCAN still returns every key present from its start to its end."""
+    if not keys:
+        return 0
+    pipe = master.pipeline(transaction=False)
+    for key in keys:
+        pipe.unlink(key)
+    return sum(int(n) for n in await pipe.execute())

@@ -7,6 +7,26 @@ import click
 from adplatform.cli.common import config
 
 
+async def redis_spend(redis_url: str, slot_s: int) -> str:
+    """The platform's spend in Redis (one node or every master of a cluster), formatted; "n/a" when Redis
+    cannot be read (the summary is printed all the same)."""
+    from redis.exceptions import RedisClusterException, RedisError
+
+    from adplatform.redis_client import open_redis
+    from budget.budget_redis import BudgetStore
+    from index.money import format_micros
+
+    client = open_redis(redis_url, socket_timeout=5)  # the URL says which topology
+    store = BudgetStore(client, slot_s=slot_s)
+    try:
+        return format_micros(sum((await store.spent_all()).values()))
+    except (RedisError, RedisClusterException, OSError):
+        return "n/a"
+    finally:
+        await store.aclose()
+        await client.aclose()
+
+
 def _simulate(
     dsn: str, ad_url: str, feedback_url: str, duration: float, rate: float, concurrency: int
 ) -> None:
@@ -36,23 +56,8 @@ def _simulate(
 
         summary = await sim.run(duration, on_tick=tick)
         click.echo("", err=True)
-        return format_summary(summary, spend=await _redis_spend())
-
-    async def _redis_spend() -> str:
-        import redis.asyncio as aioredis
-        from redis.exceptions import RedisError
-
-        from budget.budget_redis import BudgetStore
-        from index.money import format_micros
-
         cfg = config()
-        client = aioredis.Redis.from_url(cfg.redis_url, socket_timeout=5)
-        try:
-            return format_micros(sum((await BudgetStore(client, slot_s=cfg.slot_s).spent_all()).values()))
-        except (RedisError, OSError):
-            return "n/a"
-        finally:
-            await client.aclose()
+        return format_summary(summary, spend=await redis_spend(cfg.redis_url, cfg.slot_s))
 
     click.echo(asyncio.run(run()))
 
