@@ -10,6 +10,10 @@ A campaign's state (its probability and its rate estimate) carries over from one
 debit rolls the hash to the new slot, the worker computes the new slot's budget itself with the scripts'
 rule (``index.pacing.slot_budget`` at the slot's start) and counts its spend as 0. A campaign never seen
 serves at probability 1 until the next tick. If Redis cannot be read, the probabilities stay as they are.
+On a Redis Cluster the hashes of different campaigns live on different masters: a tick reads each master's
+share in one pipeline of its own, all masters at once, through per-master clients
+(``budget.slot_call.NodeClients``, not redis-py's cluster pipeline, which breaks when used concurrently
+against several nodes); a master that fails leaves only its campaigns' probabilities as they are.
 ``asap`` campaigns are never throttled, and the hard cap (never more than the budget, nor the slot budget)
 stays in the debit script.
 """
@@ -18,13 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from adplatform import names
+from adplatform.redis_client import RedisClient
+from budget.slot_call import NodeClients
 from index.pacing import Clock, SystemClock, slot_bounds, slot_budget, slot_id
 from index.throttle import ThrottleState, next_state
 
@@ -76,6 +84,8 @@ class EvenThrottle:
     _watched: dict[str, None] = field(default_factory=dict)
     _last: dict[str, tuple[int, int]] = field(default_factory=dict)  # campaign → (slot, slot_spent)
     _state: dict[str, ThrottleState] = field(default_factory=dict)
+    #: On a cluster: per-master clients for the tick's reads (a couple of connections each).
+    _nodes: NodeClients | None = field(default=None, repr=False)
 
     def watch(self, campaign_id: str) -> None:
         """Note an even campaign at the top of an auction: its probability is kept from the next tick."""
@@ -110,24 +120,77 @@ class EvenThrottle:
         self.probability[campaign_id] = paced.p
         self._last[campaign_id] = (current, spent)
 
-    async def tick(self, client: aioredis.Redis) -> None:
-        """Read the watched campaigns' budget hashes (one pipeline) and update their probabilities."""
+    async def tick(self, client: RedisClient) -> None:
+        """Read the watched campaigns' budget hashes (one pipeline per Redis node) and update their
+        probabilities. On a cluster, raises the first master's error after updating the campaigns of the
+        masters that answered."""
         ids = list(self._watched)
         if not ids:
             return
-        async with client.pipeline(transaction=False) as pipe:
-            for cid in ids:
-                pipe.hmget(names.budget_key(cid), *FIELDS)
-            replies = await pipe.execute()
+        keys = [names.budget_key(cid) for cid in ids]
+        replies: Sequence[list[bytes | None] | None]
+        error: BaseException | None
+        if isinstance(client, RedisCluster):
+            replies, error = await self._read_cluster(client, keys)
+        else:
+            replies, error = await _hmgets(client, keys), None
         now_s = self.clock.now()
         for cid, reply in zip(ids, replies, strict=True):
-            self.update(cid, SlotState.parse(reply), now_s)
+            if reply is not None:
+                self.update(cid, SlotState.parse(reply), now_s)
+        if error is not None:
+            raise error
 
-    async def run(self, client: aioredis.Redis) -> None:
+    async def _read_cluster(
+        self, client: RedisCluster, keys: list[str]
+    ) -> tuple[list[list[bytes | None] | None], BaseException | None]:
+        """Each key's reply (None where its master failed) and the first failure."""
+        if self._nodes is None or self._nodes.cluster is not client:
+            await self.aclose()
+            self._nodes = NodeClients(client, max_connections=2, wait_s=1.0)
+        nodes = self._nodes
+        await client.initialize()  # a no-op once connected
+        groups: dict[str, tuple[aioredis.Redis, list[int]]] = {}
+        for i, key in enumerate(keys):
+            name, node = nodes.master_of(key)
+            groups.setdefault(name, (node, []))[1].append(i)
+        outcomes = await asyncio.gather(
+            *(_hmgets(node, [keys[i] for i in idx]) for node, idx in groups.values()), return_exceptions=True
+        )
+        replies: list[list[bytes | None] | None] = [None] * len(keys)
+        error: BaseException | None = None
+        for (_node, idx), outcome in zip(groups.values(), outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                error = error or outcome
+                continue
+            for i, reply in zip(idx, outcome, strict=True):
+                replies[i] = reply
+        if error is not None:
+            await nodes.refresh()  # a failover or slot move: the next tick asks the new masters
+        return replies, error
+
+    async def run(self, client: RedisClient) -> None:
         """Tick until cancelled; a Redis failure leaves the probabilities as they are."""
-        while True:
-            await asyncio.sleep(self.tick_s)
-            try:
-                await self.tick(client)
-            except (RedisError, OSError) as exc:
-                logger.debug("even pacing: budget states unreadable (%r); probabilities kept", exc)
+        try:
+            while True:
+                await asyncio.sleep(self.tick_s)
+                try:
+                    await self.tick(client)
+                except (RedisError, RedisClusterException, OSError) as exc:
+                    logger.debug("even pacing: budget states unreadable (%r); probabilities kept", exc)
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the per-master clients of a cluster (the client given to ``tick`` is its owner's)."""
+        if self._nodes is not None:
+            nodes, self._nodes = self._nodes, None
+            await nodes.aclose()
+
+
+async def _hmgets(client: aioredis.Redis, keys: list[str]) -> list[list[bytes | None]]:
+    """``FIELDS`` of each budget hash in ``keys``, one pipeline (one node)."""
+    async with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hmget(key, *FIELDS)
+        return list(await pipe.execute())
