@@ -9,10 +9,21 @@ Order of effects (invariant 6, a 200 means both are done):
    with the other requests by the producer's linger); on failure or timeout the debit is refunded and the
    answer is 503, so the client may retry. If Kafka did store an event whose acknowledgement was lost,
    reconciliation books it (Kafka is the ledger's source of truth) and repairs Redis.
-A duplicate is never charged or published again; it gets its first's outcome: 200 at once if that event
-is acknowledged, otherwise when it is (or 503 with the first, if it is refunded), so a 200 never precedes
+A duplicate is never charged again; it gets its first's outcome: 200 at once if that event is
+acknowledged, otherwise when it is (or 503 with the first, if it is refunded), so a 200 never precedes
 a refund. (A duplicate that reaches another worker within the first's few milliseconds of waiting gets
 200 at once: workers share only Redis.)
+
+An orphaned charge: a debit that ran (and replicated) but whose answer was lost (its master died, the
+connection broke) was answered 503 and never published; the client's retry meets its de-duplication key
+(after a failover, on the promoted replica). A duplicate whose first charge is older than any first
+worker could still be publishing it (``publish_timeout_s`` + ``ORPHAN_MARGIN_S``) is therefore published
+again, with the first charge's amount and the same deterministic ``event_id``, and answered 200 only when
+Kafka acknowledges it: the ledger (``spend_events`` primary key) and the archive (``dropDuplicates``)
+count an event id once, so a copy of an event that did reach Kafka costs a message, never money. A
+failover takes longer than that age (promotion alone took 4.2-4.4 s), so a retry after one is covered; a
+retry within that age of a charge whose answer was lost without a failover is still answered 200 without
+an event (reconciliation repairs Redis; docs/SCALING.md).
 
 Group commit: steps 3 and 4 run for a batch of requests together, in a task of their own: one debit
 script call for the batch (one Redis round trip, one AOF write and fsync; the debits still apply one by
@@ -41,8 +52,9 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
+from adplatform import names
 from adplatform.wire import FeedbackEvent, UserAction, encoder
 from adserver.error import AdServerError
 from adserver.token import RequestToken, TokenError, TokenSigner, digest
@@ -168,6 +180,8 @@ class FeedbackCounters:
     unavailable: int = 0
     charged_micros: int = 0
     batches: int = 0
+    #: Duplicates whose first charge was old enough to be orphaned, published again.
+    republished: int = 0
 
 
 @dataclass(slots=True)
@@ -182,6 +196,8 @@ class _Pending:
     amount_micros: int
     now_ms: int
     future: asyncio.Future[bytes]
+    #: A duplicate publishing its orphaned first charge again (never refunded: the charge is the first's).
+    republished: bool = False
 
 
 def _answer(p: _Pending, body: bytes) -> None:
@@ -203,6 +219,9 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 
 #: The longest a batch waits for the debit call ahead of it (normal calls take a few milliseconds).
 DEBIT_GATE_WAIT_S = 0.05
+#: Beyond its publish timeout, how long a first charge's worker may still take to publish or refund it
+#: (the debit's reply, the refund call): a duplicate of an older charge is published again.
+ORPHAN_MARGIN_S = 1.0
 
 
 class FeedbackService:
@@ -334,21 +353,24 @@ class FeedbackService:
         """Answer duplicates and unknown campaigns; publish the charged and answer them (or refund)."""
         counters = self.counters
         charged: list[tuple[_Pending, Debit]] = []
+        orphans: list[tuple[_Pending, Debit]] = []
         unacked = self._unacked
         for p, debit in zip(batch, debits, strict=True):
             if debit.status == BudgetStatus.DUPLICATE:
                 counters.duplicates += 1
                 waiters = unacked.get(p.event_id)
-                if waiters is None:  # the first one is acknowledged (or lives in another worker)
-                    _answer(p, SUCCESS)
-                else:  # still waiting for Kafka: a 200 now could precede a refund of the first
+                if waiters is not None:  # still waiting for Kafka: a 200 now could precede a refund
                     waiters.append(p)
+                else:  # acknowledged, in flight in another worker, or orphaned: the first's age says
+                    orphans.append((p, debit))
             elif debit.status == BudgetStatus.UNKNOWN:
                 counters.unavailable += 1
                 _refuse(p, 503, "campaign budget not available (being rebuilt); nothing was charged")
             else:
                 charged.append((p, debit))
                 unacked[p.event_id] = []
+        if orphans:
+            charged += await self._orphaned(orphans)
         if not charged:
             return
         try:
@@ -357,6 +379,32 @@ class FeedbackService:
             for p, _ in charged:  # only if _publish did not settle them (it raised)
                 for waiting in unacked.pop(p.event_id, ()):
                     _refuse(waiting, 503, "feedback could not be processed; retry")
+
+    async def _orphaned(self, duplicates: list[tuple[_Pending, Debit]]) -> list[tuple[_Pending, Debit]]:
+        """Answer 200 the duplicates whose first charge is young enough to have its own worker (as before);
+        return the others, their first charge as theirs, to be published again (see the module doc)."""
+        client = self._budgets.client
+        keys = [names.dedup_key(p.token.campaign_id, p.event_id) for p, _ in duplicates]
+        try:  # one command per key: on a cluster each is routed to its slot's master
+            ttls_ms = await asyncio.gather(*(client.pttl(key) for key in keys))
+        except (RedisError, RedisClusterException, OSError):
+            ttls_ms = [-2] * len(keys)  # unknown: answered as before
+        oldest_in_flight_ms = (self._publish_timeout_s + ORPHAN_MARGIN_S) * 1000
+        again: list[tuple[_Pending, Debit]] = []
+        for (p, debit), ttl_ms in zip(duplicates, ttls_ms, strict=True):
+            age_ms = self._dedup_ttl_s * 1000 - int(ttl_ms)
+            if int(ttl_ms) < 0 or age_ms < oldest_in_flight_ms:
+                _answer(p, SUCCESS)
+                continue
+            waiters = self._unacked.get(p.event_id)
+            if waiters is not None:  # another duplicate publishes it already
+                waiters.append(p)
+                continue
+            self.counters.republished += 1
+            p.republished = True
+            again.append((p, debit))  # a duplicate's debit carries the first charge's amount
+            self._unacked[p.event_id] = []  # later duplicates wait for this copy's outcome
+        return again
 
     async def _publish(self, charged: list[tuple[_Pending, Debit]]) -> None:
         """Hand every event to the producer, wait for the acknowledgements under one deadline; answer the
@@ -398,12 +446,15 @@ class FeedbackService:
             return
         name = type(failure).__name__ if failure is not None else "TimeoutError"
         reason = f"event log unavailable ({name}); nothing was charged"
-        await asyncio.gather(*(self._refund(p.token.campaign_id, p.event_id, d) for p, d in refused))
+        # An orphaned charge stays (it is the first's, and the next retry publishes it again).
+        refunds = [(p, d) for p, d in refused if not p.republished]
+        await asyncio.gather(*(self._refund(p.token.campaign_id, p.event_id, d) for p, d in refunds))
         counters.unavailable += len(refused)
         for p, _ in refused:
-            _refuse(p, 503, reason)
+            why = f"event log unavailable ({name}); retry" if p.republished else reason
+            _refuse(p, 503, why)
             for waiting in self._unacked.pop(p.event_id, ()):
-                _refuse(waiting, 503, reason)
+                _refuse(waiting, 503, why)
 
     async def _refund(self, campaign_id: str, event_id: str, debit: Debit) -> None:
         try:

@@ -197,6 +197,11 @@ def feedback_families(out: WorkerExporter, counters: FeedbackCounters) -> None:
             "Debit script calls to Redis (one per batch of feedback)",
             counters.batches,
         ),
+        (
+            "adserver_feedback_republished_total",
+            "Duplicates whose first charge had outlived its publish window, published again (same event_id)",
+            counters.republished,
+        ),
     ):
         out.family(name, "counter", help_text, [((), count)])
 

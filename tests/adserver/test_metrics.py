@@ -61,8 +61,9 @@ def test_feedback_counters_are_exposed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(MULTIPROC_ENV, raising=False)
     out = WorkerExporter()
     counters = FeedbackCounters(
-        accepted=3, duplicates=2, rejected_tokens=1, unavailable=4, charged_micros=1_500, batches=2
-    )
+        accepted=3, duplicates=2, rejected_tokens=1, unavailable=4, charged_micros=1_500, batches=2,
+        republished=1,
+    )  # fmt: skip
     feedback_families(out, counters)
     lines = _lines(out)
     assert "# TYPE adserver_feedback_accepted_total counter" in lines
@@ -73,6 +74,7 @@ def test_feedback_counters_are_exposed(monkeypatch: pytest.MonkeyPatch) -> None:
         "adserver_feedback_unavailable_total 4.0",
         "adserver_feedback_charged_micros_total 1500.0",
         "adserver_feedback_batches_total 2.0",
+        "adserver_feedback_republished_total 1.0",
     ):
         assert line in lines, line
 

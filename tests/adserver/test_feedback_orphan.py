@@ -1,0 +1,53 @@
+"""An orphaned charge: the debit ran (and replicated) but its answer was lost, so the feedback was answered
+503 and nothing was published; the retry meets the de-duplication key. Here the lost answer is played by
+debiting directly, as the lost call did; the key's remaining TTL says how long ago."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from adserver.feedback import SUCCESS
+from adserver.token import digest
+from index.pacing import SystemClock
+from tests.adserver.test_feedback_budget import CPC_MICROS, Rig, assert_conserved, feedback_events, rig
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
+
+__all__ = ["rig"]  # the fixture, imported for this module's tests
+
+#: The rig's ``dedup_ttl_s``.
+RIG_DEDUP_TTL_S = 3600
+
+
+async def _lost_answer(rig: Rig, cid: str, token: str, *, seconds_ago: int) -> str:
+    """Debit ``token``'s click as the lost call did, ``seconds_ago`` (its key's TTL that much shorter)."""
+    event_id = f"{digest(token)}:click"
+    debit = await rig.budgets.debit(
+        cid, event_id, CPC_MICROS, now_s=SystemClock().now(), dedup_ttl_s=RIG_DEDUP_TTL_S - seconds_ago
+    )
+    assert debit.charged_micros == CPC_MICROS
+    return event_id
+
+
+async def test_a_retry_publishes_an_orphaned_charge_once_it_is_old(rig: Rig, pg: asyncpg.Pool) -> None:
+    cid = next(iter(rig.campaigns))
+    token = rig.token(cid, user="orphan")
+    event_id = await _lost_answer(rig, cid, token, seconds_ago=10)  # older than any worker's publish
+    assert await rig.service.handle(token, b'{"click": 1}') == SUCCESS
+    assert rig.service.counters.republished == 1
+    assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS  # charged once, by the lost call
+    events = [e for e in await feedback_events(rig.config) if e[0] == event_id]
+    assert events == [(event_id, cid, CPC_MICROS)]  # the first charge's amount
+    await assert_conserved(rig, pg)  # the ledger books it; reconciliation finds nothing to repair
+
+
+async def test_a_young_duplicate_from_another_worker_is_not_published_again(rig: Rig) -> None:
+    """A first charge younger than its worker's publish window may be in flight or acknowledged there: the
+    duplicate is answered at once and publishes nothing (as a retry on another host after a 200)."""
+    cid = next(iter(rig.campaigns))
+    token = rig.token(cid, user="young")
+    event_id = await _lost_answer(rig, cid, token, seconds_ago=0)
+    assert await rig.service.handle(token, b'{"click": 1}') == SUCCESS
+    assert rig.service.counters.republished == 0
+    assert [e for e in await feedback_events(rig.config) if e[0] == event_id] == []
