@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from archive.metrics import _dimension_columns
+from archive.warehouse.history import CAMPAIGN_HISTORY
 from archive.warehouse.served import SERVED_ADS
-from archive.warehouse.tables import DATE, FEEDBACK
+from archive.warehouse.tables import CAMPAIGN_DAY, DATE, FEEDBACK
 
 
 def per_request(spark: Any, days: Sequence[str]) -> Any:
@@ -61,9 +62,44 @@ def served_counts(spark: Any, days: Sequence[str]) -> Any:
     return served.groupBy(DATE, "campaign_id").agg(F.count(F.lit(1)).alias("served"))
 
 
-def campaign_day(requests: Any, served: Any) -> Any:
+def day_budgets(keys: Any, history: Any) -> Any:
+    """``budget_micros`` of each (``date``, ``campaign_id``) of ``keys``: the ``campaign_history`` state in
+    force at the day's end (begun before the next UTC midnight, not ended before it); NULL for a campaign
+    that had no state yet."""
+    from pyspark.sql import functions as F
+
+    k = keys.select(DATE, "campaign_id").distinct().alias("k")
+    h = history.select("campaign_id", "valid_from", "valid_to", "budget_micros").alias("h")
+    end = F.to_timestamp(F.date_add(F.col(f"k.{DATE}"), 1))  # the next midnight (sessions are UTC)
+    on = (
+        (F.col("k.campaign_id") == F.col("h.campaign_id"))
+        & (F.col("h.valid_from") < end)
+        & (F.col("h.valid_to").isNull() | (F.col("h.valid_to") >= end))
+    )
+    return k.join(h, on, "left").select(f"k.{DATE}", "k.campaign_id", "h.budget_micros")
+
+
+def stale_budget_days(spark: Any) -> list[str]:
+    """Days of ``campaign_day`` whose budgets are not the history's (a state loaded after the day was
+    aggregated, a table from before the column): their aggregates are rebuilt by the next load."""
+    from pyspark.sql import functions as F
+
+    for table in (CAMPAIGN_DAY, CAMPAIGN_HISTORY):  # another process may have moved them since
+        spark.catalog.refreshTable(table)
+    stored = spark.table(CAMPAIGN_DAY).select(DATE, "campaign_id", "budget_micros")
+    expected = day_budgets(stored, spark.table(CAMPAIGN_HISTORY)).withColumnRenamed(
+        "budget_micros", "expected"
+    )
+    stale = stored.join(expected, [DATE, "campaign_id"]).where(
+        ~F.col("budget_micros").eqNullSafe(F.col("expected"))
+    )
+    return sorted(str(r[0]) for r in stale.select(DATE).distinct().collect())
+
+
+def campaign_day(requests: Any, served: Any, history: Any) -> Any:
     """campaign × day, columns in the table's order: a campaign-day with served ads and no feedback has
-    zero counts, one with feedback and no served ads (served-writer behind) ``served`` 0."""
+    zero counts, one with feedback and no served ads (served-writer behind) ``served`` 0; the budget as of
+    the day's end from ``history`` (``campaign_history``)."""
     from pyspark.sql import functions as F
 
     frame = requests.groupBy(DATE, "campaign_id").agg(*_sums())
@@ -72,7 +108,7 @@ def campaign_day(requests: Any, served: Any) -> Any:
     frame = frame.fillna(0, subset=list(zero)).withColumn(
         "spend", F.coalesce(F.col("spend"), F.lit(0).cast("decimal(30,6)"))
     )
-    return frame.select(
+    frame = frame.select(
         "campaign_id",
         "served",
         "requests",
@@ -85,6 +121,10 @@ def campaign_day(requests: Any, served: Any) -> Any:
         _ratio("clicks", "views").alias("ctr"),
         _ratio("acquisitions", "clicks").alias("conversion_rate"),
         DATE,
+    )
+    budgets = day_budgets(frame, history)
+    return frame.join(budgets, [DATE, "campaign_id"], "left").select(
+        *[c for c in frame.columns if c != DATE], "budget_micros", DATE
     )
 
 

@@ -7,12 +7,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from adplatform.config import load_config
 from archive.layout import ArchiveLayout
 from archive.warehouse.catalog import WarehouseConfig, ensure_metastore_schema, hive_conf
 from archive.warehouse.history import load_history
-from archive.warehouse.load import load_feedback
+from archive.warehouse.load import load_feedback, new_load_id
 from archive.warehouse.tables import ensure_tables
 
 APP_NAME = "adplatform-warehouse-load"
@@ -33,10 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     spark = builder.getOrCreate()
     try:
         ensure_tables(spark, warehouse)
-        summary = load_feedback(spark, ArchiveLayout(config.archive_dir), warehouse, pg_dsn=config.pg_dsn)
+        # The history first: campaign_day's budgets are read from it.
         states = load_history(
-            spark, warehouse, config.kafka_bootstrap, config.topics.ad_changes, summary.load_id
+            spark, warehouse, config.kafka_bootstrap, config.topics.ad_changes, new_load_id(datetime.now(UTC))
         )
+        summary = load_feedback(spark, ArchiveLayout(config.archive_dir), warehouse, pg_dsn=config.pg_dsn)
     finally:
         spark.stop()
     rate = summary.events / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
@@ -44,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"warehouse load {summary.load_id}: {summary.new_files} new files, days {days}, "
         f"{summary.events} events in those days, served ads of {len(summary.served_days)} days, "
-        f"{states} new campaign states, "
+        f"{states} new campaign states, budgets of {len(summary.budget_days)} days, "
         f"{summary.elapsed_s:.1f}s ({rate:.0f} events/s)",
         flush=True,
     )

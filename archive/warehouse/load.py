@@ -14,7 +14,9 @@ is rebuilt whole from every archive file of that day, de-duplicated by ``event_i
   once more: it is rebuilt to the same rows.
 
 The same load brings the ``served_ads`` days that grew in PostgreSQL (``archive.warehouse.served``) and
-rebuilds the aggregates of those days too, since ``campaign_day.served`` counts them.
+rebuilds the aggregates of those days too, since ``campaign_day.served`` counts them; and rebuilds the days
+whose ``campaign_day.budget_micros`` is not the ``campaign_history`` state in force at the day's end (load
+the history first, as the job does).
 """
 
 from __future__ import annotations
@@ -31,8 +33,15 @@ from typing import Any
 from archive.layout import ArchiveLayout
 from archive.reader import read_lock, snapshot
 from archive.schema import archive_schema
-from archive.warehouse.aggregate import campaign_day, demographic_day, per_request, served_counts
+from archive.warehouse.aggregate import (
+    campaign_day,
+    demographic_day,
+    per_request,
+    served_counts,
+    stale_budget_days,
+)
 from archive.warehouse.catalog import WarehouseConfig
+from archive.warehouse.history import CAMPAIGN_HISTORY
 from archive.warehouse.partition import Replaced, delete_locations, swap_days, write_days
 from archive.warehouse.served import SERVED_ADS, changed_days, served_rows
 from archive.warehouse.tables import CAMPAIGN_DAY, DATE, DEMOGRAPHIC_DAY, FEEDBACK, LOADS
@@ -71,6 +80,8 @@ class LoadSummary:
     elapsed_s: float
     #: Days whose served ads were (re)loaded from PostgreSQL.
     served_days: tuple[str, ...] = ()
+    #: Days re-aggregated because their budgets were not the campaign history's.
+    budget_days: tuple[str, ...] = ()
 
 
 def file_day(path: Path) -> str:
@@ -93,6 +104,7 @@ def archive_files(layout: ArchiveLayout) -> list[SourceFile]:
 def loaded_files(spark: Any) -> set[tuple[str, int]]:
     from pyspark.sql import functions as F
 
+    spark.catalog.refreshTable(LOADS)  # another process (a spark-submit load) may have added to it
     rows = spark.table(LOADS).where(F.col("source") == SOURCE).select("file", "size").collect()
     return {(str(r[0]), int(r[1])) for r in rows}
 
@@ -157,13 +169,17 @@ def load_feedback(
         served_staging = warehouse.path(SERVED_ADS, "_v", load_id)
         write_days(served_rows(spark, pg_dsn, served), served_staging)
         replaced.append(swap_days(spark, SERVED_ADS, served_staging, served))
-    rebuilt = sorted(set(days) | set(served))
+    budgets = stale_budget_days(spark)
+    rebuilt = sorted(set(days) | set(served) | set(budgets))
     if not rebuilt:
         return LoadSummary(load_id, 0, (), 0, time.monotonic() - started)
     requests = per_request(spark, rebuilt).cache()
     try:
         aggregates = (
-            (CAMPAIGN_DAY, campaign_day(requests, served_counts(spark, rebuilt))),
+            (
+                CAMPAIGN_DAY,
+                campaign_day(requests, served_counts(spark, rebuilt), spark.table(CAMPAIGN_HISTORY)),
+            ),
             (DEMOGRAPHIC_DAY, demographic_day(requests)),
         )
         for table, frame in aggregates:
@@ -176,7 +192,15 @@ def load_feedback(
         _record(spark, load_id, new, now)  # the commit point: these files are loaded
     _cleanup(spark, replaced)
     events = int(spark.table(FEEDBACK).where(spark_days(days)).count()) if days else 0
-    return LoadSummary(load_id, len(new), tuple(days), events, time.monotonic() - started, tuple(served))
+    return LoadSummary(
+        load_id,
+        len(new),
+        tuple(days),
+        events,
+        time.monotonic() - started,
+        tuple(served),
+        tuple(budgets),
+    )
 
 
 def spark_days(days: Sequence[str]) -> Any:

@@ -44,7 +44,8 @@ def table_specs() -> tuple[TableSpec, ...]:
         TableSpec(FEEDBACK, feedback_columns()),
         TableSpec(
             CAMPAIGN_DAY,
-            f"campaign_id STRING, served BIGINT, {_COUNTS}, {_MONEY}, ctr DOUBLE, conversion_rate DOUBLE",
+            f"campaign_id STRING, served BIGINT, {_COUNTS}, {_MONEY}, ctr DOUBLE, conversion_rate DOUBLE, "
+            "budget_micros BIGINT",
         ),
         TableSpec(
             DEMOGRAPHIC_DAY,
@@ -71,7 +72,15 @@ def create_table(spark: Any, spec: TableSpec, warehouse: WarehouseConfig) -> Non
     writer.option("path", warehouse.path(spec.name)).saveAsTable(spec.name)
 
 
+#: Columns added to a table after its first release: ``ensure_tables`` adds them to a warehouse created
+#: before (its older partitions read them as NULL until their day is rebuilt).
+ADDED_COLUMNS = ((CAMPAIGN_DAY, "budget_micros", "BIGINT"),)
+
+
 def ensure_tables(spark: Any, warehouse: WarehouseConfig) -> None:
-    """Create the tables that do not exist yet (idempotent)."""
+    """Create the tables that do not exist yet, and add the columns an older table lacks (idempotent)."""
     for spec in table_specs():
         create_table(spark, spec, warehouse)
+    for table, column, ddl in ADDED_COLUMNS:
+        if column not in spark.table(table).columns:
+            spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({column} {ddl})")

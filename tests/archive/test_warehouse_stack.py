@@ -325,6 +325,41 @@ def test_campaign_history_answers_as_of_after_update_and_stop(wh: Warehouse, cha
     assert wh.spark.table("campaign_history").count() == 5
 
 
+def test_campaign_day_budget_is_the_history_as_of_the_days_end(wh: Warehouse, changes: Config) -> None:
+    day2_s = START_MS // 1000 + 86_400
+    asyncio.run(
+        _publish_changes(
+            changes,
+            [
+                ("camp-000", _state("camp-000", 1, T0_S, 50_000_000)),
+                ("camp-000", _state("camp-000", 2, day2_s + 3600, 60_000_000)),  # day 2, 01:00
+                ("camp-001", _state("camp-001", 1, day2_s + 86_400, 9_000_000)),  # day 3, 00:00 exactly
+            ],
+        )
+    )
+    topic = changes.topics.ad_changes
+    assert load_history(wh.spark, wh.config, changes.kafka_bootstrap, topic, "h4") == 3
+    summary = load_feedback(wh.spark, wh.archive.layout, wh.config)
+    assert summary.new_files == 0 and DAY1 in summary.budget_days and DAY2 in summary.budget_days
+    rows = wh.spark.sql(
+        "SELECT CAST(`date` AS STRING), campaign_id, budget_micros FROM campaign_day "
+        "WHERE campaign_id IN ('camp-000', 'camp-001') OR budget_micros IS NOT NULL"
+    ).collect()
+    got = {(r[0], r[1]): r[2] for r in rows}
+    expected = {
+        (DAY1, "camp-000"): 50_000_000,
+        (DAY2, "camp-000"): 60_000_000,
+        (DAY3, "camp-000"): 60_000_000,
+        (DAY1, "camp-001"): None,
+        (DAY2, "camp-001"): None,  # its first state began at the day's end: not in force during it
+        (DAY3, "camp-001"): 9_000_000,
+    }
+    assert {(DAY1, "camp-000"), (DAY2, "camp-000")} <= set(got)
+    assert got == {k: v for k, v in expected.items() if k in got}
+    check_tables(wh)
+    assert load_feedback(wh.spark, wh.archive.layout, wh.config).budget_days == ()
+
+
 def test_warehouse_load_command_under_spark_submit(wh: Warehouse, changes: Config, repo_root: str) -> None:
     """The real entry point: ``adplatform warehouse load`` (spark-submit, its own JVM, the same metastore)."""
     wh.archive.write(make_events(8, seed=8, start_ms=START_MS + 86_400_000 + 10_800_000, step_ms=1000))
@@ -347,7 +382,7 @@ def test_warehouse_load_command_under_spark_submit(wh: Warehouse, changes: Confi
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"1 new files, days {DAY2}," in done.stdout
     assert "0 new campaign states" in done.stdout  # the history test loaded them all
-    for table in (FEEDBACK, "campaign_day", "demographic_day"):
+    for table in (FEEDBACK, "campaign_day", "demographic_day", LOADS):
         wh.spark.catalog.refreshTable(table)
     check_tables(wh)
 
