@@ -402,6 +402,9 @@ class FeedbackService:
                 continue
             self.counters.republished += 1
             p.republished = True
+            # The copy carries the first charge's time (its key's age), not the retry's: the archive and
+            # the warehouse keep an event id once per day, so a copy must land on the first's day.
+            p.now_ms -= age_ms
             again.append((p, debit))  # a duplicate's debit carries the first charge's amount
             self._unacked[p.event_id] = []  # later duplicates wait for this copy's outcome
         return again

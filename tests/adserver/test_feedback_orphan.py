@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+from adplatform.kafka import read_to_end
+from adplatform.wire import feedback_decoder
 from adserver.feedback import SUCCESS
 from adserver.token import digest
 from index.pacing import SystemClock
@@ -33,12 +35,18 @@ async def _lost_answer(rig: Rig, cid: str, token: str, *, seconds_ago: int) -> s
 async def test_a_retry_publishes_an_orphaned_charge_once_it_is_old(rig: Rig, pg: asyncpg.Pool) -> None:
     cid = next(iter(rig.campaigns))
     token = rig.token(cid, user="orphan")
+    charged_ms = int(SystemClock().now() * 1000) - 10_000
     event_id = await _lost_answer(rig, cid, token, seconds_ago=10)  # older than any worker's publish
     assert await rig.service.handle(token, b'{"click": 1}') == SUCCESS
     assert rig.service.counters.republished == 1
     assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS  # charged once, by the lost call
     events = [e for e in await feedback_events(rig.config) if e[0] == event_id]
     assert events == [(event_id, cid, CPC_MICROS)]  # the first charge's amount
+    records = await read_to_end(rig.config.kafka_bootstrap, rig.config.topics.feedback)
+    (copy,) = [
+        e for e in (feedback_decoder.decode(r.value or b"") for r in records) if e.event_id == event_id
+    ]
+    assert abs(copy.timestamp_ms - charged_ms) < 2_000  # the first charge's time: it lands on its day
     await assert_conserved(rig, pg)  # the ledger books it; reconciliation finds nothing to repair
 
 
