@@ -22,11 +22,12 @@ follows the even line; a charge that comes early lowers the rate for the rest of
 late raises it. The rate never needs to go below 0 (spend cannot pass the slot's budget: the debit script
 caps it), so the probability floor does not bias spend upwards.
 
-A campaign whose rate is not known yet (nothing earned since it was first seen) starts at ``START_P`` and
-doubles every ``RAMP_DOUBLING`` of a slot until a charge shows its rate, instead of serving freely until
-its first charge. ``LEAD`` aims to spend the slot's budget a little before its end, so that it is used up
-rather than undershot by the lag between a serve and its charge (feedback arrives after the ad). The hard
-cap stays in the debit script.
+A campaign whose rate is not known yet (nothing earned since it was first seen) serves at ``START_P``
+(1: a new campaign serves at once, as its owner expects; a soft start at 0.01 left every new even
+campaign unserved for its first minute) and its first charges show its rate; below 1 it would double
+every ``RAMP_DOUBLING`` of a slot. ``LEAD`` aims to spend the slot's budget a little before its end, so
+that it is used up rather than undershot by the lag between a serve and its charge (feedback arrives
+after the ad). The hard cap stays in the debit script.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ LEAD: Final = 0.02
 #: against the daily curve; within the slot, the rule's feedback corrects what the estimate misses.
 RATE_MEMORY: Final = 1.0
 #: Serve probability of a campaign whose rate is not known yet (first seen, nothing earned so far).
-START_P: Final = 0.01
+START_P: Final = 1.0
 #: While the rate is not known, the probability doubles every this fraction of a slot (10 s of a 10-minute
 #: slot: 1 after ~7 doublings, 11% of the slot), whatever the tick.
 RAMP_DOUBLING: Final = 1 / 60

@@ -172,15 +172,15 @@ def test_throttle_follows_the_slot_state() -> None:
     assert "none" not in throttle.probability
     throttle.update("c", _state(1000, 1_000_000, 1_000_000), now_s)  # the slot's budget spent: the floor
     assert throttle.probability["c"] == MIN_P
-    # First sight: the rate is unknown, the ramp starts low (one 1 s tick of its doubling every 10 s).
+    # First sight: the rate is unknown, a new campaign serves at once (START_P).
     throttle.update("d", _state(1000, 1_000_000, 500_000), now_s)
-    ramp = START_P * 2 ** (1 / 600 / RAMP_DOUBLING)
+    ramp = min(1.0, START_P * 2 ** (1 / 600 / RAMP_DOUBLING))
     assert throttle.probability["d"] == pytest.approx(ramp)
-    # Earned 1,000 at that probability: the rate at p 1; what is left (499,000) is spread over what is left
+    # Earned 10,000 at that probability: the rate at p 1; what is left (490,000) is spread over what is left
     # of the slot before the 2% lead (0.98 - 301/600 of it), a 600th at a time.
-    throttle.update("d", _state(1000, 1_000_000, 501_000), now_s + 1)
-    rate = 1_000 / ramp
-    assert throttle.probability["d"] == pytest.approx(499_000 / 600 / (0.98 - 301 / 600) / rate)
+    throttle.update("d", _state(1000, 1_000_000, 510_000), now_s + 1)
+    rate = 10_000 / ramp
+    assert throttle.probability["d"] == pytest.approx(490_000 / 600 / (0.98 - 301 / 600) / rate)
     # The next slot, not rolled in Redis yet: its budget by the scripts' rule, nothing spent yet, and the
     # rate estimate carried over (no observation across the boundary): the new budget at an even pace.
     throttle.update("d", _state(1000, 1_000_000, 1_000_000), 600 * 1001)

@@ -36,10 +36,13 @@ def test_the_rate_of_what_is_left_and_bounds_hold() -> None:
     # charge that came early must not make the rest of the slot wait.
     assert _at_half(ThrottleState(0.5), 910_000, 10_000).p == pytest.approx(90_000 / 48 / 20_000)
     assert _at_half(ThrottleState(0.5), 1_000_000, 10_000).p == MIN_P  # the slot's budget spent: the floor
-    assert ThrottleState().p == START_P  # first sight, rate unknown: a low start, then the ramp
+    assert ThrottleState().p == START_P == 1.0  # first sight, rate unknown: a new campaign serves at once
     ramped = _at_half(ThrottleState(0.2), 0, None)
-    assert ramped.p == pytest.approx(0.2 * 2 ** (0.01 / RAMP_DOUBLING)) and ramped.rate_micros is None
-    assert _at_half(ThrottleState(MIN_P), 0, None).p == pytest.approx(START_P * 2 ** (0.01 / RAMP_DOUBLING))
+    assert ramped.p == pytest.approx(min(1.0, max(0.2, START_P) * 2 ** (0.01 / RAMP_DOUBLING)))
+    assert ramped.rate_micros is None
+    assert _at_half(ThrottleState(MIN_P), 0, None).p == pytest.approx(
+        min(1.0, START_P * 2 ** (0.01 / RAMP_DOUBLING))
+    )
     # A long history of 10,000 a tick at p 0.5 (weighted sums): 20,000 a tick at p 1.
     w = 0.01 / RATE_MEMORY
     known = ThrottleState(0.5, 10_000 / w, 0.5 / w)
@@ -107,9 +110,11 @@ def _slot(*, price: int, requests: int, seed: int, slots: int = 1) -> tuple[list
 
 
 def test_a_slot_with_plenty_of_traffic_spends_evenly() -> None:
-    """A price of 200 per serve and 5x the traffic the slot needs: each tenth of the slot spends its tenth
-    of the budget within 3% of the budget, and the slot ends at least 97% spent."""
-    tenths, spent = _slot(price=200, requests=50, seed=7)
+    """A price of 200 per serve and 5x the traffic the slot needs, in a campaign's second slot (a new
+    campaign serves at once, so its first tick spends about 5 ticks' share before its rate is known):
+    each tenth of the slot spends its tenth of the budget within 3% of the budget, and the slot ends at
+    least 97% spent."""
+    tenths, spent = _slot(price=200, requests=50, seed=7, slots=2)
     assert spent >= 0.97 * 600_000
     for share in tenths:
         assert abs(share - 60_000) <= 0.03 * 600_000, tenths
