@@ -9,21 +9,24 @@ Order of effects (invariant 6, a 200 means both are done):
    with the other requests by the producer's linger); on failure or timeout the debit is refunded and the
    answer is 503, so the client may retry. If Kafka did store an event whose acknowledgement was lost,
    reconciliation books it (Kafka is the ledger's source of truth) and repairs Redis.
-A duplicate is never charged again; it gets its first's outcome: 200 at once if that event is
-acknowledged, otherwise when it is (or 503 with the first, if it is refunded), so a 200 never precedes
-a refund. (A duplicate that reaches another worker within the first's few milliseconds of waiting gets
-200 at once: workers share only Redis.)
+A duplicate is never charged again; in the first's worker it gets its first's outcome: 200 at once if
+that event was acknowledged lately, otherwise when it is (or 503 with the first, if it is refunded), so
+a 200 never precedes a refund. In another worker (workers share only Redis) it is an orphan candidate,
+below.
 
 An orphaned charge: a debit that ran (and replicated) but whose answer was lost (its master died, the
 connection broke) was answered 503 and never published; the client's retry meets its de-duplication key
-(after a failover, on the promoted replica). A duplicate whose first charge is older than any first
-worker could still be publishing it (``publish_timeout_s`` + ``ORPHAN_MARGIN_S``) is therefore published
-again, with the first charge's amount and the same deterministic ``event_id``, and answered 200 only when
-Kafka acknowledges it: the ledger (``spend_events`` primary key) and the archive (``dropDuplicates``)
-count an event id once, so a copy of an event that did reach Kafka costs a message, never money. A
-failover takes longer than that age (promotion alone took 4.2-4.4 s), so a retry after one is covered; a
-retry within that age of a charge whose answer was lost without a failover is still answered 200 without
-an event (reconciliation repairs Redis; docs/SCALING.md).
+(after a failover, on the promoted replica). A duplicate that this worker is not publishing itself
+waits until its first charge is older than any first worker could still be publishing or refunding it
+(``publish_timeout_s`` + ``ORPHAN_MARGIN_S``, from the de-duplication key's remaining TTL), then is debited
+again: a refunded first is gone and the retry is charged as a new one; a first that stays is looked up in
+``ad-feedback`` (``adserver.published``) and, when it is not there, published again, with the first
+charge's amount and the same deterministic ``event_id``, answered 200 only when Kafka acknowledges it. So a
+retry within that age (the first's worker died between the debit and the publish, or its answer was lost
+on the way) waits instead of being answered 200 without an event. The ledger (``spend_events`` primary
+key) and the archive's readers (``dropDuplicates``) count an event id once, so a copy published after a
+look-up that missed the first (it landed after the look-up, or Kafka was not readable) costs a message,
+never money.
 
 Group commit: steps 3 and 4 run for a batch of requests together, in a task of their own: one debit
 script call for the batch (one Redis round trip, one AOF write and fsync; the debits still apply one by
@@ -44,7 +47,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Coroutine
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -222,6 +226,8 @@ DEBIT_GATE_WAIT_S = 0.05
 #: Beyond its publish timeout, how long a first charge's worker may still take to publish or refund it
 #: (the debit's reply, the refund call): a duplicate of an older charge is published again.
 ORPHAN_MARGIN_S = 1.0
+#: How many acknowledged event ids a worker remembers, so a duplicate of one is answered without waiting.
+ACKED_MEMORY = 65_536
 
 
 class FeedbackService:
@@ -239,6 +245,7 @@ class FeedbackService:
         dedup_ttl_s: int,
         publish_timeout_s: float = 2.0,
         max_batch: int = 256,
+        published: Callable[[dict[str, int]], Awaitable[set[str]]] | None = None,
     ) -> None:
         self._signer = signer
         self._budgets = budgets
@@ -249,12 +256,17 @@ class FeedbackService:
         self._dedup_ttl_s = dedup_ttl_s
         self._publish_timeout_s = publish_timeout_s
         self._max_batch = max_batch
+        #: Which of the given event ids (→ earliest time, ms) are in ``ad-feedback`` already; None: not
+        #: looked up (an orphan is then published again, which costs a message).
+        self._published = published
         self._pending: list[_Pending] = []
         self._tasks: set[asyncio.Task[None]] = set()
         #: Done when the debit call in Redis returns; the next batch forms while it waits (the gate).
         self._debit_in_flight: asyncio.Future[None] | None = None
         #: Event id → duplicates waiting for that charged event's acknowledgement (its outcome is theirs).
         self._unacked: dict[str, list[_Pending]] = {}
+        #: Event ids this worker saw acknowledged lately (oldest first): their duplicates get 200 at once.
+        self._acked: OrderedDict[str, None] = OrderedDict()
         self.counters = FeedbackCounters()
 
     async def handle(self, request_id: str, raw_body: bytes) -> bytes:
@@ -271,16 +283,29 @@ class FeedbackService:
         ]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
+        self._enqueue(_Pending(token, request_id, f"{digest(request_id)}:{action}", action, body, amount,
+                               now_ms, future))  # fmt: skip
+        return await future
+
+    def _enqueue(self, p: _Pending) -> None:
         pending = self._pending
-        pending.append(_Pending(token, request_id, f"{digest(request_id)}:{action}", action, body, amount,
-                                now_ms, future))  # fmt: skip
+        pending.append(p)
         if len(pending) == 1:
             # The task's first step runs in the next iteration of the loop, after every request that is
             # runnable in this one has joined ``_pending``: it takes them all.
             self._spawn(self._run(None))
         elif len(pending) >= self._max_batch:
             self._flush()
-        return await future
+
+    async def _retry_later(self, p: _Pending, delay_s: float) -> None:
+        """Debit ``p`` again once its first charge is past every worker's publish window."""
+        try:
+            await asyncio.sleep(delay_s)
+        except asyncio.CancelledError:  # the worker is stopping: the client retries
+            _refuse(p, 503, "the server is stopping; retry")
+            raise
+        if not p.future.done():  # its client may have gone meanwhile
+            self._enqueue(p)
 
     async def aclose(self) -> None:
         """Run what is pending and wait for every batch in flight (before the producer stops)."""
@@ -361,6 +386,8 @@ class FeedbackService:
                 waiters = unacked.get(p.event_id)
                 if waiters is not None:  # still waiting for Kafka: a 200 now could precede a refund
                     waiters.append(p)
+                elif p.event_id in self._acked:
+                    _answer(p, SUCCESS)
                 else:  # acknowledged, in flight in another worker, or orphaned: the first's age says
                     orphans.append((p, debit))
             elif debit.status == BudgetStatus.UNKNOWN:
@@ -381,19 +408,30 @@ class FeedbackService:
                     _refuse(waiting, 503, "feedback could not be processed; retry")
 
     async def _orphaned(self, duplicates: list[tuple[_Pending, Debit]]) -> list[tuple[_Pending, Debit]]:
-        """Answer 200 the duplicates whose first charge is young enough to have its own worker (as before);
-        return the others, their first charge as theirs, to be published again (see the module doc)."""
+        """Send each duplicate whose first charge is younger than every worker's publish window back to the
+        debit once it is past it; answer 200 those whose first event is in ``ad-feedback``; return the
+        others, their first charge as theirs, to be published again (see the module doc)."""
         client = self._budgets.client
         keys = [names.dedup_key(p.token.campaign_id, p.event_id) for p, _ in duplicates]
         try:  # one command per key: on a cluster each is routed to its slot's master
             ttls_ms = await asyncio.gather(*(client.pttl(key) for key in keys))
         except (RedisError, RedisClusterException, OSError):
-            ttls_ms = [-2] * len(keys)  # unknown: answered as before
+            ttls_ms = [-2] * len(keys)  # unknown: a whole window, then the debit tells again
         oldest_in_flight_ms = (self._publish_timeout_s + ORPHAN_MARGIN_S) * 1000
-        again: list[tuple[_Pending, Debit]] = []
+        old: list[tuple[_Pending, Debit, int]] = []
         for (p, debit), ttl_ms in zip(duplicates, ttls_ms, strict=True):
             age_ms = self._dedup_ttl_s * 1000 - int(ttl_ms)
             if int(ttl_ms) < 0 or age_ms < oldest_in_flight_ms:
+                # Its first may be in flight in another worker, acknowledged there, refunded soon, or
+                # orphaned by a worker that died before publishing: only after the window is it settled.
+                wait_ms = oldest_in_flight_ms - (age_ms if int(ttl_ms) >= 0 else 0)
+                self._spawn(self._retry_later(p, wait_ms / 1000 + 0.05))
+                continue
+            old.append((p, debit, age_ms))
+        found = await self._look_up(old)
+        again: list[tuple[_Pending, Debit]] = []
+        for p, debit, age_ms in old:
+            if p.event_id in found:
                 _answer(p, SUCCESS)
                 continue
             waiters = self._unacked.get(p.event_id)
@@ -408,6 +446,18 @@ class FeedbackService:
             again.append((p, debit))  # a duplicate's debit carries the first charge's amount
             self._unacked[p.event_id] = []  # later duplicates wait for this copy's outcome
         return again
+
+    async def _look_up(self, old: list[tuple[_Pending, Debit, int]]) -> set[str]:
+        """The event ids of ``old`` (duplicates and their first charge's age) already in ``ad-feedback``;
+        empty when they cannot be looked up (each is then published again, which costs a message)."""
+        if not old or self._published is None:
+            return set()
+        since = {p.event_id: p.now_ms - age_ms for p, _, age_ms in old}
+        try:
+            return await self._published(since)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            logger.warning("ad-feedback not readable (%s): %d orphans published again", exc, len(since))
+            return set()
 
     async def _publish(self, charged: list[tuple[_Pending, Debit]]) -> None:
         """Hand every event to the producer, wait for the acknowledgements under one deadline; answer the
@@ -438,6 +488,9 @@ class FeedbackService:
                 _answer(p, SUCCESS)
                 for waiting in self._unacked.pop(p.event_id, ()):
                     _answer(waiting, SUCCESS)
+                self._acked[p.event_id] = None
+                if len(self._acked) > ACKED_MEMORY:
+                    self._acked.popitem(last=False)
                 continue
             if ack is not None and not ack.done():
                 ack.add_done_callback(_retrieve)

@@ -4,12 +4,15 @@ debiting directly, as the lost call did; the key's remaining TTL says how long a
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
 import pytest
 
 from adplatform.kafka import read_to_end
 from adplatform.wire import feedback_decoder
-from adserver.feedback import SUCCESS
+from adserver.feedback import SUCCESS, FeedbackService
+from adserver.published import PublishedEvents
 from adserver.token import digest
 from index.pacing import SystemClock
 from tests.adserver.test_feedback_budget import CPC_MICROS, Rig, assert_conserved, feedback_events, rig
@@ -50,12 +53,61 @@ async def test_a_retry_publishes_an_orphaned_charge_once_it_is_old(rig: Rig, pg:
     await assert_conserved(rig, pg)  # the ledger books it; reconciliation finds nothing to repair
 
 
-async def test_a_young_duplicate_from_another_worker_is_not_published_again(rig: Rig) -> None:
-    """A first charge younger than its worker's publish window may be in flight or acknowledged there: the
-    duplicate is answered at once and publishes nothing (as a retry on another host after a 200)."""
+def _other_worker(rig: Rig, published: PublishedEvents | None) -> FeedbackService:
+    """A second worker of the same host: the same Redis and producer, a feedback service of its own."""
+    return FeedbackService(
+        signer=rig.signer,
+        budgets=rig.budgets,
+        producer=rig.producer,
+        topic=rig.config.topics.feedback,
+        lookup=rig.campaigns.get,
+        clock=SystemClock(),
+        dedup_ttl_s=RIG_DEDUP_TTL_S,
+        publish_timeout_s=1,
+        published=published,
+    )
+
+
+async def test_a_quick_retry_of_a_charge_whose_worker_died_before_publishing_is_published(
+    rig: Rig, pg: asyncpg.Pool
+) -> None:
+    """The first's worker debited and died before the publish; the retry reaches another worker at once.
+    It waits out the publish window (a first still in flight would be published or refunded by then),
+    finds no event in ad-feedback and publishes it, once, with the first charge's amount."""
     cid = next(iter(rig.campaigns))
     token = rig.token(cid, user="young")
     event_id = await _lost_answer(rig, cid, token, seconds_ago=0)
+    published = PublishedEvents(rig.config.kafka_bootstrap, rig.config.topics.feedback)
+    other = _other_worker(rig, published)
+    started = time.monotonic()
+    try:
+        assert await other.handle(token, b'{"click": 1}') == SUCCESS
+    finally:
+        await published.aclose()
+    assert time.monotonic() - started >= 2.0  # publish_timeout_s 1 + ORPHAN_MARGIN_S 1
+    assert other.counters.republished == 1
+    assert [e for e in await feedback_events(rig.config) if e[0] == event_id] == [(event_id, cid, CPC_MICROS)]
+    assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS  # charged once, by the lost call
+    await assert_conserved(rig, pg)
+
+
+async def test_a_quick_retry_of_an_acknowledged_charge_on_another_worker_publishes_no_copy(rig: Rig) -> None:
+    """The first was published and acknowledged but its answer was lost: the retry on another worker
+    waits out the window, finds the event in ad-feedback and answers 200 without a copy; a duplicate in
+    the first's own worker is answered at once."""
+    cid = next(iter(rig.campaigns))
+    token = rig.token(cid, user="acked")
+    event_id = f"{digest(token)}:click"
     assert await rig.service.handle(token, b'{"click": 1}') == SUCCESS
-    assert rig.service.counters.republished == 0
-    assert [e for e in await feedback_events(rig.config) if e[0] == event_id] == []
+    started = time.monotonic()
+    assert await rig.service.handle(token, b'{"click": 1}') == SUCCESS
+    assert time.monotonic() - started < 1.0  # the first's worker knows it was acknowledged
+    published = PublishedEvents(rig.config.kafka_bootstrap, rig.config.topics.feedback)
+    other = _other_worker(rig, published)
+    try:
+        assert await other.handle(token, b'{"click": 1}') == SUCCESS
+    finally:
+        await published.aclose()
+    assert other.counters.republished == 0
+    assert [e for e in await feedback_events(rig.config) if e[0] == event_id] == [(event_id, cid, CPC_MICROS)]
+    assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS
