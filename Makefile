@@ -42,10 +42,11 @@ demo-down:
 test: stack-up
 	$(BIN)/pytest
 
-## test-cluster: the heavy tests on the cluster stack (started here, sharing the local stack's PostgreSQL)
+## test-cluster: the whole suite on the cluster stack, its cluster tests included (both stacks started
+## here; the cluster shares the local stack's PostgreSQL)
 test-cluster: stack-up
 	$(ADP) stack up --topology cluster
-	$(BIN)/pytest -m cluster
+	ADP_TEST_TOPOLOGY=cluster $(BIN)/pytest
 
 test-unit: setup
 	$(BIN)/pytest -m "not postgres and not redis and not kafka and not spark"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import binascii
 import functools
+import os
+import re
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -18,7 +20,27 @@ GROUP_AD_MANAGER: Final = "ad-manager"
 GROUP_SERVED_WRITER: Final = "served-writer"
 GROUP_LEDGER: Final = "spend-ledger"
 
-REDIS_PREFIX: Final = "adp:"
+#: ``ADP_REDIS_NAMESPACE``: a run of its own on a shared Redis Cluster (a test session), which has only
+#: database 0 and so cannot be given a logical database of its own. Read here, from the environment, and
+#: not by ``load_config``: every key name below is a module constant, fixed when this module is imported,
+#: so the namespace must be set before the process starts (a child process inherits it).
+NAMESPACE_ENV: Final = "ADP_REDIS_NAMESPACE"
+_NAMESPACE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+def redis_prefix(namespace: str) -> str:
+    """The prefix of every platform key and channel: ``adp:`` without a namespace, else ``adp@<ns>:`` (no
+    ``adp:*`` pattern matches it, so a reset of the platform's keys never reaches a namespace's, and it has
+    no braces, so the keys' hash tags, and hence their slots, are the same as without it)."""
+    if not namespace:
+        return "adp:"
+    if not _NAMESPACE.fullmatch(namespace):
+        raise ValueError(f"{NAMESPACE_ENV} must be 1-32 of [a-z0-9_-], starting with a letter or digit")
+    return f"adp@{namespace}:"
+
+
+NAMESPACE: Final = os.environ.get(NAMESPACE_ENV, "")
+REDIS_PREFIX: Final = redis_prefix(NAMESPACE)
 #: Pub/sub channel on which budget exhaustion (and replenishment) is announced to every ad-server worker.
 CHANNEL_BUDGET: Final = REDIS_PREFIX + "budget-events"
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import asyncpg
 import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from adplatform import names
 from adplatform.config import Config
@@ -114,29 +115,56 @@ async def empty_redis(client: RedisClient) -> int:
         keys = int(await client.dbsize())
         await client.flushdb()
         return keys
+    return await delete_on_masters(client, names.PLATFORM_KEY_PATTERNS)
+
+
+def _master_client(node: ClusterNode) -> aioredis.Redis:
+    """A plain client of one master: SCAN walks one node's keyspace, and one UNLINK per key never spans
+    two slots (a multi-key UNLINK of keys in different slots is refused with CROSSSLOT)."""
+    options = {
+        k: v
+        for k, v in node.connection_kwargs.items()
+        if k in ("username", "password", "socket_timeout", "socket_connect_timeout")
+    }
+    return aioredis.Redis(host=node.host, port=int(node.port), **options)
+
+
+async def delete_on_masters(
+    client: RedisCluster, patterns: Sequence[str], *, keep: Collection[str] = frozenset()
+) -> int:
+    """Delete every key matching one of ``patterns`` (but ``keep``) on every master; how many."""
     await client.initialize()  # a no-op once connected
     deleted = 0
     for node in client.get_primaries():
-        options = {
-            k: v
-            for k, v in node.connection_kwargs.items()
-            if k in ("username", "password", "socket_timeout", "socket_connect_timeout")
-        }
-        # A plain client per master: SCAN walks one node's keyspace, and one UNLINK per key never spans
-        # two slots (a multi-key UNLINK of keys in different slots is refused with CROSSSLOT).
-        master = aioredis.Redis(host=node.host, port=int(node.port), **options)
+        master = _master_client(node)
         try:
-            deleted += await _empty_master(master)
+            deleted += await _empty_master(master, patterns, keep)
         finally:
             await master.aclose()
     return deleted
 
 
-async def _empty_master(master: aioredis.Redis) -> int:
+async def any_on_masters(client: RedisCluster, pattern: str) -> bool:
+    """Whether a key matching ``pattern`` exists on any master."""
+    await client.initialize()
+    for node in client.get_primaries():
+        master = _master_client(node)
+        try:
+            async for _ in master.scan_iter(match=pattern, count=SCAN_COUNT):
+                return True
+        finally:
+            await master.aclose()
+    return False
+
+
+async def _empty_master(master: aioredis.Redis, patterns: Sequence[str], keep: Collection[str]) -> int:
+    kept = {k.encode() for k in keep}
     deleted = 0
-    for pattern in names.PLATFORM_KEY_PATTERNS:
+    for pattern in patterns:
         batch: list[bytes] = []
         async for key in master.scan_iter(match=pattern, count=SCAN_COUNT):
+            if key in kept:
+                continue
             batch.append(key)
             if len(batch) >= SCAN_COUNT:
                 deleted += await _unlink(master, batch)

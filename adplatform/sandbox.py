@@ -7,6 +7,12 @@ Redis logical database claimed with an owner key (so two runs never share one). 
 and ``env`` point every client and every child process there; topics stay namespaced by the caller
 (``Config.namespaced``). Closing drops the database and flushes and releases the Redis database.
 
+On Redis Cluster (a ``redis+cluster://`` URL), which has only database 0, the Redis side is the process's
+key namespace instead (``ADP_REDIS_NAMESPACE``, set before the process starts; ``adplatform.names``):
+claimed the same way by an owner key inside it, emptied by deleting that prefix's keys on every master
+(``adplatform.sandbox_cluster``). A process has one namespace, so a sandbox on a cluster cannot be opened
+inside another (a demo or chaos run inside a test session): that is refused.
+
 Claims: a process-bound owner (``proc:host:pid:start-time:label``) may be taken over once that process is
 gone (a test session killed mid-run leaves nothing that blocks the next one); a named owner
 (``name:<database>``, the demo's, kept until ``make demo-down``) only by the same name.
@@ -30,11 +36,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 import redis.asyncio as aioredis
 from asyncpg.pool import PoolConnectionProxy
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from adplatform import names, sandbox_cluster
 from adplatform.config import Config, load_config
 from adplatform.migrate import migrate_dsn
 from adplatform.postgres import quote_ident, truncate_statement
+from adplatform.redis_client import is_cluster_url, open_redis
 
 #: The comment on every database created here; nothing without it is ever dropped or emptied here.
 MARKER: Final = "adplatform sandbox"
@@ -81,19 +90,32 @@ class SandboxError(RuntimeError):
 
 @dataclass(frozen=True)
 class Sandbox:
-    """A run's own PostgreSQL database and Redis logical database; ``config`` points there."""
+    """A run's own PostgreSQL database and Redis logical database (on Redis Cluster: key namespace);
+    ``config`` points there."""
 
     config: Config
     #: The config it was opened from (the user's database and Redis database).
     base: Config
     database: str
+    #: 0 on Redis Cluster, where ``redis_namespace`` isolates instead.
     redis_db: int
     owner: str
+    redis_namespace: str = ""
 
     @property
     def env(self) -> dict[str, str]:
         """The variables that point a child process at this sandbox."""
-        return {"ADP_PG_DSN": self.config.pg_dsn, "ADP_REDIS_URL": self.config.redis_url}
+        env = {"ADP_PG_DSN": self.config.pg_dsn, "ADP_REDIS_URL": self.config.redis_url}
+        if self.redis_namespace:
+            env[names.NAMESPACE_ENV] = self.redis_namespace
+        return env
+
+    @property
+    def redis_label(self) -> str:
+        """The Redis side, for messages."""
+        if self.redis_namespace:
+            return f"Redis namespace {names.REDIS_PREFIX}"
+        return f"Redis database {self.redis_db}"
 
 
 def database_of(dsn: str) -> str:
@@ -260,6 +282,31 @@ async def _databases(client: aioredis.Redis) -> int:
         return 16
 
 
+def _cluster(url: str) -> RedisCluster:
+    client = open_redis(url, decode_responses=True, socket_timeout=10)
+    assert isinstance(client, RedisCluster)
+    return client
+
+
+async def claim_namespace(base_url: str, owner: str) -> str:
+    """Claim this process's key namespace on the Redis Cluster at ``base_url`` for ``owner``; its name."""
+    if not names.NAMESPACE:
+        raise SandboxError(
+            f"a sandbox on Redis Cluster is a key namespace: set {names.NAMESPACE_ENV} before the process "
+            "starts (Redis Cluster has only database 0)"
+        )
+    client = _cluster(base_url)
+    try:
+        current = await sandbox_cluster.owner_of(client)
+        takeover = current if current is not None and _stale(current) else ""
+        if await sandbox_cluster.claim(client, owner, takeover):
+            return names.NAMESPACE
+    finally:
+        await client.aclose()
+    held = f"held by {current}" if current else "holds keys but has no owner"
+    raise SandboxError(f"Redis namespace {names.REDIS_PREFIX} is {held}: not {owner}'s to use")
+
+
 async def claim_redis_db(base_url: str, owner: str) -> int:
     """Claim a free logical database (never the configured one, never 0) for ``owner``; its number."""
     avoid = {0, redis_db_of(base_url)}
@@ -288,7 +335,14 @@ async def claim_redis_db(base_url: str, owner: str) -> int:
 
 
 async def flush_redis_db(url: str, owner: str, *, keep_claim: bool) -> bool:
-    """FLUSHDB the database at ``url`` only if ``owner`` holds it (keeping the claim, or releasing it)."""
+    """FLUSHDB the database at ``url`` only if ``owner`` holds it (keeping the claim, or releasing it); on
+    Redis Cluster, the same for this process's key namespace."""
+    if is_cluster_url(url):
+        cluster = _cluster(url)
+        try:
+            return await sandbox_cluster.flush(cluster, owner, keep_claim=keep_claim)
+        finally:
+            await cluster.aclose()
     client = _client(url)
     try:
         return bool(await client.eval(_FLUSH, 1, CLAIM_KEY, owner, "1" if keep_claim else "0") == 1)
@@ -296,15 +350,25 @@ async def flush_redis_db(url: str, owner: str, *, keep_claim: bool) -> bool:
         await client.aclose()
 
 
-async def wipe_claimed(client: aioredis.Redis) -> None:
-    """FLUSHDB a claimed database but keep its claim (a fault run's "Redis lost its data"); refuses a
-    database no sandbox claimed."""
+async def wipe_claimed(client: aioredis.Redis | RedisCluster) -> None:
+    """FLUSHDB a claimed database but keep its claim (a fault run's "Redis lost its data"; on Redis
+    Cluster, every key of the claimed namespace but its claim); refuses a database no sandbox claimed."""
+    if isinstance(client, RedisCluster):
+        if not await sandbox_cluster.wipe(client):
+            raise SandboxError("refusing to empty a Redis namespace no sandbox claimed")
+        return
     if await client.eval(_WIPE, 1, CLAIM_KEY) != 1:
         raise SandboxError("refusing to flush a Redis database no sandbox claimed")
 
 
 async def find_claim(base_url: str, owner: str) -> int | None:
-    """The logical database ``owner`` holds, if any."""
+    """The logical database ``owner`` holds, if any (0 on Redis Cluster when it holds the namespace)."""
+    if is_cluster_url(base_url):
+        cluster = _cluster(base_url)
+        try:
+            return 0 if names.NAMESPACE and await sandbox_cluster.owner_of(cluster) == owner else None
+        finally:
+            await cluster.aclose()
     probe = _client(base_url)
     try:
         count = await _databases(probe)
@@ -329,14 +393,21 @@ async def open_sandbox(base: Config, suffix: str, *, owner: str | None = None) -
     process; a name (the demo's) re-opens, emptied, what that name held before."""
     database = f"{database_of(base.pg_dsn)}_{suffix}"
     owner = owner or process_owner(database)
-    redis_db = await claim_redis_db(base.redis_url, owner)
+    cluster = is_cluster_url(base.redis_url)
+    if cluster:
+        namespace, redis_db, redis_url = await claim_namespace(base.redis_url, owner), 0, base.redis_url
+    else:
+        redis_db = await claim_redis_db(base.redis_url, owner)
+        namespace, redis_url = "", with_redis_db(base.redis_url, redis_db)
     try:
         dsn = await create_database(base.pg_dsn, database)
     except BaseException:
-        await flush_redis_db(with_redis_db(base.redis_url, redis_db), owner, keep_claim=False)
+        await flush_redis_db(redis_url, owner, keep_claim=False)
         raise
-    config = replace(base, pg_dsn=dsn, redis_url=with_redis_db(base.redis_url, redis_db))
-    return Sandbox(config=config, base=base, database=database, redis_db=redis_db, owner=owner)
+    config = replace(base, pg_dsn=dsn, redis_url=redis_url)
+    return Sandbox(
+        config=config, base=base, database=database, redis_db=redis_db, owner=owner, redis_namespace=namespace
+    )
 
 
 def named_owner(base: Config, suffix: str) -> str:
@@ -352,7 +423,7 @@ async def clean_sandbox(sandbox: Sandbox) -> None:
     finally:
         await conn.close()
     if not await flush_redis_db(sandbox.config.redis_url, sandbox.owner, keep_claim=True):
-        raise SandboxError(f"Redis database {sandbox.redis_db} is no longer held by {sandbox.owner}")
+        raise SandboxError(f"{sandbox.redis_label} is no longer held by {sandbox.owner}")
 
 
 async def close_sandbox(sandbox: Sandbox) -> None:
@@ -365,7 +436,10 @@ async def close_sandbox(sandbox: Sandbox) -> None:
 
 
 async def release_named(base: Config, *, prefix: str) -> list[int]:
-    """Flush and release every Redis database held by a named owner ``name:<prefix>…``."""
+    """Flush and release every Redis database held by a named owner ``name:<prefix>…`` (none on Redis
+    Cluster, where a process has one namespace and so no sandbox derived from its own)."""
+    if is_cluster_url(base.redis_url):
+        return []
     probe = _client(base.redis_url)
     try:
         count = await _databases(probe)

@@ -7,6 +7,13 @@ at the end; a session without them (or whose stores could not be made) points th
 The user's database and Redis database are never emptied. Unmarked tests are blocked from connecting to
 the stack's ports, so the split is mechanical. With ``ADP_REQUIRE_SERVICES=1`` (CI), a service test that
 skips is reported as a failure.
+
+``ADP_TEST_TOPOLOGY=cluster`` (``make test-cluster``) runs the same tests on the cluster stack (``adplatform
+stack up --topology cluster``): Redis Cluster, the 3 Kafka brokers (topics with replication 3) and a
+replica's acknowledgement per debit, with the single-node stack's PostgreSQL. The session's Redis stores are
+then a key namespace (``ADP_REDIS_NAMESPACE``, chosen in ``tests/__init__.py`` before any key name is
+built), emptied per test on every master; tests marked ``cluster`` run too, and tests marked
+``single_node`` (they need a Redis logical database or the single-node processes) are skipped.
 """
 
 from __future__ import annotations
@@ -22,12 +29,13 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, wait_for_topics
+from adplatform.redis_client import RedisClient, open_redis
 from adplatform.sandbox import Sandbox, SandboxError
+from devstack import cluster, kafka_cluster
 from devstack.stack import KAFKA_CONTROLLER_PORT, KAFKA_PORT, PG_PORT, REDIS_PORT
 from tests.fresh import (
     CREATED_TOPICS,
@@ -45,7 +53,12 @@ T = TypeVar("T")
 pytest_plugins = ["tests.redis_cluster", "tests.hangdump"]
 
 SERVICE_MARKERS = ("postgres", "redis", "kafka", "spark")
-SERVICE_PORTS = {PG_PORT, REDIS_PORT, KAFKA_PORT, KAFKA_CONTROLLER_PORT}
+SERVICE_PORTS = {
+    PG_PORT, REDIS_PORT, KAFKA_PORT, KAFKA_CONTROLLER_PORT,
+    *cluster.REDIS_CLUSTER_PORTS, *kafka_cluster.KAFKA_CLUSTER_PORTS,
+}  # fmt: skip
+#: ``ADP_TEST_TOPOLOGY=cluster``: the session runs on the cluster stack (see the module's docstring).
+CLUSTER = os.environ.get("ADP_TEST_TOPOLOGY", "single") == "cluster"
 REQUIRE_SERVICES = os.environ.get("ADP_REQUIRE_SERVICES") == "1" or os.environ.get("CI") == "true"
 
 
@@ -74,18 +87,33 @@ def session_sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox | None]:
         sandbox: Sandbox | None = None
         if any(_uses_services(item) for item in request.session.items):
             try:
-                sandbox = _in_thread(open_session_sandbox(load_config()))
+                sandbox = _in_thread(open_session_sandbox(_session_base()))
             except (OSError, asyncpg.PostgresError, RedisError, SandboxError) as exc:
                 _NO_SANDBOX.append(f"the test session's own database could not be created: {exc!r}")
         else:
             _NO_SANDBOX.append("no service test was collected")
-        for name, value in (sandbox.env if sandbox is not None else NOWHERE).items():
+        env = sandbox.env if sandbox is not None else NOWHERE
+        if sandbox is not None and CLUSTER:
+            env = {**cluster.cluster_env(), **env}
+        for name, value in env.items():
             mp.setenv(name, value)
         try:
             yield sandbox
         finally:
             if sandbox is not None:
                 _in_thread(close_session_sandbox(sandbox))
+
+
+def _session_base() -> Config:
+    """The environment's config, pointed at the cluster stack on ``ADP_TEST_TOPOLOGY=cluster``."""
+    base = load_config()
+    if not CLUSTER:
+        return base
+    from adplatform import names
+
+    if not names.NAMESPACE:  # tests/__init__.py sets it before adplatform.names is imported
+        raise SandboxError("ADP_TEST_TOPOLOGY=cluster but adplatform.names was imported without a namespace")
+    return cluster.cluster_config(base)
 
 
 @pytest.fixture(autouse=True)
@@ -139,7 +167,15 @@ def config(base_config: Config, request: pytest.FixtureRequest) -> Config:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``cluster`` need the cluster stack and minutes: they run only when the marker
-    expression names them (``-m cluster``, ``make test-cluster``)."""
+    expression names them (``-m cluster``) or the session runs on the cluster stack (``make
+    test-cluster``), where tests marked ``single_node`` are skipped."""
+    if CLUSTER:
+        for item in items:
+            marker = item.get_closest_marker("single_node")
+            if marker is not None:
+                reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+                item.add_marker(pytest.mark.skip(reason=f"single node only: {reason}"))
+        return
     if re.search(r"(?<![\w])cluster(?![\w])", str(config.getoption("markexpr") or "")):
         return
     kept = [item for item in items if item.get_closest_marker("cluster") is None]
@@ -153,8 +189,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     hold tens of thousands of partitions (slower to start and to answer metadata, gigabytes of files)."""
     if not CREATED_TOPICS:
         return
+    kafka = cluster.cluster_config(load_config()) if CLUSTER else load_config()
     try:
-        asyncio.run(asyncio.wait_for(delete_topics(load_config(), sorted(CREATED_TOPICS)), 120))
+        asyncio.run(asyncio.wait_for(delete_topics(kafka, sorted(CREATED_TOPICS)), 120))
     except Exception as exc:  # Kafka down or slow: the topics stay, the run's result stands
         logging.getLogger(__name__).warning("test topics not deleted: %r", exc)
     CREATED_TOPICS.clear()
@@ -187,11 +224,12 @@ async def pg(pg_pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
-async def redis_client(base_config: Config, session_sandbox: Sandbox | None) -> AsyncIterator[aioredis.Redis]:
-    """A Redis client on the session's Redis database, flushed."""
+async def redis_client(base_config: Config, session_sandbox: Sandbox | None) -> AsyncIterator[RedisClient]:
+    """A Redis client on the session's Redis database (on the cluster stack: a cluster client, the
+    session's namespace emptied on every master), flushed."""
     assert session_sandbox is not None
     await clean_test_redis(session_sandbox)
-    client = aioredis.Redis.from_url(base_config.redis_url)
+    client = open_redis(base_config.redis_url)
     try:
         yield client
     finally:

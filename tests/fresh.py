@@ -59,7 +59,7 @@ async def clean_test_tables(conn: asyncpg.Connection | asyncpg.Pool | PoolConnec
 async def clean_test_redis(sandbox: Sandbox) -> None:
     """A test's fresh start in Redis: the session's claimed database flushed, the claim kept."""
     if not await flush_redis_db(sandbox.config.redis_url, sandbox.owner, keep_claim=True):
-        raise RuntimeError(f"Redis database {sandbox.redis_db} is no longer this session's")
+        raise RuntimeError(f"{sandbox.redis_label} is no longer this session's")
 
 
 async def close_session_sandbox(sandbox: Sandbox) -> None:

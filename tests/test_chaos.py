@@ -10,7 +10,17 @@ import pytest
 
 from loadtest.chaos import FAST, format_table, run_scenario, scenarios
 
-pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis, pytest.mark.spark, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.spark,
+    pytest.mark.slow,
+    pytest.mark.single_node(
+        reason="kills and restarts the single-node stack's processes; the cluster's faults: "
+        "tests/devstack/test_cluster_chaos.py"
+    ),
+]
 
 
 @pytest.mark.timeout(600)

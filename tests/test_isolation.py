@@ -55,7 +55,15 @@ from tests.fresh import (
     open_session_sandbox,
 )
 
-pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.single_node(
+        reason="plays the user's stores as a Redis logical database and runs the demo's and chaos's "
+        "sandboxes inside the session (namespaces on a cluster: tests/adplatform/test_sandbox_cluster.py)"
+    ),
+]
 
 MARK = "isolation-marker"
 CHARGE_MICROS = 4_321

@@ -10,9 +10,11 @@ import redis.asyncio as aioredis
 
 from adplatform import names
 from adplatform.config import Config
+from adplatform.redis_client import RedisClient, is_blocked, open_bounded
 from budget.budget_redis import BudgetStatus, BudgetStore, DebitRequest
 from index import pacing
 from index.campaign import Campaign
+from tests.notices import budget_notices
 
 pytestmark = pytest.mark.redis
 
@@ -31,7 +33,7 @@ def campaign(cid: str = "c1", *, budget: int = 1_000, version: int = 1, slots: i
 
 
 @pytest.fixture
-def store(redis_client: aioredis.Redis) -> BudgetStore:
+def store(redis_client: RedisClient) -> BudgetStore:
     return BudgetStore(redis_client, slot_s=SLOT_S)
 
 
@@ -68,7 +70,7 @@ async def test_debit_caps_at_slot_and_total_budget_and_dedups(
     assert (again.status, again.charged_micros) == (BudgetStatus.DUPLICATE, 200)
     capped = await store.debit("c1", "r2:click", 200, now_s=T0, dedup_ttl_s=60)
     assert (capped.charged_micros, capped.exhausted) == (50, True)  # the slot budget is 250
-    assert await redis_client.sismember(names.BLOCKED_SET, "c1")
+    assert await is_blocked(redis_client, "c1")
     nothing = await store.debit("c1", "r3:click", 200, now_s=T0 + 1, dedup_ttl_s=60)
     assert nothing.charged_micros == 0
     # Next slot: the leftover of 750 spreads over the 3 remaining slots.
@@ -76,7 +78,7 @@ async def test_debit_caps_at_slot_and_total_budget_and_dedups(
     assert nxt.charged_micros == 100
     state = await store.get("c1")
     assert (state["spent"], state["slot_budget"], state["slot_spent"]) == (350, 250, 100)
-    assert not await redis_client.sismember(names.BLOCKED_SET, "c1")
+    assert not await is_blocked(redis_client, "c1")
 
 
 async def test_unknown_campaign_is_refused_and_refund_undoes_a_debit(store: BudgetStore) -> None:
@@ -95,8 +97,9 @@ async def test_unknown_campaign_is_refused_and_refund_undoes_a_debit(store: Budg
 async def test_concurrent_debits_never_exceed_the_budget(
     redis_client: aioredis.Redis, base_config: Config
 ) -> None:
-    pool = aioredis.BlockingConnectionPool.from_url(base_config.redis_url, max_connections=64)
-    client = aioredis.Redis(connection_pool=pool)
+    client = open_bounded(
+        base_config.redis_url, max_connections=64, timeout_s=10, socket_timeout_s=10, connect_timeout_s=5
+    )
     store = BudgetStore(client, slot_s=SLOT_S)
     await store.init_campaigns([campaign(budget=1_000, slots=1)], T0, new={"c1"})
     results = await asyncio.gather(
@@ -107,14 +110,11 @@ async def test_concurrent_debits_never_exceed_the_budget(
     assert (await store.get("c1"))["spent"] == 1_000
 
 
-async def test_exhaustion_is_published(store: BudgetStore, redis_client: aioredis.Redis) -> None:
+async def test_exhaustion_is_published(store: BudgetStore, redis_client: RedisClient) -> None:
     await store.init_campaigns([campaign(budget=100, slots=1)], T0, new={"c1"})
-    pubsub = redis_client.pubsub()
-    await pubsub.subscribe(names.budget_channel_of(redis_client))
-    await pubsub.get_message(timeout=1)  # the subscribe confirmation
-    await store.debit("c1", "r1:acquisition", 1_000, now_s=T0, dedup_ttl_s=60)
-    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
-    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose unannotated
+    async with budget_notices(redis_client, "c1") as pubsub:
+        await store.debit("c1", "r1:acquisition", 1_000, now_s=T0, dedup_ttl_s=60)
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
     assert message is not None and message["data"] == b"block:c1"
 
 
@@ -188,11 +188,12 @@ async def test_batches_apply_their_debits_one_by_one_as_the_rules_say(
             held = (state["spent"], state["slot_budget"], state["slot_spent"])
             assert held == (s["spent"], s["sb"], s["ss"])
             blocked = s["spent"] >= s["budget"] or s["ss"] >= s["sb"]
-            assert await redis_client.sismember(names.BLOCKED_SET, cid) == blocked
+            assert await is_blocked(redis_client, cid) == blocked
     assert model.state["c2"]["spent"] == 400  # the run did exhaust a campaign
     assert model.state["big"]["spent"] > 10**15  # and charged amounts where a double's digits matter
 
 
+@pytest.mark.single_node(reason="logical databases and their plain pub/sub channels are the single node's")
 async def test_exhaustion_is_not_heard_on_another_databases_channel(
     store: BudgetStore, redis_client: aioredis.Redis
 ) -> None:

@@ -8,6 +8,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from adplatform import names
+from adplatform.config import Config
+from adplatform.redis_client import RedisClient, open_bounded
 from budget.fcap_redis import FrequencyCapStore
 from index.campaign import Campaign
 from index.fcap import FrequencyCap
@@ -67,11 +69,12 @@ async def test_the_window_slides(redis_client: aioredis.Redis) -> None:
     assert await store.seen("u1", c) == 2  # the ads that left the window are trimmed
 
 
-async def test_concurrent_picks_never_exceed_the_cap(redis_client: aioredis.Redis) -> None:
+async def test_concurrent_picks_never_exceed_the_cap(redis_client: RedisClient, base_config: Config) -> None:
     # Four clients (as four workers), 200 calls in flight at once.
-    kwargs = redis_client.connection_pool.connection_kwargs
     clients = [
-        aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool(max_connections=50, **kwargs))
+        open_bounded(
+            base_config.redis_url, max_connections=50, timeout_s=10, socket_timeout_s=10, connect_timeout_s=5
+        )
         for _ in range(4)
     ]
     try:
@@ -80,7 +83,7 @@ async def test_concurrent_picks_never_exceed_the_cap(redis_client: aioredis.Redi
         picks = await asyncio.gather(*(stores[i % 4].pick("u1", [a, b], 0) for i in range(200)))
     finally:
         for client in clients:
-            await client.aclose(close_connection_pool=True)
+            await client.aclose()
     assert sorted(picks) == [-1] * 192 + [0] * 5 + [1] * 3
 
 

@@ -7,11 +7,12 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from adplatform import names
+from adplatform.redis_client import is_blocked
 from budget.budget_redis import BudgetStore
 from budget.pacer import Pacer
 from index.campaign import Campaign
 from index.pacing import ManualClock
+from tests.notices import budget_notices
 
 pytestmark = pytest.mark.redis
 
@@ -49,17 +50,14 @@ async def test_a_new_slot_unblocks_a_campaign_that_spent_its_slot_budget(
     await store.init_campaigns([campaign("p1")], T0, new={"p1"})
     debit = await store.debit("p1", "e1", 500, now_s=T0 + 5, dedup_ttl_s=60)
     assert (debit.charged_micros, debit.exhausted) == (100, True)
-    assert await redis_client.sismember(names.BLOCKED_SET, "p1")
-    pubsub = redis_client.pubsub()
-    await pubsub.subscribe(names.budget_channel_of(redis_client))
-    await pubsub.get_message(timeout=1)
-    pacer = Pacer(redis_client, slot_s=SLOT_S, clock=ManualClock(T0 + SLOT_S + 1))
-    result = await pacer.pace_slot()
-    assert result.acted and result.blocked == 0
-    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
-    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose unannotated
+    assert await is_blocked(redis_client, "p1")
+    async with budget_notices(redis_client, "p1") as pubsub:
+        pacer = Pacer(redis_client, slot_s=SLOT_S, clock=ManualClock(T0 + SLOT_S + 1))
+        result = await pacer.pace_slot()
+        assert result.acted and result.blocked == 0
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
     assert message is not None and message["data"] == b"unblock:p1"
     state = await store.get("p1")
     # 900 left over 9 remaining slots.
     assert (state["slot_budget"], state["slot_spent"]) == (100, 0)
-    assert not await redis_client.sismember(names.BLOCKED_SET, "p1")
+    assert not await is_blocked(redis_client, "p1")

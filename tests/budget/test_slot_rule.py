@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from adplatform import names
+from adplatform.redis_client import is_blocked
 from budget.budget_redis import BudgetStatus, BudgetStore, DebitRequest
 from index import pacing
 from index.campaign import Campaign
@@ -97,5 +98,5 @@ async def test_the_lua_slot_roll_is_the_pacing_rule(redis_client: aioredis.Redis
             state = await store.get(cid)
             assert (state["slot"], state["slot_budget"], state["slot_spent"]) == (slot, sb, 0), (cid, case)
             assert state["spent"] == case.spent
-            assert await redis_client.sismember(names.BLOCKED_SET, cid) == blocked, (cid, case)
+            assert await is_blocked(redis_client, cid) == blocked, (cid, case)
     assert min(checked.values()) > 50  # both sides of the rule were exercised

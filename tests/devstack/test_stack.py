@@ -25,6 +25,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.kafka
+@pytest.mark.single_node(
+    reason="stops and restarts the single-node stack, whose PostgreSQL the cluster shares"
+)
 async def test_up_twice_then_down_up_keeps_data(topics: Config, pg_pool: asyncpg.Pool) -> None:
     first = _cli("stack", "up")
     assert first.returncode == 0, first.stderr
