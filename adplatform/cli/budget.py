@@ -45,17 +45,35 @@ def pacer_cmd(slots: int | None) -> None:
 @click.command("reconcile")
 @click.option("--check", is_flag=True, help="Only compare; exit 1 on any difference.")
 @click.option("--interval", type=float, default=None, help="Repeat every this many seconds (a service).")
-def reconcile_cmd(check: bool, interval: float | None) -> None:
-    """Compare Redis spend with the ledger (PostgreSQL + unbooked events) and repair drift."""
+@click.option(
+    "--warehouse",
+    is_flag=True,
+    help="With --check: also the warehouse's books (ledger = feedback = campaign_day, days loaded).",
+)
+def reconcile_cmd(check: bool, interval: float | None, warehouse: bool) -> None:
+    """Compare Redis spend with the ledger (PostgreSQL + unbooked events) and repair drift. With --check
+    --warehouse also the ledger against the warehouse's feedback and campaign_day, per campaign and day
+    loaded, to the micro: one line per difference, exit 1 on any."""
     import asyncio
 
     from budget.reconcile import run_reconcile
 
+    if warehouse and (not check or interval is not None):
+        raise click.UsageError("--warehouse goes with --check, without --interval")
     cfg = config()
     setup_logging(cfg)
     if interval is not None and not check:  # the reconciler service
         serve_metrics(cfg, "reconciler")
-    sys.exit(asyncio.run(run_reconcile(cfg, check=check, interval_s=interval, echo=click.echo)))
+    status = asyncio.run(run_reconcile(cfg, check=check, interval_s=interval, echo=click.echo))
+    if warehouse:
+        from adplatform.cli.warehouse import books_check
+
+        books = books_check(cfg)
+        click.echo(f"warehouse: {books.summary()}")
+        for line in books.difference_lines():
+            click.echo(f"warehouse: {line}")
+        status = max(status, 0 if books.balanced else 1)
+    sys.exit(status)
 
 
 COMMANDS: tuple[click.Command, ...] = (ledger_cmd, pacer_cmd, reconcile_cmd)

@@ -62,44 +62,91 @@ def served_counts(spark: Any, days: Sequence[str]) -> Any:
     return served.groupBy(DATE, "campaign_id").agg(F.count(F.lit(1)).alias("served"))
 
 
-def day_budgets(keys: Any, history: Any) -> Any:
-    """``budget_micros`` of each (``date``, ``campaign_id``) of ``keys``: the ``campaign_history`` state in
-    force at the day's end (begun before the next UTC midnight, not ended before it); NULL for a campaign
-    that had no state yet."""
+#: The columns of the day's plan, in the table's order (after ``ctr`` and ``conversion_rate``).
+PLAN_COLUMNS = ("budget_micros", "plan_micros", "pacing_error")
+
+
+def _even_spent(budget: Any, start_s: Any, end_s: Any, at_s: Any) -> Any:
+    """``index.delivery.expected_spend_micros`` as a Spark expression, for whole seconds ``at_s``: the
+    budget times the elapsed share of the flight, rounded down to the micro, clamped to [0, budget] (NULL
+    without a flight); exact
+    (``budget × seconds`` overflows a long for a large budget over a long flight, so in DECIMAL(38,0))."""
+    from pyspark.sql import functions as F
+
+    duration = end_s - start_s
+    elapsed = F.least(F.greatest(at_s - start_s, F.lit(0)), duration)
+    product = budget.cast("decimal(38,0)") * elapsed.cast("decimal(38,0)")
+    whole = duration.cast("decimal(38,0)")
+    # Floor division, exact: what is left is a multiple of the duration, so the quotient has no fraction
+    # for a decimal division to round.
+    floored = (product - F.pmod(product, whole)) / whole
+    # No flight (NULL bounds): NULL, not the budget, so the day has no plan rather than a plan of 0.
+    return F.when(duration > 0, floored.cast("bigint")).when(duration <= 0, budget)
+
+
+def day_plans(keys: Any, history: Any) -> Any:
+    """The day's plan of each (``date``, ``campaign_id``) of ``keys``, from the ``campaign_history`` state
+    in force at the day's end (begun before the next UTC midnight, not ended before it):
+
+    - ``budget_micros``: that state's (total) budget; NULL for a campaign that had no state yet;
+    - ``plan_micros``: what the even plan of that state spends during the day, the dashboard's "on pace"
+      line (``index.delivery.expected_spend_micros``) at the next midnight minus at this one: the budget's
+      share of the flight that falls in the day (the whole day inside the flight, part of it on the
+      flight's first and last days, 0 outside it). The slot pacer paces ``asap`` and ``even`` campaigns
+      alike over the flight, so the plan is the same for both modes."""
     from pyspark.sql import functions as F
 
     k = keys.select(DATE, "campaign_id").distinct().alias("k")
-    h = history.select("campaign_id", "valid_from", "valid_to", "budget_micros").alias("h")
+    h = history.select(
+        "campaign_id", "valid_from", "valid_to", "budget_micros", "flight_start_s", "flight_end_s"
+    ).alias("h")
     end = F.to_timestamp(F.date_add(F.col(f"k.{DATE}"), 1))  # the next midnight (sessions are UTC)
     on = (
         (F.col("k.campaign_id") == F.col("h.campaign_id"))
         & (F.col("h.valid_from") < end)
         & (F.col("h.valid_to").isNull() | (F.col("h.valid_to") >= end))
     )
-    return k.join(h, on, "left").select(f"k.{DATE}", "k.campaign_id", "h.budget_micros")
+    start_s = F.unix_timestamp(F.to_timestamp(F.col(f"k.{DATE}")))
+    budget, first, last = (F.col(f"h.{c}") for c in ("budget_micros", "flight_start_s", "flight_end_s"))
+    plan = _even_spent(budget, first, last, start_s + 86_400) - _even_spent(budget, first, last, start_s)
+    return k.join(h, on, "left").select(
+        f"k.{DATE}", "k.campaign_id", "h.budget_micros", plan.cast("bigint").alias("plan_micros")
+    )
+
+
+def pacing_error(spend_micros: Any, plan_micros: Any) -> Any:
+    """(spend − plan) / plan: +0.05 spent 5% more than the day's share of the budget, −0.05 5% less; NULL
+    without a plan (no campaign state yet, the day outside the flight, a zero budget)."""
+    from pyspark.sql import functions as F
+
+    return F.when(plan_micros > 0, (spend_micros - plan_micros) / plan_micros)
 
 
 def stale_budget_days(spark: Any) -> list[str]:
-    """Days of ``campaign_day`` whose budgets are not the history's (a state loaded after the day was
-    aggregated, a table from before the column): their aggregates are rebuilt by the next load."""
+    """Days of ``campaign_day`` whose budgets or plans are not the history's (a state loaded after the day
+    was aggregated, a table from before the columns): their aggregates are rebuilt by the next load."""
     from pyspark.sql import functions as F
 
     for table in (CAMPAIGN_DAY, CAMPAIGN_HISTORY):  # another process may have moved them since
         spark.catalog.refreshTable(table)
-    stored = spark.table(CAMPAIGN_DAY).select(DATE, "campaign_id", "budget_micros")
-    expected = day_budgets(stored, spark.table(CAMPAIGN_HISTORY)).withColumnRenamed(
-        "budget_micros", "expected"
+    stored = spark.table(CAMPAIGN_DAY).select(DATE, "campaign_id", "budget_micros", "plan_micros")
+    expected = day_plans(stored, spark.table(CAMPAIGN_HISTORY)).select(
+        DATE,
+        "campaign_id",
+        F.col("budget_micros").alias("expected_budget"),
+        F.col("plan_micros").alias("expected_plan"),
     )
     stale = stored.join(expected, [DATE, "campaign_id"]).where(
-        ~F.col("budget_micros").eqNullSafe(F.col("expected"))
+        ~F.col("budget_micros").eqNullSafe(F.col("expected_budget"))
+        | ~F.col("plan_micros").eqNullSafe(F.col("expected_plan"))
     )
     return sorted(str(r[0]) for r in stale.select(DATE).distinct().collect())
 
 
 def campaign_day(requests: Any, served: Any, history: Any) -> Any:
     """campaign × day, columns in the table's order: a campaign-day with served ads and no feedback has
-    zero counts, one with feedback and no served ads (served-writer behind) ``served`` 0; the budget as of
-    the day's end from ``history`` (``campaign_history``)."""
+    zero counts, one with feedback and no served ads (served-writer behind) ``served`` 0; the budget, the
+    day's plan and the pacing error from ``history`` (``campaign_history``, see ``day_plans``)."""
     from pyspark.sql import functions as F
 
     frame = requests.groupBy(DATE, "campaign_id").agg(*_sums())
@@ -122,10 +169,11 @@ def campaign_day(requests: Any, served: Any, history: Any) -> Any:
         _ratio("acquisitions", "clicks").alias("conversion_rate"),
         DATE,
     )
-    budgets = day_budgets(frame, history)
-    return frame.join(budgets, [DATE, "campaign_id"], "left").select(
-        *[c for c in frame.columns if c != DATE], "budget_micros", DATE
+    plans = day_plans(frame, history)
+    frame = frame.join(plans, [DATE, "campaign_id"], "left").withColumn(
+        "pacing_error", pacing_error(F.col("spend_micros"), F.col("plan_micros"))
     )
+    return frame.select(*[c for c in frame.columns if c not in (DATE, *PLAN_COLUMNS)], *PLAN_COLUMNS, DATE)
 
 
 def demographic_day(requests: Any) -> Any:

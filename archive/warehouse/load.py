@@ -173,21 +173,7 @@ def load_feedback(
     rebuilt = sorted(set(days) | set(served) | set(budgets))
     if not rebuilt:
         return LoadSummary(load_id, 0, (), 0, time.monotonic() - started)
-    requests = per_request(spark, rebuilt).cache()
-    try:
-        aggregates = (
-            (
-                CAMPAIGN_DAY,
-                campaign_day(requests, served_counts(spark, rebuilt), spark.table(CAMPAIGN_HISTORY)),
-            ),
-            (DEMOGRAPHIC_DAY, demographic_day(requests)),
-        )
-        for table, frame in aggregates:
-            table_staging = warehouse.path(table, "_v", load_id)
-            write_days(frame, table_staging)
-            replaced.append(swap_days(spark, table, table_staging, rebuilt))
-    finally:
-        requests.unpersist()
+    replaced += rebuild_aggregates(spark, warehouse, load_id, rebuilt)
     if new:
         _record(spark, load_id, new, now)  # the commit point: these files are loaded
     _cleanup(spark, replaced)
@@ -201,6 +187,31 @@ def load_feedback(
         tuple(served),
         tuple(budgets),
     )
+
+
+def rebuild_aggregates(
+    spark: Any, warehouse: WarehouseConfig, load_id: str, days: Sequence[str]
+) -> list[Replaced]:
+    """Rebuild ``campaign_day`` and ``demographic_day`` for ``days`` from the ``feedback``, ``served_ads``
+    and ``campaign_history`` tables, each day swapped in whole; the old directories are returned for
+    deletion once the load is committed."""
+    replaced = []
+    requests = per_request(spark, days).cache()
+    try:
+        aggregates = (
+            (
+                CAMPAIGN_DAY,
+                campaign_day(requests, served_counts(spark, days), spark.table(CAMPAIGN_HISTORY)),
+            ),
+            (DEMOGRAPHIC_DAY, demographic_day(requests)),
+        )
+        for table, frame in aggregates:
+            table_staging = warehouse.path(table, "_v", load_id)
+            write_days(frame, table_staging)
+            replaced.append(swap_days(spark, table, table_staging, days))
+    finally:
+        requests.unpersist()
+    return replaced
 
 
 def spark_days(days: Sequence[str]) -> Any:

@@ -16,7 +16,12 @@ JOB = Path(__file__).resolve().parent / "job.py"
 
 
 def warehouse_submit_command(
-    stack_dir: Path, *, master: str = DEFAULT_MASTER, python: Path | None = None, path: str | None = None
+    stack_dir: Path,
+    *,
+    master: str = DEFAULT_MASTER,
+    python: Path | None = None,
+    path: str | None = None,
+    job_args: tuple[str, ...] = (),
 ) -> SubmitCommand:
     interpreter = python or Path(sys.executable)
     if not (interpreter.parent / "spark-submit").is_file():
@@ -35,7 +40,7 @@ def warehouse_submit_command(
         jars=jars,
         packages=(),
         job=JOB,
-        job_args=(),
+        job_args=job_args,
         path=os.environ.get("PATH", "") if path is None else path,
         driver_class_path=driver,
     )

@@ -45,7 +45,7 @@ def table_specs() -> tuple[TableSpec, ...]:
         TableSpec(
             CAMPAIGN_DAY,
             f"campaign_id STRING, served BIGINT, {_COUNTS}, {_MONEY}, ctr DOUBLE, conversion_rate DOUBLE, "
-            "budget_micros BIGINT",
+            "budget_micros BIGINT, plan_micros BIGINT, pacing_error DOUBLE",
         ),
         TableSpec(
             DEMOGRAPHIC_DAY,
@@ -74,13 +74,17 @@ def create_table(spark: Any, spec: TableSpec, warehouse: WarehouseConfig) -> Non
 
 #: Columns added to a table after its first release: ``ensure_tables`` adds them to a warehouse created
 #: before (its older partitions read them as NULL until their day is rebuilt).
-ADDED_COLUMNS = ((CAMPAIGN_DAY, "budget_micros", "BIGINT"),)
+ADDED_COLUMNS = (
+    (CAMPAIGN_DAY, "budget_micros", "BIGINT"),
+    (CAMPAIGN_DAY, "plan_micros", "BIGINT"),
+    (CAMPAIGN_DAY, "pacing_error", "DOUBLE"),
+)
 
 
 def ensure_tables(spark: Any, warehouse: WarehouseConfig) -> None:
     """Create the tables that do not exist yet, and add the columns an older table lacks (idempotent)."""
     for spec in table_specs():
         create_table(spark, spec, warehouse)
-    for table, column, ddl in ADDED_COLUMNS:
+    for table, column, ddl in ADDED_COLUMNS:  # in order: each lands after the one before
         if column not in spark.table(table).columns:
             spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({column} {ddl})")

@@ -48,6 +48,7 @@ from archive.warehouse.query import format_result, run_query
 from archive.warehouse.report import warehouse_figures
 from archive.warehouse.tables import FEEDBACK, LOADS, ensure_tables
 from budget.ledger import SpendLedger
+from index.delivery import expected_spend_micros
 from ingest.served_postgres import ServedAdsSink
 from tests.archive.events import make_events
 from tests.archive.fake_sink import write_batch
@@ -249,20 +250,28 @@ def test_sql_over_the_catalog(wh: Warehouse) -> None:
 T0_S = 1_760_000_000  # campaign states' updated_at_s
 
 
-def _state(campaign_id: str, version: int, at_s: int, budget_micros: int, status: str = "Active") -> bytes:
+def _state(
+    campaign_id: str,
+    version: int,
+    at_s: int,
+    budget_micros: int,
+    status: str = "Active",
+    flight: tuple[int, int] | None = None,
+) -> bytes:
     """An ``ad-changes`` record's value (the fields the history keeps; the rest stay NULL)."""
-    return orjson.dumps(
-        {
-            "campaign_id": campaign_id,
-            "version": version,
-            "status": status,
-            "action": "Stop Campaign" if status == "Inactive" else "Update Campaign",
-            "budget_micros": budget_micros,
-            "cpc_micros": 1000 * version,
-            "updated_at_s": at_s,
-            "frequency_cap": {"count": 3, "window_s": 3600},
-        }
-    )
+    state: dict[str, Any] = {
+        "campaign_id": campaign_id,
+        "version": version,
+        "status": status,
+        "action": "Stop Campaign" if status == "Inactive" else "Update Campaign",
+        "budget_micros": budget_micros,
+        "cpc_micros": 1000 * version,
+        "updated_at_s": at_s,
+        "frequency_cap": {"count": 3, "window_s": 3600},
+    }
+    if flight is not None:
+        state["flight_start_s"], state["flight_end_s"] = flight
+    return orjson.dumps(state)
 
 
 async def _publish_changes(config: Config, values: list[tuple[str, bytes]]) -> None:
@@ -325,37 +334,59 @@ def test_campaign_history_answers_as_of_after_update_and_stop(wh: Warehouse, cha
     assert wh.spark.table("campaign_history").count() == 5
 
 
-def test_campaign_day_budget_is_the_history_as_of_the_days_end(wh: Warehouse, changes: Config) -> None:
-    day2_s = START_MS // 1000 + 86_400
+def _plan(budget_micros: int, flight: tuple[int, int], day: str) -> int:
+    """The dashboard's even line over the day (``index.delivery``), the definition ``plan_micros`` follows."""
+    start_s = int(_midnight(day).timestamp())
+    return expected_spend_micros(budget_micros, *flight, start_s + 86_400) - expected_spend_micros(
+        budget_micros, *flight, start_s
+    )
+
+
+def test_campaign_day_budget_plan_and_pacing_error_are_the_history_as_of_the_days_end(
+    wh: Warehouse, changes: Config
+) -> None:
+    day1_s = START_MS // 1000
+    day2_s = day1_s + 86_400
+    flight = (day1_s + 43_200, day1_s + 3 * 86_400 - 43_200)  # day 1 12:00 to day 3 12:00: 48 h
+    year = (day1_s - 100 * 86_400, day1_s + 265 * 86_400)  # 365 days: budget × seconds overflows a long
     asyncio.run(
         _publish_changes(
             changes,
             [
-                ("camp-000", _state("camp-000", 1, T0_S, 50_000_000)),
-                ("camp-000", _state("camp-000", 2, day2_s + 3600, 60_000_000)),  # day 2, 01:00
+                ("camp-000", _state("camp-000", 1, T0_S, 50_000_000, flight=flight)),
+                ("camp-000", _state("camp-000", 2, day2_s + 3600, 60_000_000, flight=flight)),  # day 2, 01:00
                 ("camp-001", _state("camp-001", 1, day2_s + 86_400, 9_000_000)),  # day 3, 00:00 exactly
+                ("camp-002", _state("camp-002", 1, T0_S, 10**13, flight=year)),
             ],
         )
     )
     topic = changes.topics.ad_changes
-    assert load_history(wh.spark, wh.config, changes.kafka_bootstrap, topic, "h4") == 3
+    assert load_history(wh.spark, wh.config, changes.kafka_bootstrap, topic, "h4") == 4
     summary = load_feedback(wh.spark, wh.archive.layout, wh.config)
     assert summary.new_files == 0 and DAY1 in summary.budget_days and DAY2 in summary.budget_days
     rows = wh.spark.sql(
-        "SELECT CAST(`date` AS STRING), campaign_id, budget_micros FROM campaign_day "
-        "WHERE campaign_id IN ('camp-000', 'camp-001') OR budget_micros IS NOT NULL"
+        "SELECT CAST(`date` AS STRING), campaign_id, budget_micros, plan_micros, pacing_error, spend_micros "
+        "FROM campaign_day WHERE campaign_id IN ('camp-000', 'camp-001', 'camp-002') "
+        "OR budget_micros IS NOT NULL"
     ).collect()
-    got = {(r[0], r[1]): r[2] for r in rows}
+    got = {(r[0], r[1]): (r[2], r[3]) for r in rows}
+    # The even plan of the state in force at the day's end: the budget's share of the flight in the day.
     expected = {
-        (DAY1, "camp-000"): 50_000_000,
-        (DAY2, "camp-000"): 60_000_000,
-        (DAY3, "camp-000"): 60_000_000,
-        (DAY1, "camp-001"): None,
-        (DAY2, "camp-001"): None,  # its first state began at the day's end: not in force during it
-        (DAY3, "camp-001"): 9_000_000,
+        (DAY1, "camp-000"): (50_000_000, 12_500_000),  # 12 h of 48
+        (DAY2, "camp-000"): (60_000_000, 30_000_000),  # the new budget, 24 h of 48
+        (DAY3, "camp-000"): (60_000_000, 15_000_000),  # 12 h of 48
+        (DAY1, "camp-001"): (None, None),
+        (DAY2, "camp-001"): (None, None),  # its first state began at the day's end: not in force during it
+        (DAY3, "camp-001"): (9_000_000, None),  # no flight: no plan
+        **{(d, "camp-002"): (10**13, _plan(10**13, year, d)) for d in (DAY1, DAY2, DAY3)},
     }
-    assert {(DAY1, "camp-000"), (DAY2, "camp-000")} <= set(got)
+    assert {(DAY1, "camp-000"), (DAY2, "camp-000"), (DAY1, "camp-002")} <= set(got)
     assert got == {k: v for k, v in expected.items() if k in got}
+    for day, campaign, _, plan, error, spend in rows:
+        if plan is None:
+            assert error is None
+        else:
+            assert error == pytest.approx((spend - plan) / plan, rel=1e-12), (day, campaign)
     check_tables(wh)
     assert load_feedback(wh.spark, wh.archive.layout, wh.config).budget_days == ()
 
@@ -419,6 +450,11 @@ def test_books_add_up_ledger_feedback_campaign_day(wh: Warehouse, base_config: C
     books = check_books(wh.spark, config.pg_dsn)
     assert [(d.campaign_id, d.day) for d in books.differences] == [(charged.campaign_id, DAY1)]
     assert books.ledger_micros - books.campaign_day_micros == charged.expenditure_micros
+    # A charge on a day the warehouse has not loaded: named as not loaded, not a difference.
+    later = msgspec.structs.replace(charged, event_id="later-1", timestamp_ms=START_MS + 5 * 86_400_000)
+    asyncio.run(_book(config, [*wh.archive.events, later]))
+    books = check_books(wh.spark, config.pg_dsn)
+    assert books.balanced and books.unloaded_days == ("2025-10-15",), books
 
 
 def _served(events: list[FeedbackEvent], extra: int, at_ms: int) -> list[ServedAd]:

@@ -14,6 +14,7 @@ from adplatform.config import load_config
 from archive.error import ArchiveError
 from archive.report import ReportOptions, preselect
 from archive.warehouse.catalog import WarehouseConfig, hive_conf, location_uri
+from archive.warehouse.check import BooksCheck, SpendDifference
 from archive.warehouse.load import file_day
 from archive.warehouse.query import QueryResult, format_result
 from archive.warehouse.report import whole_day
@@ -58,6 +59,8 @@ def test_submit_puts_the_jdbc_driver_on_the_driver_class_path(tmp_path: Path) ->
     argv = list(command.argv)
     assert argv[argv.index("--driver-class-path") + 1] == str(jars / "postgresql-42.7.8.jar")
     assert argv[-1].endswith("archive/warehouse/job.py")
+    checked = warehouse_submit_command(tmp_path, python=python, path="/usr/bin", job_args=("--check",))
+    assert checked.argv[-2:] == (argv[-1], "--check")
     assert ("PYSPARK_PYTHON", str(python)) in command.env
 
 
@@ -112,3 +115,48 @@ def test_the_report_reads_the_warehouse_only_for_whole_days_of_a_loaded_warehous
         preselect(ReportOptions(until=noon, source="warehouse"), warehouse)
     # An offset that lands on a UTC midnight is a whole day.
     assert whole_day(datetime(2025, 10, 10, 5, 30, tzinfo=timezone(timedelta(hours=5, minutes=30))))
+
+
+def _books(*differences: SpendDifference) -> BooksCheck:
+    return BooksCheck(3, 5_000_000, 5_000_000, 5_000_000, differences, unloaded_days=("2025-10-20",))
+
+
+def test_reconcile_check_warehouse_adds_the_books_one_line_per_difference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``reconcile --check --warehouse``: the Redis check's status and the warehouse's, one line per
+    differing campaign-day; ``--warehouse`` alone is refused."""
+    from click.testing import CliRunner
+
+    import adplatform.cli.warehouse as cli_warehouse
+    import budget.reconcile
+    from adplatform.cli import main
+
+    redis_status = [0]
+
+    async def fake_reconcile(*_: object, **__: object) -> int:
+        return redis_status[0]
+
+    books = [_books()]
+    monkeypatch.setattr(budget.reconcile, "run_reconcile", fake_reconcile)
+    monkeypatch.setattr(cli_warehouse, "books_check", lambda _cfg: books[0])
+    run = CliRunner().invoke
+    ok = run(main, ["reconcile", "--check", "--warehouse"])
+    assert ok.exit_code == 0, ok.output
+    assert "warehouse: books add up: 3 campaign-days, spend 5.000000" in ok.output
+    assert "not compared: 2025-10-20" in ok.output
+    books[0] = _books(
+        SpendDifference("c1", "2025-10-10", 10, 0, 0), SpendDifference("c2", "2025-10-11", 0, 7, 7)
+    )
+    bad = run(main, ["reconcile", "--check", "--warehouse"])
+    assert bad.exit_code == 1
+    lines = [line for line in bad.output.splitlines() if line.startswith("warehouse: 2025")]
+    assert lines == [
+        "warehouse: 2025-10-10 c1: ledger 10, feedback 0, campaign_day 0",
+        "warehouse: 2025-10-11 c2: ledger 0, feedback 7, campaign_day 7",
+    ]
+    books[0], redis_status[0] = _books(), 1
+    assert run(main, ["reconcile", "--check", "--warehouse"]).exit_code == 1  # Redis differs
+    assert run(main, ["reconcile", "--warehouse"]).exit_code == 2
+    as_json = json.loads(run(main, ["warehouse", "check", "--json"]).output)
+    assert as_json["balanced"] and as_json["ledger_micros"] == 5_000_000
