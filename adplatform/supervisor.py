@@ -61,6 +61,8 @@ class ChildSpec:
     every_s: float | None = None
     #: A periodic run still going after this long is stopped (SIGTERM, then its group killed).
     max_run_s: float | None = None
+    #: Niceness added to the child's (0: the supervisor's own priority); its own children inherit it.
+    nice: int = 0
 
 
 @dataclass
@@ -305,6 +307,11 @@ class Supervisor:
             start_new_session=True,
         )
         state.proc, state.pid, state.started_at = proc, proc.pid, time.monotonic()
+        if spec.nice:
+            # Set from here rather than in a preexec_fn (unsafe beside threads): the child is still starting
+            # its interpreter, long before it starts a JVM or any other process, which inherit the value.
+            with contextlib.suppress(OSError):  # it died already: the exit is reported as usual
+                os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + spec.nice)
         again = f", restart {state.restarts}" if state.restarts else ""
         self.log(f"{spec.name} started (pid {proc.pid}{again}): {' '.join(spec.argv)}")
         return proc
@@ -404,6 +411,7 @@ def platform_children(
                 stop_timeout_s=job.stop_timeout_s,
                 every_s=float(warehouse_load_interval_s),
                 max_run_s=job.max_run_s,
+                nice=job.nice,
             )
         )
     for svc in in_stop_order(chosen):
@@ -414,7 +422,7 @@ def platform_children(
         if svc.name == "admin" and admin_port is not None:
             argv = with_option(argv, "--port", str(admin_port))
         command = (sys.executable, "-m", "adplatform.cli", *argv)
-        children.append(ChildSpec(svc.name, command, stop_timeout_s=svc.stop_timeout_s))
+        children.append(ChildSpec(svc.name, command, stop_timeout_s=svc.stop_timeout_s, nice=svc.nice))
     return children
 
 

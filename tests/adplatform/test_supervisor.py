@@ -110,6 +110,27 @@ def test_the_warehouse_load_runs_periodically_only_when_configured() -> None:
         platform_children(["warehouse-load"])
 
 
+def test_batch_work_runs_at_a_lower_priority_than_serving() -> None:
+    nice = {c.name: c.nice for c in platform_children(warehouse_load_interval_s=60)}
+    assert nice["archive"] == nice["warehouse-load"] == 10
+    assert {name for name, value in nice.items() if value} == {"archive", "warehouse-load"}
+
+
+async def test_a_child_and_its_own_children_run_at_its_niceness(tmp_path: Path) -> None:
+    # The child starts a grandchild (as the archive starts Spark's JVM); both report their niceness.
+    code = (
+        "import os, subprocess, sys\n"
+        "print('child', os.nice(0), flush=True)\n"
+        "subprocess.run([sys.executable, '-c', 'import os; print(\"grandchild\", os.nice(0))'])\n"
+    )
+    out = io.BytesIO()
+    base = os.nice(0)
+    sup = Supervisor([ChildSpec("batch", _py(code), nice=5)], out=out, backoff=FAST)
+    assert await asyncio.wait_for(sup.run(), 30) == 0
+    log = out.getvalue().decode()
+    assert f"batch | child {base + 5}" in log and f"batch | grandchild {base + 5}" in log
+
+
 def _py(code: str) -> tuple[str, ...]:
     return (sys.executable, "-c", code)
 
