@@ -31,6 +31,7 @@ from pathlib import Path
 
 import asyncpg
 import redis.asyncio as aioredis
+import uvloop
 from aiokafka.errors import KafkaError
 
 from adplatform.config import Config, load_config
@@ -41,6 +42,7 @@ from archive.layout import ArchiveLayout
 from budget.budget_redis import BudgetStore
 from index.money import format_micros
 from loadtest.books import archive_books
+from loadtest.cpu import CpuMeter, format_table, platform_label
 from loadtest.simulator import SimSummary, Simulator, format_summary, load_users
 from loadtest.supervisor import Supervisor
 from loadtest.workers import wait_workers_ready
@@ -216,7 +218,11 @@ def _run(
         # Spark takes a while (and both cores) to start: simulate once its streaming query runs.
         wait_started(ArchiveLayout(config.archive_dir).feedback_checkpoint / "metadata")
         step(f"simulating users for {duration_s:.0f}s at {rate:.0f} requests/s")
-        summary = asyncio.run(_simulate(config, duration_s, rate))
+        meter = platform_meter(config, platform.pid)
+        meter.sample(time.monotonic())
+        # uvloop: the simulator shares the platform's cores, so its own CPU per request counts.
+        summary = uvloop.run(_simulate(config, duration_s, rate, meter=meter))
+        meter.sample(time.monotonic())
         step("stopping the ad server, then draining the ledger, the served-writer and the archive")
         # adplatform run stops the ad server first and the archive last (its micro-batch completes).
         if stop_platform(config.stack_dir, platform) != 0:
@@ -247,6 +253,7 @@ def _run(
         f" = archive {format_micros(archived)}: {verdict}"
     )
     print(f"report          {report}")
+    print(format_table(meter.table()))
     print(f"kept            database {stores.database}, Redis database {stores.redis_db} (make demo-down)")
     print(f"dashboard       {DASHBOARD_URL}")
     print(f"see it live     {LIVE_COMMAND}")
@@ -300,13 +307,36 @@ def _live(
     return 0
 
 
+def platform_meter(config: Config, platform_pid: int) -> CpuMeter:
+    """A CPU meter over ``adplatform run`` and what it started, the stack's servers and this process
+    (the simulator): the demo's table of where the machine went."""
+    from devstack.paths import Paths
+    from devstack.pids import read_pid
+
+    roots = {"adplatform run": platform_pid, "demo (simulator)": os.getpid()}
+    paths = Paths(config.stack_dir)
+    for name in ("kafka", "redis", "postgres"):
+        pid = read_pid(paths, name)
+        if pid is not None:
+            roots[f"stack {name}"] = pid
+    return CpuMeter(roots, namer=platform_label)
+
+
 async def _simulate(
-    config: Config, duration_s: float, rate: float, *, quiet: bool = False, seed: int = 1
+    config: Config,
+    duration_s: float,
+    rate: float,
+    *,
+    quiet: bool = False,
+    seed: int = 1,
+    meter: CpuMeter | None = None,
 ) -> SimSummary:
     users = await load_users(config.pg_dsn)
     sim = Simulator(users, ad_url=f"http://127.0.0.1:{PORT}", rate=rate, concurrency=32, seed=seed)
 
     def tick(s: SimSummary, elapsed: float) -> None:
+        if meter is not None and int(elapsed) % 5 == 0:
+            meter.sample(time.monotonic(), full=False)  # a process that ends mid-run keeps its CPU
         if not quiet and int(elapsed) % 5 == 0:
             print(
                 f"    [{elapsed:4.0f}s] requests {s.requests}  served {s.served}  errors {s.errors}",
