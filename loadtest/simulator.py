@@ -4,6 +4,10 @@ Users come from ``online_ads."user"``; 5% of requests are privacy-enabled (the a
 demographics); cities are drawn by population with their states; device types come from the user
 table. Every served ad gets feedback with ``view = 1`` and click/acquisition drawn from the user's
 age-bucket rates. The run is bounded by its duration and paced to a target rate; it ends with a summary.
+
+With several ad-server hosts (``hosts``), each request goes to one of them at random and a 503 or a
+connection error is retried on the next host, a feedback with the same ``request_id`` (the platform's
+client contract), until ``retry_for_s``: the load a fault on one host leaves the others.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -21,7 +25,7 @@ import orjson
 from adserver.token import digest
 from index.geo import DEFAULT_GEO
 from ingest.generator import ACTION_RATES, action_rate
-from loadtest.http_client import SimClient
+from loadtest.http_client import Reply, SimClient
 
 ANONYMOUS_USER = "1111-1111-1111-1111"
 PRIVACY_SHARE = 0.05
@@ -58,6 +62,19 @@ class SimSummary:
     served_request_ids: list[str] = field(default_factory=list)
     #: ``event_id`` of every feedback the server acknowledged (200): each must reach ad-feedback once.
     acked_event_ids: list[str] = field(default_factory=list)
+    #: Attempts sent again to another host (several hosts only).
+    retries: int = 0
+    #: (start, end, ok) of every request, monotonic seconds: the load during a window (a fault's).
+    timeline: list[tuple[float, float, bool]] = field(default_factory=list)
+
+    def window(self, start: float, end: float) -> tuple[float, float]:
+        """Requests/s answered without error that ended in [start, end), and the error share of the
+        requests that began in it."""
+        span = max(end - start, 1e-9)
+        ended_ok = sum(1 for _, e, ok in self.timeline if ok and start <= e < end)
+        begun = [ok for b, _, ok in self.timeline if start <= b < end]
+        share = (len(begun) - sum(begun)) / len(begun) if begun else 0.0
+        return ended_ok / span, share
 
     @property
     def fill_rate(self) -> float:
@@ -109,12 +126,16 @@ class Simulator:
         rate: float,
         concurrency: int = 32,
         seed: int = 1,
+        hosts: Sequence[str] = (),
+        retry_for_s: float = 30.0,
     ) -> None:
         if not users:
             raise ValueError('no users in online_ads."user": run `adplatform generate users` first')
         self._users = users
         self._ad_url = ad_url.rstrip("/")
         self._feedback_url = (feedback_url or ad_url).rstrip("/")
+        self._hosts = [h.rstrip("/") for h in hosts]
+        self._retry_for_s = retry_for_s
         self._rate = rate
         self._concurrency = concurrency
         self._rng = random.Random(seed)
@@ -131,27 +152,70 @@ class Simulator:
             return ANONYMOUS_USER, params, None
         return user.user_id, params, user.age
 
+    async def _send(
+        self,
+        client: SimClient,
+        method: str,
+        base: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: object = None,
+    ) -> Reply:
+        """One request to ``base``; with several hosts, to a random one, retried on the next after a 503
+        or a connection error (the same path: a feedback keeps its request_id) until ``retry_for_s``."""
+        hosts = self._hosts
+        if not hosts:
+            return await client.request(method, base + path, params=params, json=json)
+        first = self._rng.randrange(len(hosts))
+        deadline = time.monotonic() + self._retry_for_s
+        attempt = 0
+        while True:
+            host = hosts[(first + attempt) % len(hosts)]
+            try:
+                response = await client.request(method, host + path, params=params, json=json)
+                if response.status_code != 503 or time.monotonic() > deadline:
+                    return response
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+            attempt += 1
+            self.summary.retries += 1
+            if attempt % len(hosts) == 0:  # every host refused: give them a moment
+                await asyncio.sleep(0.2)
+
     async def _one(self, client: SimClient, intended: float) -> None:
-        """One user: an ad request, then feedback for a served ad. Serve latency counts from ``intended``,
-        when the schedule meant to send it, not from when a connection was free: a slow server shows in
-        the latency instead of quietly lowering the rate (coordinated omission)."""
+        started = time.monotonic()
+        ok = False
+        try:
+            ok = await self._exchange(client, intended)
+        finally:
+            self.summary.timeline.append((started, time.monotonic(), ok))
+
+    async def _exchange(self, client: SimClient, intended: float) -> bool:
+        """One user: an ad request, then feedback for a served ad; whether both ended without error. Serve
+        latency counts from ``intended``, when the schedule meant to send it, not from when a connection was
+        free: a slow server shows in the latency instead of quietly lowering the rate (coordinated
+        omission)."""
         s = self.summary
         user_id, params, age = self._request()
         s.requests += 1
         s.send_lag_ms.append((time.perf_counter() - intended) * 1000)
         try:
-            response = await client.get(f"{self._ad_url}/ad/user/{user_id}/serve", params=params)
+            response = await self._send(
+                client, "GET", self._ad_url, f"/ad/user/{user_id}/serve", params=params
+            )
         except httpx.HTTPError as exc:
             s.error(f"serve {type(exc).__name__}")
-            return
+            return False
         s.serve_ms.append((time.perf_counter() - intended) * 1000)
         s.answered += 1
         if response.status_code == 404:
             s.no_ad += 1
-            return
+            return True
         if response.status_code != 200:
             s.error(f"serve HTTP {response.status_code}")
-            return
+            return False
         s.served += 1
         request_id = orjson.loads(response.content)["request_id"]
         s.served_request_ids.append(request_id)
@@ -162,20 +226,21 @@ class Simulator:
         s.feedback_sent += 1
         t0 = time.perf_counter()  # sent as soon as the ad arrived: its intended time is now
         try:
-            fb = await client.post(f"{self._feedback_url}/ad/{request_id}/feedback", json=body)
+            fb = await self._send(client, "POST", self._feedback_url, f"/ad/{request_id}/feedback", json=body)
         except httpx.HTTPError as exc:
             s.error(f"feedback {type(exc).__name__}")
-            return
+            return False
         s.feedback_ms.append((time.perf_counter() - t0) * 1000)
         if fb.status_code != 200:
             s.error(f"feedback HTTP {fb.status_code}")
-            return
+            return False
         s.feedback_ok += 1
         action = "acquisition" if acquisition else "click" if click else "view"
         s.acked_event_ids.append(f"{digest(request_id)}:{action}")
         s.views += 1
         s.clicks += click
         s.acquisitions += acquisition
+        return True
 
     async def run(
         self, duration_s: float, on_tick: Callable[[SimSummary, float], None] | None = None
