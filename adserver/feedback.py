@@ -305,6 +305,7 @@ class FeedbackService:
             _refuse(p, 503, "the server is stopping; retry")
             raise
         if not p.future.done():  # its client may have gone meanwhile
+            p.now_ms = int(self._clock.now() * 1000)  # a copy's time is this minus its first's age
             self._enqueue(p)
 
     async def aclose(self) -> None:

@@ -76,6 +76,7 @@ async def test_a_quick_retry_of_a_charge_whose_worker_died_before_publishing_is_
     finds no event in ad-feedback and publishes it, once, with the first charge's amount."""
     cid = next(iter(rig.campaigns))
     token = rig.token(cid, user="young")
+    charged_ms = int(SystemClock().now() * 1000)
     event_id = await _lost_answer(rig, cid, token, seconds_ago=0)
     published = PublishedEvents(rig.config.kafka_bootstrap, rig.config.topics.feedback)
     other = _other_worker(rig, published)
@@ -87,6 +88,11 @@ async def test_a_quick_retry_of_a_charge_whose_worker_died_before_publishing_is_
     assert time.monotonic() - started >= 2.0  # publish_timeout_s 1 + ORPHAN_MARGIN_S 1
     assert other.counters.republished == 1
     assert [e for e in await feedback_events(rig.config) if e[0] == event_id] == [(event_id, cid, CPC_MICROS)]
+    records = await read_to_end(rig.config.kafka_bootstrap, rig.config.topics.feedback)
+    (copy,) = [
+        e for e in (feedback_decoder.decode(r.value or b"") for r in records) if e.event_id == event_id
+    ]
+    assert abs(copy.timestamp_ms - charged_ms) < 1_500  # the first charge's time, not the retry's
     assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS  # charged once, by the lost call
     await assert_conserved(rig, pg)
 
