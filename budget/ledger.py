@@ -20,7 +20,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
 from adplatform.config import Config
-from adplatform.consumer import make_consumer, next_batch, retry
+from adplatform.consumer import BATCHING_FETCH, make_consumer, next_batch, retry
 from adplatform.metrics import LEDGER_CHARGES, LEDGER_UNDECODABLE, lag_tracking
 from adplatform.names import GROUP_LEDGER
 from adplatform.postgres import create_pool
@@ -166,7 +166,7 @@ class SpendLedger:
 @contextlib.asynccontextmanager
 async def open_ledger(config: Config) -> AsyncIterator[SpendLedger]:
     # Subscribed below with a listener; its offsets live in PostgreSQL, with the spend.
-    consumer = make_consumer(config, GROUP_LEDGER)
+    consumer = make_consumer(config, GROUP_LEDGER, **BATCHING_FETCH)
     pool = await create_pool(config)
     ledger = SpendLedger(config, consumer, pool)
     try:

@@ -19,7 +19,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from adplatform.config import Config
-from adplatform.consumer import commit, make_consumer, next_batch, retry
+from adplatform.consumer import BATCHING_FETCH, commit, make_consumer, next_batch, retry
 from adplatform.metrics import SERVED_WRITER_ROWS, SERVED_WRITER_SKIPPED, lag_tracking
 from adplatform.names import GROUP_SERVED_WRITER
 from adplatform.postgres import create_pool
@@ -95,7 +95,7 @@ class ServedWriter:
 async def open_served_writer(config: Config, *, max_batch: int = 5000) -> AsyncIterator[ServedWriter]:
     """Create the consumer and the pool, yield the writer (not yet running), close both after."""
     consumer = make_consumer(
-        config, GROUP_SERVED_WRITER, config.topics.served_ads, max_poll_records=max_batch
+        config, GROUP_SERVED_WRITER, config.topics.served_ads, max_poll_records=max_batch, **BATCHING_FETCH
     )
     # The house pool: no connection up front (a writer started while PostgreSQL is down waits and
     # retries), and command timeouts, so a cut network raises instead of hanging.
