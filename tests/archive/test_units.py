@@ -11,6 +11,7 @@ import msgspec
 
 from adplatform.wire import FeedbackEvent
 from archive.export import jdbc_target
+from archive.feedback_writer import CORRUPT_TRIGGER_S, corrupt_trigger_s
 from archive.schema import FEEDBACK_COLUMNS, REQUIRED_FIELDS
 from archive.table import Table, rate, write_csv
 
@@ -54,3 +55,9 @@ def test_report_on_an_empty_archive_fails_fast(tmp_path: Path, repo_root: str) -
     )
     assert done.returncode == 1
     assert b"no archived events" in done.stderr
+
+
+def test_the_corrupt_query_triggers_at_most_every_30_s_and_never_before_the_feedback_query() -> None:
+    assert CORRUPT_TRIGGER_S == 30.0
+    assert corrupt_trigger_s(5.0) == corrupt_trigger_s(0.5) == 30.0
+    assert corrupt_trigger_s(60.0) == 60.0
