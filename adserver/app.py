@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from adplatform.config import Config
 from adserver.fcap_lifespan import fcap_component
 from adserver.feedback_route import FeedbackEndpoint, feedback_component
+from adserver.http.direct import DirectServe
 from adserver.http.fastpath import FastPath
 from adserver.http.health import flushing
 from adserver.http.middleware import BodyLimitMiddleware, RequestLimitMiddleware, TimingMiddleware
@@ -64,6 +65,8 @@ def create_app(config: Config | None = None, *, components: Sequence[Component] 
         lifespan=run,
     )
     app.state.ref = ref  # for tests and tools; routes hold ``ref`` directly
+    # uvicorn's protocol (adserver.http.protocol) answers plain serve GETs through it, skipping ASGI.
+    app.state.direct_serve = DirectServe(serve, ref.metrics)
     return app
 
 

@@ -175,7 +175,15 @@ def _admitted(c: Campaign, throttle: EvenThrottle | None, drawn: dict[str, bool]
     return seen
 
 
-async def capped_auction(
+@dataclass(frozen=True)
+class CapCheck:
+    """An auction that needs the cap store: a capped campaign could win. ``finish_auction`` settles it."""
+
+    ranked: Sequence[Campaign]
+    capped: Sequence[Campaign]
+
+
+def begin_auction(
     gate: CapGate,
     index: TargetingIndex,
     request: AdRequest,
@@ -184,12 +192,10 @@ async def capped_auction(
     reserve_cpm_units: int,
     rng: random.Random,
     sat_out: dict[str, LossReason] | None = None,
-) -> AuctionResult | None:
-    """``index.auction.run_auction`` with frequency caps and even pacing: the same result, with no Redis
-    call, whenever no capped campaign is among the top bids and no even one there is drawn out.
-
-    ``sat_out``, when given, receives the campaigns passed over and why (``capped``, ``throttled``): the
-    loss reasons of a sampled request."""
+) -> AuctionResult | CapCheck | None:
+    """The auction's part that needs no I/O: the result (``None``: no fill) or, when a capped campaign
+    could win, the ``CapCheck`` to finish with ``finish_auction`` (the serve path's direct answer runs
+    this synchronously and awaits only a cap check)."""
     head = index.top(request, now_s, reserve_cpm_units)
     if head is None:
         return None
@@ -205,8 +211,49 @@ async def capped_auction(
         c for c in index.ranked(request, now_s, reserve_cpm_units) if _admitted(c, throttle, drawn, rng)
     )
     ranked, capped = ladder(admitted, rng=rng)
-    excluded = await gate.excluded(request.user_id, capped, now_s) if capped else ()
     if sat_out is not None:
         sat_out.update((cid, "throttled") for cid, admitted in drawn.items() if not admitted)
+    if capped:
+        return CapCheck(ranked, capped)
+    return resettle(ranked, (), reserve_cpm_units=reserve_cpm_units)
+
+
+async def finish_auction(
+    gate: CapGate,
+    check: CapCheck,
+    user_id: str,
+    now_s: float,
+    *,
+    reserve_cpm_units: int,
+    sat_out: dict[str, LossReason] | None = None,
+) -> AuctionResult | None:
+    """Settles an auction ``begin_auction`` left to the cap store."""
+    excluded = await gate.excluded(user_id, check.capped, now_s)
+    if sat_out is not None:
         sat_out.update((cid, "capped") for cid in excluded)
-    return resettle(ranked, excluded, reserve_cpm_units=reserve_cpm_units)
+    return resettle(check.ranked, excluded, reserve_cpm_units=reserve_cpm_units)
+
+
+async def capped_auction(
+    gate: CapGate,
+    index: TargetingIndex,
+    request: AdRequest,
+    now_s: float,
+    *,
+    reserve_cpm_units: int,
+    rng: random.Random,
+    sat_out: dict[str, LossReason] | None = None,
+) -> AuctionResult | None:
+    """``index.auction.run_auction`` with frequency caps and even pacing: the same result, with no Redis
+    call, whenever no capped campaign is among the top bids and no even one there is drawn out.
+
+    ``sat_out``, when given, receives the campaigns passed over and why (``capped``, ``throttled``): the
+    loss reasons of a sampled request."""
+    begun = begin_auction(
+        gate, index, request, now_s, reserve_cpm_units=reserve_cpm_units, rng=rng, sat_out=sat_out
+    )
+    if isinstance(begun, CapCheck):
+        return await finish_auction(
+            gate, begun, request.user_id, now_s, reserve_cpm_units=reserve_cpm_units, sat_out=sat_out
+        )
+    return begun

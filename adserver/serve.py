@@ -15,13 +15,15 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from adserver.error import ParamError
-from adserver.fcap import capped_auction
+from adserver.fcap import CapCheck, begin_auction, finish_auction
 from adserver.http.respond import detail, send_json
-from adserver.state import StateRef
+from adserver.state import ServerState, StateRef
 from adserver.sync.publisher import ServedItem
 from adserver.token import RequestToken
+from index.auction import AuctionResult
 from index.campaign import Campaign
 from index.explain import LossReason
+from index.targeting import AdRequest
 
 NO_FILL: Final = detail("No eligible ads found.")
 NOT_READY: Final = detail("The ad index is still loading; retry shortly.")
@@ -58,8 +60,59 @@ class AdBodies:
         return head + request_id.encode("ascii") + tail
 
 
+class Reply:
+    """One serve answer: status, encoded body, ``retry-after`` (503) and, for an auction, what a sampled
+    request records after the answer is written."""
+
+    __slots__ = ("body", "retry_after_s", "sample", "status")
+
+    def __init__(
+        self, status: int, body: bytes, retry_after_s: int | None = None, sample: _Sample | None = None
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.retry_after_s = retry_after_s
+        self.sample = sample
+
+
+class _Sample:
+    __slots__ = ("now_s", "request", "result", "sat_out")
+
+    def __init__(
+        self, request: AdRequest, now_s: float, result: AuctionResult | None, sat_out: dict[str, LossReason]
+    ) -> None:
+        self.request = request
+        self.now_s = now_s
+        self.result = result
+        self.sat_out = sat_out
+
+
+class CapWait:
+    """A serve request whose auction waits for the frequency-cap store (``ServeEndpoint.finish``)."""
+
+    __slots__ = ("check", "now_s", "request", "sat_out", "state")
+
+    def __init__(
+        self,
+        state: ServerState,
+        request: AdRequest,
+        now_s: float,
+        check: CapCheck,
+        sat_out: dict[str, LossReason],
+    ) -> None:
+        self.state = state
+        self.request = request
+        self.now_s = now_s
+        self.check = check
+        self.sat_out = sat_out
+
+
 class ServeEndpoint:
-    """The serve route as an ASGI app; one per worker, so the nonce counter is per process."""
+    """The serve route as an ASGI app; one per worker, so the nonce counter is per process.
+
+    ``begin`` answers synchronously unless a cap check is needed (``CapWait``, finished by ``finish``):
+    the ASGI path (``respond``) and uvicorn's direct path (``adserver.http.protocol``) share both, so
+    they answer the same."""
 
     def __init__(self, ref: StateRef) -> None:
         self._ref = ref
@@ -74,24 +127,30 @@ class ServeEndpoint:
 
     async def respond(self, user_id: str, query: bytes, send: Send) -> int:
         """Answer one serve request; returns the status sent."""
+        reply = self.begin(user_id, query)
+        if isinstance(reply, CapWait):
+            reply = await self.finish(reply)
+        await send_json(send, reply.status, reply.body, retry_after_s=reply.retry_after_s)
+        self.after(reply)
+        return reply.status
+
+    def begin(self, user_id: str, query: bytes) -> Reply | CapWait:
+        """The answer, or the auction waiting for the cap store."""
         state = self._ref.state
         if state is None:
-            await send_json(send, 503, NOT_READY, retry_after_s=1)
-            return 503
+            return Reply(503, NOT_READY, 1)
         try:
             request = state.parser.build(user_id, query, state.profiles)
         except ParamError as exc:
             state.stats.rejected += 1
-            await send_json(send, 422, detail(exc.reason))
-            return 422
+            return Reply(422, detail(exc.reason))
         if not state.ready:
             state.stats.not_ready += 1
-            await send_json(send, 503, NOT_READY, retry_after_s=1)
-            return 503
+            return Reply(503, NOT_READY, 1)
         now_s = time.time()
         # Frequency caps: a Redis call only when a capped campaign is among the top bids (adserver.fcap).
         sat_out: dict[str, LossReason] = {}  # capped / throttled campaigns passed over: loss reasons
-        result = await capped_auction(
+        result = begin_auction(
             state.caps,
             state.index,
             request,
@@ -100,12 +159,42 @@ class ServeEndpoint:
             rng=state.rng,
             sat_out=sat_out,
         )
+        if isinstance(result, CapCheck):
+            return CapWait(state, request, now_s, result, sat_out)
+        return self._settled(state, request, now_s, result, sat_out)
+
+    async def finish(self, wait: CapWait) -> Reply:
+        """The answer of a request ``begin`` left to the cap store."""
+        state = wait.state
+        result = await finish_auction(
+            state.caps,
+            wait.check,
+            wait.request.user_id,
+            wait.now_s,
+            reserve_cpm_units=state.config.reserve_cpm_units,
+            sat_out=wait.sat_out,
+        )
+        return self._settled(state, wait.request, wait.now_s, result, wait.sat_out)
+
+    def after(self, reply: Reply) -> None:
+        """Once the answer is written: only sampled requests pay for their loss reasons."""
+        sample = reply.sample
+        if sample is not None:
+            state = self._ref.state
+            if state is not None and state.sampler.pick():
+                state.sampler.record(state.index, sample.request, sample.now_s, sample.result, sample.sat_out)
+
+    def _settled(
+        self,
+        state: ServerState,
+        request: AdRequest,
+        now_s: float,
+        result: AuctionResult | None,
+        sat_out: dict[str, LossReason],
+    ) -> Reply:
         if result is None:
             state.stats.unfilled += 1
-            await send_json(send, 404, NO_FILL)
-            if state.sampler.pick():  # after the answer: only sampled requests pay for their loss reasons
-                state.sampler.record(state.index, request, now_s, None, sat_out)
-            return 404
+            return Reply(404, NO_FILL, None, _Sample(request, now_s, None, sat_out))
         campaign = result.campaign
         issued_ms = int(now_s * 1000)
         request_id = state.signer.issue(
@@ -138,7 +227,6 @@ class ServeEndpoint:
         )
         state.stats.served += 1
         state.stats.bidders.observe(result.bidders)
-        await send_json(send, 200, self._bodies.body(campaign, request_id))
-        if state.sampler.pick():  # after the answer: only sampled requests pay for their loss reasons
-            state.sampler.record(state.index, request, now_s, result, sat_out)
-        return 200
+        return Reply(
+            200, self._bodies.body(campaign, request_id), None, _Sample(request, now_s, result, sat_out)
+        )

@@ -16,6 +16,11 @@ It also writes each response in one piece: uvicorn writes a response's head when
 the body when the app sends it, two send(2) calls for every small JSON answer. Each request's cycle
 writes through ``_HeadWithBody``, which holds the head until the first body bytes (measured: the
 minimal app from about 25,000 to 30,000 requests/s, feedback +10%).
+
+And it answers a plain serve GET itself, from its parser callbacks, without the ASGI cycle
+(``adserver.http.direct``: the same endpoint, metrics and response bytes; the same read deadline,
+keep-alive timer and request count). A serve request whose auction must ask the frequency-cap store
+continues as an ordinary uvicorn cycle, so later pipelined requests still wait their turn.
 """
 
 from __future__ import annotations
@@ -23,12 +28,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from adplatform.config import load_config
+from adserver.http.direct import ERROR_BODY, DirectServe, direct_of, target
+from adserver.http.fastpath import SERVE_ROUTE
+from adserver.http.respond import send_json
+from adserver.serve import CapWait
 
 logger = logging.getLogger(__name__)
 
@@ -85,13 +96,18 @@ class _HeadWithBody:
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` plus the request-read deadline; everything else is uvicorn's own."""
+    """``HttpToolsProtocol`` plus the request-read deadline and the serve route's direct answer
+    (``adserver.http.direct``); everything else is uvicorn's own."""
 
     _read_timer: asyncio.TimerHandle | None = None
     _head_done: bool = False
+    _direct: DirectServe | None = None
+    #: The direct request being read: (user_id, query, keep-alive).
+    _pending: tuple[str, bytes, bool] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._direct = direct_of(self.app)
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -100,12 +116,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        # A request on a connection whose previous answer armed the keep-alive timer (an answer written
+        # while later pipelined bytes were being parsed): the connection is not idle any more.
+        self._unset_keepalive_if_required()
         self._head_done = False
         if self._read_timer is None:  # on a new connection the deadline runs from connection_made
             self._arm()
 
     def on_headers_complete(self) -> None:
         self._head_done = True
+        if self._direct is not None and self._take_direct():
+            return
         before = self.cycle
         super().on_headers_complete()
         cycle = self.cycle
@@ -116,7 +137,104 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            self._answer(*pending)
+            return
         super().on_message_complete()
+
+    def _take_direct(self) -> bool:
+        """Whether this request is answered directly (``adserver.http.direct``): a plain serve GET on
+        HTTP/1.1 while nothing else is in flight on the connection (uvicorn's pipeline keeps the order of
+        the rest), the client reading its answers, and uvicorn set up as ``adserver.http.server`` runs it."""
+        parser = self.parser
+        cycle = self.cycle
+        if (
+            parser.get_method() != b"GET"
+            or parser.get_http_version() != "1.1"
+            or self.expect_100_continue
+            or parser.should_upgrade()
+            or (cycle is not None and not cycle.response_complete)
+            or self.flow.write_paused
+            or self.limit_concurrency is not None
+            or self.root_path
+            or self.access_log
+        ):
+            return False
+        found = target(self.url, self.headers)
+        if found is None:
+            return False
+        self._pending = (found[0], found[1], parser.should_keep_alive())
+        return True
+
+    def _answer(self, user_id: str, query: bytes, keep_alive: bool) -> None:
+        direct = self._direct
+        assert direct is not None  # _pending is only set when it is
+        started = time.perf_counter()
+        try:
+            reply = direct.serve.begin(user_id, query)
+        except Exception:  # the top-level guard ServerErrorMiddleware is on the ASGI path
+            logger.exception("Exception in the serve route (direct path)")
+            direct.metrics.observe(SERVE_ROUTE, 500, time.perf_counter() - started)
+            self.transport.write(
+                direct.encode_raw(500, ERROR_BODY, None, True, self.server_state.default_headers)
+            )
+            self.on_response_complete()
+            self.transport.close()  # as uvicorn does after an app fails with its answer sent
+            return
+        if isinstance(reply, CapWait):
+            self._finish_in_cycle(direct, reply, user_id, query, keep_alive, started)
+            return
+        self.transport.write(direct.encode(reply, keep_alive, self.server_state.default_headers))
+        direct.metrics.observe(SERVE_ROUTE, reply.status, time.perf_counter() - started)
+        if not keep_alive:
+            self.transport.close()
+        self.on_response_complete()  # uvicorn's bookkeeping: request count, keep-alive timer
+        direct.serve.after(reply)
+
+    def _finish_in_cycle(
+        self, direct: DirectServe, wait: CapWait, user_id: str, query: bytes, keep_alive: bool, started: float
+    ) -> None:
+        """The auction waits for the cap store: the rest runs as an ASGI cycle of uvicorn's (its task,
+        its response writing, later pipelined requests queued behind it)."""
+
+        async def finish(scope: Scope, receive: Receive, send: Send) -> None:
+            status = 500
+            try:
+                reply = await direct.serve.finish(wait)
+                status = reply.status
+                await send_json(send, reply.status, reply.body, retry_after_s=reply.retry_after_s)
+            except Exception:
+                logger.exception("Exception in the serve route (direct path)")
+                await send_json(send, 500, ERROR_BODY)
+                raise  # uvicorn logs it and closes the connection, as after ServerErrorMiddleware
+            finally:
+                direct.metrics.observe(SERVE_ROUTE, status, time.perf_counter() - started)
+            direct.serve.after(reply)
+
+        scope = self.scope
+        path = f"/ad/user/{user_id}/serve"
+        scope["method"] = "GET"
+        scope["path"] = path
+        scope["raw_path"] = path.encode("ascii")
+        scope["query_string"] = query
+        cycle = RequestResponseCycle(
+            scope=scope,
+            transport=_HeadWithBody(self.transport),  # type: ignore[arg-type]
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=keep_alive,
+            on_response=self.on_response_complete,
+        )
+        cycle.more_body = False
+        self.cycle = cycle
+        self._start_asgi_task(cycle, finish)  # type: ignore[arg-type]  # Starlette's ASGI types, not uvicorn's
 
     def _arm(self) -> None:
         self._disarm()

@@ -1,0 +1,118 @@
+"""The serve route answered by uvicorn's protocol itself, without the ASGI cycle (issue 18).
+
+A plain ``GET /ad/user/{user_id}/serve`` (no body, HTTP/1.1, within the request limits, nothing in
+flight before it on its connection) is the hot path of the whole platform, and at tens of thousands of
+requests per second the ASGI machinery around it (a scope dict, a task, the response cycle's header
+checks, two send() awaits) cost about as much as the auction. ``adserver.http.protocol`` hands such a
+request to ``DirectServe`` from its parser callbacks: the same ``ServeEndpoint`` decides the answer, the
+same metrics series times it, and the response bytes are those uvicorn would write for the same
+answer (status line, uvicorn's default ``date``/``server`` headers, ``content-type``,
+``content-length``, ``retry-after``, ``connection: close`` when the connection ends). Anything else,
+HEAD included, goes down the ASGI path, where the same endpoint is also routed.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+
+from adserver.http.metrics import RequestMetrics
+from adserver.http.middleware import MAX_HEADER_BYTES, MAX_HEADER_COUNT, MAX_TARGET_BYTES
+from adserver.serve import Reply, ServeEndpoint
+
+_PREFIX: Final = b"/ad/user/"
+_SUFFIX: Final = b"/serve"
+_BODY_HEADERS: Final = (b"content-length", b"transfer-encoding")
+_JSON: Final = b"content-type: application/json\r\n"
+_CLOSE: Final = b"connection: close\r\n"
+_LENGTHS: Final = [b"content-length: %d\r\n" % n for n in range(1024)]
+#: Starlette's answer (``ServerErrorMiddleware`` and ``adserver.app._server_error``) when the endpoint
+#: raises; uvicorn then closes the connection.
+ERROR_BODY: Final = b'{"detail":"Internal server error."}'
+
+
+def target(url: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[str, bytes] | None:
+    """``(user_id, query)`` when the request may be answered directly, else ``None`` (the ASGI path).
+
+    Leaves to the ASGI path what any middleware there would act on or what the route would not match:
+    a target or headers over the limits (414/431), a body, an escaped (``%``) path, a non-ASCII one."""
+    if not url.startswith(_PREFIX):  # also every absolute-form target
+        return None
+    if b"#" in url:  # a fragment (which httptools would strip): rare enough to leave to uvicorn
+        return None
+    # As httptools.parse_url splits an origin-form target, without its C call and result object.
+    path, _, query = url.partition(b"?")
+    if not path.endswith(_SUFFIX) or b"%" in path or not path.isascii():
+        return None
+    if len(path) + len(query) > MAX_TARGET_BYTES or len(headers) > MAX_HEADER_COUNT:
+        return None
+    size = 0
+    for name, value in headers:
+        if name in _BODY_HEADERS:
+            return None
+        size += len(name) + len(value)
+    if size > MAX_HEADER_BYTES:
+        return None
+    user_id = path[len(_PREFIX) : -len(_SUFFIX)]
+    if not user_id or b"/" in user_id:
+        return None
+    return user_id.decode("ascii"), query
+
+
+class DirectServe:
+    """The serve endpoint and its metrics, as the protocol's direct path uses them; set on the app's
+    state (``app.state.direct_serve``) by ``adserver.app.create_app``."""
+
+    __slots__ = ("_defaults", "_heads", "metrics", "serve")
+
+    def __init__(self, serve: ServeEndpoint, metrics: RequestMetrics) -> None:
+        self.serve = serve
+        self.metrics = metrics
+        self._defaults: list[tuple[bytes, bytes]] | None = None
+        self._heads: dict[int, bytes] = {}
+
+    def encode(self, reply: Reply, keep_alive: bool, defaults: list[tuple[bytes, bytes]]) -> bytes:
+        """The response uvicorn writes for ``send_json(reply)``: head and body, one buffer."""
+        return self.encode_raw(reply.status, reply.body, reply.retry_after_s, keep_alive, defaults)
+
+    def encode_raw(
+        self,
+        status: int,
+        body: bytes,
+        retry_after_s: int | None,
+        keep_alive: bool,
+        defaults: list[tuple[bytes, bytes]],
+    ) -> bytes:
+        # uvicorn replaces its default headers (a new ``date``) once a second: the heads are cached per list.
+        if defaults is not self._defaults:
+            self._defaults = defaults
+            self._heads = {}
+        head = self._heads.get(status)
+        if head is None:
+            head = self._heads[status] = (
+                STATUS_LINE[status]
+                + b"".join(name + b": " + value + b"\r\n" for name, value in defaults)
+                + _JSON
+            )
+        n = len(body)
+        parts = [head, _LENGTHS[n] if n < 1024 else b"content-length: %d\r\n" % n]
+        if retry_after_s is not None:
+            parts.append(b"retry-after: %d\r\n" % retry_after_s)
+        if not keep_alive:
+            parts.append(_CLOSE)
+        parts.append(b"\r\n")
+        parts.append(body)
+        return b"".join(parts)
+
+
+def direct_of(app: object) -> DirectServe | None:
+    """The ``DirectServe`` of the ad-server app under uvicorn's wrappers (proxy headers, logging), if any."""
+    for _ in range(8):
+        found = getattr(getattr(app, "state", None), "direct_serve", None)
+        if isinstance(found, DirectServe):
+            return found
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None
