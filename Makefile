@@ -73,6 +73,10 @@ loadtest: stack-up
 clean: stack-down
 	rm -rf .stack $(VENV)
 
-## chaos: every fault scenario under load on the real stack, then the table of invariants
+## chaos: every fault scenario under load on the real stack, then the table of invariants;
+## `make chaos TOPOLOGY=cluster`: the cluster stack's scenarios (leader broker, Redis master, Spark worker,
+## ad-server host killed), the cluster stack started here
+TOPOLOGY ?= single
 chaos: stack-up
-	$(BIN)/python -m loadtest.chaos
+	@if [ "$(TOPOLOGY)" = cluster ]; then $(ADP) stack up --topology cluster; fi
+	$(BIN)/python -m loadtest.chaos --topology $(TOPOLOGY)

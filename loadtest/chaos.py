@@ -10,6 +10,11 @@ are checked: events lost (acknowledged feedback missing from ``ad-feedback``), e
 archive), overspend (Redis or PostgreSQL above a budget), and conservation (Redis = PostgreSQL = archive).
 ``--fast`` shortens every hold and leaves the archive out (column "n/a") except in the scenario that kills
 the archive job, which is how the test suite runs the scenarios; a full run archives in every scenario.
+
+The load columns: requests/s answered without error and the error share over the whole run, and the same
+while the fault lasts (from its injection until it is healed, at least ``MIN_FAULT_WINDOW_S``).
+``--topology cluster`` runs the cluster stack's scenarios (``loadtest.chaos_cluster``) on the same rig,
+checks and table.
 """
 
 from __future__ import annotations
@@ -17,16 +22,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -35,6 +42,7 @@ from aiokafka.errors import KafkaError
 
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, read_to_end, wait_for_topics
+from adplatform.redis_client import open_redis
 from adplatform.sandbox import Sandbox, close_sandbox, new_suffix, open_sandbox, wipe_claimed
 from adplatform.wire import feedback_decoder
 from budget.budget_redis import BudgetStore
@@ -51,6 +59,8 @@ from loadtest.workers import wait_workers_ready
 
 PORT = 8011
 WORKERS = 2
+#: The shortest window the "during the fault" columns cover (a kill is over at once; its effects are not).
+MIN_FAULT_WINDOW_S = 5.0
 
 
 @dataclass
@@ -66,6 +76,9 @@ class Result:
     postgres_micros: int = 0
     archive_micros: int | None = None
     notes: list[str] = field(default_factory=list)
+    #: Requests/s answered without error, and the error share, while the fault lasted.
+    fault_requests_per_s: float = 0.0
+    fault_error_share: float = 0.0
 
     @property
     def conserved(self) -> bool:
@@ -96,18 +109,23 @@ def _via(url: str, port: int) -> str:
 
 
 class Rig:
-    """One scenario's world: its database, Redis database and topics, its processes, its load."""
+    """One scenario's world: its database, Redis database and topics, its processes, its load. The
+    single-node stack's; ``loadtest.chaos_cluster.ClusterRig`` changes what runs where, not the checks."""
 
-    def __init__(self, stores: Sandbox, name: str, timing: Timing, *, streaming_archive: bool) -> None:
+    #: Seed of the generated campaigns (a rig of its own Redis database may reuse their ids).
+    campaign_seed = 17
+
+    def __init__(
+        self, base: Config, env: dict[str, str], name: str, timing: Timing, *, streaming_archive: bool
+    ) -> None:
         tag = f"chaos{uuid.uuid4().hex[:6]}-"
         self.name = name
         self.timing = timing
         self.streaming_archive = streaming_archive
-        self.stores = stores
-        base = stores.config
+        self.stores: Sandbox | None = None
         self.config = base.namespaced(tag, archive_dir=base.stack_dir / "chaos" / tag.rstrip("-"))
         self.env = {
-            **stores.env,
+            **env,
             "ADP_TOPIC_PREFIX": tag,
             "ADP_GROUP_PREFIX": tag,
             "ADP_ARCHIVE_DIR": str(self.config.archive_dir),
@@ -116,6 +134,13 @@ class Rig:
         self.sup = Supervisor(base.stack_dir, env=self.env, tag="chaos")
         self.faults: list[str] = []
         self.proxies: dict[str, FaultProxy] = {}
+        #: The ad-server instances: name → port.
+        self.hosts: dict[str, int] = {"adserver": PORT}
+        #: When the fault began and ended (monotonic seconds).
+        self.fault_window = (0.0, 0.0)
+        #: What the fault saw (how long a promotion took...), for the result's notes.
+        self.notes: list[str] = []
+        self.campaign_ids: list[str] = []
 
     # --- set-up and tear-down -------------------------------------------------------------------------
 
@@ -123,19 +148,26 @@ class Rig:
     async def open(cls, base: Config, name: str, timing: Timing, *, streaming_archive: bool) -> Rig:
         """A rig on stores of its own beside ``base``'s (nothing of ``base``'s is read or written)."""
         stores = await open_sandbox(base, new_suffix("chaos"))
-        return cls(stores, name, timing, streaming_archive=streaming_archive)
+        rig = cls(stores.config, stores.env, name, timing, streaming_archive=streaming_archive)
+        rig.stores = stores
+        return rig
 
     async def close(self) -> None:
         """Drop what the scenario made: its topics (if Kafka answers), its database, its Redis database."""
         with contextlib.suppress(KafkaError, OSError, TimeoutError):  # Kafka down: the topics stay
             await delete_topics(self.config)
-        await close_sandbox(self.stores)
+        await self.close_stores()
+
+    async def close_stores(self) -> None:
+        if self.stores is not None:
+            await close_sandbox(self.stores)
 
     async def prepare(self) -> None:
         config = self.config
         await ensure_topics(config)
         await wait_for_topics(config, config.topics.all())
-        rows = generate_campaigns(600, 17, datetime.now(UTC))
+        rows = generate_campaigns(600, self.campaign_seed, datetime.now(UTC))
+        self.campaign_ids = sorted({row["campaign_id"] for row in rows})
         for i, row in enumerate(rows):
             if i % 3 == 0:
                 row["budget"] = "0.02"  # tiny: runs out under load, so the caps are exercised
@@ -158,13 +190,26 @@ class Rig:
         sup.start("ledger", "ledger")
         sup.start("pacer", "pacer")
         sup.start("reconciler", "reconcile", "--interval", "2")
-        sup.start("adserver", "serve", "--workers", str(WORKERS), "--port", str(PORT), env=adserver_env)
+        for host in self.hosts:
+            self.start_host(host, env=adserver_env)
         if self.streaming_archive:
-            sup.start("archive", "archive", "run", "--trigger-s", "2")
+            sup.start("archive", *self.archive_args(until_idle=False))
+
+    def start_host(self, host: str, *, env: dict[str, str] | None = None) -> None:
+        port = self.hosts[host]
+        self.sup.start(host, "serve", "--workers", str(WORKERS), "--port", str(port), env=env)
+
+    def archive_args(self, *, until_idle: bool) -> tuple[str, ...]:
+        """The archive job's ``adplatform`` arguments: streaming every 2 s, or once to the end."""
+        return ("archive", "run", "--until-idle") if until_idle else ("archive", "run", "--trigger-s", "2")
+
+    def host_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.hosts.values()]
 
     async def wait_ready(self, timeout_s: float = 120) -> None:
         try:
-            await wait_workers_ready(f"http://127.0.0.1:{PORT}", WORKERS, timeout_s=timeout_s)
+            for url in self.host_urls():
+                await wait_workers_ready(url, WORKERS, timeout_s=timeout_s)
         except TimeoutError as exc:
             raise RuntimeError(f"{self.name}: {exc}; see .stack/logs/chaos/") from exc
 
@@ -172,15 +217,23 @@ class Rig:
 
     async def load(self, fault: Callable[[Rig], Awaitable[None]]) -> SimSummary:
         users = await load_users(self.config.pg_dsn)
-        sim = Simulator(users, ad_url=f"http://127.0.0.1:{PORT}", rate=self.timing.rate, concurrency=32)
+        urls = self.host_urls()
+        # Several hosts: clients spread over them and retry a 503 or a dead connection on another one.
+        sim = Simulator(users, ad_url=urls[0], rate=self.timing.rate, concurrency=32,
+                        hosts=urls if len(urls) > 1 else ())  # fmt: skip
         run = asyncio.ensure_future(sim.run(self.timing.load_s))
         await asyncio.sleep(self.timing.load_s / 4)
+        began = time.monotonic()
         await fault(self)
-        return await run
+        healed = max(time.monotonic(), began + MIN_FAULT_WINDOW_S)
+        summary = await run
+        self.fault_window = (began, min(healed, time.monotonic()))  # a fault outlasting the load: its part
+        return summary
 
     def drain(self) -> None:
         sup = self.sup
-        sup.stop("adserver")
+        for host in self.hosts:
+            sup.stop(host)
         for name in ("reconciler", "pacer", "manager", "ledger", "served-writer"):
             sup.stop(name)
         sup.stop("archive", timeout_s=180)
@@ -190,7 +243,7 @@ class Rig:
             ("served-writer", "--until-idle", "--timeout", "120"),
         ]
         if self.streaming_archive:
-            steps.append(("archive", "run", "--until-idle"))
+            steps.append(self.archive_args(until_idle=True))
         steps.append(("reconcile",))
         for args in steps:
             done = subprocess.run([sys.executable, "-m", "adplatform.cli", *args], env=env,
@@ -202,9 +255,14 @@ class Rig:
 
     async def check(self, summary: SimSummary) -> Result:
         config = self.config
-        result = Result(self.name, faults=", ".join(self.faults))
+        result = Result(self.name, faults=", ".join(self.faults), notes=list(self.notes))
         result.requests_per_s = summary.requests / summary.elapsed_s if summary.elapsed_s else 0.0
         result.error_share = summary.errors / summary.requests if summary.requests else 0.0
+        result.fault_requests_per_s, result.fault_error_share = summary.window(*self.fault_window)
+        if summary.retries:
+            result.notes.append(f"{summary.retries} attempts retried on the other host")
+        if summary.error_kinds:
+            result.notes.append(f"errors: {summary.error_kinds}")
         events = {}
         for record in await read_to_end(config.kafka_bootstrap, config.topics.feedback):
             event = feedback_decoder.decode(record.value or b"")
@@ -222,13 +280,17 @@ class Rig:
             await conn.close()
         budgets = {r["campaign_id"]: int(r["budget"]) for r in rows}
         result.overspend = sum(1 for r in rows if r["spent"] > r["budget"])
-        client = aioredis.Redis.from_url(config.redis_url)
+        client = open_redis(config.redis_url)
+        store = BudgetStore(client, slot_s=config.slot_s)
         try:
-            redis_spent = await BudgetStore(client, slot_s=config.slot_s).spent_all()
+            spent_all = await store.spent_all()
         finally:
+            await store.aclose()
             await client.aclose()
+        # This run's campaigns only: on a shared Redis Cluster other runs' keys are there too.
+        redis_spent = {cid: s for cid, s in spent_all.items() if cid in budgets}
         result.redis_micros = sum(redis_spent.values())
-        result.overspend += sum(1 for cid, s in redis_spent.items() if s > budgets.get(cid, s))
+        result.overspend += sum(1 for cid, s in redis_spent.items() if s > budgets[cid])
         if self.streaming_archive:
             books = archive_books(config.archive_dir)
             result.duplicated = books.duplicates
@@ -329,12 +391,12 @@ async def run_scenario(name: str, timing: Timing, *, fast: bool) -> Result:
     fault = scenarios(timing)[name]
     rig = await Rig.open(base, name, timing, streaming_archive=(not fast) or name == "kill-archive")
     try:
-        return await _run_rig(rig, base, fault)
+        return await run_rig(rig, base, fault)
     finally:
         await rig.close()
 
 
-async def _run_rig(rig: Rig, base: Config, fault: Callable[[Rig], Awaitable[None]]) -> Result:
+async def run_rig(rig: Rig, base: Config, fault: Callable[[Rig], Awaitable[None]]) -> Result:
     name = rig.name
     await rig.prepare()
     target_pg = urlsplit(base.pg_dsn)
@@ -361,15 +423,19 @@ async def _run_rig(rig: Rig, base: Config, fault: Callable[[Rig], Awaitable[None
 
 
 def format_table(results: list[Result]) -> str:
+    """One line per scenario (the same columns on both topologies), its notes below it."""
     head = (
-        f"{'scenario':<28} {'req/s':>7} {'errors':>7}  {'faults':<34} {'lost':>5} {'dup':>5} {'over':>5}  "
-        "conservation (redis = postgres = archive, micros)"
+        f"{'scenario':<28} {'req/s':>7} {'errors':>7} {'fault req/s':>11} {'fault err':>9}  {'faults':<34} "
+        f"{'lost':>5} {'dup':>5} {'over':>5}  conservation (redis = postgres = archive, micros)"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         archive = "n/a" if r.archive_micros is None else str(r.archive_micros)
         verdict = "OK" if r.conserved else "MISMATCH"
-        load = f"{r.scenario:<28} {r.requests_per_s:>7.0f} {r.error_share:>7.1%}  {r.faults[:34]:<34}"
+        load = (
+            f"{r.scenario:<28} {r.requests_per_s:>7.0f} {r.error_share:>7.1%} "
+            f"{r.fault_requests_per_s:>11.0f} {r.fault_error_share:>9.1%}  {r.faults[:34]:<34}"
+        )
         books = f"{r.lost:>5} {r.duplicated:>5} {r.overspend:>5}"
         lines.append(f"{load} {books}  {r.redis_micros} = {r.postgres_micros} = {archive}: {verdict}")
         lines += [f"    note: {n}" for n in r.notes]
@@ -380,14 +446,32 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("scenario", nargs="*", help="Scenarios to run (default: all).")
     parser.add_argument("--fast", action="store_true", help="Short holds, archive built once at the end.")
+    parser.add_argument(
+        "--topology",
+        choices=("single", "cluster"),
+        default="single",
+        help="The single-node stack, or the cluster stack (adplatform stack up --topology cluster).",
+    )
     args = parser.parse_args()
     timing = FAST if args.fast else FULL
-    names = args.scenario or list(scenarios(timing))
-    results = []
+    run: Callable[[str, Timing], Coroutine[Any, Any, Result]]
+    if args.topology == "cluster":
+        from loadtest import chaos_cluster
+
+        known = list(chaos_cluster.scenarios(timing))
+        run = chaos_cluster.run_scenario
+    else:
+        known = list(scenarios(timing))
+        run = functools.partial(run_scenario, fast=args.fast)
+    names = args.scenario or known
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        parser.error(f"unknown {args.topology} scenario(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    results: list[Result] = []
     for name in names:
         print(f"==> {name}", flush=True)
-        results.append(asyncio.run(run_scenario(name, timing, fast=args.fast)))
-        print(format_table(results[-1:]).splitlines()[-1], flush=True)
+        results.append(asyncio.run(run(name, timing)))
+        print("\n".join(format_table(results[-1:]).splitlines()[2:]), flush=True)  # its row and notes
     print()
     print(format_table(results))
     return 0 if all(r.ok for r in results) else 1
