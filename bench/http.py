@@ -9,8 +9,10 @@
 a burst of other load on the machine does not decide a ratio. Prints a table; saves JSON under
 ``bench/results/``.
 
-References in the same run: the minimal app (``ratio``) and, when nginx is installed, nginx ``return 200``
-with a body as long as a typical serve answer (``bench.nginx``; ``nginx`` column, its own row).
+References in the same run: the minimal app (``ratio``); when nginx is installed, nginx ``return 200``
+with a body as long as a typical serve answer (``bench.nginx``; ``nginx`` column, its own row); and when
+granian is, a bare granian RSGI app answering the same body (``bench.minimal_rsgi``; ``rsgi`` column, its
+own row): the machine's HTTP ceiling and the most a Python handler gets, one row each per run.
 ``--baseline-tree DIR`` also serves every ad-server case from another checkout (``git archive <commit> |
 tar -x -C DIR``), interleaved with this one, and prints each case's ratio to its baseline.
 """
@@ -41,6 +43,10 @@ MINIMAL = "bench.minimal_app:app"
 ADSERVER = "adserver.app:app"
 NGINX = "nginx"
 NGINX_CASE = "nginx return 200"
+RSGI = "bench.minimal_rsgi:app"
+RSGI_CASE = "bare rsgi fixed json"
+#: ``run-server`` kind of the RSGI reference (granian with the RSGI interface); its rows say ``granian``.
+RSGI_SERVER = "granian-rsgi"
 BASELINE = " (baseline)"
 
 
@@ -78,6 +84,8 @@ def measure(case: Case, server: str, script: Path, args: argparse.Namespace) -> 
     ready = "/readyz" if case.app == ADSERVER else "/ad/user/warmup/serve"
     if case.app == NGINX:
         started = nginx_process(port, workers=args.workers, body=typical_body())
+    elif case.app == RSGI:
+        started = server_process(case.app, RSGI_SERVER, port, workers=args.workers, ready_path=ready)
     else:
         started = server_process(
             case.app, server, port, workers=args.workers, env=case.env, ready_path=ready, cwd=case.cwd
@@ -94,7 +102,13 @@ def measure(case: Case, server: str, script: Path, args: argparse.Namespace) -> 
 
 
 def _row(
-    case: str, server: str, m: Measured, reference: Measured | None, rounds: int, nginx: Measured | None
+    case: str,
+    server: str,
+    m: Measured,
+    reference: Measured | None,
+    rounds: int,
+    nginx: Measured | None,
+    rsgi: Measured | None = None,
 ) -> dict[str, Any]:
     r = m.result
     return {
@@ -107,6 +121,8 @@ def _row(
         "errors": r.connect_errors + r.read_errors + r.write_errors + r.timeouts,
         "ratio_to_minimal": round(r.rps / reference.result.rps, 3) if reference else 1.0,
         "ratio_to_nginx": round(r.rps / nginx.result.rps, 3) if nginx else None,
+        "ratio_to_rsgi": round(r.rps / rsgi.result.rps, 3) if rsgi else None,
+        "p99_to_minimal": round(r.p99_us / reference.result.p99_us, 2) if reference else None,
         "server_cpu_us_per_request": round(m.server_cpu_us_per_request, 1),
         "load_average_after": round(m.load_average, 2),
         "best_of_rounds": rounds,
@@ -115,20 +131,34 @@ def _row(
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     columns = (
-        ("req/s", 8), ("p50 ms", 7), ("p99 ms", 7), ("fill", 5), ("ratio", 6), ("nginx", 6), ("cpu µs", 7)
+        ("req/s", 8), ("p50 ms", 7), ("p99 ms", 7), ("fill", 5), ("ratio", 6), ("nginx", 6), ("rsgi", 6),
+        ("p99/min", 7), ("cpu µs", 7),
     )  # fmt: skip
     print(f"\n{'case':<43} {'server':<8} " + " ".join(f"{name:>{width}}" for name, width in columns))
     for r in rows:
         nginx = "" if r["ratio_to_nginx"] is None else f"{r['ratio_to_nginx']:.3f}"
+        rsgi = "" if r.get("ratio_to_rsgi") is None else f"{r['ratio_to_rsgi']:.3f}"
+        p99 = "" if r.get("p99_to_minimal") is None else f"{r['p99_to_minimal']:.2f}"
         print(
             f"{r['case']:<43} {r['server']:<8} {r['requests_per_s']:>8,} {r['p50_ms']:>7.2f} "
-            f"{r['p99_ms']:>7.2f} {r['fill']:>5.2f} {r['ratio_to_minimal']:>6.2f} {nginx:>6} "
-            f"{r['server_cpu_us_per_request']:>7.1f}"
+            f"{r['p99_ms']:>7.2f} {r['fill']:>5.2f} {r['ratio_to_minimal']:>6.2f} {nginx:>6} {rsgi:>6} "
+            f"{p99:>7} {r['server_cpu_us_per_request']:>7.1f}"
         )
 
 
 def run_server_process(argv: list[str]) -> int:
     app, server, port, workers = argv
+    if server == RSGI_SERVER:
+        from granian import Granian
+        from granian.constants import Interfaces, Loops
+
+        from adplatform.process import logging_config
+
+        Granian(
+            app, address="127.0.0.1", port=int(port), interface=Interfaces.RSGI, workers=int(workers),
+            loop=Loops.uvloop, log_dictconfig=logging_config("WARNING"),
+        ).serve()  # fmt: skip
+        return 0
     kind: Server = "granian" if server == "granian" else "uvicorn"
     run_server(
         host="127.0.0.1", port=int(port), workers=int(workers), server=kind, app=app, log_level="WARNING"
@@ -169,6 +199,10 @@ def main(argv: list[str]) -> int:
         "--nginx", choices=("auto", "yes", "no"), default="auto",
         help="the nginx return-200 reference (auto: when nginx is installed)",
     )  # fmt: skip
+    parser.add_argument(
+        "--rsgi", choices=("auto", "yes", "no"), default="auto",
+        help="the bare granian RSGI reference (auto: when granian is installed)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     servers = ["uvicorn"] + (["granian"] if importlib.util.find_spec("granian") else [])
     if args.servers != "auto":
@@ -195,6 +229,10 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
         # Not installed by the stack: on a Debian host with systemd, installing the package also starts
         # the system's nginx on port 80. The bench runs its own, on a private port.
         print("nginx reference skipped: not installed (apt-get install nginx, or --nginx no)", flush=True)
+    use_rsgi = args.rsgi == "yes" or (args.rsgi == "auto" and importlib.util.find_spec("granian") is not None)
+    references = ([(NGINX_CASE, NGINX, NGINX)] if use_nginx else []) + (
+        [(RSGI_CASE, RSGI, "granian")] if use_rsgi else []
+    )
     best: dict[tuple[str, str], Measured] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -217,12 +255,14 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
                 tree = args.baseline_tree.resolve()
                 cases += [Case(c.name + BASELINE, c.app, c.env, tree) for c in cases if c.app == ADSERVER]
             for round_no in range(1, args.rounds + 1):
-                if use_nginx:  # the machine's ceiling: once per round, whatever the Python server
-                    m = measure(Case(NGINX_CASE, NGINX, {}), NGINX, script, args)
-                    print(f"round {round_no} {NGINX:<8} {NGINX_CASE:<43} {m.result.rps:>8,.0f} req/s "
+                # The machine's ceiling and the bare Python handler's: once per round, whatever the server.
+                for ref_case, ref_app, ref_server in references:
+                    m = measure(Case(ref_case, ref_app, {}), ref_server, script, args)
+                    print(f"round {round_no} {ref_server:<8} {ref_case:<43} {m.result.rps:>8,.0f} req/s "
                           f"(load {m.load_average:.1f})", flush=True)  # fmt: skip
-                    if (NGINX_CASE, NGINX) not in best or m.result.rps > best[(NGINX_CASE, NGINX)].result.rps:
-                        best[(NGINX_CASE, NGINX)] = m
+                    key = (ref_case, ref_server)
+                    if key not in best or m.result.rps > best[key].result.rps:
+                        best[key] = m
                 for server in servers:
                     for case in cases:
                         m = measure(case, server, script, args)
@@ -235,9 +275,19 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
         for config in configs:
             asyncio.run(delete_topics(config))
     nginx = best.get((NGINX_CASE, NGINX))
-    rows = [_row(NGINX_CASE, NGINX, nginx, None, args.rounds, nginx)] if nginx else []
+    rsgi = best.get((RSGI_CASE, "granian"))
+    rows = [_row(NGINX_CASE, NGINX, nginx, None, args.rounds, nginx, rsgi)] if nginx else []
+    rows += [_row(RSGI_CASE, "granian", rsgi, None, args.rounds, nginx, rsgi)] if rsgi else []
     rows += [
-        _row(case.name, s, best[(case.name, s)], best[(cases[0].name, s)] if i else None, args.rounds, nginx)
+        _row(
+            case.name,
+            s,
+            best[(case.name, s)],
+            best[(cases[0].name, s)] if i else None,
+            args.rounds,
+            nginx,
+            rsgi,
+        )
         for s in servers
         for i, case in enumerate(cases)
     ]
