@@ -6,8 +6,10 @@ Order of effects (invariant 6, a 200 means both are done):
 3. one Redis script debits the campaign: de-duplicated on (request, action), capped at the remaining
    total and slot budget (Redis down or campaign budget missing → 503, nothing charged);
 4. publish the enriched event to ``ad-feedback`` and wait for Kafka's acknowledgement (acks=all, batched
-   with the other requests by the producer's linger); on failure or timeout the debit is refunded and the
-   answer is 503, so the client may retry. If Kafka did store an event whose acknowledgement was lost,
+   with the other requests by the producer's linger); on failure the debit is refunded and the answer is
+   503, so the client may retry; on a timeout with the event handed to the producer (it may still be
+   written) the charge stays, marked in flight until Kafka answers (``_keep_in_flight``), and the answer is
+   503. If Kafka did store an event whose acknowledgement was lost,
    reconciliation books it (Kafka is the ledger's source of truth) and repairs Redis.
 A duplicate is never charged again; in the first's worker it gets its first's outcome: 200 at once if
 that event was acknowledged lately, otherwise when it is (or 503 with the first, if it is refunded), so
@@ -228,6 +230,14 @@ DEBIT_GATE_WAIT_S = 0.05
 ORPHAN_MARGIN_S = 1.0
 #: How many acknowledged event ids a worker remembers, so a duplicate of one is answered without waiting.
 ACKED_MEMORY = 65_536
+#: Longest an unacknowledged event's charge stays marked in flight (Kafka answers every send within its
+#: request timeout and retries; this bounds a mark its dead worker left).
+IN_FLIGHT_MARK_S = 60
+
+
+def _in_flight_key(campaign_id: str, event_id: str) -> str:
+    """The mark of a charge whose event Kafka has not answered yet (in the de-duplication key's slot)."""
+    return names.dedup_key(campaign_id, event_id) + ":in-flight"
 
 
 class FeedbackService:
@@ -414,13 +424,22 @@ class FeedbackService:
         others, their first charge as theirs, to be published again (see the module doc)."""
         client = self._budgets.client
         keys = [names.dedup_key(p.token.campaign_id, p.event_id) for p, _ in duplicates]
+        marks = [_in_flight_key(p.token.campaign_id, p.event_id) for p, _ in duplicates]
         try:  # one command per key: on a cluster each is routed to its slot's master
             ttls_ms = await asyncio.gather(*(client.pttl(key) for key in keys))
+            marked = await asyncio.gather(*(client.exists(m) for m in marks))
         except (RedisError, RedisClusterException, OSError):
             ttls_ms = [-2] * len(keys)  # unknown: a whole window, then the debit tells again
+            marked = [0] * len(keys)
         oldest_in_flight_ms = (self._publish_timeout_s + ORPHAN_MARGIN_S) * 1000
         old: list[tuple[_Pending, Debit, int]] = []
-        for (p, debit), ttl_ms in zip(duplicates, ttls_ms, strict=True):
+        for (p, debit), ttl_ms, in_flight in zip(duplicates, ttls_ms, marked, strict=True):
+            if int(in_flight):  # its first's event may still be written: neither charged nor published
+                self.counters.unavailable += 1
+                _refuse(
+                    p, 503, "the first attempt's event may still be written; retry with the same request_id"
+                )
+                continue
             age_ms = self._dedup_ttl_s * 1000 - int(ttl_ms)
             if int(ttl_ms) < 0 or age_ms < oldest_in_flight_ms:
                 # Its first may be in flight in another worker, acknowledged there, refunded soon, or
@@ -481,6 +500,7 @@ class FeedbackService:
             await asyncio.wait(acks, timeout=max(0.0, deadline - loop.time()))
         counters = self.counters
         refused: list[tuple[_Pending, Debit]] = []
+        in_flight: list[tuple[_Pending, Debit, asyncio.Future[Any]]] = []
         for i, (p, debit) in enumerate(charged):
             ack = acks[i] if i < len(acks) else None
             if ack is not None and ack.done() and not ack.cancelled() and ack.exception() is None:
@@ -494,24 +514,67 @@ class FeedbackService:
                     self._acked.popitem(last=False)
                 continue
             if ack is not None and not ack.done():
-                ack.add_done_callback(_retrieve)
+                in_flight.append((p, debit, ack))
                 failure = failure or TimeoutError()
-            elif ack is not None:
+                continue
+            if ack is not None:
                 failure = failure or (ack.exception() if not ack.cancelled() else TimeoutError())
             refused.append((p, debit))
-        if not refused:
+        kept = await self._keep_in_flight(in_flight)
+        refused += [(p, d) for p, d, _ in in_flight if p.event_id not in kept]
+        if not refused and not kept:
             return
         name = type(failure).__name__ if failure is not None else "TimeoutError"
         reason = f"event log unavailable ({name}); nothing was charged"
         # An orphaned charge stays (it is the first's, and the next retry publishes it again).
         refunds = [(p, d) for p, d in refused if not p.republished]
         await asyncio.gather(*(self._refund(p.token.campaign_id, p.event_id, d) for p, d in refunds))
-        counters.unavailable += len(refused)
+        counters.unavailable += len(refused) + len(kept)
         for p, _ in refused:
             why = f"event log unavailable ({name}); retry" if p.republished else reason
             _refuse(p, 503, why)
             for waiting in self._unacked.pop(p.event_id, ()):
                 _refuse(waiting, 503, why)
+        for p, _, _ in in_flight:
+            if p.event_id in kept:
+                why = "event log slow: the event may still be written; retry with the same request_id"
+                _refuse(p, 503, why)
+                for waiting in self._unacked.pop(p.event_id, ()):
+                    _refuse(waiting, 503, why)
+
+    async def _keep_in_flight(self, in_flight: list[tuple[_Pending, Debit, asyncio.Future[Any]]]) -> set[str]:
+        """Events handed to Kafka and not acknowledged in time may still be written (a leader election
+        takes seconds): refunding them and publishing a retry's event too would put the event id in the log
+        twice. Their charges stay, each marked in flight (a key beside its de-duplication key): a retry
+        meanwhile is answered 503 without a debit or a publish. When Kafka answers, the mark goes (and on
+        a failure the charge is refunded); a mark outlives a dead worker by ``IN_FLIGHT_MARK_S`` at most.
+        The event ids marked; the others (Redis did not answer) are refunded as before."""
+        if not in_flight:
+            return set()
+        client = self._budgets.client
+        marks = [_in_flight_key(p.token.campaign_id, p.event_id) for p, _, _ in in_flight]
+        try:
+            await asyncio.gather(*(client.set(m, b"1", px=IN_FLIGHT_MARK_S * 1000) for m in marks))
+        except (RedisError, RedisClusterException, OSError):
+            for _, _, ack in in_flight:
+                ack.add_done_callback(_retrieve)
+            return set()
+        for (p, debit, ack), mark in zip(in_flight, marks, strict=True):
+            ack.add_done_callback(functools.partial(self._settled_late, p, debit, mark))
+        return {p.event_id for p, _, _ in in_flight}
+
+    def _settled_late(self, p: _Pending, debit: Debit, mark: str, ack: asyncio.Future[Any]) -> None:
+        """Kafka answered an event after its request got a 503: unmark it (refunded first if it failed)."""
+        failed = ack.cancelled() or ack.exception() is not None
+        self._spawn(self._unmark(p, debit, mark, refund=failed))
+
+    async def _unmark(self, p: _Pending, debit: Debit, mark: str, *, refund: bool) -> None:
+        if refund and not p.republished:
+            await self._refund(p.token.campaign_id, p.event_id, debit)
+        try:
+            await self._budgets.client.delete(mark)
+        except (RedisError, RedisClusterException, OSError):
+            logger.warning("in-flight mark %s not deleted; it expires in %d s", mark, IN_FLIGHT_MARK_S)
 
     async def _refund(self, campaign_id: str, event_id: str, debit: Debit) -> None:
         try:

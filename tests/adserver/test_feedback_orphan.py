@@ -4,17 +4,23 @@ debiting directly, as the lost call did; the key's remaining TTL says how long a
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import cast
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
 
+from adplatform import names
 from adplatform.kafka import read_to_end
 from adplatform.wire import feedback_decoder
-from adserver.feedback import SUCCESS, FeedbackService
+from adserver.feedback import SUCCESS, FeedbackError, FeedbackService
 from adserver.published import PublishedEvents
 from adserver.token import digest
 from index.pacing import SystemClock
+from tests.adserver.serving import eventually
 from tests.adserver.test_feedback_budget import CPC_MICROS, Rig, assert_conserved, feedback_events, rig
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
@@ -115,5 +121,62 @@ async def test_a_quick_retry_of_an_acknowledged_charge_on_another_worker_publish
     finally:
         await published.aclose()
     assert other.counters.republished == 0
+    assert [e for e in await feedback_events(rig.config) if e[0] == event_id] == [(event_id, cid, CPC_MICROS)]
+    assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS
+
+
+class _SlowProducer:
+    """Takes every event and answers none until the test does: a leader election in progress."""
+
+    def __init__(self) -> None:
+        self.acks: list[asyncio.Future[object]] = []
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None = None) -> asyncio.Future[object]:
+        ack: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self.acks.append(ack)
+        return ack
+
+
+async def test_an_event_kafka_has_not_answered_keeps_its_charge_and_a_retry_waits_for_the_answer(
+    rig: Rig,
+) -> None:
+    """The event was handed to Kafka and not acknowledged in time: it may still be written, so its charge
+    stays, marked in flight, and a retry on another worker is answered 503 without a debit or a publish
+    (before, the charge was refunded and the retry charged and published the event id a second time).
+    When Kafka answers (here: it failed), the charge is refunded and the mark goes: the retry is then
+    charged and published once."""
+    cid = next(iter(rig.campaigns))
+    token = rig.token(cid, user="slow")
+    event_id = f"{digest(token)}:click"
+    slow = _SlowProducer()
+    first = FeedbackService(
+        signer=rig.signer,
+        budgets=rig.budgets,
+        producer=cast(AIOKafkaProducer, slow),
+        topic=rig.config.topics.feedback,
+        lookup=rig.campaigns.get,
+        clock=SystemClock(),
+        dedup_ttl_s=RIG_DEDUP_TTL_S,
+        publish_timeout_s=0.2,
+    )
+    with pytest.raises(FeedbackError) as refused:
+        await first.handle(token, b'{"click": 1}')
+    assert refused.value.status == 503
+    assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS  # kept: the event may still land
+    other = _other_worker(rig, None)
+    started = time.monotonic()
+    with pytest.raises(FeedbackError) as again:
+        await other.handle(token, b'{"click": 1}')
+    assert again.value.status == 503 and time.monotonic() - started < 1.0  # at once, nothing published
+    slow.acks[0].set_exception(KafkaTimeoutError())  # Kafka answers late: not written
+
+    async def refunded() -> bool:
+        return (await rig.budgets.get(cid)).get("spent", 0) == 0 and not await rig.redis.exists(
+            names.dedup_key(cid, event_id) + ":in-flight"
+        )
+
+    await eventually(refunded, timeout_s=5, poll_s=0.05)
+    await first.aclose()
+    assert await other.handle(token, b'{"click": 1}') == SUCCESS  # a fresh charge now
     assert [e for e in await feedback_events(rig.config) if e[0] == event_id] == [(event_id, cid, CPC_MICROS)]
     assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS
