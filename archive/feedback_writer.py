@@ -344,4 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Run as a file (spark-submit): its folder, archive/, is sys.path[0], where archive/html.py would be
+    # imported as the standard library's html (by http.server, under the metrics' prometheus_client) and
+    # the streaming job would die at start. The package is importable from the installation anyway.
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.exit(main())
