@@ -75,6 +75,17 @@ class ClusterRig(Rig):
         await _delete_campaign_keys(self.config.redis_url, self.campaign_ids)
         await drop_database(self.admin_dsn, self.database)
 
+    async def wait_ready(self, timeout_s: float = 120) -> None:
+        """Both hosts' workers, and the archive's query started on the standalone master (spark-submit
+        takes tens of seconds here: a fault early in the load would find no batch to interrupt)."""
+        await super().wait_ready(timeout_s)
+        metadata = ArchiveLayout(self.config.archive_dir).feedback_checkpoint / "metadata"
+
+        async def started() -> bool:
+            return metadata.exists()
+
+        await _wait_for(started, 240, f"{self.name}: the archive's query on {spark_cluster.master_url()}")
+
     def archive_args(self, *, until_idle: bool) -> tuple[str, ...]:
         job = ("--until-idle",) if until_idle else ("--trigger-s", "2")
         return ("archive", "submit", "--master", spark_cluster.master_url(), "--", *job)
@@ -252,7 +263,7 @@ def kill_spark_worker(hold_s: float) -> Callable[[Rig], Awaitable[None]]:
         mid_batch = False
         with contextlib.suppress(RuntimeError):  # no batch seen running: killed anyway, and said so
             await _wait_for(
-                lambda: asyncio.to_thread(_batch_running, r.config.archive_dir), 30, "a batch", poll_s=0.02
+                lambda: asyncio.to_thread(_batch_running, r.config.archive_dir), 60, "a batch", poll_s=0.02
             )
             mid_batch = True
         workers = [_node(r.config, f"spark-worker-{n}") for n in (1, 2)]
@@ -268,7 +279,7 @@ def kill_spark_worker(hold_s: float) -> Callable[[Rig], Awaitable[None]]:
         r.faults.append(f"SIGKILL {victim.name}+executor {hold_s:.0f}s")
         r.notes.append(
             f"{victim.name} and {len(executors)} executor process(es) killed "
-            + ("while a batch ran" if mid_batch else "(no running batch seen within 30 s)")
+            + ("while a batch ran" if mid_batch else "(no running batch seen within 60 s)")
         )
         await asyncio.sleep(hold_s)
         root = cluster.root(r.config)
