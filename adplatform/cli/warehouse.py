@@ -96,8 +96,9 @@ def warehouse_check(show: int, as_json: bool) -> None:
 @click.option("--json", "fmt", flag_value="json", help="One JSON object per row (decimals as strings).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many rows.")
 def sql_cmd(statement: str, fmt: str | None, limit: int | None) -> None:
-    """Run a Spark SQL statement over the warehouse's tables (feedback, campaign_day, demographic_day,
-    warehouse_loads) and print the result: a table for people, --csv or --json for scripts."""
+    """Run a Spark SQL statement over the warehouse's tables (feedback, served_ads, campaign_day,
+    demographic_day, campaign_history, warehouse_loads) and print the result: a table for people, --csv or
+    --json for scripts."""
     from pyspark.errors import PySparkException
 
     from archive.error import ArchiveError
