@@ -115,7 +115,9 @@ class BlockedListener:
                 subscribers.append((node, pubsub))
                 for slot in owned:  # SSUBSCRIBE takes the channels of one slot per call
                     await pubsub.ssubscribe(names.budget_channel_of_slot(slot))
+                _stop_if_cancelled()
             self.reload(await blocked_members(cluster))
+            _stop_if_cancelled()
             self._connected()
             listeners = [asyncio.ensure_future(self._drain(pubsub)) for _, pubsub in subscribers]
             try:
@@ -146,6 +148,7 @@ class BlockedListener:
         backoff_s = 0.5
         session = self._cluster if is_cluster_url(self._redis_url) else self._single
         while True:
+            _stop_if_cancelled()
             try:
                 await session()
             except Exception as exc:
@@ -163,6 +166,16 @@ class BlockedListener:
                 self.connected = False
             await asyncio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, 5.0)
+
+
+def _stop_if_cancelled() -> None:
+    """Raise ``CancelledError`` if this task was asked to stop. redis-py's cluster client can lose a
+    cancellation that arrives while a session subscribes (16,384 ``SSUBSCRIBE``s and the blocked sets'
+    pipeline: ~1.5 s on the cluster stack); the session then went on to listen, and a worker's shutdown
+    waited for it forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _listen(pubsub: PubSub) -> AsyncIterator[dict[str, object]]:

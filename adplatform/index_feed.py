@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from adplatform.config import Config
 from adplatform.errors import is_retriable
+from adplatform.kafka import seek_to_first
 from adplatform.wire import change_decoder
 from index.campaign import Campaign
 from index.index import TargetingIndex
@@ -128,12 +129,13 @@ class IndexFeed:
             partitions = consumer.partitions_for_topic(self._topic)
         tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
+        new = [tp for tp in tps if tp not in self._next]
+        starts = await seek_to_first(consumer, new)  # not seek_to_beginning: see seek_to_first
         for tp in tps:
             if tp in self._next:
                 consumer.seek(tp, self._next[tp])
             else:
-                await consumer.seek_to_beginning(tp)
-                self._next[tp] = 0
+                self._next[tp] = starts[tp]
 
     def _decode(self, record: ConsumerRecord[Any, Any]) -> Campaign | None:
         self._next[TopicPartition(record.topic, record.partition)] = record.offset + 1

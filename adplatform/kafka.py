@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -137,6 +137,23 @@ async def kafka_alive(bootstrap: str, timeout_s: float = 5.0) -> bool:
         await admin.close()
 
 
+async def seek_to_first(
+    consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """Seek each of ``tps`` (assigned, no group) to its first offset, by number; the offsets.
+
+    Not ``seek_to_beginning``: that only asks for a reset, and ``assign`` has already started one to the
+    consumer's default (latest). Both leave the partition "awaiting reset", so whichever answer comes
+    last wins: on several brokers the latest one often did, and a reader took the partition's end for its
+    position and missed every record in it (the 3-broker cluster stack: whole partitions of
+    ``ad-changes`` missing from an ad server's index). An explicit seek ends the wait for a reset, and
+    aiokafka drops the answer of one still in flight."""
+    starts: dict[TopicPartition, int] = await consumer.beginning_offsets(list(tps))
+    for tp in tps:
+        consumer.seek(tp, starts[tp])
+    return starts
+
+
 async def read_to_end(
     bootstrap: str, topic: str, *, start: dict[int, int] | None = None, timeout_s: float = 60.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
@@ -154,7 +171,7 @@ async def read_to_end(
         if not tps:
             return records
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        await seek_to_first(consumer, tps)
         for tp in tps:
             if start and tp.partition in start:
                 consumer.seek(tp, start[tp.partition])

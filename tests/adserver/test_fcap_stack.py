@@ -18,6 +18,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from adplatform import names
 from adplatform.config import Config
 from adserver.params import ANONYMOUS_USER_ID
 from adserver.state import ServerState
@@ -74,7 +75,7 @@ async def test_64_concurrent_requests_on_two_workers_never_exceed_the_cap(
         assert other == {"capped": 3, "next": 5}  # caps are per user
         anonymous = Counter(await asyncio.gather(*(one(ANONYMOUS_USER_ID) for _ in range(8))))
         assert anonymous == {"next": 8}  # no identity: no capped campaign
-    assert await redis_client.zcard("adp:fcap:{fcap-user}:capped") == 3
+    assert await redis_client.zcard(names.fcap_key("fcap-user", "capped")) == 3
 
 
 async def test_the_window_rolls(topics: Config, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from adplatform import names
 from adplatform.config import Config
 from adplatform.kafka import read_to_end
 from adplatform.wire import feedback_decoder
@@ -116,7 +117,7 @@ async def test_exhaustion_stops_serving_on_every_worker(
         # Spend the whole slot budget at once: the next charge is capped and the campaign exhausted.
         store = BudgetStore(redis_client, slot_s=topics.slot_s)
         state = await store.get("only")
-        await redis_client.hset("adp:camp:{only}", "slot_spent", state["slot_budget"] - 1)
+        await redis_client.hset(names.budget_key("only"), "slot_spent", state["slot_budget"] - 1)
         started = time.monotonic()
         response = await client.post(f"/ad/{token}/feedback", json={"view": 1, "click": 1, "acquisition": 1})
         assert response.status_code == 200

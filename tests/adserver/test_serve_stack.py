@@ -14,7 +14,6 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from adplatform import names
 from adplatform.config import Config
 from adserver.token import TokenSigner
 from index.money import cpm_units
@@ -30,6 +29,7 @@ from tests.adserver.serving import (
     serving,
     state_of,
 )
+from tests.notices import announce, set_blocked
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
 
@@ -160,7 +160,7 @@ async def test_blocked_campaigns_are_skipped_and_restored(
     stack: Config, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
     await ingest(stack, [campaign_row("top", cpc="0.0050"), campaign_row("next", cpc="0.0010")], tmp_path)
-    await redis_client.sadd(names.BLOCKED_SET, "top")  # blocked before start: loaded from the set
+    await set_blocked(redis_client, "top", True)  # blocked before start: loaded from the set
     async with serving(stack) as (app, client):
         state = state_of(app)
 
@@ -172,12 +172,12 @@ async def test_blocked_campaigns_are_skipped_and_restored(
 
         await eventually(connected, timeout_s=5)
         assert await served_id(client) == "next"
-        await redis_client.srem(names.BLOCKED_SET, "top")
-        await redis_client.publish(names.budget_channel_of(redis_client), "unblock:top")
+        await set_blocked(redis_client, "top", False)
+        await announce(redis_client, "top", "unblock:top")
         await eventually(lambda: serves("top"), timeout_s=2)
-        await redis_client.publish(names.budget_channel_of(redis_client), "block:top")
+        await announce(redis_client, "top", "block:top")
         await eventually(lambda: serves("next"), timeout_s=2)
-        await redis_client.publish(names.budget_channel_of(redis_client), "garbage")  # counted, ignored
-        await redis_client.publish(names.budget_channel_of(redis_client), "unblock:top")
+        await announce(redis_client, "top", "garbage")  # counted, ignored
+        await announce(redis_client, "top", "unblock:top")
         await eventually(lambda: serves("top"), timeout_s=2)
         assert state.blocked.bad_messages == 1
