@@ -9,11 +9,13 @@ A test session never works in the user's database or Redis database: ``open_sess
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from adplatform import names
 from adplatform.config import Config
 from adplatform.sandbox import (
     Sandbox,
@@ -65,3 +67,14 @@ async def clean_test_redis(sandbox: Sandbox) -> None:
 async def close_session_sandbox(sandbox: Sandbox) -> None:
     """The session's tear-down: its database dropped, its Redis database flushed and released."""
     await close_sandbox(sandbox)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process that opens a sandbox of its own (a bench, the demo): on the
+    cluster stack it gets a namespace of its own beside the session's (a process has one, and the
+    session's is claimed by the session)."""
+    env = {**os.environ, **extra}
+    namespace = env.get(names.NAMESPACE_ENV)
+    if namespace:
+        env[names.NAMESPACE_ENV] = f"{namespace}-{uuid.uuid4().hex[:6]}"
+    return env

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.fresh import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"ADP_BENCH_SIZES": "500", "ADP_BENCH_INGEST_COUNT": "300", "ADP_BENCH_INGEST_ROUNDS": "1"}
@@ -20,7 +21,7 @@ HARNESSES = ("bench.http", "bench.feedback_http", "bench.debit_redis", "bench.ar
 
 def _pytest_bench(path: str, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "pytest", path, "-p", "no:cacheprovider", "-q", *args]
-    env = {**os.environ, **TINY}
+    env = child_env(**TINY)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
 
 
@@ -29,7 +30,7 @@ def _bench_run(baseline_dir: Path, *args: str) -> subprocess.CompletedProcess[st
         sys.executable, "-m", "bench.run", "--skip-http", "-k", "test_index_bench and not eligible",
         "--benchmark-max-time=0.02", "--benchmark-min-rounds=2", *args,
     ]  # fmt: skip
-    env = {**os.environ, **TINY, "ADP_BENCH_BASELINE_DIR": str(baseline_dir)}
+    env = child_env(**TINY, ADP_BENCH_BASELINE_DIR=str(baseline_dir))
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
 
 
