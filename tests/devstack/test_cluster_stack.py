@@ -25,6 +25,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from adplatform import names
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, make_producer, read_to_end
 from adplatform.redis_client import open_redis
@@ -203,7 +204,7 @@ async def test_two_ad_server_hosts_charge_once_and_both_stop_at_exhaustion(
             store = BudgetStore(client, slot_s=config.slot_s)
             state = await store.get(cid)
             assert state["spent"] > 0 and state["spent"] <= 1000  # one click, at most its cpc
-            await client.hset(f"adp:camp:{{{cid}}}", "slot_spent", state["slot_budget"] - 1)
+            await client.hset(names.budget_key(cid), "slot_spent", state["slot_budget"] - 1)
             async with httpx.AsyncClient(base_url=host_a) as http:
                 token = (await http.get("/ad/user/u2/serve", params=params)).json()["request_id"]
                 assert (await http.post(f"/ad/{token}/feedback", json={"click": 1})).status_code == 200
