@@ -184,3 +184,20 @@ async def guarded_uvicorn(app: ASGIApp, **options: Any) -> AsyncIterator[int]:
     finally:
         srv.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+class Recorder:
+    """A transport that records what a protocol or response cycle writes, and whether it closed."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True

@@ -25,28 +25,15 @@ from adserver.lifespan import build_state
 from adserver.serve import Reply
 from adserver.state import ServerState, StateRef
 from index.fcap import FrequencyCap
-from tests.adserver.serving import guarded_uvicorn
+from tests.adserver.serving import Recorder, guarded_uvicorn
 from tests.index.index_factory import NOW_S, campaign
 
 DEFAULTS = [(b"date", b"Sat, 05 Dec 2026 08:00:00 GMT"), (b"server", b"uvicorn")]
 SERVE = "/ad/user/{user_id}/serve"
 
 
-class Transport:
-    """What a protocol writes, and whether it closed the connection."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
+class Transport(Recorder):
+    """What a protocol writes, and whether it closed the connection, with the socket's details."""
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(name, default)

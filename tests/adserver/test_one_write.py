@@ -11,25 +11,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from adserver.http.protocol import _HeadWithBody
-from tests.adserver.serving import guarded_uvicorn
-
-
-class Recorder:
-    """The transport calls a response cycle makes, recorded."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
+from tests.adserver.serving import Recorder, guarded_uvicorn
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
 
