@@ -1,6 +1,6 @@
 """``adplatform stack up|down|status --topology cluster``: the scale-out stack on this one machine.
 
-Redis Cluster (3 masters + 3 replicas, :17101-17106), Kafka (3 KRaft brokers that are also the
+Redis Cluster (3 masters with 2 replicas each, :17101-17109), Kafka (3 KRaft brokers that are also the
 controller quorum, :19291-19293, controllers 100 above), Spark standalone (master :17077, UI :17080, 2
 workers) as separate processes under ``.stack/cluster/``: other ports and another folder than the
 single-node stack, so both can run at once. PostgreSQL is the single-node stack's (:15432, started if
@@ -27,7 +27,10 @@ from devstack import kafka_cluster, redis_cluster, spark_cluster
 from devstack.kafka import new_cluster_id
 from devstack.paths import Paths, StackError, say
 
-REDIS_CLUSTER_PORTS: Final = (17101, 17102, 17103, 17104, 17105, 17106)
+#: 3 masters (the first 3 ports when formed) with 2 replicas each: after a failover the promoted master
+#: still has a replica, so ``WAIT 1`` keeps acknowledging its debits while the killed node is away.
+REDIS_CLUSTER_PORTS: Final = tuple(range(17101, 17110))
+REDIS_REPLICAS: Final = 2
 
 
 def root(config: Config) -> Path:
@@ -134,9 +137,10 @@ def up(config: Config) -> None:
     stack.ensure_installed()
     stack.fetch_jars(base)
     stack.start_postgres(base)  # the one PostgreSQL both topologies share
-    redis_cluster.start_cluster(r, REDIS_CLUSTER_PORTS, logs)
+    redis_cluster.start_cluster(r, REDIS_CLUSTER_PORTS, logs, replicas=REDIS_REPLICAS)
     say(
-        f"redis cluster: {len(REDIS_CLUSTER_PORTS)} nodes :{REDIS_CLUSTER_PORTS[0]}-{REDIS_CLUSTER_PORTS[-1]}"
+        f"redis cluster: {len(REDIS_CLUSTER_PORTS)} nodes :{REDIS_CLUSTER_PORTS[0]}-"
+        f"{REDIS_CLUSTER_PORTS[-1]}, {REDIS_REPLICAS} replicas per master"
     )
     by_name = {n.name: n for n in nodes(config)}
     id_file = r / "kafka.cluster.id"
@@ -231,7 +235,10 @@ def status(config: Config) -> list[tuple[str, int, int | None, bool]]:
         pid = node_pid(node)
         if node.name.startswith("redis-"):
             ok = redis_cluster.healthy(node.port, len(REDIS_CLUSTER_PORTS))
-            name = f"{node.name} ({redis_cluster.role(node.port) or 'down'})"
+            role = redis_cluster.role(node.port) or "down"
+            if role == "master":
+                role += f", {redis_cluster.replicas_online(node.port)} replicas"
+            name = f"{node.name} ({role})"
         elif node.name.startswith("kafka-"):
             ok = pid is not None and asyncio.run(_brokers(f"127.0.0.1:{node.port}")) > 0
             name = node.name

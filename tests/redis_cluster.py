@@ -3,7 +3,7 @@ session (a few seconds) under ``.stack/test-redis-cluster/<pid of the session>/`
 17200-17999 (their cluster bus ports, 10000 above, free too), and stopped by their PIDs at the end. Two
 sessions at once get two clusters; a session killed before its end leaves its nodes behind, and the next
 session stops them (their PID files name a session that no longer runs). It is never the cluster stack's
-(17101-17106): a test may flush it or kill its nodes.
+(17101-17109): a test may flush it or kill its nodes.
 
 Tests that use it are marked ``redis_cluster``; they run in the normal suite (no stack needed, only the
 ``redis-server`` and ``redis-cli`` binaries).

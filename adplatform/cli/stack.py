@@ -19,8 +19,9 @@ TOPOLOGY = click.option(
     type=click.Choice(["single", "cluster"]),
     default="single",
     show_default=True,
-    help="single: one of each service. cluster: Redis Cluster 3+3 (:17101-17106), 3 Kafka brokers "
-    "(:19291-19293), Spark master :17077 + 2 workers, under .stack/cluster/ (PostgreSQL shared).",
+    help="single: one of each service. cluster: Redis Cluster 3 masters x 2 replicas (:17101-17109), "
+    "3 Kafka brokers (:19291-19293), Spark master :17077 + 2 workers, under .stack/cluster/ "
+    "(PostgreSQL shared).",
 )
 
 
