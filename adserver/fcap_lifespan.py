@@ -23,6 +23,8 @@ from budget.fcap_redis import FrequencyCapStore
 
 #: Connections opened at start, so the first burst of capped requests does not pay for connecting.
 WARM_CONNECTIONS: Final = 4
+#: The pool's bound (per node on a cluster), and the checks in flight at once: those beyond wait for one.
+MAX_CONNECTIONS: Final = 16
 
 
 async def _warm(client: RedisClient) -> None:
@@ -40,13 +42,14 @@ async def fcap_component(state: ServerState) -> AsyncIterator[None]:
     # connection costs more round trips than the check itself.
     client = open_bounded(  # one Redis or a Redis Cluster (the URL says which)
         config.fcap_redis_url or config.redis_url,
-        max_connections=16,
+        max_connections=MAX_CONNECTIONS,
         timeout_s=deadline_s,
         socket_timeout_s=max(deadline_s, 0.5),
         connect_timeout_s=max(deadline_s, 0.5),
     )
     state.caps.deadline_s = deadline_s
-    state.caps.store = FrequencyCapStore(client)
+    # Checks beyond the bound wait within the deadline on either topology (a cluster's pools fail fast).
+    state.caps.store = FrequencyCapStore(client, max_in_flight=MAX_CONNECTIONS)
     throttle = EvenThrottle(slot_s=config.slot_s)
     state.caps.throttle = throttle
     try:

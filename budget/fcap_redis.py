@@ -9,10 +9,18 @@ call share the user's hash tag, so on Redis Cluster the call is single-slot.
 
 Each set holds at most ``count`` members (``index.fcap.MAX_COUNT``) and expires when its newest ad leaves
 the window (a flight-long cap: when the flight ends), so an idle user costs nothing.
+
+``max_in_flight`` bounds the calls in flight; a call beyond it waits for a free place (within the caller's
+deadline) instead of failing. A bounded pool on one node waits by itself, a Redis Cluster client's node
+pools do not: past ``max_connections`` a call fails at once (``MaxConnectionsError``), so a burst of capped
+requests on one worker would fail like a Redis outage (a user's calls all go to one master), and the cap
+gate would then skip every capped campaign, for every user, for a while.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Final, NamedTuple
 
@@ -60,9 +68,11 @@ class FrequencyCapStore:
     """Runs ``PICK`` for one request's capped candidates (a Redis Cluster client routes it by the user's
     hash tag)."""
 
-    def __init__(self, client: RedisClient) -> None:
+    def __init__(self, client: RedisClient, *, max_in_flight: int | None = None) -> None:
         self._client = client
         self._pick = client.register_script(PICK)
+        #: At most ``max_in_flight`` calls at once, each holding one connection of one node (None: no bound).
+        self._in_flight = asyncio.Semaphore(max_in_flight) if max_in_flight else None
 
     @property
     def client(self) -> RedisClient:
@@ -84,7 +94,8 @@ class FrequencyCapStore:
             args += (cap.count, cap.window_ms(c), cap.ttl_ms(c, now_s))
         if not keys:
             return Pick(-1, [])
-        reply = await self._pick(keys=keys, args=args)
+        async with self._in_flight or contextlib.nullcontext():
+            reply = await self._pick(keys=keys, args=args)
         return Pick(int(reply[0]) - 1, [int(w) / 1e6 for w in reply[1:]])
 
     async def seen(self, user_id: str, campaign: Campaign) -> int:

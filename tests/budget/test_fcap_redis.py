@@ -87,6 +87,25 @@ async def test_concurrent_picks_never_exceed_the_cap(redis_client: RedisClient, 
     assert sorted(picks) == [-1] * 192 + [0] * 5 + [1] * 3
 
 
+async def test_a_burst_beyond_the_pool_waits_for_a_connection(
+    redis_client: RedisClient, base_config: Config
+) -> None:
+    # 40 calls at once through 4 connections (per node on a cluster, where a pool beyond its bound fails
+    # at once): each waits its turn within its deadline, none fails.
+    client = open_bounded(
+        base_config.redis_url, max_connections=4, timeout_s=2, socket_timeout_s=2, connect_timeout_s=2
+    )
+    try:
+        store = FrequencyCapStore(client, max_in_flight=4)
+        c = _capped("burst", 3)
+        picks = await asyncio.gather(
+            *(asyncio.wait_for(store.pick("u1", [c], 0), 2) for _ in range(40)), return_exceptions=True
+        )
+    finally:
+        await client.aclose()
+    assert sorted(picks, key=repr) == [-1] * 37 + [0] * 3
+
+
 def test_keys_of_a_user_share_one_hash_tag() -> None:
     keys = [names.fcap_key("user-7", cid) for cid in ("a", "b", "c")]
     assert {k[k.index("{") : k.index("}") + 1] for k in keys} == {"{user-7}"}
