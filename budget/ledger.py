@@ -98,12 +98,17 @@ class SpendLedger:
         return self._consumer
 
     async def seek_stored(self, assigned: set[TopicPartition]) -> None:
+        """Seek each partition with a stored offset there; the others start at the beginning by the
+        consumer's own reset (``auto_offset_reset`` earliest: the group commits nothing to Kafka).
+
+        No ``seek_to_beginning`` here: aiokafka hands out records while this listener runs, and such a
+        seek waits a round trip per partition, then rewinds whatever was read meanwhile to offset 0: on
+        the cluster stack a partition already booked was rewound and read again (booked once, but its
+        position and lag went back; a paused consumer's lag stayed one too high)."""
         offsets = await stored_offsets(self._pool, self._group, self._config.topics.feedback)
         for tp in assigned:
             if tp.partition in offsets:
                 self._consumer.seek(tp, offsets[tp.partition])
-            else:
-                await self._consumer.seek_to_beginning(tp)
 
     async def book(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Book one batch and its offsets in one transaction."""
