@@ -75,12 +75,14 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def _free_ports() -> tuple[int, ...]:
-    for base in range(17200 + (os.getpid() % 80) * 10, 18000, 10):
-        ports = tuple(range(base, base + NODES))
+def free_ports(count: int, low: int, high: int, step: int) -> tuple[int, ...]:
+    """``count`` consecutive ports in ``low``..``high - 1`` with their bus ports (+10,000) free too; the first
+    base tried depends on the pid, so concurrent sessions start apart."""
+    for base in range(low + os.getpid() % ((high - low) // step) * step, high, step):
+        ports = tuple(range(base, base + count))
         if all(_bindable(p) and _bindable(p + 10_000) for p in ports):
             return ports
-    raise RuntimeError("no 6 free ports (and bus ports) in 17200-17999 for the test Redis Cluster")
+    raise RuntimeError(f"no {count} free ports (and bus ports) in {low}-{high - 1} for a test Redis Cluster")
 
 
 def _stop_stale(parent: Path) -> None:
@@ -105,7 +107,7 @@ def test_cluster() -> Iterator[SessionCluster]:
     _stop_stale(parent)
     root = parent / str(os.getpid())
     root.mkdir()
-    cluster = SessionCluster(root, _free_ports())
+    cluster = SessionCluster(root, free_ports(NODES, 17200, 18000, 10))
     (root / "ports").write_text(" ".join(map(str, cluster.ports)))
     try:
         redis_cluster.start_cluster(root, cluster.ports, root)

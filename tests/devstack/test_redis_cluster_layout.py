@@ -8,8 +8,6 @@ back to a master left with fewer.
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -18,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from devstack import redis_cluster
-from tests.redis_cluster import SessionCluster
+from tests.redis_cluster import SessionCluster, free_ports
 
 NODES_CLUSTER = """\
 07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004 slave \
@@ -48,27 +46,10 @@ def test_cluster_nodes_reads_masters_replicas_and_failures(monkeypatch: pytest.M
     }
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_ports(count: int) -> tuple[int, ...]:
-    # Above the session cluster's usual bases (17200 + pid % 80 * 10), with their bus ports free too.
-    for base in range(18000 + (os.getpid() % 50) * 20, 19000, 20):
-        ports = tuple(range(base, base + count))
-        if all(_bindable(p) and _bindable(p + 10_000) for p in ports):
-            return ports
-    raise RuntimeError(f"no {count} free ports (and bus ports) in 18000-18999")
-
-
 @pytest.fixture
 def nine(tmp_path: Path) -> Iterator[SessionCluster]:
-    nodes = SessionCluster(tmp_path, _free_ports(9))
+    # Above the session cluster's bases (17200-17999), with their bus ports free too.
+    nodes = SessionCluster(tmp_path, free_ports(9, 18000, 19000, 20))
     try:
         yield nodes
     finally:
