@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import json
 import os
 import sys
 import tempfile
@@ -47,6 +48,8 @@ RSGI = "bench.minimal_rsgi:app"
 RSGI_CASE = "bare rsgi fixed json"
 #: ``run-server`` kind of the RSGI reference (granian with the RSGI interface); its rows say ``granian``.
 RSGI_SERVER = "granian-rsgi"
+#: ``run-server`` kind of ``bench.rsgi_serve`` (the ad server under granian RSGI, a prototype).
+RSGI_SERVE_SERVER = "granian-rsgi-serve"
 BASELINE = " (baseline)"
 
 
@@ -147,28 +150,48 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def run_server_process(argv: list[str]) -> int:
-    app, server, port, workers = argv
+    app, server, port, workers = argv[:4]
+    options: dict[str, object] = json.loads(argv[4]) if len(argv) > 4 else {}
     if server == RSGI_SERVER:
         from granian import Granian
-        from granian.constants import Interfaces, Loops
+        from granian.constants import Interfaces
 
         from adplatform.process import logging_config
+        from adserver.http.server import granian_settings
 
         Granian(
             app, address="127.0.0.1", port=int(port), interface=Interfaces.RSGI, workers=int(workers),
-            loop=Loops.uvloop, log_dictconfig=logging_config("WARNING"),
+            log_dictconfig=logging_config("WARNING"), **granian_settings(options),
         ).serve()  # fmt: skip
+        return 0
+    if server == RSGI_SERVE_SERVER:  # the prototype of bench.rsgi_serve (bench.granian_tuning)
+        from granian import Granian
+        from granian.constants import Interfaces
+        from granian.http import HTTP1Settings
+
+        from adplatform.config import load_config
+        from adplatform.process import logging_config
+        from adserver.http.server import granian_settings, metrics_directory
+
+        timeout_ms = load_config().client_timeout_s * 1000
+        with metrics_directory():
+            Granian(
+                "bench.rsgi_serve:app", address="127.0.0.1", port=int(port), interface=Interfaces.RSGI,
+                workers=int(workers), log_dictconfig=logging_config("WARNING"),
+                http1_settings=HTTP1Settings(header_read_timeout=timeout_ms), **granian_settings(options),
+            ).serve()  # fmt: skip
         return 0
     kind: Server = "granian" if server == "granian" else "uvicorn"
     run_server(
-        host="127.0.0.1", port=int(port), workers=int(workers), server=kind, app=app, log_level="WARNING"
-    )
+        host="127.0.0.1", port=int(port), workers=int(workers), server=kind, app=app, log_level="WARNING",
+        granian=options,
+    )  # fmt: skip
     return 0
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["run-server"]:  # internal: the server subprocess
-        return run_server_process(argv[1:5])
+        return run_server_process(argv[1:6])
     parser = argparse.ArgumentParser(prog="python -m bench.http", description=__doc__)
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each run")

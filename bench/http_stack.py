@@ -117,10 +117,13 @@ def server_process(
     env: dict[str, str] | None = None,
     ready_path: str,
     cwd: Path | None = None,
+    options: str = "",
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``python -m bench.http run-server`` in its own process group; SIGTERM (then SIGKILL) on exit.
-    ``cwd``: another checkout of the project to run the server from (``-m`` puts it first on the path)."""
+    ``cwd``: another checkout of the project to run the server from (``-m`` puts it first on the path);
+    ``options``: granian settings as JSON (``adserver.http.server.granian_settings``), granian only."""
     cmd = [sys.executable, "-m", "bench.http", "run-server", app, server, str(port), str(workers)]
+    cmd += [options] if options else []
     log = open(f"/tmp/bench-http-{port}.log", "wb")  # noqa: SIM115  (closed below)
     proc = subprocess.Popen(
         cmd, env={**os.environ, **(env or {})}, stdout=log, stderr=log, start_new_session=True, cwd=cwd

@@ -12,13 +12,28 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from typing import Final, Literal
+from collections.abc import Iterator, Mapping
+from typing import Any, Final, Literal
 
 from adplatform.process import logging_config
 
 APP: Final = "adserver.app:app"
 Server = Literal["uvicorn", "granian"]
+
+#: granian's settings over its defaults, for every granian server here (the ad server and the bench's
+#: references). Chosen with ``python -m bench.granian_tuning`` (BENCHMARKS.md, 2026-12-05).
+GRANIAN_SETTINGS: Final[Mapping[str, object]] = {"loop": "uvloop"}
+
+
+def granian_settings(overrides: Mapping[str, object] | None = None) -> dict[str, Any]:
+    """``granian.Granian`` keyword arguments: ``GRANIAN_SETTINGS`` and ``overrides``, names made enums."""
+    from granian.constants import HTTPModes, Loops, RuntimeModes, TaskImpl
+
+    enums: dict[str, type[Any]] = {
+        "loop": Loops, "runtime_mode": RuntimeModes, "task_impl": TaskImpl, "http": HTTPModes,
+    }  # fmt: skip
+    merged = {**GRANIAN_SETTINGS, **(overrides or {})}
+    return {k: enums[k](v) if k in enums else v for k, v in merged.items()}
 
 
 @contextlib.contextmanager
@@ -54,16 +69,29 @@ def run(
     server: Server = "uvicorn",
     log_level: str = "INFO",
     app: str = APP,
+    granian: Mapping[str, object] | None = None,
 ) -> None:
-    """Serve ``app`` (an import string) until SIGINT/SIGTERM; each worker reads the environment itself."""
+    """Serve ``app`` (an import string) until SIGINT/SIGTERM; each worker reads the environment itself.
+    ``granian``: settings over ``GRANIAN_SETTINGS`` (the bench's tuning runs)."""
     with metrics_directory():
-        _run(host=host, port=port, workers=workers, server=server, log_level=log_level, app=app)
+        _run(
+            host=host,
+            port=port,
+            workers=workers,
+            server=server,
+            log_level=log_level,
+            app=app,
+            granian=granian,
+        )
 
 
-def _run(*, host: str, port: int, workers: int, server: Server, log_level: str, app: str) -> None:
+def _run(
+    *, host: str, port: int, workers: int, server: Server, log_level: str, app: str,
+    granian: Mapping[str, object] | None,
+) -> None:  # fmt: skip
     if server == "granian":
         from granian import Granian
-        from granian.constants import Interfaces, Loops
+        from granian.constants import Interfaces
         from granian.http import HTTP1Settings
 
         from adplatform.config import load_config
@@ -74,8 +102,8 @@ def _run(*, host: str, port: int, workers: int, server: Server, log_level: str, 
             port=port,
             interface=Interfaces.ASGI,
             workers=workers,
-            loop=Loops.uvloop,
             log_dictconfig=logging_config(log_level),
+            **granian_settings(granian),
             # Slow clients: granian closes a connection whose request head takes over ADP_CLIENT_TIMEOUT_S
             # (measured). It does not time out a connection that sends nothing, nor a dribbled body;
             # uvicorn with adserver.http.protocol does all three and answers 408.

@@ -16,7 +16,14 @@ from tests.fresh import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"ADP_BENCH_SIZES": "500", "ADP_BENCH_INGEST_COUNT": "300", "ADP_BENCH_INGEST_ROUNDS": "1"}
-HARNESSES = ("bench.http", "bench.feedback_http", "bench.debit_redis", "bench.archive_lag", "bench.run")
+HARNESSES = (
+    "bench.http",
+    "bench.granian_tuning",
+    "bench.feedback_http",
+    "bench.debit_redis",
+    "bench.archive_lag",
+    "bench.run",
+)
 
 
 def _pytest_bench(path: str, *args: str) -> subprocess.CompletedProcess[str]:
