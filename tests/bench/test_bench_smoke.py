@@ -22,6 +22,7 @@ HARNESSES = (
     "bench.feedback_http",
     "bench.debit_redis",
     "bench.archive_lag",
+    "bench.pg_sinks",
     "bench.run",
 )
 
