@@ -304,7 +304,8 @@ async def run(events: int, campaigns: int, rounds: int) -> list[dict[str, object
                 if ref_first:
                     ref = await copy_reference(base, monitor, case, records, batch[case.name])
                 sink = await case.sink(config, monitor)
-                batch[case.name] = max(1, round(sink.rows / max(sink.batches, 1)))
+                # Too few events for a second batch: the window is empty, and the reference one batch.
+                batch[case.name] = round(sink.rows / sink.batches) if sink.batches else len(records)
                 if not ref_first:
                     ref = await copy_reference(base, monitor, case, records, batch[case.name])
                 sink_row = _row(case.name, r + 1, sink, case.statements_per_batch)
@@ -312,6 +313,10 @@ async def run(events: int, campaigns: int, rounds: int) -> list[dict[str, object
                     sink_row["ratio_to_copy"] = round((sink.rows / sink.wall_s) / (ref.rows / ref.wall_s), 2)
                 rows += [sink_row, _row(f"reference: COPY of the {case.name}'s rows", r + 1, ref, 1)]
             await _check_written(monitor, (r + 1) * events)
+        for case in CASES:  # what a row holds on disk, its indexes included (constant identifiers)
+            size = await monitor.fetchval(f"SELECT pg_total_relation_size('online_ads.{case.table}')")
+            rows.append({"case": f"{case.name}: bytes per row on disk", "round": 0,
+                         "table_bytes_per_row": round(size / (rounds * events))})  # fmt: skip
     finally:
         await monitor.close()
         for config in configs:
@@ -330,7 +335,7 @@ async def _check_written(monitor: asyncpg.Connection, expected: int) -> None:
 def summary(rows: list[dict[str, object]]) -> list[str]:
     """Per case: the median over the rounds of rows/s, the ratio and the CPU columns."""
     lines = []
-    for name in dict.fromkeys(str(r["case"]) for r in rows):
+    for name in dict.fromkeys(str(r["case"]) for r in rows if r["round"]):
         mine = [r for r in rows if r["case"] == name]
 
         def median(key: str, mine: list[dict[str, object]] = mine) -> object:
@@ -359,6 +364,9 @@ def main(argv: list[str]) -> int:
         rows = asyncio.run(run(args.events, args.campaigns, args.rounds))
     print(f"pg_sinks {started:%Y-%m-%d %H:%M} UTC, {args.events:,} rows a round, one process, 4 partitions")
     for r in rows:
+        if not r["round"]:
+            print(f"{r['case']}: {r['table_bytes_per_row']}")
+            continue
         print(
             f"{r['round']} {r['case']:<38} {r['rows_per_s']!s:>7} rows/s {r['transactions_per_s']!s:>6} tx/s "
             f"{r['statements_per_s']!s:>6} stmt/s {r['rows_per_batch']!s:>5} rows/batch; CPU per 1,000 rows: "
