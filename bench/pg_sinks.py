@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import statistics
 import sys
@@ -200,15 +201,15 @@ async def run_ledger(config: Config, monitor: asyncpg.Connection) -> Window:
         )
 
 
-async def run_served_writer(config: Config, monitor: asyncpg.Connection) -> Window:
+async def run_served_writer(config: Config, monitor: asyncpg.Connection, *, max_batch: int = 5000) -> Window:
     # ``open_served_writer``'s consumer and sink, with a pool of its own the monitor can tell apart.
     consumer = make_consumer(
-        config, GROUP_SERVED_WRITER, config.topics.served_ads, max_poll_records=5000, **BATCHING_FETCH
+        config, GROUP_SERVED_WRITER, config.topics.served_ads, max_poll_records=max_batch, **BATCHING_FETCH
     )
     pool = await create_pool(config)
     try:
         await consumer.start()
-        writer = ServedWriter(consumer, ServedAdsSink(pool), max_batch=5000)
+        writer = ServedWriter(consumer, ServedAdsSink(pool), max_batch=max_batch)
         stats = writer.stats
         return await _timed(monitor, writer.run(until_idle=True), lambda: (stats.inserted, stats.batches))
     finally:
@@ -267,25 +268,30 @@ class Case:
     record: Callable[[int, int, int], tuple[object, ...]]
 
 
-CASES = (
-    Case("ledger", "spend_events", LEDGER_COLUMNS, 4, run_ledger, ledger_record),
-    Case("served-writer", "served_ads", SERVED_COLUMNS, 3, run_served_writer,
-         lambda i, campaigns, now_ms: served_record(served_ad(i, campaigns, now_ms))),
-)  # fmt: skip
+def cases(served_max_batch: int) -> tuple[Case, ...]:
+    """The two sinks; the served-writer's batch limit may be lowered (the ledger's is fixed at 5,000) to
+    see what a transaction costs when batches are small, as at a live rate."""
+    return (
+        Case("ledger", "spend_events", LEDGER_COLUMNS, 4, run_ledger, ledger_record),
+        Case("served-writer", "served_ads", SERVED_COLUMNS, 3,
+             functools.partial(run_served_writer, max_batch=served_max_batch),
+             lambda i, campaigns, now_ms: served_record(served_ad(i, campaigns, now_ms))),
+    )  # fmt: skip
 
 
-async def run(events: int, campaigns: int, rounds: int) -> list[dict[str, object]]:
+async def run(events: int, campaigns: int, rounds: int, served_max_batch: int) -> list[dict[str, object]]:
     """``rounds`` rounds of each case, sink and reference back to back (the reference first in odd
     rounds, at the batch size the sink reached in the round before), each round on fresh topics."""
     tag = f"bench{uuid.uuid4().hex[:8]}-"
     base = load_config()
+    sinks = cases(served_max_batch)
     configs = [base.namespaced(f"{tag}{r}-") for r in range(rounds)]
     now_ms = int(time.time() * 1000)
     monitor = await asyncpg.connect(base.pg_dsn)
     rows: list[dict[str, object]] = []
     try:
         await seed_campaigns(base, campaigns)
-        for case in CASES:
+        for case in sinks:
             # Constant identifiers (the sinks' tables), never input; the scratch tables grow as the sinks'.
             await monitor.execute("CREATE SCHEMA IF NOT EXISTS bench_scratch")
             await monitor.execute(
@@ -294,9 +300,9 @@ async def run(events: int, campaigns: int, rounds: int) -> list[dict[str, object
         for r, config in enumerate(configs):
             print(f"pg_sinks: round {r + 1}: pre-loading {events:,} clicks and served ads", file=sys.stderr)
             await preload(config, range(r * events, (r + 1) * events), campaigns, now_ms)
-        batch = {case.name: 0 for case in CASES}
+        batch = {case.name: 0 for case in sinks}
         for r, config in enumerate(configs):
-            for case in CASES:
+            for case in sinks:
                 numbers = range(r * events, (r + 1) * events)
                 records = [case.record(i, campaigns, now_ms) for i in numbers]
                 print(f"pg_sinks: round {r + 1}: {case.name}", file=sys.stderr)
@@ -313,7 +319,7 @@ async def run(events: int, campaigns: int, rounds: int) -> list[dict[str, object
                     sink_row["ratio_to_copy"] = round((sink.rows / sink.wall_s) / (ref.rows / ref.wall_s), 2)
                 rows += [sink_row, _row(f"reference: COPY of the {case.name}'s rows", r + 1, ref, 1)]
             await _check_written(monitor, (r + 1) * events)
-        for case in CASES:  # what a row holds on disk, its indexes included (constant identifiers)
+        for case in sinks:  # what a row holds on disk, its indexes included (constant identifiers)
             size = await monitor.fetchval(f"SELECT pg_total_relation_size('online_ads.{case.table}')")
             rows.append({"case": f"{case.name}: bytes per row on disk", "round": 0,
                          "table_bytes_per_row": round(size / (rounds * events))})  # fmt: skip
@@ -357,11 +363,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--events", type=int, default=100_000, help="clicks, and as many served ads, a round")
     parser.add_argument("--campaigns", type=int, default=1000, help="campaigns the events are spread over")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--served-max-batch",
+        type=int,
+        default=5000,
+        help="the served-writer's batch limit (production: 5000)",
+    )
     parser.add_argument("--label", default="")
     args = parser.parse_args(argv)
     started = datetime.now(UTC)
     with sandbox_environment("bench"):  # its own database and Redis database, never the user's
-        rows = asyncio.run(run(args.events, args.campaigns, args.rounds))
+        rows = asyncio.run(run(args.events, args.campaigns, args.rounds, args.served_max_batch))
     print(f"pg_sinks {started:%Y-%m-%d %H:%M} UTC, {args.events:,} rows a round, one process, 4 partitions")
     for r in rows:
         if not r["round"]:
