@@ -1,4 +1,4 @@
-"""``is_retriable``: the one retry decision, and ``retry()`` asking it."""
+"""``is_retriable``: the one retry decision, and ``retry()`` asking it; ``is_redis_failure``."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ from aiokafka.errors import (
     RequestTimedOutError,
     TopicAuthorizationFailedError,
 )
+from redis.asyncio.connection import Connection
 
 from adplatform.consumer import retry
 from adplatform.errors import is_retriable
+from adplatform.redis_client import is_redis_failure
 
 RETRIABLE: list[BaseException] = [
     KafkaConnectionError(),
@@ -133,3 +135,20 @@ async def test_retry_runs_a_retriable_failure_again_until_it_clears(no_backoff: 
 
     assert await retry(operation, what="test", on_retry=count) == "done"
     assert retried == 3 and no_backoff == [0.2, 0.4, 0.8]
+
+
+async def test_a_redis_failure_is_any_error_of_redis_or_its_client_and_none_of_ours() -> None:
+    try:  # what redis-py raises on a connection closed under a call: an AttributeError from its own code
+        await Connection()._send_packed_command([b"PING"])
+    except AttributeError as exc:
+        inside_redis: BaseException = exc
+    failures = [
+        redis_errors.ConnectionError("refused"),
+        redis_errors.RedisClusterException("no seed answered"),  # not a RedisError
+        redis_errors.SlotNotCoveredError("slot 7 not covered"),
+        TimeoutError(),
+        ConnectionResetError(errno.ECONNRESET, "reset"),
+        inside_redis,
+    ]
+    assert all(is_redis_failure(e) for e in failures)
+    assert not any(is_redis_failure(e) for e in (AttributeError("ours"), ValueError("ours"), KeyError("x")))
