@@ -7,13 +7,12 @@ which capped candidate this user may still see (``budget.fcap_redis``); the auct
 without the ones at their cap (``index.auction.resettle``): the next bid wins and the one after it sets
 the price.
 
-Degradation policy (Redis slow, down, or not connected yet): capped campaigns are skipped, never served
-over their cap: the request gets the best uncapped candidate, or no fill. After ``TRIP_AFTER`` failures in
-a row the gate stops asking Redis for ``RETRY_S`` (every request would otherwise wait for the deadline);
-one slow call alone does not. A call that timed
-out may still have counted its ad in Redis: a user may then see a capped campaign less often, never more.
-The anonymous user (``1111-1111-1111-1111``) has no identity to count against: capped campaigns are
-never served to it.
+Degradation policy (Redis slow, down, or not connected yet, or its client failing in any way): capped
+campaigns are skipped, never served over their cap: the request gets the best uncapped candidate, or no
+fill. After ``TRIP_AFTER`` failures in a row the gate stops asking Redis for ``RETRY_S`` (every request
+would otherwise wait for the deadline); one slow call alone does not. A call that timed out may still
+have counted its ad in Redis: a user may then see a capped campaign less often, never more. The anonymous
+user (``1111-1111-1111-1111``) has no identity to count against: capped campaigns are never served to it.
 
 At-cap memory: the script also says, for each candidate it passed over at its cap, how long until the
 user may see it again (its oldest ad leaves the window). The gate remembers those (user, campaign) pairs
@@ -37,8 +36,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from redis.exceptions import RedisError
-
+from adplatform.redis_client import ClientFailureLog, is_redis_failure
 from adserver.params import ANONYMOUS_USER_ID
 from budget.fcap_redis import FrequencyCapStore
 from index.auction import AuctionResult, resettle, settle
@@ -92,6 +90,9 @@ class CapGate:
     _at_cap: dict[tuple[str, str], float] = field(default_factory=dict)
     _failures: int = 0
     _down_until: float = 0.0
+    _client_failures: ClientFailureLog = field(
+        default_factory=lambda: ClientFailureLog(logger, "frequency caps (capped campaigns skipped)")
+    )
 
     async def excluded(self, user_id: str, capped: Sequence[Campaign], now_s: float) -> Collection[str]:
         """The capped candidates (auction order) the auction must pass over: those the user has reached
@@ -113,13 +114,10 @@ class CapGate:
         self.stats.checked += 1
         try:
             taken, waits = await asyncio.wait_for(store.pick_at_cap(user_id, ask, now_s), self.deadline_s)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failures += 1
-            if self._failures >= TRIP_AFTER:
-                self._failures = 0
-                self._down_until = time.monotonic() + RETRY_S
-            self.stats.skipped_unavailable += 1
-            logger.debug("frequency caps unavailable (%r): capped campaigns skipped", exc)
+        except Exception as exc:  # the check's guard: Redis failing degrades; a bug of ours is raised
+            if not is_redis_failure(exc):
+                raise
+            self._failed(exc)
             return {c.campaign_id for c in capped}
         self._failures = 0
         self._remember(user_id, ask, waits)
@@ -137,6 +135,16 @@ class CapGate:
         if out:
             self.stats.moved_on += 1
         return out
+
+    def _failed(self, exc: BaseException) -> None:
+        """Count a failed check as Redis being unavailable (any failure of its client is)."""
+        self._failures += 1
+        if self._failures >= TRIP_AFTER:
+            self._failures = 0
+            self._down_until = time.monotonic() + RETRY_S
+        self.stats.skipped_unavailable += 1
+        logger.debug("frequency caps unavailable (%r): capped campaigns skipped", exc)
+        self._client_failures.note(exc)  # a traceback now and then if the client itself failed
 
     def _known_at_cap(self, user_id: str, capped: Sequence[Campaign]) -> set[str]:
         if not self._at_cap:

@@ -13,9 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Final
 
-from redis.exceptions import RedisError
-
-from adplatform.redis_client import RedisClient, open_bounded
+from adplatform.redis_client import RedisClient, is_redis_failure, open_bounded
 from adserver.lifespan import background
 from adserver.state import ServerState
 from adserver.throttle import EvenThrottle
@@ -28,9 +26,13 @@ MAX_CONNECTIONS: Final = 16
 
 
 async def _warm(client: RedisClient) -> None:
-    # Best effort: a Redis that is down now is the gate's business (it skips capped campaigns).
-    with contextlib.suppress(RedisError, OSError, TimeoutError):
+    # Best effort: a Redis that is down now (or a client failing) is the gate's business (it skips capped
+    # campaigns).
+    try:
         await asyncio.wait_for(asyncio.gather(*(client.ping() for _ in range(WARM_CONNECTIONS))), 2)
+    except Exception as exc:
+        if not is_redis_failure(exc):
+            raise
 
 
 @contextlib.asynccontextmanager

@@ -58,9 +58,9 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from redis.exceptions import RedisClusterException, RedisError
 
 from adplatform import names
+from adplatform.redis_client import ClientFailureLog, is_redis_failure
 from adplatform.wire import FeedbackEvent, UserAction, encoder
 from adserver.error import AdServerError
 from adserver.token import RequestToken, TokenError, TokenSigner, digest
@@ -278,6 +278,9 @@ class FeedbackService:
         #: Event ids this worker saw acknowledged lately (oldest first): their duplicates get 200 at once.
         self._acked: OrderedDict[str, None] = OrderedDict()
         self.counters = FeedbackCounters()
+        #: Every failure of the Redis client counts as Redis unavailable (503, nothing charged): a failure
+        #: that is not a Redis error (a bug of the client) is logged too, now and then.
+        self._client_failures = ClientFailureLog(logger, "feedback")
 
     async def handle(self, request_id: str, raw_body: bytes) -> bytes:
         """Returns the 200 body; raises ``FeedbackError`` with the status otherwise."""
@@ -378,7 +381,10 @@ class FeedbackService:
         requests = [DebitRequest(p.token.campaign_id, p.event_id, p.amount_micros) for p in batch]
         try:
             return await self._budgets.debit_many(requests, now_s=now_s, dedup_ttl_s=self._dedup_ttl_s)
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # the debit's guard: Redis failing is a 503; a bug of ours is raised (500)
+            if not is_redis_failure(exc):
+                raise
+            self._client_failures.note(exc)
             counters.unavailable += len(batch)
             reason = f"budget store unavailable ({type(exc).__name__}); nothing was charged"
             for p in batch:
@@ -428,7 +434,10 @@ class FeedbackService:
         try:  # one command per key: on a cluster each is routed to its slot's master
             ttls_ms = await asyncio.gather(*(client.pttl(key) for key in keys))
             marked = await asyncio.gather(*(client.exists(m) for m in marks))
-        except (RedisError, RedisClusterException, OSError):
+        except Exception as exc:
+            if not is_redis_failure(exc):
+                raise
+            self._client_failures.note(exc)
             ttls_ms = [-2] * len(keys)  # unknown: a whole window, then the debit tells again
             marked = [0] * len(keys)
         oldest_in_flight_ms = (self._publish_timeout_s + ORPHAN_MARGIN_S) * 1000
@@ -555,7 +564,10 @@ class FeedbackService:
         marks = [_in_flight_key(p.token.campaign_id, p.event_id) for p, _, _ in in_flight]
         try:
             await asyncio.gather(*(client.set(m, b"1", px=IN_FLIGHT_MARK_S * 1000) for m in marks))
-        except (RedisError, RedisClusterException, OSError):
+        except Exception as exc:
+            if not is_redis_failure(exc):
+                raise
+            self._client_failures.note(exc)
             for _, _, ack in in_flight:
                 ack.add_done_callback(_retrieve)
             return set()
@@ -573,13 +585,19 @@ class FeedbackService:
             await self._refund(p.token.campaign_id, p.event_id, debit)
         try:
             await self._budgets.client.delete(mark)
-        except (RedisError, RedisClusterException, OSError):
+        except Exception as exc:
+            if not is_redis_failure(exc):
+                raise
+            self._client_failures.note(exc)
             logger.warning("in-flight mark %s not deleted; it expires in %d s", mark, IN_FLIGHT_MARK_S)
 
     async def _refund(self, campaign_id: str, event_id: str, debit: Debit) -> None:
         try:
             await self._budgets.refund(campaign_id, event_id, debit)
-        except (RedisError, OSError):
+        except Exception as exc:
+            if not is_redis_failure(exc):
+                raise
+            self._client_failures.note(exc)
             # Redis went away too: reconciliation repairs Redis from the ledger (Kafka has no event).
             logger.warning(
                 "refund of %s failed; reconciliation will repair campaign %s", event_id, campaign_id

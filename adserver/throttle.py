@@ -28,10 +28,9 @@ from typing import Final, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
 
 from adplatform import names
-from adplatform.redis_client import RedisClient
+from adplatform.redis_client import ClientFailureLog, RedisClient, is_redis_failure
 from budget.slot_call import NodeClients
 from index.pacing import Clock, SystemClock, slot_bounds, slot_budget, slot_id
 from index.throttle import ThrottleState, next_state
@@ -86,6 +85,9 @@ class EvenThrottle:
     _state: dict[str, ThrottleState] = field(default_factory=dict)
     #: On a cluster: per-master clients for the tick's reads (a couple of connections each).
     _nodes: NodeClients | None = field(default=None, repr=False)
+    _client_failures: ClientFailureLog = field(
+        default_factory=lambda: ClientFailureLog(logger, "even pacing (probabilities kept)"), repr=False
+    )
 
     def watch(self, campaign_id: str) -> None:
         """Note an even campaign at the top of an auction: its probability is kept from the next tick."""
@@ -176,8 +178,11 @@ class EvenThrottle:
                 await asyncio.sleep(self.tick_s)
                 try:
                     await self.tick(client)
-                except (RedisError, RedisClusterException, OSError) as exc:
+                except Exception as exc:  # the tick's guard: Redis failing keeps the probabilities
+                    if not is_redis_failure(exc):
+                        raise
                     logger.debug("even pacing: budget states unreadable (%r); probabilities kept", exc)
+                    self._client_failures.note(exc)
         finally:
             await self.aclose()
 

@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
 from adplatform import names
-from adplatform.redis_client import RedisClient, RedisLayout
+from adplatform.redis_client import RedisClient, RedisLayout, is_redis_failure
 from budget import script
 from budget.slot_call import BatchError, NodeClients, ScriptCall, SlotCaller, WaitPolicy
 from index import pacing
@@ -198,8 +197,10 @@ class BudgetStore:
                 debit = Debit(BudgetStatus.CHARGED, int(flat[3 * n + 1]), bool(int(flat[3 * n + 2])), slot)
                 try:
                     await self.refund(r.campaign_id, r.dedup_id, debit)
-                except (RedisError, OSError) as exc:
-                    logger.warning("refund of an unreplicated debit of %s failed (%s)", r.campaign_id, exc)
+                except Exception as exc:  # best effort, as the docstring says; a bug of ours is raised
+                    if not is_redis_failure(exc):
+                        raise
+                    logger.warning("refund of an unreplicated debit of %s failed (%r)", r.campaign_id, exc)
 
     async def restore_dedup(self, entries: Iterable[DedupEntry], now_s: float, *, chunk: int = 1000) -> int:
         """Put back the de-duplication keys of booked charges (after Redis lost its data), each with the

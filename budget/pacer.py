@@ -16,13 +16,11 @@ import os
 import socket
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
 from adplatform import names
 from adplatform.config import Config
 from adplatform.metrics import PACER_BLOCKED, PACER_CAMPAIGNS, PACER_SLOTS
 from adplatform.process import run_until_signalled
-from adplatform.redis_client import RedisClient, open_redis
+from adplatform.redis_client import REDIS_FAILURES, RedisClient, is_redis_failure, open_redis
 from budget.budget_redis import BudgetStore
 from index.pacing import Clock, SystemClock, slot_bounds, slot_id
 
@@ -83,8 +81,12 @@ class Pacer:
         while not self._stopping.is_set():
             try:
                 results.append(await self.pace_slot())
-            except (RedisError, OSError) as exc:
-                logger.warning("pacing failed (%s); retrying in 1s", exc)
+            except Exception as exc:  # the pacer's guard: Redis failing is retried; a bug of ours is raised
+                if not is_redis_failure(exc):
+                    raise
+                # A failure of the client itself (not a Redis error) gets its traceback.
+                unexpected = not isinstance(exc, REDIS_FAILURES)
+                logger.warning("pacing failed (%r); retrying in 1s", exc, exc_info=unexpected)
                 await asyncio.sleep(1)
                 continue
             if slots is not None and len(results) >= slots:

@@ -20,7 +20,6 @@ charge would have no event): a master that fails mid-call fails its calls (``Bat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -33,12 +32,11 @@ from redis.exceptions import (
     ClusterDownError,
     MovedError,
     NoScriptError,
-    RedisClusterException,
     RedisError,
     TryAgainError,
 )
 
-from adplatform.redis_client import RedisClient
+from adplatform.redis_client import RedisClient, is_redis_failure
 
 #: Replies that mean the call did not run (the slot is elsewhere, the cluster is reconfiguring, or the
 #: node does not hold the script: a promoted or restarted node starts without scripts).
@@ -108,8 +106,11 @@ class NodeClients:
 
     async def refresh(self) -> None:
         """Read the slot map again (after a failover or a slot move)."""
-        with contextlib.suppress(RedisError, RedisClusterException, OSError):
+        try:
             await self.cluster.nodes_manager.initialize()
+        except Exception as exc:  # best effort: the next call fails on a stale map and refreshes again
+            if not is_redis_failure(exc):
+                raise
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
+from redis.asyncio.connection import Connection
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 
 from adserver.fcap import CapGate, capped_auction
 from adserver.params import ANONYMOUS_USER_ID
 from adserver.throttle import EvenThrottle, SlotState
-from budget.fcap_redis import Pick
+from budget.fcap_redis import FrequencyCapStore, Pick
 from index.auction import run_auction
 from index.campaign import Campaign
 from index.explain import LossReason, auction_losses
@@ -139,6 +144,64 @@ async def test_store_unavailable_skips_capped_campaigns(store: FakeStore | None)
     assert gate.stats.skipped_unavailable == 6
     if store is not None:
         assert len(store.calls) == 3  # after 3 failures in a row, the gate stops asking for a while
+
+
+class DroppedWriterClient:
+    """Stands for a Redis client whose connection lost its writer during its handshake, as redis-py 8.1's
+    cluster client's connections did when it closed them under concurrent calls: the script call raises
+    ``AttributeError`` from redis-py's own code."""
+
+    def get_encoder(self) -> DroppedWriterClient:  # AsyncScript encodes the script's text with it
+        return self
+
+    def encode(self, value: str) -> bytes:
+        return value.encode()
+
+    def register_script(self, script: str) -> AsyncScript:
+        return AsyncScript(self, script)  # type: ignore[arg-type]  # the fake has what AsyncScript calls
+
+    async def evalsha(self, *args: Any) -> Any:
+        await dropped_writer()
+
+
+async def dropped_writer() -> None:
+    """Raise the ``AttributeError`` redis-py raises when it writes on a connection closed under it."""
+    await Connection()._send_packed_command([b"PING"])  # no writer: AttributeError inside redis-py
+
+
+def _cap_store(client: object) -> FrequencyCapStore:
+    return FrequencyCapStore(client)  # type: ignore[arg-type]  # a fake client (see its docstring)
+
+
+@pytest.mark.parametrize(
+    "store",
+    [_cap_store(DroppedWriterClient()), FakeStore(fail=RedisClusterException("no seed answered"))],
+    ids=["attribute-error-inside-redis-py", "redis-cluster-exception"],
+)
+async def test_a_failing_redis_client_is_an_outage_never_an_error(
+    store: FakeStore | FrequencyCapStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    gate = _gate(store)  # type: ignore[arg-type]  # either store has pick_at_cap
+    index = _index(_bid("a", 900, True), _bid("u", 700), _bid("v", 100))
+    with caplog.at_level(logging.DEBUG, logger="adserver.fcap"):
+        for _ in range(5):
+            assert await _serve(gate, index) == ("u", 100 * 75)  # served without the capped campaign
+        gate._down_until = 0.0  # past the trip: it asks again, and fails again
+        assert await _serve(gate, index) == ("u", 100 * 75)
+    assert gate.stats.skipped_unavailable == 6
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    if isinstance(store, FakeStore):  # a Redis error: counted, logged at debug, as any outage
+        assert warnings == []
+    else:  # a failure of the client itself: one traceback, not one per request
+        assert len(warnings) == 1 and warnings[0].exc_info is not None
+        assert warnings[0].exc_info[0] is AttributeError
+
+
+async def test_an_error_of_our_own_is_not_taken_for_an_outage() -> None:
+    # The same AttributeError raised outside redis-py is a bug: the gate raises it (the edge answers 500).
+    gate = _gate(FakeStore(fail=AttributeError("'NoneType' object has no attribute 'campaign_id'")))
+    with pytest.raises(AttributeError):
+        await _serve(gate, _index(_bid("a", 900, True), _bid("u", 700)))
 
 
 def _paced(cid: str, cpc: int, mode: str) -> Campaign:
