@@ -65,8 +65,9 @@ def create_app(config: Config | None = None, *, components: Sequence[Component] 
         lifespan=run,
     )
     app.state.ref = ref  # for tests and tools; routes hold ``ref`` directly
-    # uvicorn's protocol (adserver.http.protocol) answers plain serve GETs through it, skipping ASGI.
-    app.state.direct_serve = DirectServe(serve, ref.metrics)
+    # uvicorn's protocol (adserver.http.protocol) answers plain serve GETs and feedback POSTs through
+    # it, skipping ASGI.
+    app.state.direct_serve = DirectServe(serve, ref.metrics, feedback)
     return app
 
 

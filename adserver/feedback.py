@@ -284,6 +284,13 @@ class FeedbackService:
 
     async def handle(self, request_id: str, raw_body: bytes) -> bytes:
         """Returns the 200 body; raises ``FeedbackError`` with the status otherwise."""
+        return await self.submit(request_id, raw_body)
+
+    def submit(self, request_id: str, raw_body: bytes) -> asyncio.Future[bytes]:
+        """``handle`` without a coroutine: a request refused up front (token, body) raises
+        ``FeedbackError`` here; an accepted one gets the future of its answer (the 200 body, or a
+        ``FeedbackError``), settled by its batch. The protocol's direct path (``adserver.http.direct``)
+        answers from the future's callback, with no task per request."""
         now_ms = int(self._clock.now() * 1000)
         try:
             token = self._signer.verify(request_id, now_ms=now_ms)
@@ -298,7 +305,7 @@ class FeedbackService:
         future: asyncio.Future[bytes] = loop.create_future()
         self._enqueue(_Pending(token, request_id, f"{digest(request_id)}:{action}", action, body, amount,
                                now_ms, future))  # fmt: skip
-        return await future
+        return future
 
     def _enqueue(self, p: _Pending) -> None:
         pending = self._pending

@@ -25,7 +25,7 @@ from adserver.feedback import FeedbackError, FeedbackService
 from adserver.http.respond import detail, send_json
 from adserver.lifespan import background
 from adserver.published import PublishedEvents
-from adserver.state import ServerState, StateRef
+from adserver.state import FeedbackHandler, ServerState, StateRef
 from budget.budget_redis import BudgetStore, dedup_ttl_s
 from budget.slot_call import WaitPolicy
 from index.pacing import SystemClock
@@ -40,6 +40,12 @@ class FeedbackEndpoint:
 
     def __init__(self, ref: StateRef) -> None:
         self._ref = ref
+
+    @property
+    def service(self) -> FeedbackHandler | None:
+        """The worker's feedback path once it is ready (None: answer ``NOT_READY``)."""
+        state = self._ref.state
+        return None if state is None else state.feedback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.respond(scope["path_params"]["request_id"], receive, send)

@@ -7,6 +7,7 @@ it) and holds the ``ServerState`` once started. The feedback path is optional: i
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
@@ -38,6 +39,10 @@ class FeedbackHandler(Protocol):
         ...
 
     async def handle(self, request_id: str, raw_body: bytes) -> bytes: ...
+
+    def submit(self, request_id: str, raw_body: bytes) -> asyncio.Future[bytes]:
+        """``handle`` as a future (raises ``FeedbackError`` for a request refused up front)."""
+        ...
 
 
 #: The reason of every no-fill today (``adserver_no_fill_total{reason}``, ``RequestCounts.no_fill_reasons``):

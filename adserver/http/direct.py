@@ -9,20 +9,31 @@ same metrics series times it, and the response bytes are those uvicorn would wri
 answer (status line, uvicorn's default ``date``/``server`` headers, ``content-type``,
 ``content-length``, ``retry-after``, ``connection: close`` when the connection ends). Anything else,
 HEAD included, goes down the ASGI path, where the same endpoint is also routed.
+
+``POST /ad/{request_id}/feedback`` with a small fixed-length body is answered the same way
+(``feedback_target``): the protocol collects the body, hands it to the same ``FeedbackService``
+(``submit``: the token and the body are checked at once, an accepted request joins the next batch) and
+writes the answer from the future's callback when its batch has the debit and Kafka's acknowledgement.
+No task, no scope walk through the middleware; the bytes and the metrics are those of the ASGI path.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from adserver.http.metrics import RequestMetrics
-from adserver.http.middleware import MAX_HEADER_BYTES, MAX_HEADER_COUNT, MAX_TARGET_BYTES
+from adserver.http.middleware import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_HEADER_COUNT, MAX_TARGET_BYTES
 from adserver.serve import Reply, ServeEndpoint
+
+if TYPE_CHECKING:
+    from adserver.feedback_route import FeedbackEndpoint
 
 _PREFIX: Final = b"/ad/user/"
 _SUFFIX: Final = b"/serve"
+_FEEDBACK_PREFIX: Final = b"/ad/"
+_FEEDBACK_SUFFIX: Final = b"/feedback"
 _BODY_HEADERS: Final = (b"content-length", b"transfer-encoding")
 _JSON: Final = b"content-type: application/json\r\n"
 _CLOSE: Final = b"connection: close\r\n"
@@ -60,15 +71,51 @@ def target(url: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[str, bytes] 
     return user_id.decode("ascii"), query
 
 
+def feedback_target(url: bytes, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The ``request_id`` of a feedback POST that may be answered directly, else ``None``.
+
+    As the ASGI fast path (``adserver.http.fastpath``) takes it: one segment between ``/ad/`` and
+    ``/feedback``, one ``content-length`` within the body limit and no ``transfer-encoding`` (so the
+    body-limit middleware would pass it untouched); and, as ``target``, nothing a middleware would answer
+    (414/431), no escaped or non-ASCII path, no fragment."""
+    if not url.startswith(_FEEDBACK_PREFIX) or b"#" in url:
+        return None
+    path, _, query = url.partition(b"?")
+    if not path.endswith(_FEEDBACK_SUFFIX) or b"%" in path or not path.isascii():
+        return None
+    if len(path) + len(query) > MAX_TARGET_BYTES or len(headers) > MAX_HEADER_COUNT:
+        return None
+    size = 0
+    length = -1
+    for name, value in headers:
+        if name == b"content-length":
+            if length >= 0 or not value.isdigit():
+                return None
+            length = int(value)
+        elif name == b"transfer-encoding":
+            return None
+        size += len(name) + len(value)
+    if size > MAX_HEADER_BYTES or not 0 <= length <= MAX_BODY_BYTES:
+        return None
+    request_id = path[len(_FEEDBACK_PREFIX) : -len(_FEEDBACK_SUFFIX)]
+    if not request_id or b"/" in request_id:
+        return None
+    return request_id.decode("ascii")
+
+
 class DirectServe:
-    """The serve endpoint and its metrics, as the protocol's direct path uses them; set on the app's
-    state (``app.state.direct_serve``) by ``adserver.app.create_app``."""
+    """The serve endpoint (and the feedback endpoint, when given) and their metrics, as the protocol's
+    direct path uses them; set on the app's state (``app.state.direct_serve``) by
+    ``adserver.app.create_app``."""
 
-    __slots__ = ("_defaults", "_heads", "metrics", "serve")
+    __slots__ = ("_defaults", "_heads", "feedback", "metrics", "serve")
 
-    def __init__(self, serve: ServeEndpoint, metrics: RequestMetrics) -> None:
+    def __init__(
+        self, serve: ServeEndpoint, metrics: RequestMetrics, feedback: FeedbackEndpoint | None = None
+    ) -> None:
         self.serve = serve
         self.metrics = metrics
+        self.feedback = feedback
         self._defaults: list[tuple[bytes, bytes]] | None = None
         self._heads: dict[int, bytes] = {}
 

@@ -21,6 +21,12 @@ And it answers a plain serve GET itself, from its parser callbacks, without the 
 (``adserver.http.direct``: the same endpoint, metrics and response bytes; the same read deadline,
 keep-alive timer and request count). A serve request whose auction must ask the frequency-cap store
 continues as an ordinary uvicorn cycle, so later pipelined requests still wait their turn.
+
+A feedback POST with a small fixed-length body is answered directly too: its body is collected here,
+``FeedbackService.submit`` takes it, and the answer is written from the callback of the request's
+future. Until then the connection holds a response cycle of uvicorn's that is not complete, exactly as
+an ASGI request in flight does: later pipelined requests queue behind it, a graceful shutdown lets it
+finish and then closes the connection, and a client that goes away gets nothing written.
 """
 
 from __future__ import annotations
@@ -36,8 +42,10 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from adplatform.config import load_config
-from adserver.http.direct import ERROR_BODY, DirectServe, direct_of, target
-from adserver.http.fastpath import SERVE_ROUTE
+from adserver.feedback import FeedbackError
+from adserver.feedback_route import NOT_READY
+from adserver.http.direct import ERROR_BODY, DirectServe, direct_of, feedback_target, target
+from adserver.http.fastpath import FEEDBACK_ROUTE, SERVE_ROUTE
 from adserver.http.respond import send_json
 from adserver.serve import CapWait
 
@@ -104,6 +112,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _direct: DirectServe | None = None
     #: The direct request being read: (user_id, query, keep-alive).
     _pending: tuple[str, bytes, bool] | None = None
+    #: The direct feedback request whose body is being read: (request_id, keep-alive), and the body so far.
+    _feedback: tuple[str, bool] | None = None
+    _feedback_body: bytes = b""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -125,7 +136,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_done = True
-        if self._direct is not None and self._take_direct():
+        direct = self._direct
+        if direct is not None and self._take_direct(direct):
             return
         before = self.cycle
         super().on_headers_complete()
@@ -135,6 +147,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if cycle.scope["method"] != "HEAD":  # a HEAD response writes no body after its head
             cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
 
+    def on_body(self, body: bytes) -> None:
+        if self._feedback is not None:  # at most MAX_BODY_BYTES (feedback_target): no flow control
+            self._feedback_body += body
+            return
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
         self._disarm()
         pending = self._pending
@@ -142,16 +160,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._pending = None
             self._answer(*pending)
             return
+        feedback = self._feedback
+        if feedback is not None:
+            body, self._feedback, self._feedback_body = self._feedback_body, None, b""
+            self._answer_feedback(feedback[0], feedback[1], body)
+            return
         super().on_message_complete()
 
-    def _take_direct(self) -> bool:
-        """Whether this request is answered directly (``adserver.http.direct``): a plain serve GET on
-        HTTP/1.1 while nothing else is in flight on the connection (uvicorn's pipeline keeps the order of
-        the rest), the client reading its answers, and uvicorn set up as ``adserver.http.server`` runs it."""
+    def _take_direct(self, direct: DirectServe) -> bool:
+        """Whether this request is answered directly (``adserver.http.direct``): a plain serve GET or a
+        feedback POST with a small fixed-length body, on HTTP/1.1 while nothing else is in flight on the
+        connection (uvicorn's pipeline keeps the order of the rest), the client reading its answers, and
+        uvicorn set up as ``adserver.http.server`` runs it."""
         parser = self.parser
         cycle = self.cycle
+        method = parser.get_method()
         if (
-            parser.get_method() != b"GET"
+            (method != b"GET" and method != b"POST")
             or parser.get_http_version() != "1.1"
             or self.expect_100_continue
             or parser.should_upgrade()
@@ -162,6 +187,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             or self.access_log
         ):
             return False
+        if method == b"POST":
+            if direct.feedback is None:
+                return False
+            request_id = feedback_target(self.url, self.headers)
+            if request_id is None:
+                return False
+            self._feedback = (request_id, parser.should_keep_alive())
+            self._feedback_body = b""
+            return True
         found = target(self.url, self.headers)
         if found is None:
             return False
@@ -192,6 +226,98 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
         self.on_response_complete()  # uvicorn's bookkeeping: request count, keep-alive timer
         direct.serve.after(reply)
+
+    def _answer_feedback(self, request_id: str, keep_alive: bool, body: bytes) -> None:
+        """Submit a feedback request; answer now if it is refused up front (404/422/503 not ready),
+        else from its future's callback (``_feedback_done``), with a cycle of uvicorn's held meanwhile."""
+        direct = self._direct
+        assert direct is not None and direct.feedback is not None  # _feedback is only set when they are
+        started = time.perf_counter()
+        service = direct.feedback.service
+        if service is None:
+            self._write_feedback(direct, 503, NOT_READY, 1, keep_alive, started)
+            return
+        try:
+            future = service.submit(request_id, body)
+        except FeedbackError as exc:
+            retry_after_s = 1 if exc.status == 503 else None
+            self._write_feedback(direct, exc.status, exc.body, retry_after_s, keep_alive, started)
+            return
+        except Exception:  # the top-level guard ServerErrorMiddleware is on the ASGI path
+            logger.exception("Exception in the feedback route (direct path)")
+            self._feedback_failed(direct, started)
+            return
+        cycle = RequestResponseCycle(
+            scope=self.scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=keep_alive,
+            on_response=self.on_response_complete,
+        )
+        cycle.more_body = False
+        self.cycle = cycle  # in flight: later pipelined requests queue behind it, shutdown waits for it
+        future.add_done_callback(functools.partial(self._feedback_done, direct, cycle, started))
+
+    def _feedback_done(
+        self, direct: DirectServe, cycle: RequestResponseCycle, started: float, future: asyncio.Future[bytes]
+    ) -> None:
+        """The batch settled the request: write its answer (unless its client has gone), as the ASGI
+        path's ``send_json`` would."""
+        exc = None if future.cancelled() else future.exception()
+        if future.cancelled() or (exc is not None and not isinstance(exc, FeedbackError)):
+            if exc is not None:
+                logger.error("Exception in the feedback route (direct path)", exc_info=exc)
+            if cycle.disconnected or self.transport.is_closing():
+                direct.metrics.observe(FEEDBACK_ROUTE, 500, time.perf_counter() - started)
+                return
+            cycle.response_started = cycle.response_complete = True
+            self._feedback_failed(direct, started)
+            return
+        if exc is None:
+            status, body, retry_after_s = 200, future.result(), None
+        else:
+            assert isinstance(exc, FeedbackError)
+            status, body = exc.status, exc.body
+            retry_after_s = 1 if status == 503 else None
+        if cycle.disconnected or self.transport.is_closing():  # as uvicorn's send(): nothing written
+            direct.metrics.observe(FEEDBACK_ROUTE, status, time.perf_counter() - started)
+            return
+        cycle.response_started = cycle.response_complete = True
+        cycle.message_event.set()
+        # ``keep_alive`` of the cycle: a graceful shutdown meanwhile turned it off.
+        self._write_feedback(direct, status, body, retry_after_s, cycle.keep_alive, started)
+
+    def _write_feedback(
+        self,
+        direct: DirectServe,
+        status: int,
+        body: bytes,
+        retry_after_s: int | None,
+        keep_alive: bool,
+        started: float,
+    ) -> None:
+        self.transport.write(
+            direct.encode_raw(status, body, retry_after_s, keep_alive, self.server_state.default_headers)
+        )
+        direct.metrics.observe(FEEDBACK_ROUTE, status, time.perf_counter() - started)
+        if not keep_alive:
+            self.transport.close()
+        self.on_response_complete()  # uvicorn's bookkeeping: request count, keep-alive timer, pipeline
+
+    def _feedback_failed(self, direct: DirectServe, started: float) -> None:
+        """A bug: 500, and the connection closed (as uvicorn does after an app fails with its answer sent)."""
+        direct.metrics.observe(FEEDBACK_ROUTE, 500, time.perf_counter() - started)
+        self.transport.write(
+            direct.encode_raw(500, ERROR_BODY, None, True, self.server_state.default_headers)
+        )
+        self.on_response_complete()
+        self.transport.close()
 
     def _finish_in_cycle(
         self, direct: DirectServe, wait: CapWait, user_id: str, query: bytes, keep_alive: bool, started: float
@@ -250,6 +376,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         cycle = self.cycle if self._head_done else None
+        if self._feedback is not None:  # a direct feedback request's body is late: it has no cycle yet
+            self._feedback, self._feedback_body = None, b""
+            cycle = None
         if cycle is None or not cycle.response_started:
             self.transport.write(_RESPONSE_408)
         if cycle is not None and not cycle.response_complete:
