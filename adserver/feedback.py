@@ -50,14 +50,15 @@ import asyncio
 import functools
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from adplatform import names
 from adplatform.redis_client import ClientFailureLog, is_redis_failure
@@ -121,14 +122,43 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _age_range(c: Campaign | None) -> str:
-    if c is None:
-        return "unknown"
-    return (
+class _Targeting(NamedTuple):
+    """A campaign's fields of the enriched event, as the archive spells them."""
+
+    age_range: str
+    location: str
+    gender: str
+    income_bucket: str
+    device_type: str
+    start_time: str
+    end_time: str
+
+
+_UNKNOWN = _Targeting("unknown", "unknown", "unknown", "unknown", "unknown", "", "")
+
+
+@functools.lru_cache(maxsize=4096)  # per campaign state: every event of a campaign repeats them
+def _targeting(c: Campaign) -> _Targeting:
+    age = (
         "All"
         if (c.target_age_start, c.target_age_end) == (0, 0)
         else f"{c.target_age_start}-{c.target_age_end}"
     )
+    return _Targeting(
+        age_range=age,
+        location=f"{c.target_city}, {c.target_state}, {c.target_country}",
+        gender=c.target_gender,
+        income_bucket=c.target_income_bucket,
+        device_type=c.target_device,
+        start_time=_iso(c.flight_start_s * 1000),
+        end_time=_iso(c.flight_end_s * 1000),
+    )
+
+
+#: Prices and charges repeat (a campaign's second prices), so each Decimal is built once (they are
+#: immutable, so shared safely).
+_micros_decimal = functools.lru_cache(maxsize=8192)(micros_to_decimal)
+_cpm_decimal = functools.lru_cache(maxsize=8192)(cpm_units_to_decimal)
 
 
 def build_event(
@@ -142,26 +172,23 @@ def build_event(
     now_ms: int,
 ) -> FeedbackEvent:
     """The enriched ``ad-feedback`` message (the original archive's fields, plus the user's attributes)."""
+    t = _UNKNOWN if campaign is None else _targeting(campaign)
     return FeedbackEvent(
         event_id=event_id,
         campaign_id=token.campaign_id,
         user_id=token.user_id,
         request_id=request_id,
-        auction_cpm=cpm_units_to_decimal(token.clearing_cpm_units),
-        auction_cpc=micros_to_decimal(token.auction_cpc_micros),
-        auction_cpa=micros_to_decimal(token.auction_cpa_micros),
-        target_age_range=_age_range(campaign),
-        target_location=(
-            f"{campaign.target_city}, {campaign.target_state}, {campaign.target_country}"
-            if campaign
-            else "unknown"
-        ),
-        target_gender=campaign.target_gender if campaign else "unknown",
-        target_income_bucket=campaign.target_income_bucket if campaign else "unknown",
-        target_device_type=campaign.target_device if campaign else "unknown",
-        campaign_start_time=_iso(campaign.flight_start_s * 1000) if campaign else "",
-        campaign_end_time=_iso(campaign.flight_end_s * 1000) if campaign else "",
-        expenditure_amount=micros_to_decimal(charged_micros),
+        auction_cpm=_cpm_decimal(token.clearing_cpm_units),
+        auction_cpc=_micros_decimal(token.auction_cpc_micros),
+        auction_cpa=_micros_decimal(token.auction_cpa_micros),
+        target_age_range=t.age_range,
+        target_location=t.location,
+        target_gender=t.gender,
+        target_income_bucket=t.income_bucket,
+        target_device_type=t.device_type,
+        campaign_start_time=t.start_time,
+        campaign_end_time=t.end_time,
+        expenditure_amount=_micros_decimal(charged_micros),
         expenditure_micros=charged_micros,
         user_action=action,
         timestamp=_iso(now_ms),
@@ -235,6 +262,33 @@ ACKED_MEMORY = 65_536
 IN_FLIGHT_MARK_S = 60
 
 
+class KeyPartitions:
+    """Each key's partition as the producer's default partitioner picks it (murmur2 of the key over the
+    topic's partitions, so a campaign's events stay in one partition, in order), remembered per key:
+    aiokafka's pure-Python murmur2 and its partition lists cost about as much per event as encoding it.
+    Forgotten when the topic's partitions change, and past ``MAX_KEYS`` keys."""
+
+    MAX_KEYS = 100_000
+
+    def __init__(self) -> None:
+        self._partitions: list[int] = []
+        self._of: dict[bytes, int] = {}
+        self._default = DefaultPartitioner()
+
+    def of(self, partitions: Collection[int]) -> Callable[[bytes], int | None]:
+        """The picker for a topic that has ``partitions`` now (``producer.partitions_for``)."""
+        ordered = sorted(partitions)  # the order the default partitioner is given
+        if ordered != self._partitions or len(self._of) > self.MAX_KEYS:
+            self._partitions, self._of = ordered, {}
+        return self._pick
+
+    def _pick(self, key: bytes) -> int | None:
+        partition = self._of.get(key)
+        if partition is None and self._partitions:  # (none known: the producer picks, as without us)
+            partition = self._of[key] = self._default(key, self._partitions, self._partitions)
+        return partition
+
+
 def _in_flight_key(campaign_id: str, event_id: str) -> str:
     """The mark of a charge whose event Kafka has not answered yet (in the de-duplication key's slot)."""
     return names.dedup_key(campaign_id, event_id) + ":in-flight"
@@ -269,6 +323,7 @@ class FeedbackService:
         #: Which of the given event ids (→ earliest time, ms) are in ``ad-feedback`` already; None: not
         #: looked up (an orphan is then published again, which costs a message).
         self._published = published
+        self._partitions = KeyPartitions()
         self._pending: list[_Pending] = []
         self._tasks: set[asyncio.Task[None]] = set()
         #: Done when the debit call in Redis returns; the next batch forms while it waits (the gate).
@@ -504,12 +559,16 @@ class FeedbackService:
         failure: BaseException | None = None
         try:
             async with asyncio.timeout_at(deadline):
+                # Waits for the topic's metadata as send() would (a missing topic never has any).
+                partition_of = self._partitions.of(await self._producer.partitions_for(self._topic))
                 for p, debit in charged:
                     cid = p.token.campaign_id
                     event = build_event(p.token, p.request_id, p.event_id, p.action, p.body,
                                         debit.charged_micros, self._lookup(cid), p.now_ms)  # fmt: skip
                     value = encoder.encode(event)
-                    acks.append(await self._producer.send(self._topic, value, key=cid.encode()))
+                    key = cid.encode()
+                    ack = await self._producer.send(self._topic, value, key=key, partition=partition_of(key))
+                    acks.append(ack)
         except (KafkaError, TimeoutError, OSError) as exc:
             failure = exc  # the events not handed over were never sent
         if acks:

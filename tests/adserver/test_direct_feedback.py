@@ -72,7 +72,10 @@ class FakeProducer:
         self.sent: list[bytes] = []
         self._held: list[asyncio.Future[Any]] = []
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    async def send(self, topic: str, value: bytes, key: bytes, partition: int | None) -> asyncio.Future[Any]:
         self.sent.append(value)
         ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.hold:

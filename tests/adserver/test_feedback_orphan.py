@@ -131,7 +131,12 @@ class _SlowProducer:
     def __init__(self) -> None:
         self.acks: list[asyncio.Future[object]] = []
 
-    async def send(self, topic: str, value: bytes, *, key: bytes | None = None) -> asyncio.Future[object]:
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    async def send(
+        self, topic: str, value: bytes, *, key: bytes | None = None, partition: int | None = None
+    ) -> asyncio.Future[object]:
         ack: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self.acks.append(ack)
         return ack
