@@ -10,6 +10,10 @@ list. Prints req/s, p50/p99 and the ratio to the minimal app; saves JSON under `
 ``--rounds N`` measures the minimal app and the feedback server N times, alternating, and adds the median
 of each column: on a shared machine one run can be 20% off either way (the minimal app alone has measured
 24,000 to 34,000 req/s in one hour), so a figure worth quoting is a median of rounds.
+
+``--baseline-tree DIR`` also runs the feedback server from another checkout (``git archive <commit> |
+tar -x -C DIR``) in every round, right before this tree's, with fresh request ids of its own, and prints
+each round's ratio to it: a before/after comparison against the same minimal-app reference.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ingest.generator import write_campaigns_csv
 from ingest.instruction import COLUMNS
 
 BODY = '{"view": 1, "click": 1, "acquisition": 0}'
+BASELINE = " (baseline)"
 
 
 def campaign_file(path: Path, campaign_ids: list[str]) -> Path:
@@ -116,8 +121,15 @@ def main(argv: list[str]) -> int:
     )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; >1 adds the medians")
     parser.add_argument("--label", default="", help="suffix of the results file name")
+    parser.add_argument(
+        "--baseline-tree", type=Path, default=None,
+        help="another checkout whose feedback server runs beside this tree's in every round",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     servers: list[str] = args.server or ["uvicorn"]
+    trees: list[tuple[str, Path | None]] = [("", None)]
+    if args.baseline_tree is not None:
+        trees = [(BASELINE, args.baseline_tree.resolve()), ("", None)]
     base = load_config()
     config = base.namespaced(f"benchfb{int(time.time())}-")
     campaign_ids = [f"bench-{uuid.uuid4().hex[:8]}" for _ in range(args.campaigns)]
@@ -130,9 +142,10 @@ def main(argv: list[str]) -> int:
         )
 
     def show(r: dict[str, object]) -> None:
+        versus = f"  vs baseline {r['ratio_to_baseline']}" if "ratio_to_baseline" in r else ""
         print(
-            f"{r['case']:<30} {r['requests_per_s']:>8,} req/s  p50 {r['p50_ms']:.2f} ms  "
-            f"p99 {r['p99_ms']:.2f} ms  non-2xx {r['non_2xx']}  ratio {r['ratio_to_minimal']}"
+            f"{r['case']:<41} {r['requests_per_s']:>8,} req/s  p50 {r['p50_ms']:.2f} ms  "
+            f"p99 {r['p99_ms']:.2f} ms  non-2xx {r['non_2xx']}  ratio {r['ratio_to_minimal']}{versus}"
         )
 
     try:
@@ -151,25 +164,40 @@ def main(argv: list[str]) -> int:
                 rows.append(row(f"minimal starlette (GET){tag}", minimal, None))
                 show(rows[-1])
                 for server in servers:
-                    fb_script = write_feedback_script(  # fresh ids each round: never a duplicate
-                        Path(tmp) / f"feedback-{server}.lua",
-                        tokens(signer, campaign_ids, args.tokens),
-                        args.threads,
-                    )
-                    port = free_port()
-                    with server_process("adserver.app:app", server, port, workers=args.workers, env=env,
-                                        ready_path="/readyz"):  # fmt: skip
-                        result = measure(f"http://127.0.0.1:{port}", fb_script)
-                    rows.append(row(f"feedback (POST, {server}){tag}", result, minimal))
-                    show(rows[-1])
+                    # The order alternates by round, so neither tree always meets the machine first.
+                    done: dict[str, dict[str, object]] = {}
+                    for suffix, cwd in trees if n % 2 else trees[::-1]:
+                        fb_script = write_feedback_script(  # fresh ids each round: never a duplicate
+                            Path(tmp) / f"feedback-{server}.lua",
+                            tokens(signer, campaign_ids, args.tokens),
+                            args.threads,
+                        )
+                        port = free_port()
+                        with server_process("adserver.app:app", server, port, workers=args.workers, env=env,
+                                            ready_path="/readyz", cwd=cwd):  # fmt: skip
+                            result = measure(f"http://127.0.0.1:{port}", fb_script)
+                        rows.append(row(f"feedback (POST, {server}){suffix}{tag}", result, minimal))
+                        done[suffix] = rows[-1]
+                        if len(done) == 2:
+                            ours, before = done[""], done[BASELINE]
+                            ours["ratio_to_baseline"] = round(
+                                int(str(ours["requests_per_s"])) / max(int(str(before["requests_per_s"])), 1),
+                                3,
+                            )
+                        show(rows[-1])
     finally:
         asyncio.run(delete_topics(config))
         asyncio.run(delete_campaign_keys(config, campaign_ids))
     if args.rounds > 1:
-        for case in ["minimal starlette (GET)", *(f"feedback (POST, {server})" for server in servers)]:
+        cases = [f"feedback (POST, {server}){suffix}" for server in servers for suffix, _ in trees]
+        for case in ["minimal starlette (GET)", *cases]:
             rows.append(median_row(case, [r for r in rows if str(r["case"]).startswith(f"{case} #")]))
             show(rows[-1])
-    save_results("feedback-http", vars(args), rows, label=args.label)
+    settings = {
+        **vars(args),
+        "baseline_tree": None if args.baseline_tree is None else str(args.baseline_tree),
+    }
+    save_results("feedback-http", settings, rows, label=args.label)
     return 0
 
 
@@ -189,6 +217,11 @@ def median_row(case: str, rounds: list[dict[str, object]]) -> dict[str, object]:
         "errors": sum(int(str(r["errors"])) for r in rounds),
         "ratio_to_minimal": round(med("ratio_to_minimal"), 3),
         "requests_per_s_range": [min(rates), max(rates)],
+        **(
+            {"ratio_to_baseline": round(med("ratio_to_baseline"), 3)}
+            if "ratio_to_baseline" in rounds[0]
+            else {}
+        ),
     }
 
 
