@@ -1,10 +1,15 @@
 """``make chaos TOPOLOGY=cluster``: the fault scenarios of the cluster stack, on ``loadtest.chaos``'s rig,
 checks and table (``python -m loadtest.chaos --topology cluster``).
 
-The rig runs on ``adplatform stack up --topology cluster`` (Redis Cluster 3 masters + 3 replicas, 3 Kafka
+The rig runs on ``adplatform stack up --topology cluster`` (Redis Cluster 3 masters × 2 replicas, 3 Kafka
 brokers with replication 3, a Spark standalone master with 2 workers) and the single-node stack's
-PostgreSQL: a database of its own there, its own topics, and campaigns of its own ids on the shared Redis
-Cluster (a cluster has only database 0; their keys are deleted when the scenario ends). Two ad-server
+PostgreSQL: a database of its own there, its own topics, and a key namespace of its own on the shared
+Redis Cluster, which has only database 0 (``ADP_REDIS_NAMESPACE``: every key and channel is
+``adp@<ns>:…``, as a test session's on the cluster). A process's namespace is fixed when it imports
+``adplatform.names``, and the rig runs platform code in process too (the Ad Manager, the checks), so each
+scenario runs in a child process started with a fresh namespace (``run_scenario``); its sandbox claims
+the namespace and, when the scenario ends, deletes the whole prefix on every master (budgets,
+de-duplication keys and in-flight marks, frequency caps, blocked sets, the pacer's lease). Two ad-server
 hosts (``adplatform serve`` on two ports, 2 workers each) serve the simulator's clients, which spread over
 both and retry a 503 or a dead connection on the other host with the same request id; the pipeline's
 services run as on one node, the streaming archive is submitted to the standalone master.
@@ -19,17 +24,20 @@ Scenarios (each under load, the fault held ``hold_s`` then healed):
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-import dataclasses
 import os
-import random
 import signal
+import sys
+import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from redis.asyncio.cluster import RedisCluster
@@ -38,42 +46,35 @@ from redis.exceptions import RedisClusterException, RedisError
 from adplatform import names
 from adplatform.config import Config, load_config
 from adplatform.redis_client import open_redis
-from adplatform.sandbox import create_database, database_of, drop_database, new_suffix
+from adplatform.sandbox import new_suffix, open_sandbox
 from archive.layout import ArchiveLayout
-from budget.budget_redis import BudgetStore
 from devstack import cluster, kafka_cluster, redis_cluster, spark_cluster
 from devstack.paths import Paths
-from loadtest.chaos import Result, Rig, Timing, run_rig
+from loadtest.chaos import FULL, Result, Rig, Timing, run_rig
 
+#: This module, as the child process of ``run_scenario`` runs it (``__name__`` is ``__main__`` there).
+MODULE = "loadtest.chaos_cluster"
 #: The two ad-server instances, as two hosts would be.
 HOST_PORTS = {"host-a": 8021, "host-b": 8022}
 
 
 class ClusterRig(Rig):
     """``Rig`` on the cluster stack: two hosts, the archive on the standalone master, a PostgreSQL
-    database of its own and campaigns of its own on the shared Redis Cluster."""
+    database and a Redis key namespace of its own (this process's, ``ADP_REDIS_NAMESPACE``)."""
 
-    def __init__(
-        self, base: Config, env: dict[str, str], name: str, timing: Timing, *, database: str
-    ) -> None:
+    def __init__(self, base: Config, env: dict[str, str], name: str, timing: Timing) -> None:
         super().__init__(base, env, name, timing, streaming_archive=True)
         self.hosts = dict(HOST_PORTS)
-        self.campaign_seed = random.SystemRandom().randrange(1 << 30)  # ids no other run has
-        self.database = database
-        self.admin_dsn = base.pg_dsn
 
     @classmethod
     async def open_cluster(cls, base: Config, name: str, timing: Timing) -> ClusterRig:
-        database = f"{database_of(base.pg_dsn)}_{new_suffix('chaos')}"
-        dsn = await create_database(base.pg_dsn, database)
-        config = cluster.cluster_config(dataclasses.replace(base, pg_dsn=dsn))
-        rig = cls(config, {**cluster.cluster_env(), "ADP_PG_DSN": dsn}, name, timing, database=database)
-        rig.admin_dsn = base.pg_dsn
+        """A rig on stores of its own: the sandbox claims this process's namespace (refused without one,
+        or when another owner holds it) and ``close`` deletes it on every master."""
+        stores = await open_sandbox(cluster.cluster_config(base), new_suffix("chaos"))
+        print(f"    {name}: {stores.database}, Redis namespace {names.REDIS_PREFIX}", flush=True)
+        rig = cls(stores.config, {**cluster.cluster_env(), **stores.env}, name, timing)
+        rig.stores = stores
         return rig
-
-    async def close_stores(self) -> None:
-        await _delete_campaign_keys(self.config.redis_url, self.campaign_ids)
-        await drop_database(self.admin_dsn, self.database)
 
     async def wait_ready(self, timeout_s: float = 120) -> None:
         """Both hosts' workers, and the archive's query started on the standalone master (spark-submit
@@ -89,30 +90,6 @@ class ClusterRig(Rig):
     def archive_args(self, *, until_idle: bool) -> tuple[str, ...]:
         job = ("--until-idle",) if until_idle else ("--trigger-s", "2")
         return ("archive", "submit", "--master", spark_cluster.master_url(), "--", *job)
-
-
-async def _delete_campaign_keys(url: str, campaign_ids: list[str]) -> None:
-    """The run's campaigns' keys on the cluster: budgets, de-duplication keys, blocked-set entries."""
-    if not campaign_ids:
-        return
-    ours = set(campaign_ids)
-    client = open_redis(url, socket_timeout=10)
-    store = BudgetStore(client, slot_s=60)  # only its key layout is used
-    try:
-        dedup = [
-            key
-            async for key in client.scan_iter(match=names.REDIS_PREFIX + "dedup:*", count=1000)
-            if names.campaign_id_of(key.decode()) in ours
-        ]
-        for key in [*dedup, *(names.budget_key(cid) for cid in campaign_ids)]:
-            await client.unlink(key)
-        for cid in campaign_ids:
-            await client.srem(store.layout.blocked_key(cid), cid)
-    except (RedisError, RedisClusterException, OSError) as exc:  # the cluster is down: they stay
-        print(f"    could not delete the run's Redis keys ({exc})")
-    finally:
-        await store.aclose()
-        await client.aclose()
 
 
 def _node(config: Config, name: str) -> cluster.Node:
@@ -325,6 +302,31 @@ def require_cluster(config: Config) -> None:
 
 
 async def run_scenario(name: str, timing: Timing) -> Result:
+    """Run ``name`` in a child process with a fresh key namespace (``chaos<hex>``) and read its result.
+
+    Not in this process: its namespace was fixed when it imported ``adplatform.names``, and it may be
+    one a sandbox already holds (a test session's on the cluster stack). The child's output is this
+    process's; cancelled, the child gets SIGINT and stops its processes and drops its stores itself."""
+    env = {**os.environ, names.NAMESPACE_ENV: f"chaos{uuid.uuid4().hex[:10]}"}
+    with tempfile.TemporaryDirectory(prefix="adp-chaos-") as tmp:
+        out = Path(tmp) / "result.json"
+        args = [name, "--timing", msgspec.json.encode(timing).decode(), "--result", str(out)]
+        child = await asyncio.create_subprocess_exec(sys.executable, "-m", MODULE, *args, env=env)
+        try:
+            code = await child.wait()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGINT)
+            raise
+        if code != 0 or not out.is_file():
+            raise RuntimeError(f"cluster chaos {name}: its process exited with {code} (output above)")
+        return msgspec.json.decode(out.read_bytes(), type=Result)
+
+
+async def run_in_namespace(name: str, timing: Timing) -> Result:
+    """The scenario in this process, whose namespace (``ADP_REDIS_NAMESPACE``) its sandbox claims."""
+    if not names.NAMESPACE:
+        raise RuntimeError(f"the cluster rig needs a key namespace of its own: set {names.NAMESPACE_ENV}")
     base = load_config()
     await asyncio.to_thread(require_cluster, base)
     fault = scenarios(timing)[name]
@@ -333,3 +335,19 @@ async def run_scenario(name: str, timing: Timing) -> Result:
         return await run_rig(rig, base, fault)
     finally:
         await rig.close()
+
+
+def main(argv: list[str]) -> int:
+    """The child of ``run_scenario``: one scenario, its result as JSON to ``--result``."""
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=main.__doc__)
+    parser.add_argument("scenario", choices=list(scenarios(FULL)))
+    parser.add_argument("--timing", required=True, help="a Timing as JSON")
+    parser.add_argument("--result", type=Path, required=True)
+    args = parser.parse_args(argv)
+    result = asyncio.run(run_in_namespace(args.scenario, msgspec.json.decode(args.timing, type=Timing)))
+    args.result.write_bytes(msgspec.json.encode(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
