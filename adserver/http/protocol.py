@@ -103,6 +103,34 @@ class _HeadWithBody:
         return getattr(self._transport, name)
 
 
+class _NoWaiter:
+    """Stands for a cycle's ``message_event``: nothing waits on a direct feedback's cycle."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+_NO_WAITER = _NoWaiter()
+
+
+class _FeedbackInFlight:
+    """What uvicorn reads of a connection's cycle (``self.cycle``) while a direct feedback's answer is
+    pending: not complete, so pipelined requests queue behind it and a graceful shutdown turns its
+    ``keep_alive`` off instead of closing; ``disconnected`` once the client has gone. A full
+    ``RequestResponseCycle`` with its ``asyncio.Event`` cost 1.9 us per request, this 0.25."""
+
+    __slots__ = ("disconnected", "keep_alive", "message_event", "response_complete", "response_started")
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.response_started = False
+        self.response_complete = False
+        self.disconnected = False
+        self.message_event = _NO_WAITER
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` plus the request-read deadline and the serve route's direct answer
     (``adserver.http.direct``); everything else is uvicorn's own."""
@@ -247,25 +275,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             logger.exception("Exception in the feedback route (direct path)")
             self._feedback_failed(direct, started)
             return
-        cycle = RequestResponseCycle(
-            scope=self.scope,
-            transport=self.transport,
-            flow=self.flow,
-            logger=self.logger,
-            access_logger=self.access_logger,
-            access_log=self.access_log,
-            default_headers=self.server_state.default_headers,
-            message_event=asyncio.Event(),
-            expect_100_continue=False,
-            keep_alive=keep_alive,
-            on_response=self.on_response_complete,
-        )
-        cycle.more_body = False
-        self.cycle = cycle  # in flight: later pipelined requests queue behind it, shutdown waits for it
+        cycle = _FeedbackInFlight(keep_alive)
+        # In flight: later pipelined requests queue behind it, a graceful shutdown waits for it.
+        self.cycle = cycle  # type: ignore[assignment]  # what uvicorn reads of a cycle (see the class)
         future.add_done_callback(functools.partial(self._feedback_done, direct, cycle, started))
 
     def _feedback_done(
-        self, direct: DirectServe, cycle: RequestResponseCycle, started: float, future: asyncio.Future[bytes]
+        self, direct: DirectServe, cycle: _FeedbackInFlight, started: float, future: asyncio.Future[bytes]
     ) -> None:
         """The batch settled the request: write its answer (unless its client has gone), as the ASGI
         path's ``send_json`` would."""
@@ -289,7 +305,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             direct.metrics.observe(FEEDBACK_ROUTE, status, time.perf_counter() - started)
             return
         cycle.response_started = cycle.response_complete = True
-        cycle.message_event.set()
         # ``keep_alive`` of the cycle: a graceful shutdown meanwhile turned it off.
         self._write_feedback(direct, status, body, retry_after_s, cycle.keep_alive, started)
 
