@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from adplatform.config import Config, load_config
-from adplatform.kafka import ensure_topics, make_producer, wait_for_topics
+from adplatform.kafka import delete_topics, ensure_topics, make_producer, wait_for_topics
 from adplatform.wire import encoder
 from archive.feedback_writer import StopSignal, WriterOptions, WriterSummary, run_writer
 from archive.layout import ArchiveLayout
@@ -151,8 +151,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await _until(lambda: measured.scan() >= sent, 180)
     finally:
         stop.set()
-        summary = await writer
-        spark.stop()
+        try:
+            summary = await writer
+        finally:
+            spark.stop()
+            await delete_topics(config, [config.topics.feedback])  # the run's own topic, by its prefix
+            if not args.keep:
+                shutil.rmtree(config.archive_dir, ignore_errors=True)
     commit_lags, write_lags = measured.commit_lags, measured.write_lags
     batches = len(measured.seen) - len(warmup.seen)
     result = {
@@ -172,8 +177,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "spark_master": "local[2]"},
     }
     result["meets_target"] = bool(commit_lags) and result["commit_lag_s"]["p99"] <= TARGET_P99_S
-    if not args.keep:
-        shutil.rmtree(config.archive_dir, ignore_errors=True)
     return result
 
 
