@@ -31,7 +31,7 @@ from typing import Any
 from adplatform.config import load_config
 from adplatform.kafka import delete_topics
 from adplatform.sandbox import sandbox_environment
-from bench.http import ADSERVER, RSGI, RSGI_SERVER, _cpu_s
+from bench.http import ADSERVER, MINIMAL, RSGI, RSGI_SERVER, _cpu_s
 from bench.http_stack import free_port, save_results, seed, server_process, write_corpus
 from bench.nginx import nginx_process, typical_body
 from bench.wrk import WrkResult, make_paths, run_wrk, write_script
@@ -39,7 +39,7 @@ from bench.wrk import WrkResult, make_paths, run_wrk, write_script
 #: Named settings tried for the bare RSGI app (over GRANIAN_SETTINGS; granian's defaults otherwise).
 SETTINGS: dict[str, dict[str, object]] = {
     "default": {},
-    "st asyncio-task": {"runtime_mode": "st", "task_impl": "asyncio"},
+    "st": {"runtime_mode": "st"},
     "rust-task": {"task_impl": "rust"},
     "mt": {"runtime_mode": "mt"},
     "mt 2-threads": {"runtime_mode": "mt", "runtime_threads": 2},
@@ -98,28 +98,28 @@ def _cases(args: argparse.Namespace, serve_env: dict[str, str]) -> dict[str, Sta
     cases: dict[str, Starter] = {
         "nginx return 200": lambda p: nginx_process(p, workers=workers, body=typical_body())
     }
-    for name in args.settings.split(","):
+    for name in filter(None, args.settings.split(",")):
         options = json.dumps(SETTINGS[name])
         cases[f"bare rsgi [{name}]"] = functools.partial(
             _server, RSGI, RSGI_SERVER, workers=workers, ready_path="/ad/user/warmup/serve", options=options
         )
     if args.serve:
-        serve = json.dumps(SETTINGS[args.serve_settings])
-        for label, server, options in (
-            ("serve uvicorn direct", "uvicorn", ""),
-            (f"serve granian asgi [{args.serve_settings}]", "granian", serve),
-            (f"serve granian rsgi [{args.serve_settings}]", "granian-rsgi-serve", serve),
-        ):
-            if server in args.serve.split(","):
-                cases[label] = functools.partial(
-                    _server,
-                    ADSERVER,
-                    server,
-                    workers=workers,
-                    env=serve_env,
-                    ready_path="/readyz",
-                    options=options,
-                )
+        wanted = args.serve.split(",")
+        if "minimal" in wanted:  # bench.http's reference: the minimal Starlette app on uvicorn
+            cases["minimal starlette uvicorn"] = functools.partial(
+                _server, MINIMAL, "uvicorn", workers=workers, ready_path="/ad/user/warmup/serve", options=""
+            )
+        if "uvicorn" in wanted:
+            cases["serve uvicorn direct"] = functools.partial(
+                _server, ADSERVER, "uvicorn", workers=workers, env=serve_env, ready_path="/readyz", options=""
+            )
+        for name in args.serve_settings.split(","):
+            for label, server in (("asgi", "granian"), ("rsgi", "granian-rsgi-serve")):
+                if server in wanted:
+                    cases[f"serve granian {label} [{name}]"] = functools.partial(
+                        _server, ADSERVER, server, workers=workers, env=serve_env, ready_path="/readyz",
+                        options=json.dumps(SETTINGS[name]),
+                    )  # fmt: skip
     return cases
 
 
@@ -139,9 +139,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--serve",
         default="",
-        help="comma list of uvicorn,granian,granian-rsgi-serve: ad-server cases (seed corpus)",
+        help="comma list of minimal,uvicorn,granian,granian-rsgi-serve: the minimal Starlette app and "
+        "ad-server cases (seed corpus)",
     )
-    parser.add_argument("--serve-settings", default="default", help="the granian settings of the serve cases")
+    parser.add_argument(
+        "--serve-settings", default="default", help="comma list: the granian serve cases run under each"
+    )
     args = parser.parse_args(argv)
     with sandbox_environment("bench"):
         return _run(args)
