@@ -21,7 +21,10 @@ APP: Final = "adserver.app:app"
 Server = Literal["uvicorn", "granian"]
 
 #: granian's settings over its defaults, for every granian server here (the ad server and the bench's
-#: references). Chosen with ``python -m bench.granian_tuning`` (BENCHMARKS.md, 2026-12-05).
+#: references): uvloop, and granian's own choice of runtime (``st`` for RSGI, ``mt`` for ASGI). Neither
+#: the other runtime, more runtime threads, the Rust task implementation, HTTP/1 only, websockets off
+#: nor a lower backpressure measured better beyond the noise (``python -m bench.granian_tuning``,
+#: BENCHMARKS.md 2026-12-05).
 GRANIAN_SETTINGS: Final[Mapping[str, object]] = {"loop": "uvloop"}
 
 
@@ -104,9 +107,9 @@ def _run(
             workers=workers,
             log_dictconfig=logging_config(log_level),
             **granian_settings(granian),
-            # Slow clients: granian closes a connection whose request head takes over ADP_CLIENT_TIMEOUT_S
-            # (measured). It does not time out a connection that sends nothing, nor a dribbled body;
-            # uvicorn with adserver.http.protocol does all three and answers 408.
+            # Slow clients: granian closes a connection whose request head takes over ADP_CLIENT_TIMEOUT_S,
+            # without a 408 (measured). It does not time out a connection that sends nothing, nor a
+            # dribbled body; uvicorn with adserver.http.protocol does all three and answers 408.
             http1_settings=HTTP1Settings(header_read_timeout=load_config().client_timeout_s * 1000),
         ).serve()
         return
