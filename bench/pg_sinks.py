@@ -47,7 +47,7 @@ from adplatform.config import Config, load_config
 from adplatform.consumer import BATCHING_FETCH, make_consumer
 from adplatform.kafka import delete_topics, ensure_topics, make_producer, wait_for_topics
 from adplatform.names import GROUP_SERVED_WRITER
-from adplatform.postgres import create_pool
+from adplatform.postgres import create_pool, quote_ident
 from adplatform.sandbox import sandbox_environment
 from adplatform.wire import ServedAd, encoder
 from bench.debit_redis import bench_campaign
@@ -299,7 +299,8 @@ async def run(events: int, campaigns: int, rounds: int, served_max_batch: int) -
             # Constant identifiers (the sinks' tables), never input; the scratch tables grow as the sinks'.
             await monitor.execute("CREATE SCHEMA IF NOT EXISTS bench_scratch")
             await monitor.execute(
-                f"CREATE TABLE bench_scratch.{case.table} (LIKE online_ads.{case.table} INCLUDING ALL)"
+                f"CREATE TABLE bench_scratch.{quote_ident(case.table)}"
+                f" (LIKE online_ads.{quote_ident(case.table)} INCLUDING ALL)"
             )
         for r, config in enumerate(configs):
             print(f"pg_sinks: round {r + 1}: pre-loading {events:,} clicks and served ads", file=sys.stderr)
@@ -324,7 +325,9 @@ async def run(events: int, campaigns: int, rounds: int, served_max_batch: int) -
                 rows += [sink_row, _row(f"reference: COPY of the {case.name}'s rows", r + 1, ref, 1)]
             await _check_written(monitor, (r + 1) * events)
         for case in sinks:  # what a row holds on disk, its indexes included (constant identifiers)
-            size = await monitor.fetchval(f"SELECT pg_total_relation_size('online_ads.{case.table}')")
+            size = await monitor.fetchval(
+                "SELECT pg_total_relation_size($1::text::regclass)", f"online_ads.{case.table}"
+            )
             rows.append({"case": f"{case.name}: bytes per row on disk", "round": 0,
                          "table_bytes_per_row": round(size / (rounds * events))})  # fmt: skip
     finally:
