@@ -62,7 +62,10 @@ def test_harnesses_import(module: str) -> None:
     importlib.import_module(module)
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
 def test_bench_run_saves_a_baseline_passes_again_and_fails_on_a_slowed_benchmark(tmp_path: Path) -> None:
+    """``bench.run`` opens a sandbox of its own (a database and a Redis database) before any suite runs."""
     first = _bench_run(tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "first run on this machine" in first.stdout
