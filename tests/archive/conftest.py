@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
 from adplatform.config import Config
 from adplatform.kafka import ensure_topics, make_producer, wait_for_topics
 from archive.session import create_session
+from devstack import spark_cluster
 from tests.fresh import fresh_config
+
+#: Where the modules' Spark sessions run: ``ADP_TEST_SPARK_MASTER`` if set; else under
+#: ``ADP_TEST_TOPOLOGY=cluster`` on the cluster stack's standalone master (its two workers are the
+#: executors, as ``archive submit --master spark://…`` runs the job: the code unchanged), else in-process.
+SPARK_MASTER: Final = os.environ.get("ADP_TEST_SPARK_MASTER") or (
+    spark_cluster.master_url() if os.environ.get("ADP_TEST_TOPOLOGY", "single") == "cluster" else "local[2]"
+)
 
 
 @pytest.fixture(scope="module")
 def spark(base_config: Config) -> Iterator[Any]:
-    """A small local[2] session for the module; the sink log compacts every 3 batches so that the
-    ``.compact`` files Spark writes are exercised by our reader too."""
+    """A small session for the module (``SPARK_MASTER``); the sink log compacts every 3 batches so that
+    the ``.compact`` files Spark writes are exercised by our reader too."""
     session = create_session(
         "adplatform-archive-tests",
         base_config.stack_dir,
+        master=SPARK_MASTER,
         **{"spark.sql.streaming.fileSink.log.compactInterval": "3", "spark.driver.memory": "768m"},
     )
     try:

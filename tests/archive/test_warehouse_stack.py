@@ -50,6 +50,7 @@ from archive.warehouse.tables import FEEDBACK, LOADS, ensure_tables
 from budget.ledger import SpendLedger
 from index.delivery import expected_spend_micros
 from ingest.served_postgres import ServedAdsSink
+from tests.archive.conftest import SPARK_MASTER
 from tests.archive.events import make_events
 from tests.archive.fake_sink import write_batch
 from tests.fresh import clean_test_tables, fresh_config
@@ -113,6 +114,7 @@ def wh(base_config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     spark = create_session(
         "adplatform-warehouse-tests",
         base_config.stack_dir,
+        master=SPARK_MASTER,
         **{**hive_conf(config), "spark.driver.memory": "768m"},
     )
     try:
