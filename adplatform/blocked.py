@@ -28,11 +28,11 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException
+from redis.exceptions import RedisClusterException, RedisError
 
 from adplatform import names
 from adplatform.errors import is_retriable
-from adplatform.redis_client import blocked_members, is_cluster_url, open_redis
+from adplatform.redis_client import blocked_members, is_cluster_url, is_redis_failure, open_redis
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,11 @@ class BlockedListener:
             try:
                 await session()
             except Exception as exc:
-                if not is_retriable(exc):  # never clears by reconnecting: the task dies, logged
+                # A permanent Redis error never clears by reconnecting: the task dies, logged. An error raised
+                # inside the client that is no Redis error (redis-py's cluster client closing connections
+                # under a session) is retried like a dropped connection.
+                client_bug = is_redis_failure(exc) and not isinstance(exc, RedisError | RedisClusterException)
+                if not (is_retriable(exc) or client_bug):
                     raise
                 if not self._failing:  # one line per outage
                     logger.warning(
