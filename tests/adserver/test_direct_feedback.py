@@ -24,12 +24,12 @@ from adserver.feedback import FeedbackService
 from adserver.http.direct import feedback_target
 from adserver.http.protocol import GuardedHttpToolsProtocol
 from adserver.lifespan import build_state
-from adserver.state import ServerState, StateRef
+from adserver.state import StateRef
 from adserver.token import RequestToken
 from budget.budget_redis import BudgetStatus, BudgetStore, Debit, DebitRequest
 from index.pacing import ManualClock
 from tests.adserver.serving import guarded_uvicorn
-from tests.adserver.test_direct_serve import DEFAULTS, Transport
+from tests.adserver.test_direct_serve import DEFAULTS, Transport, state_of
 
 NOW_MS = 1_700_000_000_000
 CLOSE = "connection: close\r\n"
@@ -101,12 +101,6 @@ def app() -> Starlette:
     state.refresher.ready.set()
     ref.state = state
     return app
-
-
-def state_of(app: Starlette) -> ServerState:
-    state = app.state.ref.state
-    assert isinstance(state, ServerState)
-    return state
 
 
 def request_id(app: Starlette, nonce: str = "n1") -> str:
