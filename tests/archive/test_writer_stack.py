@@ -99,6 +99,10 @@ async def _crash_writer(config: Config, repo_root: str, crash_when: Any) -> set[
         "ADP_GROUP_PREFIX": config.group_prefix,
         "ADP_ARCHIVE_DIR": str(config.archive_dir),
         "ADP_LOG_LEVEL": "WARNING",
+        # The sink log's compaction interval of the module's session (3), not Spark's default (10): a log
+        # with no compaction yet takes the interval of whoever writes next, and a batch-2 written as
+        # `2` by this process is `2.compact` to the next session's reader (FileNotFoundException).
+        "PYSPARK_SUBMIT_ARGS": "--conf spark.sql.streaming.fileSink.log.compactInterval=3 pyspark-shell",
     }
     cmd = [sys.executable, "-m", "adplatform.cli", "archive", "run", "--trigger-s", "0.5"]
     cmd += ["--max-offsets-per-trigger", "300"]
