@@ -43,20 +43,34 @@ _LENGTHS: Final = [b"content-length: %d\r\n" % n for n in range(1024)]
 ERROR_BODY: Final = b'{"detail":"Internal server error."}'
 
 
-def target(url: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[str, bytes] | None:
-    """``(user_id, query)`` when the request may be answered directly, else ``None`` (the ASGI path).
-
-    Leaves to the ASGI path what any middleware there would act on or what the route would not match:
-    a target or headers over the limits (414/431), a body, an escaped (``%``) path, a non-ASCII one."""
-    if not url.startswith(_PREFIX):  # also every absolute-form target
-        return None
-    if b"#" in url:  # a fragment (which httptools would strip): rare enough to leave to uvicorn
+def _segment(
+    url: bytes, prefix: bytes, suffix: bytes, headers: list[tuple[bytes, bytes]]
+) -> tuple[bytes, bytes] | None:
+    """``(segment, query)`` of an origin-form ``prefix<segment>suffix[?query]`` target, or ``None`` for
+    what the direct path leaves to the ASGI path: another route, a fragment (which httptools would strip),
+    an escaped (``%``) or non-ASCII path, a segment with a ``/``, a target or a header count over the
+    limits (414/431)."""
+    if not url.startswith(prefix) or b"#" in url:  # also every absolute-form target
         return None
     # As httptools.parse_url splits an origin-form target, without its C call and result object.
     path, _, query = url.partition(b"?")
-    if not path.endswith(_SUFFIX) or b"%" in path or not path.isascii():
+    if not path.endswith(suffix) or b"%" in path or not path.isascii():
         return None
     if len(path) + len(query) > MAX_TARGET_BYTES or len(headers) > MAX_HEADER_COUNT:
+        return None
+    segment = path[len(prefix) : -len(suffix)]
+    if not segment or b"/" in segment:
+        return None
+    return segment, query
+
+
+def target(url: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[str, bytes] | None:
+    """``(user_id, query)`` when the request may be answered directly, else ``None`` (the ASGI path).
+
+    Leaves to the ASGI path what any middleware there would act on or what the route would not match
+    (``_segment``), headers over their size limit (431), and a body."""
+    found = _segment(url, _PREFIX, _SUFFIX, headers)
+    if found is None:
         return None
     size = 0
     for name, value in headers:
@@ -65,9 +79,7 @@ def target(url: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[str, bytes] 
         size += len(name) + len(value)
     if size > MAX_HEADER_BYTES:
         return None
-    user_id = path[len(_PREFIX) : -len(_SUFFIX)]
-    if not user_id or b"/" in user_id:
-        return None
+    user_id, query = found
     return user_id.decode("ascii"), query
 
 
@@ -77,13 +89,9 @@ def feedback_target(url: bytes, headers: list[tuple[bytes, bytes]]) -> str | Non
     As the ASGI fast path (``adserver.http.fastpath``) takes it: one segment between ``/ad/`` and
     ``/feedback``, one ``content-length`` within the body limit and no ``transfer-encoding`` (so the
     body-limit middleware would pass it untouched); and, as ``target``, nothing a middleware would answer
-    (414/431), no escaped or non-ASCII path, no fragment."""
-    if not url.startswith(_FEEDBACK_PREFIX) or b"#" in url:
-        return None
-    path, _, query = url.partition(b"?")
-    if not path.endswith(_FEEDBACK_SUFFIX) or b"%" in path or not path.isascii():
-        return None
-    if len(path) + len(query) > MAX_TARGET_BYTES or len(headers) > MAX_HEADER_COUNT:
+    (``_segment``; headers over their size limit)."""
+    found = _segment(url, _FEEDBACK_PREFIX, _FEEDBACK_SUFFIX, headers)
+    if found is None:
         return None
     size = 0
     length = -1
@@ -97,10 +105,7 @@ def feedback_target(url: bytes, headers: list[tuple[bytes, bytes]]) -> str | Non
         size += len(name) + len(value)
     if size > MAX_HEADER_BYTES or not 0 <= length <= MAX_BODY_BYTES:
         return None
-    request_id = path[len(_FEEDBACK_PREFIX) : -len(_FEEDBACK_SUFFIX)]
-    if not request_id or b"/" in request_id:
-        return None
-    return request_id.decode("ascii")
+    return found[0].decode("ascii")
 
 
 class DirectServe:
