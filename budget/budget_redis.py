@@ -22,6 +22,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from redis.asyncio.cluster import RedisCluster
 
 from adplatform import names
@@ -58,16 +59,20 @@ class BudgetStatus:
     UNKNOWN = 2
 
 
-@dataclass(frozen=True, slots=True)
-class DebitRequest:
+# DebitRequest and Debit are msgspec Structs rather than frozen dataclasses: one of each per feedback, and a
+# frozen dataclass's __init__ (object.__setattr__ per field) measured 0.4-0.5 µs against 0.09 µs.
+class DebitRequest(msgspec.Struct, frozen=True):
+    """One charge to make: at most ``amount_micros`` to ``campaign_id``, once per ``dedup_id``."""
+
     campaign_id: str
     #: De-duplication id: the same id is charged once (the feedback path uses request digest + action).
     dedup_id: str
     amount_micros: int
 
 
-@dataclass(frozen=True)
-class Debit:
+class Debit(msgspec.Struct, frozen=True):
+    """A debit's outcome (``BudgetStatus``), what it charged, whether it exhausted the campaign, its slot."""
+
     status: int
     charged_micros: int
     exhausted: bool
