@@ -19,6 +19,7 @@ No task, no scope walk through the middleware; the bytes and the metrics are tho
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Final
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
@@ -41,6 +42,51 @@ _LENGTHS: Final = [b"content-length: %d\r\n" % n for n in range(1024)]
 #: Starlette's answer (``ServerErrorMiddleware`` and ``adserver.app._server_error``) when the endpoint
 #: raises; uvicorn then closes the connection.
 ERROR_BODY: Final = b'{"detail":"Internal server error."}'
+
+
+#: RFC 3986 ``pchar`` without ``%``: unreserved, sub-delims, ``:`` and ``@``.
+_PCHAR: Final = rb"A-Za-z0-9\-._~!$&'()*+,;=:@"
+#: A plain serve GET's whole head, as one match: ``(user_id, query or None, header lines)``. Only what
+#: every HTTP/1.1 parser reads the same way: an origin-form target of RFC 3986 characters (an escaped
+#: segment, a fragment or anything unusual is not matched), ``HTTP/1.1``, and header lines of token names
+#: and visible-ASCII values (no obs-fold, no obs-text, no space before the colon).
+_PLAIN_SERVE: Final = re.compile(
+    rb"GET /ad/user/([" + _PCHAR + rb"]+)/serve(?:\?([" + _PCHAR + rb"%/?]*))? HTTP/1\.1\r\n"
+    rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*)\r\n"
+)
+#: Header names whose requests the head match leaves to the full parser: a body, the connection's
+#: handling (close, upgrade), ``expect``.
+_SPECIAL: Final = re.compile(rb"(?im)^(?:content-length|transfer-encoding|connection|upgrade|expect):")
+
+
+def plain_serve(data: bytes, pos: int) -> tuple[int, str, bytes, bytes] | None:
+    """The plain serve GET whose whole head starts ``data`` at ``pos``, as ``(end, user_id, query, header
+    lines)``, or ``None`` for anything the full parser (httptools, then ``target``) must read: another
+    request, an incomplete head, headers that bear on the body or the connection, or a request at a limit
+    (414/431). What it matches, httptools parses to the same method, target and headers, and ``target``
+    takes directly: a subset of what the full parser's path answers directly, with the same answer."""
+    found = _PLAIN_SERVE.match(data, pos)
+    if found is None:
+        return None
+    lines = found.group(3)
+    if lines and (
+        len(lines) > MAX_HEADER_BYTES or lines.count(b"\n") > MAX_HEADER_COUNT or _SPECIAL.search(lines)
+    ):
+        return None
+    query = found.group(2) or b""
+    if found.end(1) - found.start(1) + len(_PREFIX) + len(_SUFFIX) + len(query) > MAX_TARGET_BYTES:
+        return None
+    return found.end(), found.group(1).decode("ascii"), query, lines
+
+
+def header_list(lines: bytes) -> list[tuple[bytes, bytes]]:
+    """``plain_serve``'s header lines as uvicorn lists them (as httptools reports them): lower-case
+    names, values without the whitespace before them."""
+    out: list[tuple[bytes, bytes]] = []
+    for line in lines.split(b"\r\n")[:-1]:
+        name, _, value = line.partition(b":")
+        out.append((name.lower(), value.lstrip(b" \t")))
+    return out
 
 
 def _segment(

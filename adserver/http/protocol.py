@@ -23,6 +23,13 @@ And it answers a plain serve GET itself, from its parser callbacks, without the 
 keep-alive timer and request count). A serve request whose auction must ask the frequency-cap store
 continues as an ordinary uvicorn cycle, so later pipelined requests still wait their turn.
 
+Most serve GETs never reach httptools' callbacks: when the parser holds no partial request,
+``data_received`` matches each plain serve GET at the start of the bytes read in one regular expression
+(``adserver.http.direct.plain_serve``: only heads every HTTP/1.1 parser reads alike, checked against
+httptools on thousands of random heads) and answers it directly; from the first byte that is anything
+else, httptools reads the rest as before. And uvicorn's keep-alive timeout keeps one timer per
+connection, moved by each answer, where uvicorn makes and cancels one per request.
+
 A feedback POST with a small fixed-length body is answered directly too: its body is collected here,
 ``FeedbackService.submit`` takes it, and the answer is written from the callback of the request's
 future. Until then the connection holds a response cycle of uvicorn's that is not complete, exactly as
@@ -45,7 +52,15 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from adplatform.config import load_config
 from adserver.feedback import FeedbackError
 from adserver.feedback_route import NOT_READY
-from adserver.http.direct import ERROR_BODY, DirectServe, direct_of, feedback_target, target
+from adserver.http.direct import (
+    ERROR_BODY,
+    DirectServe,
+    direct_of,
+    feedback_target,
+    header_list,
+    plain_serve,
+    target,
+)
 from adserver.http.fastpath import FEEDBACK_ROUTE, SERVE_ROUTE
 from adserver.http.respond import send_json
 from adserver.serve import CapWait
@@ -141,6 +156,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     #: is not moved for each request: when it fires before a later deadline it waits again (one timer per
     #: connection per deadline's length, not a call_later and a cancel per request: 1.1 us of each).
     _read_deadline: float | None = None
+    #: When an idle keep-alive connection is closed (loop time), and the one timer that follows it.
+    _idle_deadline: float | None = None
+    _idle_timer: asyncio.TimerHandle | None = None
     _head_done: bool = False
     _direct: DirectServe | None = None
     #: The direct request being read: (user_id, query, keep-alive).
@@ -148,17 +166,99 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     #: The direct feedback request whose body is being read: (request_id, keep-alive), and the body so far.
     _feedback: tuple[str, bool] | None = None
     _feedback_body: bytes = b""
+    #: Between httptools' ``on_message_begin`` and ``on_message_complete``: the parser holds a request.
+    _in_message: bool = False
+    #: Plain serve GETs may be matched before httptools sees them (``data_received``): a direct path,
+    #: set up as ``_take_direct`` requires.
+    _heads: bool = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._direct = direct_of(self.app)
+        self._heads = (
+            self._direct is not None
+            and self.limit_concurrency is None
+            and not self.root_path
+            and not self.access_log
+        )
         self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        """Plain serve GETs at the start of ``data`` are answered from one match of their head
+        (``adserver.http.direct.plain_serve``), without httptools' callbacks; the rest, from the first
+        byte that is not such a request, goes to httptools as before."""
+        if self._heads and not self._in_message and self._direct is not None:
+            pos = self._answer_heads(data)
+            if pos:
+                if pos == len(data):
+                    return
+                data = data[pos:]
+        super().data_received(data)
+
+    def _answer_heads(self, data: bytes) -> int:
+        """Answer the plain serve GETs at the start of ``data``, while the connection is as ``_take_direct``
+        requires; returns where the first request left to httptools starts."""
+        pos = 0
+        while True:
+            cycle = self.cycle
+            if (
+                (cycle is not None and not cycle.response_complete)
+                or self.flow.write_paused
+                or self.pipeline
+                or self.transport.is_closing()
+            ):
+                return pos
+            found = plain_serve(data, pos)
+            if found is None:
+                return pos
+            pos, user_id, query, lines = found
+            self._unset_keepalive_if_required()  # what httptools' on_message_begin and uvicorn do
+            self._disarm()  # the request is complete: no read deadline
+            self._answer(user_id, query, True, lines)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
+        self._idle_deadline = None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         super().connection_lost(exc)
 
+    # uvicorn's keep-alive timeout with one timer per connection: uvicorn makes a timer for each response
+    # and cancels it at the next request's first bytes (1.2 us of each request); here a response moves a
+    # deadline, and the timer, when it fires before it, waits again (as the read deadline's).
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_deadline = None
+
+    def on_response_complete(self) -> None:
+        """uvicorn's (request count, reading resumed, the next pipelined request started, else the
+        keep-alive deadline set), with the keep-alive deadline on the connection's one idle timer."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._idle_deadline = None
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        deadline = self._idle_deadline = self.loop.time() + self.timeout_keep_alive
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_at(deadline, self._idle_timer_fired)
+
+    def _idle_timer_fired(self) -> None:
+        self._idle_timer = None
+        deadline = self._idle_deadline
+        if deadline is None:
+            return
+        if self.loop.time() < deadline:  # a later response moved it: wait for the rest
+            self._idle_timer = self.loop.call_at(deadline, self._idle_timer_fired)
+            return
+        self._idle_deadline = None
+        self.timeout_keep_alive_handler()
+
     def on_message_begin(self) -> None:
+        self._in_message = True
         super().on_message_begin()
         # A request on a connection whose previous answer armed the keep-alive timer (an answer written
         # while later pipelined bytes were being parsed): the connection is not idle any more.
@@ -187,6 +287,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         self._disarm()
         pending = self._pending
         if pending is not None:
@@ -235,7 +336,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._pending = (found[0], found[1], parser.should_keep_alive())
         return True
 
-    def _answer(self, user_id: str, query: bytes, keep_alive: bool) -> None:
+    def _answer(self, user_id: str, query: bytes, keep_alive: bool, lines: bytes | None = None) -> None:
+        """Answer a direct serve request; ``lines``: its header lines when httptools did not read it
+        (``_answer_heads``), for the scope of a cycle that finishes the auction."""
         direct = self._direct
         assert direct is not None  # _pending is only set when it is
         started = time.perf_counter()
@@ -251,6 +354,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()  # as uvicorn does after an app fails with its answer sent
             return
         if isinstance(reply, CapWait):
+            if lines is not None:  # read by plain_serve: the scope httptools' callbacks would have made
+                HttpToolsProtocol.on_message_begin(self)  # uvicorn's own: url, headers, scope
+                self.headers.extend(header_list(lines))
             self._finish_in_cycle(direct, reply, user_id, query, keep_alive, started)
             return
         self.transport.write(direct.encode(reply, keep_alive, self.server_state.default_headers))

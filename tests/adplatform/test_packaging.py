@@ -21,9 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 # What adserver/http/protocol.py calls or reads on uvicorn's classes: the methods it overrides and the
 # instance attributes it uses (set in uvicorn's own code, so looked up in its source, not on the class).
 PROTOCOL_METHODS = (
-    "connection_made", "connection_lost", "on_message_begin", "on_headers_complete", "on_message_complete",
+    "connection_made", "connection_lost", "data_received", "on_message_begin", "on_headers_complete",
+    "on_message_complete", "on_response_complete", "_unset_keepalive_if_required", "_start_asgi_task",
+    "timeout_keep_alive_handler",
 )  # fmt: skip
-PROTOCOL_ATTRIBUTES = ("loop", "transport", "cycle")
+PROTOCOL_ATTRIBUTES = (
+    "loop", "transport", "cycle", "pipeline", "flow", "server_state", "timeout_keep_alive", "headers",
+    "scope",
+)  # fmt: skip
 CYCLE_ATTRIBUTES = (
     "scope", "transport", "response_started", "response_complete", "disconnected", "message_event",
 )  # fmt: skip

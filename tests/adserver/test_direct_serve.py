@@ -71,10 +71,17 @@ def state_of(app: Starlette) -> ServerState:
 
 
 async def exchange(
-    app: Starlette, data: bytes, *, direct: bool, all_direct: bool = False
+    app: Starlette,
+    data: bytes,
+    *,
+    direct: bool,
+    all_direct: bool = False,
+    heads: bool = True,
+    chunk: int | None = None,
 ) -> tuple[list[bytes], bool]:
-    """The writes of one connection that receives ``data``, and whether it was closed. With
-    ``all_direct``, the ASGI app must see none of its serve requests."""
+    """The writes of one connection that receives ``data`` (in reads of ``chunk`` bytes, if given), and
+    whether it was closed. With ``all_direct``, the ASGI app must see none of its serve requests; without
+    ``heads``, every request goes through httptools' callbacks (no head match)."""
     direct_serve: DirectServe = app.state.direct_serve
     direct_serve.serve._counter = itertools.count()  # the same nonces on both paths
     adserver.token._NONCES[:] = [bytes(adserver.token.NONCE_BYTES)] * 8  # and the same AEAD nonces
@@ -86,6 +93,7 @@ async def exchange(
     protocol.connection_made(transport)  # type: ignore[arg-type]  # the calls a protocol makes
     if not direct:
         protocol._direct = None
+    protocol._heads = protocol._heads and heads
     seen: list[str] = []
     inner = protocol.app
 
@@ -94,7 +102,9 @@ async def exchange(
         await inner(scope, receive, send)
 
     protocol.app = watched
-    protocol.data_received(data)
+    step = chunk or len(data)
+    for start in range(0, len(data), step):
+        protocol.data_received(data[start : start + step])
     for _ in range(20):  # the ASGI path answers in tasks
         await asyncio.sleep(0)
     closed = transport.closed
@@ -135,6 +145,39 @@ async def test_both_paths_write_the_same_bytes_and_count_the_same(app: Starlette
     assert direct_closed == asgi_closed == (CLOSE.encode() in CASES[name])
     assert (state.stats.served, state.stats.unfilled, state.stats.rejected) == tuple(2 * n for n in stats)
     assert {k: 2 * v for k, v in counted.items()} == metrics.requests
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("chunk", [None, 1, 7, 64])
+async def test_the_head_match_answers_as_httptools_direct_path(
+    app: Starlette, name: str, chunk: int | None
+) -> None:
+    """Whole, or split anywhere across reads (a split head goes to httptools), the same bytes and the
+    same closing as with every request read by httptools' callbacks."""
+    parsed, parsed_closed = await exchange(app, CASES[name], direct=True, heads=False)
+    matched, matched_closed = await exchange(app, CASES[name], direct=True, chunk=chunk)
+    assert matched == parsed and matched_closed == parsed_closed
+
+
+async def test_the_head_match_answers_requests_whole_without_httptools(
+    app: Starlette, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    began: list[int] = []
+    begin = GuardedHttpToolsProtocol.on_message_begin
+
+    def counted(self: GuardedHttpToolsProtocol) -> None:
+        began.append(1)
+        begin(self)
+
+    monkeypatch.setattr(GuardedHttpToolsProtocol, "on_message_begin", counted)
+    writes, closed = await exchange(app, get("device_type=iPhone") * 3 + get("age=x"), direct=True)
+    assert [w.split(b"\r\n", 1)[0] for w in writes] == [b"HTTP/1.1 200 OK"] * 3 + [
+        b"HTTP/1.1 422 Unprocessable Entity"
+    ]
+    assert began == [] and not closed
+    # A request the match leaves to httptools, then plain ones behind it: httptools reads them all.
+    writes, closed = await exchange(app, get("age=x", extra=CLOSE) + get("device_type=iPhone"), direct=True)
+    assert len(began) == 1 and len(writes) == 1 and closed
 
 
 async def test_the_answers_are_what_the_readme_says(app: Starlette) -> None:
@@ -205,6 +248,24 @@ async def test_anything_unusual_takes_the_asgi_path(
 def test_the_target_is_split_as_httptools_splits_it(url: bytes) -> None:
     parsed = httptools.parse_url(url)
     assert target(url, []) == (parsed.path[len(b"/ad/user/") : -len(b"/serve")].decode(), parsed.query or b"")
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(app: Starlette) -> None:
+    """One idle timer per connection, moved by each answer: a connection in use stays open past the
+    keep-alive timeout, an idle one is closed after it."""
+    async with guarded_uvicorn(app, access_log=False, timeout_keep_alive=1) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = time.monotonic()
+        while time.monotonic() - started < 1.6:  # requests 0.4 s apart, for longer than the timeout
+            writer.write(get("device_type=iPhone"))
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+            await reader.readexactly(int(head.split(b"content-length: ")[1].split(b"\r\n")[0]))
+            await asyncio.sleep(0.4)
+        idle = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        assert 0.3 <= time.monotonic() - idle < 4
+        writer.close()
 
 
 async def test_a_real_server_answers_directly_over_keep_alive(
