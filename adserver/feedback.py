@@ -6,11 +6,12 @@ Order of effects (invariant 6, a 200 means both are done):
 3. one Redis script debits the campaign: de-duplicated on (request, action), capped at the remaining
    total and slot budget (Redis down or campaign budget missing → 503, nothing charged);
 4. publish the enriched event to ``ad-feedback`` and wait for Kafka's acknowledgement (acks=all, batched
-   with the other requests by the producer's linger); on failure the debit is refunded and the answer is
-   503, so the client may retry; on a timeout with the event handed to the producer (it may still be
-   written) the charge stays, marked in flight until Kafka answers (``_keep_in_flight``), and the answer is
-   503. If Kafka did store an event whose acknowledgement was lost,
-   reconciliation books it (Kafka is the ledger's source of truth) and repairs Redis.
+   with the other requests of its batch, and with those that came while a produce request was in
+   flight); on failure the debit is refunded and the answer is 503, so the client may retry; on a
+   timeout with the event handed to the producer (it may still be written) the charge stays, marked in
+   flight until Kafka answers (``_keep_in_flight``), and the answer is 503. If Kafka did store an event
+   whose acknowledgement was lost, reconciliation books it (Kafka is the ledger's source of truth) and
+   repairs Redis.
 A duplicate is never charged again; in the first's worker it gets its first's outcome: 200 at once if
 that event was acknowledged lately, otherwise when it is (or 503 with the first, if it is refunded), so
 a 200 never precedes a refund. In another worker (workers share only Redis) it is an orphan candidate,
