@@ -6,12 +6,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
+from typing import Literal, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from adplatform.config import Config, TopicConfig
+
+#: Record-batch compression codecs aiokafka writes (snappy, lz4 and zstd through cramjam).
+Compression: TypeAlias = Literal["gzip", "snappy", "lz4", "zstd"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +114,16 @@ async def wait_for_topics(config: Config, names: Iterable[str], timeout_s: float
         await consumer.stop()
 
 
-def make_producer(config: Config, *, linger_ms: int = 5, client_id: str = "adplatform") -> AIOKafkaProducer:
-    """An idempotent producer (acks=all) with the given linger: batched, never a flush per message."""
+def make_producer(
+    config: Config,
+    *,
+    linger_ms: int = 5,
+    client_id: str = "adplatform",
+    compression_type: Compression | None = None,
+) -> AIOKafkaProducer:
+    """An idempotent producer (acks=all) with the given linger: batched, never a flush per message; its
+    record batches compressed with ``compression_type`` (every consumer here reads them: aiokafka with
+    cramjam, Spark's Kafka client natively)."""
     return AIOKafkaProducer(
         bootstrap_servers=config.kafka_bootstrap,
         client_id=client_id,
@@ -119,7 +131,7 @@ def make_producer(config: Config, *, linger_ms: int = 5, client_id: str = "adpla
         enable_idempotence=True,
         linger_ms=linger_ms,
         max_batch_size=256 * 1024,
-        compression_type=None,
+        compression_type=compression_type,
         request_timeout_ms=10_000,
     )
 

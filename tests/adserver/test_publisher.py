@@ -1,4 +1,5 @@
-"""The served-ads publisher without Kafka: serving never waits, a full queue drops and counts."""
+"""The served-ads publisher without Kafka: serving never waits, a full queue drops and counts; its batches
+are compressed."""
 
 from __future__ import annotations
 
@@ -6,12 +7,18 @@ import asyncio
 from dataclasses import replace
 from decimal import Decimal
 
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.codec import has_snappy
+from aiokafka.errors import KafkaConnectionError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adplatform.config import load_config
+from adplatform.config import Config, load_config
 from adplatform.wire import served_decoder
+from adserver.sync import shipper
 from adserver.sync.publisher import ServedAdPublisher, ServedItem, _cpm_decimal, _micros_decimal, served_ad
+from adserver.sync.sampler import RequestSampler
 from index.money import cpm_units_to_decimal, micros_to_decimal
 from index.targeting import AdRequest
 
@@ -63,3 +70,21 @@ def test_remembered_price_decimals_are_the_exact_ones(values: list[int]) -> None
     for value in values + values:  # the second pass reads what the first remembered
         assert str(_cpm_decimal(value)) == str(cpm_units_to_decimal(value))
         assert str(_micros_decimal(value)) == str(micros_to_decimal(value))
+
+
+async def test_both_streams_go_to_kafka_snappy_compressed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The served ads' and request samples' producer compresses its record batches (the consumers'
+    stack tests read them back)."""
+    made: list[dict[str, object]] = []
+
+    def capture(config: Config, **options: object) -> AIOKafkaProducer:
+        made.append(options)
+        raise KafkaConnectionError("not connecting in this test")
+
+    monkeypatch.setattr(shipper, "make_producer", capture)
+    config = load_config()
+    for stream in (ServedAdPublisher(config), RequestSampler(config)):
+        with pytest.raises(KafkaConnectionError):
+            await stream.run()
+    assert [m["compression_type"] for m in made] == ["snappy", "snappy"]
+    assert has_snappy()  # cramjam is installed with the server
