@@ -3,9 +3,9 @@
 The route is raw ASGI like the serve route: it reads the body (bounded by the size-limit middleware),
 hands it to ``FeedbackService`` and answers with pre-encoded JSON. The component owns the clients the
 feedback path needs: a Redis pool (bounded, blocking when exhausted rather than failing), the budget
-scripts, and an idempotent Kafka producer for ``ad-feedback`` (acks=all; a batch of requests' events goes
-in one produce request, and the requests that arrive while it is in flight go in the next, so no request
-ever flushes on its own).
+scripts, and an idempotent Kafka producer for ``ad-feedback`` (acks=all, 1 ms linger; a batch of requests'
+events goes in one produce request, and the requests that arrive while it is in flight go in the next, so
+no request ever flushes on its own).
 
 Degradation: Redis or Kafka down → 503 with nothing charged (``FeedbackService``); serving is unaffected.
 """
@@ -90,11 +90,12 @@ async def feedback_component(state: ServerState) -> AsyncIterator[None]:
     # A debit counts once this many replicas hold it (ADP_REDIS_WAIT_REPLICAS; see budget.budget_redis).
     wait = WaitPolicy(replicas=config.redis_wait_replicas, timeout_ms=config.redis_wait_ms)
     budgets = BudgetStore(client, slot_s=config.slot_s, wait=wait)
-    # No linger: a feedback batch hands all its events to the producer at once, and while a produce
-    # request is in flight (one per broker) the next batch fills by itself, so a linger only delays a
-    # batch that meets an idle producer (bench.feedback_http: 1 ms cost 0.5 ms of a batch's wait for
-    # its acknowledgements, 1.65 -> 1.15 ms mean; 5 ms measured 0.7x the throughput of 1 ms).
-    producer = make_producer(config, linger_ms=0, client_id="adserver-feedback")
+    # Linger 1 ms: while a produce request is in flight (one per broker) the next batch fills by itself;
+    # a longer linger only adds latency (5 ms measured 0.7x the throughput of 1 ms). No linger measured
+    # 1.05x the requests/s (a batch's wait for its acknowledgements 1.65 -> 1.15 ms mean) but p99 about
+    # 1.3 ms longer and 1.6x the broker's CPU (more, smaller produce requests), the machine near full:
+    # not worth it on a shared machine (BENCHMARKS.md, 2026-12-05).
+    producer = make_producer(config, linger_ms=1, client_id="adserver-feedback")
     # Before an orphaned charge is published again: is its first event in ad-feedback already?
     published = PublishedEvents(config.kafka_bootstrap, config.topics.feedback)
     service = FeedbackService(
