@@ -190,7 +190,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._heads and not self._in_message and self._direct is not None:
             pos = self._answer_heads(data)
             if pos:
-                if pos == len(data):
+                if pos == len(data) or self.transport.is_closing():  # closed after a 500: nothing more
                     return
                 data = data[pos:]
         super().data_received(data)

@@ -291,3 +291,25 @@ async def test_a_real_server_answers_directly_over_keep_alive(
         writer.close()
     assert encoded == [200, 422, 200]
     assert last.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\nconnection: close\r\n" in last
+
+
+async def test_after_a_failing_request_the_head_match_answers_nothing_more(
+    app: Starlette, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 500 closes the connection: the requests read behind it are not answered."""
+    direct_serve: DirectServe = app.state.direct_serve
+    begin = direct_serve.serve.begin
+
+    def failing(user_id: str, query: bytes) -> Any:
+        if user_id == "boom":
+            raise RuntimeError("a bug")
+        return begin(user_id, query)
+
+    monkeypatch.setattr(direct_serve.serve, "begin", failing)
+    data = get("device_type=iPhone") + get("device_type=iPhone", user="boom") + get("device_type=iPhone")
+    writes, closed = await exchange(app, data, direct=True)
+    assert [w.split(b"\r\n", 1)[0] for w in writes] == [
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 500 Internal Server Error",
+    ]
+    assert closed
