@@ -11,6 +11,10 @@ list. Prints req/s, p50/p99 and the ratio to the minimal app; saves JSON under `
 of each column: on a shared machine one run can be 20% off either way (the minimal app alone has measured
 24,000 to 34,000 req/s in one hour), so a figure worth quoting is a median of rounds.
 
+Each feedback row also says where the machine's CPU went while wrk ran (``bench.cpu_share``: the server
+and its workers, Redis, Kafka, wrk, the whole machine), so a run short of CPU is told from one that waits
+on its round trips.
+
 ``--baseline-tree DIR`` also runs the feedback server from another checkout (``git archive <commit> |
 tar -x -C DIR``) in every round, right before this tree's, with fresh request ids of its own, and prints
 each round's ratio to it: a before/after comparison against the same minimal-app reference.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import statistics
 import sys
 import tempfile
@@ -30,6 +35,7 @@ from pathlib import Path
 from adplatform.config import load_config
 from adplatform.kafka import delete_topics
 from adserver.token import RequestToken, TokenSigner
+from bench.cpu_share import measure_cpu
 from bench.http_stack import delete_campaign_keys, free_port, save_results, seed, server_process
 from bench.wrk import _DONE, WrkResult, make_paths, run_wrk, write_script
 from ingest.csvfile import format_flight
@@ -174,9 +180,11 @@ def main(argv: list[str]) -> int:
                         )
                         port = free_port()
                         with server_process("adserver.app:app", server, port, workers=args.workers, env=env,
-                                            ready_path="/readyz", cwd=cwd):  # fmt: skip
-                            result = measure(f"http://127.0.0.1:{port}", fb_script)
+                                            ready_path="/readyz", cwd=cwd) as proc:  # fmt: skip
+                            load = functools.partial(measure, f"http://127.0.0.1:{port}", fb_script)
+                            result, cpu = measure_cpu(proc.pid, load, time.monotonic)
                         rows.append(row(f"feedback (POST, {server}){suffix}{tag}", result, minimal))
+                        rows[-1]["cpu_s"] = cpu.as_dict()
                         done[suffix] = rows[-1]
                         if len(done) == 2:
                             ours, before = done[""], done[BASELINE]
@@ -185,6 +193,7 @@ def main(argv: list[str]) -> int:
                                 3,
                             )
                         show(rows[-1])
+                        print(f"  {cpu.line()}")
     finally:
         asyncio.run(delete_topics(config))
         asyncio.run(delete_campaign_keys(config, campaign_ids))
