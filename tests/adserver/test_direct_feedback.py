@@ -25,7 +25,7 @@ from adserver.http.direct import feedback_target
 from adserver.http.protocol import GuardedHttpToolsProtocol
 from adserver.lifespan import build_state
 from adserver.state import StateRef
-from adserver.token import RequestToken
+from adserver.token import RequestToken, TokenSigner
 from budget.budget_redis import BudgetStatus, BudgetStore, Debit, DebitRequest
 from index.pacing import ManualClock
 from tests.adserver.serving import guarded_uvicorn
@@ -110,10 +110,10 @@ def request_id(app: Starlette, nonce: str = "n1") -> str:
     return state_of(app).signer.issue(token)
 
 
-def service(app: Starlette, budgets: FakeBudgets, producer: FakeProducer) -> FeedbackService:
-    """A fresh feedback path for the app (as its lifespan component builds it, over fakes)."""
-    feedback = FeedbackService(
-        signer=state_of(app).signer,
+def faked_service(signer: TokenSigner, budgets: FakeBudgets, producer: object) -> FeedbackService:
+    """A feedback path as the lifespan component builds it, over a fake budget store and producer."""
+    return FeedbackService(
+        signer=signer,
         budgets=cast(BudgetStore, budgets),
         producer=cast(AIOKafkaProducer, producer),
         topic="ad-feedback",
@@ -122,7 +122,11 @@ def service(app: Starlette, budgets: FakeBudgets, producer: FakeProducer) -> Fee
         dedup_ttl_s=3600,
         publish_timeout_s=5.0,
     )
-    state_of(app).feedback = feedback
+
+
+def service(app: Starlette, budgets: FakeBudgets, producer: FakeProducer) -> FeedbackService:
+    """A fresh feedback path for the app (as its lifespan component builds it, over fakes)."""
+    feedback = state_of(app).feedback = faked_service(state_of(app).signer, budgets, producer)
     return feedback
 
 

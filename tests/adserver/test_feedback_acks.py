@@ -5,16 +5,12 @@ whose acknowledgements the test settles one by one)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
-
-from aiokafka import AIOKafkaProducer
+from typing import Any
 
 from adplatform.config import load_config
-from adserver.feedback import SUCCESS, FeedbackService
+from adserver.feedback import SUCCESS
 from adserver.token import RequestToken, TokenSigner
-from budget.budget_redis import BudgetStore
-from index.pacing import ManualClock
-from tests.adserver.test_direct_feedback import NOW_MS, FakeBudgets
+from tests.adserver.test_direct_feedback import NOW_MS, FakeBudgets, faked_service
 
 
 class HeldProducer:
@@ -41,16 +37,7 @@ async def test_each_request_waits_for_its_own_acknowledgement() -> None:
     config = load_config({})
     signer = TokenSigner(config.token_keys, ttl_s=config.token_ttl_s)
     producer = HeldProducer()
-    service = FeedbackService(
-        signer=signer,
-        budgets=cast(BudgetStore, FakeBudgets()),
-        producer=cast(AIOKafkaProducer, producer),
-        topic="ad-feedback",
-        lookup=lambda campaign_id: None,
-        clock=ManualClock(NOW_MS / 1000),
-        dedup_ttl_s=3600,
-        publish_timeout_s=5.0,
-    )
+    service = faked_service(signer, FakeBudgets(), producer)
     request_ids = [
         signer.issue(
             RequestToken(
