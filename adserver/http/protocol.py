@@ -27,8 +27,10 @@ Most serve GETs never reach httptools' callbacks: when the parser holds no parti
 ``data_received`` matches each plain serve GET at the start of the bytes read in one regular expression
 (``adserver.http.direct.plain_serve``: only heads every HTTP/1.1 parser reads alike, checked against
 httptools on thousands of random heads) and answers it directly; from the first byte that is anything
-else, httptools reads the rest as before. And uvicorn's keep-alive timeout keeps one timer per
-connection, moved by each answer, where uvicorn makes and cancels one per request.
+else, httptools reads the rest as before. Those answers are written together at the end of the loop's
+turn (``DirectServe.defer``), each still one write, so a client finds them ready at once; anything else
+that writes to a connection or closes it writes them first. And uvicorn's keep-alive timeout keeps one
+timer per connection, moved by each answer, where uvicorn makes and cancels one per request.
 
 A feedback POST with a small fixed-length body is answered directly too: its body is collected here,
 ``FeedbackService.submit`` takes it, and the answer is written from the callback of the request's
@@ -187,12 +189,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Plain serve GETs at the start of ``data`` are answered from one match of their head
         (``adserver.http.direct.plain_serve``), without httptools' callbacks; the rest, from the first
         byte that is not such a request, goes to httptools as before."""
-        if self._heads and not self._in_message and self._direct is not None:
+        direct = self._direct
+        if direct is None:
+            super().data_received(data)
+            return
+        if self._heads and not self._in_message:
             pos = self._answer_heads(data)
             if pos:
                 if pos == len(data) or self.transport.is_closing():  # closed after a 500: nothing more
                     return
                 data = data[pos:]
+        # httptools' path writes at once (a 400, the direct answers of its callbacks): after what is deferred.
+        direct.flush()
         super().data_received(data)
 
     def _answer_heads(self, data: bytes) -> int:
@@ -256,6 +264,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._idle_deadline = None
         self.timeout_keep_alive_handler()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown, after the answers deferred in this turn are written."""
+        if self._direct is not None:
+            self._direct.flush()
+        super().shutdown()
 
     def on_message_begin(self) -> None:
         self._in_message = True
@@ -347,6 +361,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         except Exception:  # the top-level guard ServerErrorMiddleware is on the ASGI path
             logger.exception("Exception in the serve route (direct path)")
             direct.metrics.observe(SERVE_ROUTE, 500, time.perf_counter() - started)
+            direct.flush()
             self.transport.write(
                 direct.encode_raw(500, ERROR_BODY, None, True, self.server_state.default_headers)
             )
@@ -359,7 +374,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self.headers.extend(header_list(lines))
             self._finish_in_cycle(direct, reply, user_id, query, keep_alive, started)
             return
-        self.transport.write(direct.encode(reply, keep_alive, self.server_state.default_headers))
+        data = direct.encode(reply, keep_alive, self.server_state.default_headers)
+        if lines is not None and keep_alive:  # read by the head match: written with the turn's answers
+            direct.defer(self.loop, self.transport, data)
+        else:
+            direct.flush()
+            self.transport.write(data)
         direct.metrics.observe(SERVE_ROUTE, reply.status, time.perf_counter() - started)
         if not keep_alive:
             self.transport.close()
@@ -520,6 +540,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._feedback is not None:  # a direct feedback request's body is late: it has no cycle yet
             self._feedback, self._feedback_body = None, b""
             cycle = None
+        if self._direct is not None:
+            self._direct.flush()
         if cycle is None or not cycle.response_started:
             self.transport.write(_RESPONSE_408)
         if cycle is not None and not cycle.response_complete:

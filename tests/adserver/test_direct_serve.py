@@ -19,7 +19,7 @@ from uvicorn.server import ServerState as UvicornState
 import adserver.token
 from adplatform.config import load_config
 from adserver.app import create_app
-from adserver.http.direct import DirectServe, target
+from adserver.http.direct import MAX_DEFERRED, DirectServe, target
 from adserver.http.protocol import GuardedHttpToolsProtocol
 from adserver.lifespan import build_state
 from adserver.serve import Reply
@@ -313,3 +313,68 @@ async def test_after_a_failing_request_the_head_match_answers_nothing_more(
         b"HTTP/1.1 500 Internal Server Error",
     ]
     assert closed
+
+
+def connect(app: Starlette) -> tuple[GuardedHttpToolsProtocol, Transport]:
+    config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning", proxy_headers=False)
+    server_state = UvicornState()
+    server_state.default_headers = DEFAULTS
+    protocol = GuardedHttpToolsProtocol(config, server_state, {}, asyncio.get_running_loop())
+    transport = Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]  # the calls a protocol makes
+    return protocol, transport
+
+
+async def test_the_answers_of_one_turn_are_written_together_in_order(app: Starlette) -> None:
+    """Answers read by the head match are written when the turn's reads are done: each one write, in
+    order per connection; then the connection is idle as after any answer."""
+    (first, one), (second, two) = connect(app), connect(app)
+    first.data_received(get("device_type=iPhone") + get("age=x"))
+    second.data_received(get("device_type=Windows+Computer"))
+    assert one.writes == two.writes == []  # not yet: the turn is not over
+    await asyncio.sleep(0)
+    assert [w.split(b"\r\n", 1)[0] for w in one.writes] == [
+        b"HTTP/1.1 200 OK", b"HTTP/1.1 422 Unprocessable Entity"
+    ]  # fmt: skip
+    assert [w.split(b"\r\n", 1)[0] for w in two.writes] == [b"HTTP/1.1 404 Not Found"]
+    assert not one.closed and not two.closed
+    for protocol in (first, second):
+        protocol.connection_lost(None)
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        b"GET /ad/user/u1/serve HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",  # httptools' direct path
+        b"BREW /pot HTTP/1.1\r\n\r\n",  # uvicorn's 400, then close
+    ],
+    ids=["direct via httptools", "400"],
+)
+async def test_what_httptools_answers_is_written_after_the_deferred_answers(
+    app: Starlette, after: bytes
+) -> None:
+    protocol, transport = connect(app)
+    protocol.data_received(get("device_type=iPhone") + after)
+    await asyncio.sleep(0)
+    statuses = [w.split(b"\r\n", 1)[0] for w in transport.writes]
+    assert statuses[0] == b"HTTP/1.1 200 OK" and len(statuses) == 2 and transport.closed
+    protocol.connection_lost(None)
+
+
+async def test_a_graceful_shutdown_writes_the_deferred_answers_first(app: Starlette) -> None:
+    protocol, transport = connect(app)
+    protocol.data_received(get("device_type=iPhone"))
+    protocol.shutdown()  # the connection is idle (its answer given): uvicorn closes it
+    assert [w.split(b"\r\n", 1)[0] for w in transport.writes] == [b"HTTP/1.1 200 OK"] and transport.closed
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 1
+    protocol.connection_lost(None)
+
+
+async def test_answers_past_the_bound_are_written_at_once(app: Starlette) -> None:
+    protocol, transport = connect(app)
+    protocol.data_received(get("device_type=iPhone") * (MAX_DEFERRED + 10))
+    assert len(transport.writes) == MAX_DEFERRED  # the bound reached: those written at once
+    await asyncio.sleep(0)
+    assert len(transport.writes) == MAX_DEFERRED + 10
+    protocol.connection_lost(None)
