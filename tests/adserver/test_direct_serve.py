@@ -70,6 +70,16 @@ def state_of(app: Starlette) -> ServerState:
     return state
 
 
+def connect(app: Starlette) -> tuple[GuardedHttpToolsProtocol, Transport]:
+    config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning", proxy_headers=False)
+    server_state = UvicornState()
+    server_state.default_headers = DEFAULTS
+    protocol = GuardedHttpToolsProtocol(config, server_state, {}, asyncio.get_running_loop())
+    transport = Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]  # the calls a protocol makes
+    return protocol, transport
+
+
 async def exchange(
     app: Starlette,
     data: bytes,
@@ -85,12 +95,7 @@ async def exchange(
     direct_serve: DirectServe = app.state.direct_serve
     direct_serve.serve._counter = itertools.count()  # the same nonces on both paths
     adserver.token._NONCES[:] = [bytes(adserver.token.NONCE_BYTES)] * 8  # and the same AEAD nonces
-    config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning", proxy_headers=False)
-    server_state = UvicornState()
-    server_state.default_headers = DEFAULTS
-    protocol = GuardedHttpToolsProtocol(config, server_state, {}, asyncio.get_running_loop())
-    transport = Transport()
-    protocol.connection_made(transport)  # type: ignore[arg-type]  # the calls a protocol makes
+    protocol, transport = connect(app)
     if not direct:
         protocol._direct = None
     protocol._heads = protocol._heads and heads
@@ -313,16 +318,6 @@ async def test_after_a_failing_request_the_head_match_answers_nothing_more(
         b"HTTP/1.1 500 Internal Server Error",
     ]
     assert closed
-
-
-def connect(app: Starlette) -> tuple[GuardedHttpToolsProtocol, Transport]:
-    config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning", proxy_headers=False)
-    server_state = UvicornState()
-    server_state.default_headers = DEFAULTS
-    protocol = GuardedHttpToolsProtocol(config, server_state, {}, asyncio.get_running_loop())
-    transport = Transport()
-    protocol.connection_made(transport)  # type: ignore[arg-type]  # the calls a protocol makes
-    return protocol, transport
 
 
 async def test_the_answers_of_one_turn_are_written_together_in_order(app: Starlette) -> None:
