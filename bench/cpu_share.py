@@ -1,5 +1,5 @@
 """Where a bench run's CPU went: the server under test (its process and workers), Redis, Kafka, the load
-generator and the whole machine, read from ``/proc`` before and after (Linux only).
+generator and the whole machine (Linux only), measured with the demo's ``loadtest.cpu.CpuMeter``.
 
 A feedback request waits for two acknowledged round trips (Redis, Kafka), so at a fixed number of
 connections its rate is the connections over the latency, and the machine need not be full: these shares
@@ -15,46 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-_TICKS_S = os.sysconf("SC_CLK_TCK")
+from loadtest.cpu import CpuMeter
+
 _PROC = Path("/proc")
 _T = TypeVar("_T")
 
 
-def _stat(pid: int) -> tuple[int, float] | None:
-    """``(parent pid, user + system CPU seconds)`` of a process, or ``None`` once it is gone."""
+def _cmdline(pid: str) -> str:
     try:
-        fields = (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS_S  # ppid, utime + stime
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return (_PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return (_PROC / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
-
-
-def _pids() -> list[int]:
-    return [int(p) for p in os.listdir(_PROC) if p.isdigit()]
-
-
-def _tree(root: int, parents: dict[int, int]) -> set[int]:
-    """``root`` and its descendants, given each process's parent."""
-    found = {root}
-    grew = True
-    while grew:
-        more = {pid for pid, ppid in parents.items() if ppid in found and pid not in found}
-        found |= more
-        grew = bool(more)
-    return found
-
-
-def _machine_cpu_s() -> float:
-    """Busy CPU seconds of the whole machine since boot (``/proc/stat``: every state but idle and iowait)."""
-    fields = [int(v) for v in (_PROC / "stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / _TICKS_S
 
 
 def _children_cpu_s() -> float:
@@ -86,40 +57,33 @@ class CpuShare:
         return {k: round(v, 2) for k, v in vars(self).items()}
 
 
-def _is_redis(cmdline: str) -> bool:
-    return cmdline.startswith("redis-server")
-
-
-def _is_kafka(cmdline: str) -> bool:
-    return cmdline.startswith("java") and "kafka.Kafka" in cmdline
+def _group(cmdline: str) -> str | None:
+    if cmdline.startswith("redis-server"):
+        return "redis"
+    if cmdline.startswith("java") and "kafka.Kafka" in cmdline:
+        return "kafka"
+    return None
 
 
 def measure_cpu(server_pid: int, run: Callable[[], _T], clock: Callable[[], float]) -> tuple[_T, CpuShare]:
     """``run()`` (a wrk run, a child of this process) and the CPU each group spent meanwhile. The server's
     process tree is read at the start (its workers are up by then); Redis and Kafka are every
     ``redis-server`` and Kafka broker on the machine (the local stack: other users of them count too)."""
-    parents: dict[int, int] = {}
-    before: dict[int, float] = {}
-    for pid in _pids():
-        stat = _stat(pid)
-        if stat is not None:
-            parents[pid], before[pid] = stat
-    groups = {
-        "server": _tree(server_pid, parents),
-        "redis": {pid for pid in parents if _is_redis(_cmdline(pid))},
-        "kafka": {pid for pid in parents if _is_kafka(_cmdline(pid))},
-    }
-    machine, children, started = _machine_cpu_s(), _children_cpu_s(), clock()
+    roots = {"server": server_pid}
+    for pid in filter(str.isdigit, os.listdir(_PROC)):
+        group = _group(_cmdline(pid))
+        if group is not None:
+            roots[f"{group} {pid}"] = int(pid)
+    meter = CpuMeter(roots)
+    children = _children_cpu_s()
+    meter.sample(clock())
     result = run()
-    wall_s = clock() - started
-    machine_s, load_s = _machine_cpu_s() - machine, _children_cpu_s() - children
-    spent: dict[str, float] = {}
-    for name, pids in groups.items():
-        total = 0.0
-        for pid in pids:
-            stat = _stat(pid)
-            if stat is not None:  # a process gone meanwhile is left out (its last seconds are unknown)
-                total += stat[1] - before[pid]
-        spent[name] = total
-    share = CpuShare(wall_s, spent["server"], spent["redis"], spent["kafka"], load_s, machine_s)
-    return result, share
+    meter.sample(clock(), full=False)  # the processes seen at the start; one gone meanwhile keeps its CPU
+    load_s = _children_cpu_s() - children
+    table = meter.table()
+    # Every row is a root ("server", "redis 123") or a descendant ("server › python3"): its group comes first.
+    spent = {"server": 0.0, "redis": 0.0, "kafka": 0.0}
+    for row in table.rows:
+        spent[row.label.split(" ", 1)[0]] += row.cpu_s
+    machine_s = table.machine_share * table.wall_s
+    return result, CpuShare(table.wall_s, spent["server"], spent["redis"], spent["kafka"], load_s, machine_s)

@@ -1,28 +1,13 @@
-"""``bench.cpu_share`` finds a server's process tree and reads each group's CPU around a run (no stack;
-what the CPU figures are is not asserted, only that they are read)."""
+"""``bench.cpu_share`` reads each group's CPU around a run (no stack; what the CPU figures are is not
+asserted, only that they are read). The ``/proc`` reading itself is ``loadtest.cpu``'s, tested there."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 
-from bench.cpu_share import CpuShare, _stat, _tree, measure_cpu
-
-
-def test_tree_is_the_root_and_its_descendants() -> None:
-    parents = {10: 1, 11: 10, 12: 11, 13: 1, 14: 13}
-    assert _tree(10, parents) == {10, 11, 12}
-    assert _tree(13, parents) == {13, 14}
-
-
-def test_stat_reads_this_process_and_not_a_gone_one() -> None:
-    found = _stat(os.getpid())
-    assert found is not None and found[0] == os.getppid()
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    assert _stat(child.pid) is None
+from bench.cpu_share import CpuShare, measure_cpu
 
 
 def test_measure_returns_the_run_and_each_group() -> None:
