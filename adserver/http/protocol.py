@@ -45,7 +45,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -149,18 +149,52 @@ class _FeedbackInFlight:
         self.message_event = _NO_WAITER
 
 
+class _Deadline:
+    """A deadline on the loop followed by at most one timer. Setting it moves ``at`` and clearing it is
+    ``at = None``; the timer, when it fires before a deadline moved later, waits again, and when it finds
+    none does nothing: one timer per connection per deadline's length, not a ``call_later`` and a
+    ``cancel`` per request (1.1-1.2 us of each)."""
+
+    __slots__ = ("_expired", "_loop", "_timer", "at")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, expired: Callable[[], None]) -> None:
+        self._loop = loop
+        self._expired = expired
+        self._timer: asyncio.TimerHandle | None = None
+        #: When it expires (loop time); None when cleared.
+        self.at: float | None = None
+
+    def set(self, delay_s: float) -> None:
+        at = self.at = self._loop.time() + delay_s
+        if self._timer is None:
+            self._timer = self._loop.call_at(at, self._fired)
+
+    def cancel(self) -> None:
+        self.at = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fired(self) -> None:
+        self._timer = None
+        at = self.at
+        if at is None:
+            return
+        if self._loop.time() < at:  # moved since this timer was set: wait for the rest
+            self._timer = self._loop.call_at(at, self._fired)
+            return
+        self.at = None
+        self._expired()
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` plus the request-read deadline and the serve route's direct answer
     (``adserver.http.direct``); everything else is uvicorn's own."""
 
-    _read_timer: asyncio.TimerHandle | None = None
-    #: When the request being read times out (loop time); None when no request is being read. The timer
-    #: is not moved for each request: when it fires before a later deadline it waits again (one timer per
-    #: connection per deadline's length, not a call_later and a cancel per request: 1.1 us of each).
-    _read_deadline: float | None = None
-    #: When an idle keep-alive connection is closed (loop time), and the one timer that follows it.
-    _idle_deadline: float | None = None
-    _idle_timer: asyncio.TimerHandle | None = None
+    #: When the request being read times out (cleared when no request is being read), and when an idle
+    #: keep-alive connection is closed; set in ``connection_made``.
+    _read: _Deadline
+    _idle: _Deadline
     _head_done: bool = False
     _direct: DirectServe | None = None
     #: The direct request being read: (user_id, query, keep-alive).
@@ -175,6 +209,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _heads: bool = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._read = _Deadline(self.loop, self._read_timed_out)
+        self._idle = _Deadline(self.loop, self.timeout_keep_alive_handler)
         super().connection_made(transport)
         self._direct = direct_of(self.app)
         self._heads = (
@@ -225,18 +261,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._answer(user_id, query, True, lines)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_timer()
-        self._idle_deadline = None
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._read.cancel()
+        self._idle.cancel()
         super().connection_lost(exc)
 
-    # uvicorn's keep-alive timeout with one timer per connection: uvicorn makes a timer for each response
-    # and cancels it at the next request's first bytes (1.2 us of each request); here a response moves a
-    # deadline, and the timer, when it fires before it, waits again (as the read deadline's).
+    # uvicorn's keep-alive timeout on the connection's one idle deadline: uvicorn makes a timer for each
+    # response and cancels it at the next request's first bytes; here a response moves the deadline.
     def _unset_keepalive_if_required(self) -> None:
-        self._idle_deadline = None
+        self._idle.at = None
 
     def on_response_complete(self) -> None:
         """uvicorn's (request count, reading resumed, the next pipelined request started, else the
@@ -244,26 +276,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        self._idle_deadline = None
+        self._idle.at = None
         self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
             return
-        deadline = self._idle_deadline = self.loop.time() + self.timeout_keep_alive
-        if self._idle_timer is None:
-            self._idle_timer = self.loop.call_at(deadline, self._idle_timer_fired)
-
-    def _idle_timer_fired(self) -> None:
-        self._idle_timer = None
-        deadline = self._idle_deadline
-        if deadline is None:
-            return
-        if self.loop.time() < deadline:  # a later response moved it: wait for the rest
-            self._idle_timer = self.loop.call_at(deadline, self._idle_timer_fired)
-            return
-        self._idle_deadline = None
-        self.timeout_keep_alive_handler()
+        self._idle.set(self.timeout_keep_alive)
 
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown, after the answers deferred in this turn are written."""
@@ -278,7 +297,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # while later pipelined bytes were being parsed): the connection is not idle any more.
         self._unset_keepalive_if_required()
         self._head_done = False
-        if self._read_deadline is None:  # on a new connection the deadline runs from connection_made
+        if self._read.at is None:  # on a new connection the deadline runs from connection_made
             self._arm()
 
     def on_headers_complete(self) -> None:
@@ -509,31 +528,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._start_asgi_task(cycle, finish)  # type: ignore[arg-type]  # Starlette's ASGI types, not uvicorn's
 
     def _arm(self) -> None:
-        deadline = self._read_deadline = self.loop.time() + client_timeout_s()
-        if self._read_timer is None:
-            self._read_timer = self.loop.call_at(deadline, self._read_timer_fired)
+        self._read.set(client_timeout_s())
 
     def _disarm(self) -> None:
-        self._read_deadline = None  # the timer, when it fires, finds nothing to time out
-
-    def _stop_timer(self) -> None:
-        self._read_deadline = None
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
-
-    def _read_timer_fired(self) -> None:
-        self._read_timer = None
-        deadline = self._read_deadline
-        if deadline is None:
-            return
-        if self.loop.time() < deadline:  # armed again since this timer was set: wait for the rest
-            self._read_timer = self.loop.call_at(deadline, self._read_timer_fired)
-            return
-        self._read_timed_out()
+        self._read.at = None  # the timer, when it fires, finds nothing to time out
 
     def _read_timed_out(self) -> None:
-        self._read_deadline = None
+        self._read.at = None
         if self.transport.is_closing():
             return
         cycle = self.cycle if self._head_done else None
