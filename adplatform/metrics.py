@@ -41,7 +41,9 @@ MANAGER_INSTRUCTIONS = Counter(
 LEDGER_CHARGES = Counter("ledger_charges_booked_total", "Charged feedback events booked in PostgreSQL")
 LEDGER_UNDECODABLE = Counter("ledger_undecodable_total", "ad-feedback records skipped as undecodable")
 SERVED_WRITER_ROWS = Counter("served_writer_rows_total", "Served ads inserted into online_ads.served_ads")
-SERVED_WRITER_SKIPPED = Counter("served_writer_skipped_total", "served-ads records skipped as undecodable")
+SERVED_WRITER_SKIPPED = Counter(
+    "served_writer_skipped_total", "served-ads lines (or empty records) skipped as undecodable"
+)
 PACER_SLOTS = Counter(
     "pacer_slot_actions_total",
     "Slots the pacer saw, by action: paced (it held the slot's lease) or skipped (another pacer did)",

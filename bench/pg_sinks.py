@@ -5,12 +5,13 @@
 Pre-loads, for each round, ``--events`` charged feedback events (clicks) and as many served ads into topics
 of a bench-only prefix (4 partitions, the default), then runs the real ``SpendLedger`` and ``ServedWriter``
 in this process, one after the other, until each has drained its round's topic (their production
-settings: batching fetches of 250 ms / 256 KiB, batches of up to 5,000 records, one transaction per
-batch). Each sink is timed from the end of its first batch to the end of its last (the group join and the
-final idle check are not counted), with: rows/s, transactions/s (one per batch) and statements/s (per
-batch: the ledger 4, the served-writer 3, besides BEGIN/COMMIT), and CPU per 1,000 rows of this Python
-process and of the PostgreSQL backends of the bench's database (``/proc``; the server's checkpointer,
-background writer and WAL writer, shared with whatever else runs, apart). A sink that has a backlog is
+settings: batching fetches of 250 ms / 256 KiB, batches of up to 5,000 rows, one transaction per
+batch; served ads go as the publisher writes them, 64 a record). Each sink is timed from the end of its
+first batch to the end of its last (the group join and the final idle check are not counted), with:
+rows/s, transactions/s (one per batch) and statements/s (per batch: the ledger 4, the served-writer 3,
+besides BEGIN/COMMIT), and CPU per 1,000 rows of this Python process and of the PostgreSQL backends of the
+bench's database (``/proc``; the server's checkpointer, background writer and WAL writer, shared with
+whatever else runs, apart). A sink that has a backlog is
 measured: its batches are large (thousands of rows); at a live rate they are smaller and each row carries
 more of a transaction (``--served-max-batch`` shows how much).
 
@@ -49,7 +50,7 @@ from adplatform.kafka import delete_topics, ensure_topics, make_producer, wait_f
 from adplatform.names import GROUP_SERVED_WRITER
 from adplatform.postgres import create_pool, quote_ident
 from adplatform.sandbox import sandbox_environment
-from adplatform.wire import ServedAd, encoder
+from adplatform.wire import SERVED_ADS_PER_RECORD, ServedAd, encoder
 from bench.debit_redis import bench_campaign
 from bench.http_stack import save_results
 from budget.ledger import open_ledger
@@ -57,7 +58,7 @@ from index.money import micros_to_decimal
 from ingest.ads_postgres import AdsSink
 from ingest.served_postgres import COLUMNS as SERVED_COLUMNS
 from ingest.served_postgres import ServedAdsSink, served_record
-from ingest.served_writer import ServedWriter
+from ingest.served_writer import ServedWriter, records_per_poll
 from tests.archive.events import make_event
 
 _TICKS_S = os.sysconf("SC_CLK_TCK")
@@ -184,7 +185,13 @@ async def preload(config: Config, numbers: range, campaigns: int, now_ms: int) -
         for i in numbers:
             event = make_event(i, "click", now_ms, campaigns=campaigns)
             await producer.send(config.topics.feedback, encoder.encode(event))
-            await producer.send(config.topics.served_ads, encoder.encode(served_ad(i, campaigns, now_ms)))
+        # Served ads in records of SERVED_ADS_PER_RECORD, as the ad server's publisher writes them.
+        for start in range(numbers.start, numbers.stop, SERVED_ADS_PER_RECORD):
+            ads = [
+                served_ad(i, campaigns, now_ms)
+                for i in range(start, min(start + SERVED_ADS_PER_RECORD, numbers.stop))
+            ]
+            await producer.send(config.topics.served_ads, encoder.encode_lines(ads))
         await producer.flush()
     finally:
         await producer.stop()
@@ -208,7 +215,11 @@ async def run_ledger(config: Config, monitor: asyncpg.Connection) -> Window:
 async def run_served_writer(config: Config, monitor: asyncpg.Connection, *, max_batch: int = 5000) -> Window:
     # ``open_served_writer``'s consumer and sink, with a pool of its own the monitor can tell apart.
     consumer = make_consumer(
-        config, GROUP_SERVED_WRITER, config.topics.served_ads, max_poll_records=max_batch, **BATCHING_FETCH
+        config,
+        GROUP_SERVED_WRITER,
+        config.topics.served_ads,
+        max_poll_records=records_per_poll(max_batch),
+        **BATCHING_FETCH,
     )
     pool = await create_pool(config)
     try:

@@ -1,7 +1,8 @@
 """``adplatform served-writer``: copies ``served-ads`` into ``online_ads.served_ads`` in batches.
 
-A member of the ``served-writer`` consumer group. Per ``getmany`` batch: decode (an undecodable record is
-logged, counted and skipped), write through ``ServedAdsSink`` (idempotent), and only then commit the
+A member of the ``served-writer`` consumer group. Per ``getmany`` batch: decode (a record holds up to
+``SERVED_ADS_PER_RECORD`` ads, one JSON line each; an undecodable line is logged, counted and skipped, and
+costs only itself), write through ``ServedAdsSink`` (idempotent), and only then commit the
 offsets. At-least-once delivery plus the idempotent insert gives exactly-once rows. PostgreSQL down: the
 batch is retried with backoff and nothing is committed, so nothing is lost.
 """
@@ -15,7 +16,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from adplatform.config import Config
@@ -24,10 +24,15 @@ from adplatform.metrics import SERVED_WRITER_ROWS, SERVED_WRITER_SKIPPED, lag_tr
 from adplatform.names import GROUP_SERVED_WRITER
 from adplatform.postgres import create_pool
 from adplatform.process import run_until_signalled
-from adplatform.wire import ServedAd, served_decoder
+from adplatform.wire import SERVED_ADS_PER_RECORD, ServedAd, decode_served
 from ingest.served_postgres import ServedAdsSink
 
 logger = logging.getLogger(__name__)
+
+
+def records_per_poll(max_ads: int) -> int:
+    """Records to poll for a batch of about ``max_ads`` served ads."""
+    return max(1, max_ads // SERVED_ADS_PER_RECORD)
 
 
 @dataclass
@@ -43,9 +48,10 @@ class ServedWriter:
     """One member of the served-writer group: consume, write, then commit."""
 
     def __init__(self, consumer: AIOKafkaConsumer, sink: ServedAdsSink, *, max_batch: int = 5000) -> None:
+        """``max_batch``: served ads per batch, about (polled as ``records_per_poll(max_batch)`` records)."""
         self._consumer = consumer
         self._sink = sink
-        self._max_batch = max_batch
+        self._max_records = records_per_poll(max_batch)
         self._stopping = asyncio.Event()
         self.stats = WriterStats()
 
@@ -59,19 +65,20 @@ class ServedWriter:
     def decode(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[ServedAd]:
         ads: list[ServedAd] = []
         for r in records:
-            try:
-                ads.append(served_decoder.decode(r.value or b""))
-            except msgspec.DecodeError as exc:
-                self.stats.skipped += 1
-                SERVED_WRITER_SKIPPED.inc()
-                logger.warning("served-ads %d/%d skipped: %s", r.partition, r.offset, exc)
+            found, reasons = decode_served(r.value or b"")
+            ads += found
+            if reasons:
+                self.stats.skipped += len(reasons)
+                SERVED_WRITER_SKIPPED.inc(len(reasons))
+                more = f" (and {len(reasons) - 1} more lines)" if len(reasons) > 1 else ""
+                logger.warning("served-ads %d/%d skipped: %s%s", r.partition, r.offset, reasons[0], more)
         return ads
 
     async def run(self, *, until_idle: bool = False) -> WriterStats:
         """Consume until stopped (or, with ``until_idle``, until every assigned partition is drained)."""
         while True:
             records = await next_batch(
-                self._consumer, max_records=self._max_batch, stopping=self._stopping, until_idle=until_idle
+                self._consumer, max_records=self._max_records, stopping=self._stopping, until_idle=until_idle
             )
             if records is None:
                 return self.stats
@@ -95,7 +102,11 @@ class ServedWriter:
 async def open_served_writer(config: Config, *, max_batch: int = 5000) -> AsyncIterator[ServedWriter]:
     """Create the consumer and the pool, yield the writer (not yet running), close both after."""
     consumer = make_consumer(
-        config, GROUP_SERVED_WRITER, config.topics.served_ads, max_poll_records=max_batch, **BATCHING_FETCH
+        config,
+        GROUP_SERVED_WRITER,
+        config.topics.served_ads,
+        max_poll_records=records_per_poll(max_batch),
+        **BATCHING_FETCH,
     )
     # The house pool: no connection up front (a writer started while PostgreSQL is down waits and
     # retries), and command timeouts, so a cut network raises instead of hanging.

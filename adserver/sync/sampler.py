@@ -105,5 +105,5 @@ class RequestSampler(BatchShipper[RequestSample]):
             return  # sampling off: no producer, no task work
         await super().run()
 
-    def _encode(self, item: RequestSample) -> bytes:
-        return sample_encoder.encode(item)
+    def _encode(self, items: list[RequestSample]) -> bytes:
+        return sample_encoder.encode(items[0])  # one sample per record (per_record 1)

@@ -2,7 +2,8 @@
 sampler share.
 
 The serve route queues an item (a deque append and an event set). One task wakes on the first item,
-lingers so items accumulate, then encodes them into record batches and hands them to the producer
+lingers so items accumulate, then encodes them into records (``per_record`` items each: a subclass may
+pack several into one record), the records into record batches, and hands them to the producer
 (``send_batch``, one partition per batch, round robin, snappy-compressed), without waiting for each
 delivery: a done-callback counts what Kafka acknowledged or failed. Large batches matter: the per-batch
 cost of the Kafka client (and broker) is what a few-millisecond linger multiplied.
@@ -54,11 +55,13 @@ class BatchShipper(Generic[T]):
         chunk: int,
         max_queue: int,
         linger_s: float,
+        per_record: int = 1,
     ) -> None:
         self._config = config
         self._topic = topic
         self._client_id = client_id
         self._chunk = chunk
+        self._per_record = per_record
         self._items: deque[T] = deque()
         self._max_queue = max_queue
         self._linger_s = linger_s
@@ -74,7 +77,8 @@ class BatchShipper(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def _encode(self, item: T) -> bytes:
+    def _encode(self, items: list[T]) -> bytes:
+        """One record's value: ``items`` holds at most ``per_record`` of them, in queue order."""
         raise NotImplementedError
 
     def _has_room(self) -> bool:
@@ -139,17 +143,21 @@ class BatchShipper(Generic[T]):
         """Ship everything queued, in record batches of at most ``chunk`` items, yielding to the
         requests every ``YIELD_EVERY`` items so a large flush does not show up in their tail latency."""
         partitions = sorted(await producer.partitions_for(self._topic))
-        items = self._items
+        items, per_record = self._items, self._per_record
+        encoded = 0  # items encoded since the last yield
         while items:
             batch, count = producer.create_batch(), 0
             while items and count < self._chunk:
-                value = self._encode(items.popleft())
+                group = [items.popleft() for _ in range(min(per_record, len(items)))]
+                value = self._encode(group)
                 if batch.append(key=None, value=value, timestamp=None) is None:  # full (huge records)
                     await self._send(producer, batch, partitions, count)
                     batch, count = producer.create_batch(), 0
                     batch.append(key=None, value=value, timestamp=None)
-                count += 1
-                if count % YIELD_EVERY == 0:
+                count += len(group)
+                encoded += len(group)
+                if encoded >= YIELD_EVERY:
+                    encoded = 0
                     await asyncio.sleep(0)
             await self._send(producer, batch, partitions, count)
             await asyncio.sleep(0)

@@ -3,6 +3,7 @@ served-writer with the auction details; replaying the topic inserts nothing twic
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -12,11 +13,15 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer
 
 from adplatform.config import Config
 from adplatform.kafka import make_producer
+from adplatform.wire import encoder
+from adserver.sync.publisher import ServedAdPublisher, ServedItem, served_ad
 from adserver.token import TokenSigner
 from index.money import cpm_units_to_decimal, micros_to_decimal
+from index.targeting import AdRequest
 from ingest.served_writer import run_served_writer
 from tests.adserver.serving import campaign_row, eventually, ingest, serve, serving, state_of
 
@@ -49,7 +54,8 @@ async def test_served_ads_reach_postgres_once(
     await producer.stop()
 
     stats = await run_served_writer(topics, until_idle=True, timeout_s=60)
-    assert (stats.messages, stats.inserted, stats.skipped) == (61, 60, 1)
+    # 60 ads in records of up to 64 (as many records as the publisher's flushes), and the bad record.
+    assert (stats.inserted, stats.skipped) == (60, 1) and 2 <= stats.messages <= 61
     rows = {r["request_id"]: r for r in await pg.fetch("SELECT * FROM online_ads.served_ads")}
     assert set(served) <= set(rows)  # (other tests' rows may share the table)
     signer = TokenSigner(topics.token_keys, ttl_s=topics.token_ttl_s)
@@ -71,6 +77,67 @@ async def test_served_ads_reach_postgres_once(
     # Replaying the whole topic (a new group) inserts nothing twice: exactly-once rows.
     replay = replace(topics, group_prefix=f"replay-{uuid.uuid4().hex[:8]}-")
     again = await run_served_writer(replay, until_idle=True, timeout_s=60)
-    assert (again.messages, again.inserted) == (61, 0)
+    assert (again.messages, again.inserted) == (stats.messages, 0)
     count = await pg.fetchval("SELECT count(*) FROM online_ads.served_ads WHERE request_id = ANY($1)", served)
     assert count == len(served)
+
+
+async def test_ads_go_in_records_of_64_and_a_bad_line_costs_only_itself(
+    topics: Config, pg: asyncpg.Pool
+) -> None:
+    """130 ads queued before the publisher connects go as records of 64, 64 and 2 (JSON Lines); the
+    served-writer inserts every ad of them, and of a record with a bad line all but that line."""
+    publisher = ServedAdPublisher(topics, linger_s=0)
+    items = [_item(n) for n in range(130)]
+    for item in items:
+        publisher.offer(item)
+    task = asyncio.create_task(publisher.run())
+
+    async def delivered() -> bool:
+        return publisher.sent == 130
+
+    await eventually(delivered, timeout_s=20, poll_s=0.05)
+    publisher.stop()
+    await task
+    values = await _values(topics, topics.topics.served_ads, 3)
+    assert sorted(v.count(b"\n") for v in values) == [2, 64, 64]
+    mixed = encoder.encode_lines([served_ad(_item(200))]) + b"not json\n"
+    mixed += encoder.encode_lines([served_ad(_item(201))])
+    producer = make_producer(topics)
+    await producer.start()
+    await producer.send_and_wait(topics.topics.served_ads, mixed)
+    await producer.stop()
+
+    stats = await run_served_writer(topics, until_idle=True, timeout_s=60)
+    assert (stats.messages, stats.inserted, stats.skipped) == (4, 132, 1)
+    ids = [item.request_id for item in items] + ["pack-200", "pack-201"]
+    count = await pg.fetchval("SELECT count(*) FROM online_ads.served_ads WHERE request_id = ANY($1)", ids)
+    assert count == 132
+
+
+def _item(n: int) -> ServedItem:
+    return ServedItem(
+        request_id=f"pack-{n}",
+        campaign_id="pack-campaign",
+        served_at_ms=1_760_000_000_000 + n,
+        clearing_cpm_units=1_234_567,
+        auction_cpc_micros=660,
+        auction_cpa_micros=52_900,
+        bidders=2,
+        request=AdRequest(user_id=f"user-{n}", city="Pune", age=30),
+    )
+
+
+async def _values(config: Config, topic: str, count: int) -> list[bytes]:
+    """The first ``count`` record values of ``topic`` (all partitions, from the start)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=config.kafka_bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        values: list[bytes] = []
+        async with asyncio.timeout(20):
+            while len(values) < count:
+                batch = await consumer.getmany(timeout_ms=500)
+                values += [r.value for part in batch.values() for r in part if r.value is not None]
+        return values
+    finally:
+        await consumer.stop()
