@@ -147,6 +147,7 @@ class CpuMeter:
         that started since are found by the next full sample."""
         if not full and self._sampled:
             self._refresh()
+            self._sample_machine(now_s)
             return
         stats = self._read_all()
         children: dict[int, list[int]] = {}
@@ -172,6 +173,9 @@ class CpuMeter:
                 name = known.label if known else self.namer(seen.label, stats[child].comm, self._argv(child))
                 todo.append((child, name))
         self._sampled = True
+        self._sample_machine(now_s)
+
+    def _sample_machine(self, now_s: float) -> None:
         machine = self._read_text("stat")
         if machine is not None:
             busy, self._cpus = parse_machine(machine)

@@ -118,3 +118,20 @@ def test_a_root_that_is_gone_or_an_empty_meter_gives_an_empty_table(tmp_path: Pa
     meter.sample(2.0)
     table = meter.table()
     assert table.rows == () and table.machine_share == 0.0 and table.other_share == 0.0
+
+
+def test_a_light_last_sample_still_times_the_run_and_reads_the_machine(tmp_path: Path) -> None:
+    """``sample(full=False)`` (bench.cpu_share's end of a wrk run) re-reads the known processes only, but
+    the wall time and the machine's busy time run to it: without them a run showed 0 s and machine 0."""
+    fake = FakeProc(tmp_path / "proc")
+    fake.proc(100, "python", 1, 10 * T)
+    fake.machine(user=1000 * T, system=0, idle=0)
+    meter = CpuMeter({"server": 100}, proc=fake.root)
+    meter.sample(0.0)
+    fake.proc(100, "python", 1, 13 * T)
+    fake.machine(user=1006 * T, system=2 * T, idle=0)
+    meter.sample(4.0, full=False)
+    table = meter.table()
+    assert table.wall_s == 4.0
+    assert table.rows[0].cpu_s == pytest.approx(3.0)
+    assert table.machine_share == pytest.approx(2.0)
