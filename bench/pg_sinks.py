@@ -50,7 +50,7 @@ from adplatform.kafka import delete_topics, ensure_topics, make_producer, wait_f
 from adplatform.names import GROUP_SERVED_WRITER
 from adplatform.postgres import create_pool, quote_ident
 from adplatform.sandbox import sandbox_environment
-from adplatform.wire import SERVED_ADS_PER_RECORD, ServedAd, encoder
+from adplatform.wire import SERVED_ADS_PER_RECORD, ServedAd, encode_served, encoder
 from bench.debit_redis import bench_campaign
 from bench.http_stack import save_results
 from budget.ledger import open_ledger
@@ -191,7 +191,7 @@ async def preload(config: Config, numbers: range, campaigns: int, now_ms: int) -
                 served_ad(i, campaigns, now_ms)
                 for i in range(start, min(start + SERVED_ADS_PER_RECORD, numbers.stop))
             ]
-            await producer.send(config.topics.served_ads, encoder.encode_lines(ads))
+            await producer.send(config.topics.served_ads, encode_served(ads))
         await producer.flush()
     finally:
         await producer.stop()

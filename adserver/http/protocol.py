@@ -534,7 +534,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._read.at = None  # the timer, when it fires, finds nothing to time out
 
     def _read_timed_out(self) -> None:
-        self._read.at = None
         if self.transport.is_closing():
             return
         cycle = self.cycle if self._head_done else None

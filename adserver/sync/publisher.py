@@ -24,7 +24,7 @@ from typing import Final
 import msgspec
 
 from adplatform.config import Config
-from adplatform.wire import ServedAd, encoder
+from adplatform.wire import ServedAd, encode_served
 from adserver.sync.shipper import BatchShipper
 from index.money import cpm_units_to_decimal, micros_to_decimal
 from index.targeting import AdRequest
@@ -51,7 +51,7 @@ class ServedItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 #: Items per record batch (~420 bytes each; a full batch is 256 KiB, and ``append`` says when it is).
 CHUNK: Final = 512
-#: Served ads per record: one record encodes in ~80 µs (one ``encode_lines`` call), the flush's unit of
+#: Served ads per record: one record encodes in ~80 µs (one ``encode_served`` call), the flush's unit of
 #: work between two yields to the requests (``shipper.YIELD_EVERY``).
 ADS_PER_RECORD: Final = 64
 #: Prices whose Decimal is kept, per unit, at most (emptied when full: bounded memory).
@@ -122,4 +122,4 @@ class ServedAdPublisher(BatchShipper[ServedItem]):
             self._push(item)
 
     def _encode(self, items: list[ServedItem]) -> bytes:
-        return encoder.encode_lines([served_ad(item) for item in items])
+        return encode_served([served_ad(item) for item in items])
