@@ -42,7 +42,8 @@ side by side to their own timeouts instead of queueing behind each other's. Only
 batches wait for Kafka side by side. Each request waits on its own future and gets its own answer: a
 duplicate, an unknown campaign or an unacknowledged event in the batch affects only that request. A
 request cancelled while it waits (its client went away) does not cancel the batch, so a charge is never
-left without its event.
+left without its event. Each batch's time in each stage (``STAGES``: the gate, the debit, the publish) and
+its size are counted for ``/metrics`` (``FeedbackCounters``).
 """
 
 from __future__ import annotations
@@ -52,9 +53,10 @@ import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from time import perf_counter
+from typing import Any, Final, NamedTuple
 
 import msgspec
 from aiokafka import AIOKafkaProducer
@@ -65,6 +67,7 @@ from adplatform import names
 from adplatform.redis_client import ClientFailureLog, is_redis_failure
 from adplatform.wire import FeedbackEvent, UserAction, encoder
 from adserver.error import AdServerError
+from adserver.http.metrics import BATCH_BUCKETS, LATENCY_BUCKETS_S, Histogram
 from adserver.token import RequestToken, TokenError, TokenSigner, digest
 from budget.budget_redis import BudgetStatus, BudgetStore, Debit, DebitRequest
 from index.campaign import Campaign
@@ -204,6 +207,12 @@ def build_event(
     )
 
 
+#: A batch's stages, in order: waiting for this worker's previous debit call (the gate); the debit script
+#: call (a Redis round trip, its AOF fsync included); building the events and handing them to Kafka until
+#: every acknowledgement is in (acks=all) or the publish deadline passes.
+STAGES: Final = ("gate", "debit", "publish")
+
+
 @dataclass
 class FeedbackCounters:
     """Outcomes of this worker's feedback requests, exposed on ``/metrics`` (see ``adserver.http.health``)."""
@@ -216,6 +225,12 @@ class FeedbackCounters:
     batches: int = 0
     #: Duplicates whose first charge was old enough to be orphaned, published again.
     republished: int = 0
+    #: Seconds per batch in each stage (``STAGES``), where a feedback's latency goes.
+    stages: dict[str, Histogram] = field(
+        default_factory=lambda: {stage: Histogram(LATENCY_BUCKETS_S) for stage in STAGES}
+    )
+    #: Requests per batch.
+    batch_requests: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
 
 
 @dataclass(slots=True)
@@ -407,17 +422,22 @@ class FeedbackService:
         """Commit ``batch``, or (None) whatever is pending once this task passes the debit gate."""
         taken: list[_Pending] = batch or []  # answered 503/500 below if the commit does not end normally
         try:
+            entered = perf_counter()
             await self._pass_gate()
             if batch is None:
                 batch, self._pending = self._pending, []
                 taken = batch
             if not batch:  # taken already by a full batch's flush, or by the batch that passed first
                 return
+            stages = self.counters.stages
+            passed = perf_counter()
+            stages["gate"].observe(passed - entered)
             in_flight = self._debit_in_flight = asyncio.get_running_loop().create_future()
             try:
                 debits = await self._debit(batch)
             finally:
                 in_flight.set_result(None)
+                stages["debit"].observe(perf_counter() - passed)
             if debits is not None:
                 await self._commit(batch, debits)
         except asyncio.CancelledError:  # the worker is stopping: whatever is unanswered may be retried
@@ -443,6 +463,7 @@ class FeedbackService:
         """One debit script call for the batch; None (every request refused) if Redis is unavailable."""
         counters = self.counters
         counters.batches += 1
+        counters.batch_requests.observe(len(batch))
         now_s = self._clock.now()
         requests = [DebitRequest(p.token.campaign_id, p.event_id, p.amount_micros) for p in batch]
         try:
@@ -557,6 +578,7 @@ class FeedbackService:
     async def _publish(self, charged: list[tuple[_Pending, Debit]]) -> None:
         """Hand every event to the producer, wait for the acknowledgements under one deadline; answer the
         acknowledged, refund and refuse the rest."""
+        started = perf_counter()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._publish_timeout_s
         acks: list[asyncio.Future[Any]] = []
@@ -590,6 +612,7 @@ class FeedbackService:
             if rest and left_s > 0:
                 await asyncio.wait(rest, timeout=left_s)
         counters = self.counters
+        counters.stages["publish"].observe(perf_counter() - started)
         refused: list[tuple[_Pending, Debit]] = []
         in_flight: list[tuple[_Pending, Debit, asyncio.Future[Any]]] = []
         for i, (p, debit) in enumerate(charged):

@@ -204,6 +204,18 @@ def feedback_families(out: WorkerExporter, counters: FeedbackCounters) -> None:
         ),
     ):
         out.family(name, "counter", help_text, [((), count)])
+    out.histogram(
+        "adserver_feedback_stage_seconds",
+        "Seconds a feedback batch spent in each stage: gate (waiting for the worker's previous debit call), "
+        "debit (the Redis script call, AOF fsync included), publish (events handed to Kafka until "
+        "acknowledged, acks=all)",
+        [((("stage", stage),), hist) for stage, hist in counters.stages.items()],
+    )
+    out.histogram(
+        "adserver_feedback_batch_requests",
+        "Feedback requests per batch (one debit script call and one publish each)",
+        [((), counters.batch_requests)],
+    )
 
 
 #: Outcome of a serve request by its status: 404 is the no-fill answer.

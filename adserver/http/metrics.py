@@ -36,6 +36,8 @@ LATENCY_BUCKETS_S: Final = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 PROPAGATION_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 #: Bidders taking part in a won auction's pricing (the winner's tie group and the runner-up).
 BIDDER_BUCKETS: Final = (1.0, 2.0, 3.0, 5.0, 10.0)
+#: Requests in a feedback batch (one debit script call, one publish); a worker takes at most 256.
+BATCH_BUCKETS: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
 #: How often each worker copies its counts into the exported metrics.
 FLUSH_INTERVAL_S: Final = 1.0
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"

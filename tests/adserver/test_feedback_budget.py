@@ -352,6 +352,46 @@ async def test_a_debit_call_that_hangs_does_not_hold_back_the_next_batches(
     await assert_conserved(rig, pg)
 
 
+async def test_each_batch_is_timed_stage_by_stage(
+    rig: Rig, pg: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/metrics``' feedback stages: a debit call held 20 ms shows in the debit stage of its batch and in
+    the gate stage of the batch formed behind it; each batch is published once and its size counted."""
+    cid = next(iter(rig.campaigns))
+    real = rig.budgets.debit_many
+    held, release = asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    async def first_held(requests: list[DebitRequest], **kw: int | float) -> list[Debit]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            held.set()
+            await release.wait()
+        return await real(requests, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rig.budgets, "debit_many", first_held)
+    counters = rig.service.counters
+    before = {stage: (h.count, h.sum) for stage, h in counters.stages.items()}
+    sizes_before = (counters.batch_requests.count, counters.batch_requests.sum)
+    first = asyncio.ensure_future(rig.service.handle(rig.token(cid, user="first"), VIEW))
+    await held.wait()  # its batch is in the debit call now
+    behind = [asyncio.ensure_future(rig.service.handle(rig.token(cid, user=f"b{i}"), VIEW)) for i in range(5)]
+    await asyncio.sleep(0.02)  # the second batch waits at the gate (which gives up after 50 ms)
+    release.set()
+    assert await asyncio.gather(first, *behind) == [SUCCESS] * 6
+    grew = {
+        stage: (h.count - before[stage][0], h.sum - before[stage][1]) for stage, h in counters.stages.items()
+    }
+    assert {stage: n for stage, (n, _) in grew.items()} == {"gate": 2, "debit": 2, "publish": 2}
+    assert grew["debit"][1] >= 0.02 and grew["gate"][1] >= 0.015 and grew["publish"][1] > 0
+    assert (counters.batch_requests.count, counters.batch_requests.sum) == (
+        sizes_before[0] + 2,
+        sizes_before[1] + 6,
+    )
+    await assert_conserved(rig, pg)
+
+
 async def test_an_unacknowledged_batch_is_refunded_and_answered_503(rig: Rig, pg: asyncpg.Pool) -> None:
     """The event log refuses (here: a topic that does not exist, so no acknowledgement ever comes): every
     request of the batch gets 503 after the publish deadline, a duplicate with it, and every debit is

@@ -79,6 +79,30 @@ def test_feedback_counters_are_exposed(monkeypatch: pytest.MonkeyPatch) -> None:
         assert line in lines, line
 
 
+def test_feedback_stages_and_batch_sizes_are_exposed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each stage a series of one histogram (label ``stage``), present before its first batch."""
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    out = WorkerExporter()
+    counters = FeedbackCounters()
+    feedback_families(out, counters)
+    lines = _lines(out)
+    for stage in ("gate", "debit", "publish"):
+        assert f'adserver_feedback_stage_seconds_count{{stage="{stage}"}} 0.0' in lines, stage
+    counters.stages["debit"].observe(0.0015)
+    counters.stages["publish"].observe(0.004)
+    counters.batch_requests.observe(12)
+    counters.batch_requests.observe(3)
+    feedback_families(out, counters)
+    lines = _lines(out)
+    assert 'adserver_feedback_stage_seconds_bucket{le="0.001",stage="debit"} 0.0' in lines
+    assert 'adserver_feedback_stage_seconds_bucket{le="0.0025",stage="debit"} 1.0' in lines
+    assert 'adserver_feedback_stage_seconds_sum{stage="publish"} 0.004' in lines
+    assert 'adserver_feedback_stage_seconds_count{stage="gate"} 0.0' in lines
+    assert 'adserver_feedback_batch_requests_bucket{le="4.0"} 1.0' in lines
+    assert 'adserver_feedback_batch_requests_bucket{le="16.0"} 2.0' in lines
+    assert "adserver_feedback_batch_requests_sum 15.0" in lines
+
+
 def _worker(requests: int, served: int, queue: multiprocessing.Queue[int]) -> None:
     """One 'worker' process: counts, flushes, reports its pid and exits without marking itself dead."""
     metrics = RequestMetrics()
