@@ -130,6 +130,39 @@ def latency_quantile(new: Snapshot, old: Snapshot | None, q: float, route: str =
     return quantile(q, deltas)
 
 
+def read_once(url: str, timeout_s: float = 10.0) -> Snapshot:
+    """One blocking scrape of ``url`` (a command's summary, a bench); raises ``httpx.HTTPError``."""
+    response = httpx.get(url, timeout=timeout_s)
+    response.raise_for_status()
+    samples: Samples = {}
+    parse(response.text, samples)
+    return Snapshot(time.monotonic(), samples, (Target(url, True, None),))
+
+
+def feedback_stages(snap: Snapshot) -> dict[str, float]:
+    """Since the ad server started: mean milliseconds per feedback batch in each stage (``gate_ms``,
+    ``debit_ms``, ``publish_ms``: ``adserver_feedback_stage_seconds``) and ``requests_per_batch``; empty
+    before the first batch, or from a server without these metrics."""
+    sums = snap.by_label("adserver_feedback_stage_seconds_sum", "stage")
+    counts = snap.by_label("adserver_feedback_stage_seconds_count", "stage")
+    out = {f"{stage}_ms": round(sums.get(stage, 0.0) / n * 1000, 3) for stage, n in counts.items() if n}
+    batches = snap.total("adserver_feedback_batch_requests_count")
+    if out and batches:
+        out["requests_per_batch"] = round(
+            (snap.total("adserver_feedback_batch_requests_sum") or 0.0) / batches, 1
+        )
+    return out
+
+
+def format_feedback_stages(stages: Mapping[str, float]) -> str:
+    """One line: where a feedback batch's time went, on average."""
+    gate, debit, publish = (stages.get(f"{stage}_ms", math.nan) for stage in ("gate", "debit", "publish"))
+    return (
+        f"per batch of {stages.get('requests_per_batch', math.nan):g} requests (means): gate {gate:.2f} ms, "
+        f"debit {debit:.2f} ms, publish {publish:.2f} ms"
+    )
+
+
 class Scraper:
     """Scrapes ``urls`` on demand (shared between concurrent callers) and keeps recent snapshots."""
 

@@ -34,11 +34,10 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
-from admin.scrape import Samples, Snapshot, parse
+from admin.scrape import feedback_stages, format_feedback_stages, read_once
 from adplatform.config import load_config
 from adplatform.kafka import delete_topics
 from adserver.token import RequestToken, TokenSigner
@@ -104,32 +103,6 @@ def write_feedback_script(path: Path, request_ids: list[str], threads: int) -> P
         encoding="utf-8",
     )
     return path
-
-
-def batch_stages(url: str) -> dict[str, float]:
-    """Mean milliseconds per feedback batch in each stage and the mean requests per batch, from the
-    server's ``/metrics``; empty when it has no such metrics (an older tree) or no batch ran."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    samples: Samples = {}
-    parse(text, samples)
-    snap = Snapshot(at_s=0.0, samples=samples, targets=())
-    sums = snap.by_label("adserver_feedback_stage_seconds_sum", "stage")
-    counts = snap.by_label("adserver_feedback_stage_seconds_count", "stage")
-    out = {f"{stage}_ms": round(sums[stage] / n * 1000, 3) for stage, n in counts.items() if n}
-    batches = snap.total("adserver_feedback_batch_requests_count")
-    if out and batches:
-        out["requests_per_batch"] = round(
-            (snap.total("adserver_feedback_batch_requests_sum") or 0) / batches, 1
-        )
-    return out
-
-
-def stages_line(stages: dict[str, float]) -> str:
-    return (
-        f"per batch of {stages['requests_per_batch']:g} requests (mean): gate {stages['gate_ms']:.2f} ms, "
-        f"debit {stages['debit_ms']:.2f} ms, publish {stages['publish_ms']:.2f} ms"
-    )
 
 
 def row(name: str, r: WrkResult, reference: WrkResult | None) -> dict[str, object]:
@@ -216,7 +189,7 @@ def main(argv: list[str]) -> int:
                                             ready_path="/readyz", cwd=cwd) as proc:  # fmt: skip
                             load = functools.partial(measure, f"http://127.0.0.1:{port}", fb_script)
                             result, cpu = measure_cpu(proc.pid, load, time.monotonic)
-                            stages = batch_stages(f"http://127.0.0.1:{port}")
+                            stages = feedback_stages(read_once(f"http://127.0.0.1:{port}/metrics"))
                         rows.append(row(f"feedback (POST, {server}){suffix}{tag}", result, minimal))
                         rows[-1]["cpu_s"] = cpu.as_dict()
                         if stages:
@@ -231,7 +204,7 @@ def main(argv: list[str]) -> int:
                         show(rows[-1])
                         print(f"  {cpu.line()}")
                         if stages:
-                            print(f"  {stages_line(stages)}")
+                            print(f"  {format_feedback_stages(stages)}")
     finally:
         asyncio.run(delete_topics(config))
         asyncio.run(delete_campaign_keys(config, campaign_ids))

@@ -34,10 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import redis.asyncio as aioredis
 import uvloop
 from aiokafka.errors import KafkaError
 
+from admin.scrape import feedback_stages, format_feedback_stages, read_once
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, wait_for_topics
 from adplatform.pidfile import write_pid_file
@@ -260,6 +262,7 @@ def _run(
         # uvloop: the simulator shares the platform's cores, so its own CPU per request counts.
         summary = uvloop.run(_simulate(config, duration_s, rate, meter=meter))
         meter.sample(time.monotonic())
+        stages = server_feedback_stages()
         step("stopping the ad server, then draining the ledger, the served-writer and the archive")
         # adplatform run stops the ad server first and the archive last (its micro-batch completes).
         if stop_platform(config.stack_dir, platform) != 0:
@@ -284,6 +287,8 @@ def _run(
     print("=" * 72)
     print(f"campaigns live  {b['live']:>10}")
     print(format_summary(summary, spend=format_micros(b["redis"])))
+    if stages:
+        print(f"feedback stages {format_feedback_stages(stages)}")
     print(f"served_ads rows {b['served_rows']:>10}   (200 responses seen: {summary.served})")
     print(f"archived events {archived_events:>10}")
     verdict = "OK" if ok else "MISMATCH"
@@ -349,6 +354,15 @@ def _live(
             stop_platform(config.stack_dir, platform)
     print(f"kept            database {stores.database}, Redis database {stores.redis_db} (make demo-down)")
     return 0
+
+
+def server_feedback_stages() -> dict[str, float]:
+    """Where the ad server's feedback batches spent their time (its ``/metrics``, every worker); empty if
+    it does not answer."""
+    try:
+        return feedback_stages(read_once(f"http://127.0.0.1:{PORT}/metrics"))
+    except httpx.HTTPError:
+        return {}
 
 
 def platform_meter(config: Config, platform_pid: int) -> CpuMeter:

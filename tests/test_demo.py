@@ -51,3 +51,8 @@ def test_demo_runs_end_to_end_and_the_books_balance() -> None:
     rows = re.search(r"^served_ads rows\s+(\d+)\s+\(200 responses seen: (\d+)\)", out, re.M)
     assert rows is not None and int(rows.group(1)) == int(rows.group(2)) == served > 0
     assert re.search(r"^report\s+\S+report\.html$", out, re.M)
+    stages = (
+        r"^feedback stages per batch of [\d.]+ requests \(means\): "
+        r"gate [\d.]+ ms, debit [\d.]+ ms, publish [\d.]+ ms$"
+    )
+    assert re.search(stages, out, re.M), out

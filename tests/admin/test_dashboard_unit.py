@@ -8,8 +8,20 @@ import pytest
 
 from admin.board_data import MAX_POINTS, pacing_series
 from admin.keys import Principal
-from admin.scrape import Samples, Snapshot, latency_quantile, parse, quantile, rate
+from admin.scrape import (
+    Samples,
+    Snapshot,
+    feedback_stages,
+    format_feedback_stages,
+    latency_quantile,
+    parse,
+    quantile,
+    rate,
+)
 from admin.session import SessionStore, csrf_ok
+from adserver.feedback import FeedbackCounters
+from adserver.http.health import feedback_families
+from adserver.http.metrics import MULTIPROC_ENV, WorkerExporter
 
 EXPOSITION = """# TYPE adserver_serve_requests_total counter
 adserver_serve_requests_total{{outcome="served"}} {served}
@@ -55,6 +67,30 @@ def test_quantiles_interpolate_within_the_bucket() -> None:
     new = _snap(10.0, _text(200, 0, 100))  # the last 100 all slow
     p50 = latency_quantile(new, old, 0.5)
     assert p50 is not None and 0.001 < p50 <= 0.01  # the window's, not all time's
+
+
+def test_feedback_stages_are_means_per_batch_over_every_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    texts = []
+    for gate_s, debit_s, publish_s, size in ((0.0, 0.001, 0.002, 10), (0.001, 0.003, 0.004, 20)):
+        counters = FeedbackCounters()  # one worker: one batch
+        for stage, seconds in (("gate", gate_s), ("debit", debit_s), ("publish", publish_s)):
+            counters.stages[stage].observe(seconds)
+        counters.batch_requests.observe(size)
+        out = WorkerExporter()
+        feedback_families(out, counters)
+        texts.append(out.render().decode())
+    stages = feedback_stages(_snap(0.0, *texts))
+    assert stages == pytest.approx(
+        {"gate_ms": 0.5, "debit_ms": 2.0, "publish_ms": 3.0, "requests_per_batch": 15.0}
+    )
+    assert format_feedback_stages(stages) == (
+        "per batch of 15 requests (means): gate 0.50 ms, debit 2.00 ms, publish 3.00 ms"
+    )
+    out = WorkerExporter()
+    feedback_families(out, FeedbackCounters())  # before the first batch: the series exist, at 0
+    assert feedback_stages(_snap(0.0, out.render().decode())) == {}
+    assert feedback_stages(_snap(0.0, _text(1, 1, 1))) == {}  # a server without them (an older version)
 
 
 def test_pacing_series_is_cumulative_per_slot_against_the_even_line() -> None:
