@@ -23,7 +23,7 @@ from admin.board_schema import (
 from admin.diagnosis import diagnose
 from admin.error import AdminError
 from admin.reads import campaign_detail
-from admin.scrape import Snapshot, latency_quantile, rate
+from admin.scrape import FEEDBACK_ROUTE, Snapshot, feedback_stages, latency_quantile, rate
 from admin.state import AdminState
 from adplatform import names
 from adplatform.redis_client import blocked_members
@@ -115,6 +115,7 @@ def overview(
             if value is not None:
                 no_fill[reason] = value
     p50, p99 = latency_quantile(new, old, 0.5), latency_quantile(new, old, 0.99)
+    fb50, fb99 = (latency_quantile(new, old, q, route=FEEDBACK_ROUTE) for q in (0.5, 0.99))
     archive = new.total("archive_commit_lag_records")
     return Overview(
         at=time.time(), window_s=None if old is None else round(new.at_s - old.at_s, 3),
@@ -124,7 +125,9 @@ def overview(
         fill_rate=served_rate / requests_rate if served_rate is not None and requests_rate else None,
         fill_rate_total=served / requests if served is not None and requests else None,
         serve_p50_ms=None if p50 is None else p50 * 1000, serve_p99_ms=None if p99 is None else p99 * 1000,
-        feedback_per_s=feedback, spend_per_min=spend, dlq_per_s=dlq,
+        feedback_per_s=feedback, feedback_p50_ms=None if fb50 is None else fb50 * 1000,
+        feedback_p99_ms=None if fb99 is None else fb99 * 1000, feedback_stages_ms=feedback_stages(new, old),
+        spend_per_min=spend, dlq_per_s=dlq,
         consumer_lag=new.by_label("adplatform_consumer_lag_records", "group"),
         archive_lag=archive, no_fill_per_s=no_fill, campaigns=counts, burn=burn,
     )  # fmt: skip

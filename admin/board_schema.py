@@ -50,6 +50,11 @@ class Overview(msgspec.Struct, frozen=True, kw_only=True):
     serve_p50_ms: float | None
     serve_p99_ms: float | None
     feedback_per_s: float | None
+    feedback_p50_ms: float | None
+    feedback_p99_ms: float | None
+    #: Mean milliseconds per feedback batch in each stage (``gate_ms``, ``debit_ms``, ``publish_ms``) and
+    #: ``requests_per_batch``, over the window (``admin.scrape.feedback_stages``); empty without a batch.
+    feedback_stages_ms: dict[str, float]
     spend_per_min: float | None
     dlq_per_s: float | None
     consumer_lag: dict[str, float]

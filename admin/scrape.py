@@ -27,6 +27,7 @@ WINDOW_S: Final = 10.0
 KEEP_S: Final = 30.0
 TIMEOUT_S: Final = 0.8
 SERVE_ROUTE: Final = "/ad/user/{user_id}/serve"
+FEEDBACK_ROUTE: Final = "/ad/{request_id}/feedback"
 
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[str, dict[Labels, float]]
@@ -139,18 +140,26 @@ def read_once(url: str, timeout_s: float = 10.0) -> Snapshot:
     return Snapshot(time.monotonic(), samples, (Target(url, True, None),))
 
 
-def feedback_stages(snap: Snapshot) -> dict[str, float]:
-    """Since the ad server started: mean milliseconds per feedback batch in each stage (``gate_ms``,
-    ``debit_ms``, ``publish_ms``: ``adserver_feedback_stage_seconds``) and ``requests_per_batch``; empty
-    before the first batch, or from a server without these metrics."""
-    sums = snap.by_label("adserver_feedback_stage_seconds_sum", "stage")
-    counts = snap.by_label("adserver_feedback_stage_seconds_count", "stage")
-    out = {f"{stage}_ms": round(sums.get(stage, 0.0) / n * 1000, 3) for stage, n in counts.items() if n}
-    batches = snap.total("adserver_feedback_batch_requests_count")
-    if out and batches:
-        out["requests_per_batch"] = round(
-            (snap.total("adserver_feedback_batch_requests_sum") or 0.0) / batches, 1
-        )
+def feedback_stages(new: Snapshot, old: Snapshot | None = None) -> dict[str, float]:
+    """Mean milliseconds per feedback batch in each stage (``gate_ms``, ``debit_ms``, ``publish_ms``:
+    ``adserver_feedback_stage_seconds``) and ``requests_per_batch``, over the batches since ``old`` (since
+    the ad servers started without it, or when a counter went back: one restarted); empty without a
+    batch meanwhile, or from servers without these metrics."""
+    names = ("adserver_feedback_stage_seconds_sum", "adserver_feedback_stage_seconds_count")
+    sums, counts = (new.by_label(name, "stage") for name in names)
+    sums0, counts0 = (old.by_label(name, "stage") for name in names) if old is not None else ({}, {})
+    sizes = ("adserver_feedback_batch_requests_sum", "adserver_feedback_batch_requests_count")
+    size_sum, batches = ((new.total(name) or 0.0) for name in sizes)
+    size_sum0, batches0 = ((old.total(name) or 0.0) for name in sizes) if old is not None else (0.0, 0.0)
+    if batches < batches0 or any(n < counts0.get(stage, 0.0) for stage, n in counts.items()):
+        sums0, counts0, size_sum0, batches0 = {}, {}, 0.0, 0.0
+    out: dict[str, float] = {}
+    for stage, n in counts.items():
+        d = n - counts0.get(stage, 0.0)
+        if d > 0:
+            out[f"{stage}_ms"] = round((sums.get(stage, 0.0) - sums0.get(stage, 0.0)) / d * 1000, 3)
+    if out and batches > batches0:
+        out["requests_per_batch"] = round((size_sum - size_sum0) / (batches - batches0), 1)
     return out
 
 

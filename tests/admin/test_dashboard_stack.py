@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -235,6 +236,14 @@ async def test_dashboard_in_a_real_browser(
                     assert time.monotonic() - started < 3.0, (await _shown_total(page), truth)
                     await asyncio.sleep(0.1)
                 assert await page.inner_text("#live") == "2"
+                # The 60 feedbacks are within the window: their latency and where their batches' time went.
+                await page.wait_for_function(
+                    "() => document.getElementById('feedback-stages').textContent.startsWith('gate ')",
+                    timeout=5_000,
+                )
+                stages = await page.inner_text("#feedback-stages")
+                assert re.fullmatch(r"gate [\d.]+ ms · debit [\d.]+ ms · publish [\d.]+ ms", stages), stages
+                assert re.fullmatch(r"[\d.]+ ms", await page.inner_text("#feedback-p99"))
                 await page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
 
                 # The ledger books the charges, the served-writer the served ads: the campaign page.

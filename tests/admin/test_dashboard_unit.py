@@ -9,6 +9,7 @@ import pytest
 from admin.board_data import MAX_POINTS, pacing_series
 from admin.keys import Principal
 from admin.scrape import (
+    FEEDBACK_ROUTE,
     Samples,
     Snapshot,
     feedback_stages,
@@ -20,6 +21,7 @@ from admin.scrape import (
 )
 from admin.session import SessionStore, csrf_ok
 from adserver.feedback import FeedbackCounters
+from adserver.http import fastpath as adserver_fastpath
 from adserver.http.health import feedback_families
 from adserver.http.metrics import MULTIPROC_ENV, WorkerExporter
 
@@ -69,17 +71,23 @@ def test_quantiles_interpolate_within_the_bucket() -> None:
     assert p50 is not None and 0.001 < p50 <= 0.01  # the window's, not all time's
 
 
-def test_feedback_stages_are_means_per_batch_over_every_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
-    texts = []
-    for gate_s, debit_s, publish_s, size in ((0.0, 0.001, 0.002, 10), (0.001, 0.003, 0.004, 20)):
-        counters = FeedbackCounters()  # one worker: one batch
+def _worker_text(batches: list[tuple[float, float, float, int]]) -> str:
+    """One worker's exposition after ``batches`` (gate, debit, publish seconds, requests)."""
+    counters = FeedbackCounters()
+    for gate_s, debit_s, publish_s, size in batches:
         for stage, seconds in (("gate", gate_s), ("debit", debit_s), ("publish", publish_s)):
             counters.stages[stage].observe(seconds)
         counters.batch_requests.observe(size)
-        out = WorkerExporter()
-        feedback_families(out, counters)
-        texts.append(out.render().decode())
+    out = WorkerExporter()
+    feedback_families(out, counters)
+    return out.render().decode()
+
+
+def test_feedback_stages_are_means_per_batch_over_every_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    assert FEEDBACK_ROUTE == adserver_fastpath.FEEDBACK_ROUTE  # the label admin reads is the one served
+    first, second = (0.0, 0.001, 0.002, 10), (0.001, 0.003, 0.004, 20)
+    texts = [_worker_text([first]), _worker_text([second])]  # two workers, one batch each
     stages = feedback_stages(_snap(0.0, *texts))
     assert stages == pytest.approx(
         {"gate_ms": 0.5, "debit_ms": 2.0, "publish_ms": 3.0, "requests_per_batch": 15.0}
@@ -91,6 +99,17 @@ def test_feedback_stages_are_means_per_batch_over_every_worker(monkeypatch: pyte
     feedback_families(out, FeedbackCounters())  # before the first batch: the series exist, at 0
     assert feedback_stages(_snap(0.0, out.render().decode())) == {}
     assert feedback_stages(_snap(0.0, _text(1, 1, 1))) == {}  # a server without them (an older version)
+    # Over a window: only the batches since the older snapshot; none meanwhile, nothing.
+    old = _snap(0.0, _worker_text([first]))
+    new = _snap(10.0, _worker_text([first, second, second]))
+    assert feedback_stages(new, old) == pytest.approx(
+        {"gate_ms": 1.0, "debit_ms": 3.0, "publish_ms": 4.0, "requests_per_batch": 20.0}
+    )
+    assert feedback_stages(old, old) == {}
+    # A counter went back (an ad server restarted): the newest snapshot alone.
+    assert feedback_stages(old, new) == pytest.approx(
+        {"gate_ms": 0.0, "debit_ms": 1.0, "publish_ms": 2.0, "requests_per_batch": 10.0}
+    )
 
 
 def test_pacing_series_is_cumulative_per_slot_against_the_even_line() -> None:

@@ -25,6 +25,11 @@
     setText("p50", fmt.ms(o.serve_p50_ms));
     setText("p99", fmt.ms(o.serve_p99_ms));
     setText("feedback-rate", fmt.rate(o.feedback_per_s));
+    setText("feedback-p50", fmt.ms(o.feedback_p50_ms));
+    setText("feedback-p99", fmt.ms(o.feedback_p99_ms));
+    const st = o.feedback_stages_ms;
+    setText("feedback-stages", st.debit_ms === undefined ? "—"
+      : "gate " + fmt.ms(st.gate_ms) + " · debit " + fmt.ms(st.debit_ms) + " · publish " + fmt.ms(st.publish_ms));
     setText("spend-rate", fmt.money(o.spend_per_min));
     setText("burn-ratio", fmt.pct(o.burn.ratio, 0));
     setText("burn-spent", fmt.money(o.burn.spent));
