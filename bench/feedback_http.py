@@ -15,10 +15,10 @@ Each feedback row also says where the machine's CPU went while wrk ran (``bench.
 and its workers, Redis, Kafka, wrk, the whole machine), so a run short of CPU is told from one that waits
 on its round trips.
 
-Each feedback row also says where a batch's time went, from the server's ``/metrics`` after the run (the
-sum over its workers): the mean milliseconds per batch at the debit gate, in the debit call (Redis) and in
-the publish (Kafka), and the mean requests per batch (``adserver_feedback_stage_seconds``,
-``adserver_feedback_batch_requests``; absent for a baseline tree older than them).
+And where a batch's time went, from the server's ``/metrics`` after the run (the sum over its workers):
+the mean milliseconds per batch at the debit gate, in the debit call (Redis) and in the publish (Kafka),
+and the mean requests per batch (``adserver_feedback_stage_seconds``, ``adserver_feedback_batch_requests``;
+absent for a baseline tree older than them).
 
 ``--baseline-tree DIR`` also runs the feedback server from another checkout (``git archive <commit> |
 tar -x -C DIR``) in every round, right before this tree's, with fresh request ids of its own, and prints
