@@ -1,9 +1,9 @@
 """Publishes every served ad to ``served-ads`` in the background: serving never waits on Kafka.
 
 The serve route calls ``offer``; ``adserver.sync.shipper.BatchShipper`` lingers 50 ms so items accumulate,
-encodes them into records of up to ``ADS_PER_RECORD`` ``ServedAd`` objects each (JSON Lines: every object
-followed by a newline; ``adplatform.wire.decode_served`` reads them, and a one-object record without the
-newline as written before) and ships them as record batches, deliveries counted by callback.
+encodes them into records of up to ``SERVED_ADS_PER_RECORD`` ``ServedAd`` objects each (JSON Lines: every
+object followed by a newline; ``adplatform.wire.decode_served`` reads them, and a one-object record without
+the newline as written before) and ships them as record batches, deliveries counted by callback.
 
 Why several per record: every consumer pays per record (aiokafka parses each in Python), so the
 served-writer drains ~1.5× the ads per second at 0.78× the Python CPU per ad; the producer builds and the
@@ -24,7 +24,7 @@ from typing import Final
 import msgspec
 
 from adplatform.config import Config
-from adplatform.wire import ServedAd, encode_served
+from adplatform.wire import SERVED_ADS_PER_RECORD, ServedAd, encode_served
 from adserver.sync.shipper import BatchShipper
 from index.money import cpm_units_to_decimal, micros_to_decimal
 from index.targeting import AdRequest
@@ -51,9 +51,6 @@ class ServedItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 #: Items per record batch (~420 bytes each; a full batch is 256 KiB, and ``append`` says when it is).
 CHUNK: Final = 512
-#: Served ads per record: one record encodes in ~80 µs (one ``encode_served`` call), the flush's unit of
-#: work between two yields to the requests (``shipper.YIELD_EVERY``).
-ADS_PER_RECORD: Final = 64
 #: Prices whose Decimal is kept, per unit, at most (emptied when full: bounded memory).
 MAX_DECIMALS: Final = 65_536
 
@@ -113,7 +110,9 @@ class ServedAdPublisher(BatchShipper[ServedItem]):
             chunk=CHUNK,
             max_queue=max_queue,
             linger_s=linger_s,
-            per_record=ADS_PER_RECORD,
+            # A record (one ``encode_served`` call, ~80 µs for 64 ads) is the flush's unit of work between two
+            # yields to the requests (``shipper.YIELD_EVERY``); consumers size their polls by the same count.
+            per_record=SERVED_ADS_PER_RECORD,
         )
 
     def offer(self, item: ServedItem) -> None:
