@@ -7,6 +7,10 @@ id (issued with the server's key, exactly as the serve route does), so each one 
 acknowledged ``ad-feedback`` event, never a duplicate. wrk threads walk disjoint halves of the token
 list. Prints req/s, p50/p99 and the ratio to the minimal app; saves JSON under ``bench/results/``.
 
+Two references, from the same minimal app in each round: its GET of the serve URL (the issue's reference,
+``ratio``) and its POST of the feedback URL driven by the same wrk script as the feedback server, body and
+request ids included (``vs POST``): the like-for-like one, where wrk's own cost per request is the same.
+
 ``--rounds N`` measures the minimal app and the feedback server N times, alternating, and adds the median
 of each column: on a shared machine one run can be 20% off either way (the minimal app alone has measured
 24,000 to 34,000 req/s in one hour), so a figure worth quoting is a median of rounds.
@@ -50,6 +54,7 @@ from ingest.instruction import COLUMNS
 
 BODY = '{"view": 1, "click": 1, "acquisition": 0}'
 BASELINE = " (baseline)"
+MINIMAL_POST = "minimal starlette (POST, same script)"
 
 
 def campaign_file(path: Path, campaign_ids: list[str]) -> Path:
@@ -117,6 +122,11 @@ def row(name: str, r: WrkResult, reference: WrkResult | None) -> dict[str, objec
     }
 
 
+def ratio_to_post(r: dict[str, object], post: WrkResult) -> dict[str, object]:
+    """``r`` with its ratio to the minimal app's POST of the same requests (the like-for-like reference)."""
+    return {**r, "ratio_to_minimal_post": round(int(str(r["requests_per_s"])) / max(post.rps, 1.0), 3)}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.feedback_http", description=__doc__)
     parser.add_argument("--duration", type=int, default=10)
@@ -154,7 +164,8 @@ def main(argv: list[str]) -> int:
         )
 
     def show(r: dict[str, object]) -> None:
-        versus = f"  vs baseline {r['ratio_to_baseline']}" if "ratio_to_baseline" in r else ""
+        versus = f"  vs POST {r['ratio_to_minimal_post']}" if "ratio_to_minimal_post" in r else ""
+        versus += f"  vs baseline {r['ratio_to_baseline']}" if "ratio_to_baseline" in r else ""
         print(
             f"{r['case']:<41} {r['requests_per_s']:>8,} req/s  p50 {r['p50_ms']:.2f} ms  "
             f"p99 {r['p99_ms']:.2f} ms  non-2xx {r['non_2xx']}  ratio {r['ratio_to_minimal']}{versus}"
@@ -173,7 +184,15 @@ def main(argv: list[str]) -> int:
                     url = f"http://127.0.0.1:{port}"
                     run_wrk(url, get_script, duration_s=2, connections=args.connections, threads=args.threads)
                     minimal = measure(url, get_script)
+                    post_script = write_feedback_script(
+                        Path(tmp) / "minimal-post.lua",
+                        tokens(signer, campaign_ids, args.tokens),
+                        args.threads,
+                    )
+                    minimal_post = measure(url, post_script)
                 rows.append(row(f"minimal starlette (GET){tag}", minimal, None))
+                show(rows[-1])
+                rows.append(row(f"{MINIMAL_POST}{tag}", minimal_post, minimal))
                 show(rows[-1])
                 for server in servers:
                     # The order alternates by round, so neither tree always meets the machine first.
@@ -190,7 +209,10 @@ def main(argv: list[str]) -> int:
                             load = functools.partial(measure, f"http://127.0.0.1:{port}", fb_script)
                             result, cpu = measure_cpu(proc.pid, load, time.monotonic)
                             stages = feedback_stages(read_once(f"http://127.0.0.1:{port}/metrics"))
-                        rows.append(row(f"feedback (POST, {server}){suffix}{tag}", result, minimal))
+                        rows.append(
+                            ratio_to_post(row(f"feedback (POST, {server}){suffix}{tag}", result, minimal),
+                                          minimal_post)
+                        )  # fmt: skip
                         rows[-1]["cpu_s"] = cpu.as_dict()
                         if stages:
                             rows[-1]["batch_stages"] = stages
@@ -210,7 +232,7 @@ def main(argv: list[str]) -> int:
         asyncio.run(delete_campaign_keys(config, campaign_ids))
     if args.rounds > 1:
         cases = [f"feedback (POST, {server}){suffix}" for server in servers for suffix, _ in trees]
-        for case in ["minimal starlette (GET)", *cases]:
+        for case in ["minimal starlette (GET)", MINIMAL_POST, *cases]:
             rows.append(median_row(case, [r for r in rows if str(r["case"]).startswith(f"{case} #")]))
             show(rows[-1])
     settings = {
@@ -237,11 +259,11 @@ def median_row(case: str, rounds: list[dict[str, object]]) -> dict[str, object]:
         "errors": sum(int(str(r["errors"])) for r in rounds),
         "ratio_to_minimal": round(med("ratio_to_minimal"), 3),
         "requests_per_s_range": [min(rates), max(rates)],
-        **(
-            {"ratio_to_baseline": round(med("ratio_to_baseline"), 3)}
-            if "ratio_to_baseline" in rounds[0]
-            else {}
-        ),
+        **{
+            key: round(med(key), 3)
+            for key in ("ratio_to_minimal_post", "ratio_to_baseline")
+            if key in rounds[0]
+        },
     }
 
 

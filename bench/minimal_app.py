@@ -1,6 +1,7 @@
-"""The HTTP benchmark's reference: a minimal Starlette app answering the serve URL with fixed JSON.
+"""The HTTP benchmarks' reference: a minimal Starlette app answering the serve URL with fixed JSON, and the
+feedback URL (a POST whose body it reads) with the ad server's fixed 200 body.
 
-Same route template as the ad server (so routing costs the same), no middleware, no state.
+Same route templates as the ad server (so routing costs the same), no middleware, no state.
 """
 
 from __future__ import annotations
@@ -18,8 +19,22 @@ BODY = {
 }
 
 
+#: The ad server's feedback 200 body (``adserver.feedback.SUCCESS``).
+FEEDBACK_BODY = {"status": "Success"}
+
+
 async def serve(request: Request) -> Response:
     return JSONResponse(BODY)
 
 
-app = Starlette(routes=[Route("/ad/user/{user_id}/serve", serve, methods=["GET"])])
+async def feedback(request: Request) -> Response:
+    await request.body()
+    return JSONResponse(FEEDBACK_BODY)
+
+
+app = Starlette(
+    routes=[
+        Route("/ad/user/{user_id}/serve", serve, methods=["GET"]),
+        Route("/ad/{request_id}/feedback", feedback, methods=["POST"]),
+    ]
+)
