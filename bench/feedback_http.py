@@ -176,6 +176,10 @@ def main(argv: list[str]) -> int:
             print(asyncio.run(seed(config, campaign_file(Path(tmp) / "c.csv", campaign_ids), rebase=False)))
             signer = TokenSigner(config.token_keys, ttl_s=config.token_ttl_s)
             get_script = write_script(Path(tmp) / "serve.lua", make_paths(2_000))
+            # The minimal app checks no id, so one script serves every round (the feedback's are fresh).
+            post_script = write_feedback_script(
+                Path(tmp) / "minimal-post.lua", tokens(signer, campaign_ids, args.tokens), args.threads
+            )
             for n in range(1, args.rounds + 1):
                 tag = f" #{n}" if args.rounds > 1 else ""
                 port = free_port()
@@ -184,11 +188,6 @@ def main(argv: list[str]) -> int:
                     url = f"http://127.0.0.1:{port}"
                     run_wrk(url, get_script, duration_s=2, connections=args.connections, threads=args.threads)
                     minimal = measure(url, get_script)
-                    post_script = write_feedback_script(
-                        Path(tmp) / "minimal-post.lua",
-                        tokens(signer, campaign_ids, args.tokens),
-                        args.threads,
-                    )
                     minimal_post = measure(url, post_script)
                 rows.append(row(f"minimal starlette (GET){tag}", minimal, None))
                 show(rows[-1])
