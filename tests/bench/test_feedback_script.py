@@ -17,7 +17,7 @@ _ANSWER = (
 
 
 async def _record(port: int, script: Path) -> tuple[list[list[tuple[bytes, bytes, bytes]]], int, int]:
-    """Every request each connection carried, as (request line, content-type line, body), and wrk's
+    """Every request each connection carried, as (request line, content type, body), and wrk's
     count of requests and of non-2xx answers."""
     connections: list[list[tuple[bytes, bytes, bytes]]] = []
 
