@@ -104,6 +104,16 @@ def measure(case: Case, server: str, script: Path, args: argparse.Namespace) -> 
     return Measured(result, cpu_us, os.getloadavg()[0])
 
 
+def round_line(round_no: int, server: str, case: str, m: Measured) -> str:
+    """One measured run, as printed while the rounds go: its rate, p99 and the machine's load after it
+    (the table keeps each case's best round only, so a round's p99 is seen here)."""
+    r = m.result
+    return (
+        f"round {round_no} {server:<8} {case:<43} {r.rps:>8,.0f} req/s p99 {r.p99_us / 1000:6.2f} ms "
+        f"(load {m.load_average:.1f})"
+    )
+
+
 def _row(
     case: str,
     server: str,
@@ -281,16 +291,14 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
                 # The machine's ceiling and the bare Python handler's: once per round, whatever the server.
                 for ref_case, ref_app, ref_server in references:
                     m = measure(Case(ref_case, ref_app, {}), ref_server, script, args)
-                    print(f"round {round_no} {ref_server:<8} {ref_case:<43} {m.result.rps:>8,.0f} req/s "
-                          f"(load {m.load_average:.1f})", flush=True)  # fmt: skip
+                    print(round_line(round_no, ref_server, ref_case, m), flush=True)
                     key = (ref_case, ref_server)
                     if key not in best or m.result.rps > best[key].result.rps:
                         best[key] = m
                 for server in servers:
                     for case in cases:
                         m = measure(case, server, script, args)
-                        print(f"round {round_no} {server:<8} {case.name:<43} {m.result.rps:>8,.0f} req/s "
-                              f"(load {m.load_average:.1f})", flush=True)  # fmt: skip
+                        print(round_line(round_no, server, case.name, m), flush=True)
                         key = (case.name, server)
                         if key not in best or m.result.rps > best[key].result.rps:
                             best[key] = m
