@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import uuid
+from typing import Final
 
 from adplatform.pidfile import write_pid_file
 from devstack.paths import KAFKA_CONTROLLER_PORT, KAFKA_PORT, Paths, StackError
@@ -46,9 +47,16 @@ log4j.logger.org.apache.kafka=INFO
 """
 
 
+#: The broker's JVM memory and collector. A fixed 1 GB heap, as Kafka's own start script gives it: a young
+#: generation large enough that a broker loaded by serve collects every 12-16 s instead of every 2-3 s.
+#: One parallel GC thread: the broker shares a small machine with the ad server, and a young collection on
+#: every core at once stalls all of its workers together (serve's p99; BENCHMARKS.md, "HTTP").
+KAFKA_JVM: Final = ("-Xms1g", "-Xmx1g", "-XX:+UseG1GC", "-XX:ParallelGCThreads=1")
+
+
 def kafka_java(paths: Paths, main: str, *args: str) -> list[str]:
     return [
-        "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        "java", *KAFKA_JVM, "-Djava.awt.headless=true",
         f"-Dlog4j.configuration=file:{paths.kafka / 'log4j.properties'}",
         "-cp", f"{paths.kafka_jars}/*", main, *args,
     ]  # fmt: skip
