@@ -105,11 +105,12 @@ def write_feedback_script(path: Path, request_ids: list[str], threads: int) -> P
     thread before it creates the next, so that thread loaded the server alone for ~0.6 s that wrk counts
     but does not time (a POST's rate read 1.5-2% high, BENCHMARKS.md)."""
     per = len(request_ids) // threads
+    stem = str(path.with_name(f"{path.stem}-"))  # thread t's file: stem + t + ".ids", here and in the Lua
     for t in range(threads):
         lines = "".join(f"/ad/{rid}/feedback\n" for rid in request_ids[t * per : (t + 1) * per])
-        path.with_name(f"{path.stem}-{t}.ids").write_text(lines, encoding="ascii")
+        Path(f"{stem}{t}.ids").write_text(lines, encoding="ascii")
     # A JSON string of an ASCII path is a valid Lua string literal.
-    prefix = json.dumps(str(path.with_name(f"{path.stem}-")))
+    prefix = json.dumps(stem)
     path.write_text(
         f"local prefix = {prefix}\nlocal paths = {{}}\nlocal n = 0\nlocal i = 0\nlocal t = 0\n"
         "setup = function(thread) thread:set('tid', t); t = t + 1 end\n"
