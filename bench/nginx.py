@@ -1,16 +1,16 @@
 """The HTTP benchmark's ceiling: nginx answering every request with ``return 200`` and a fixed JSON body
 as long as a typical serve answer (issue 18's reference for the machine's HTTP stack).
 
-Debian's nginx (``adplatform stack up`` installs it with wrk), started in the foreground on a private port
-with its own configuration, PID file and logs under a temporary directory, and stopped by its PID. Nothing
-of the system's nginx (its configuration, its service, port 80) is touched.
+Debian's nginx (the system's, else the binary ``adplatform stack up`` unpacks under ``.stack/tools``),
+started in the foreground on a private port with its own configuration, PID file and logs under a
+temporary directory, and stopped by its PID. Nothing of the system's nginx (its configuration, its
+service, port 80) is touched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -24,11 +24,14 @@ from adserver.serve import AdBodies
 from adserver.token import RequestToken, TokenSigner
 from bench.http_stack import wait_http
 from bench.index_corpus import make_campaigns
+from devstack.install import system_nginx
+from devstack.paths import Paths
 
 
 def nginx_binary() -> str | None:
-    """nginx's path (Debian installs it in /usr/sbin, not always on a user's PATH), if installed."""
-    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    """nginx's path: the system's, else the stack's (``devstack.install.fetch_nginx``), if either is there."""
+    unpacked = Paths(load_config({}).stack_dir).nginx
+    return system_nginx() or (str(unpacked) if unpacked.exists() else None)
 
 
 def nginx_installed() -> bool:
@@ -100,7 +103,9 @@ def nginx_process(port: int, *, workers: int, body: bytes) -> Iterator[subproces
     (SIGTERM, then SIGKILL) by the master's PID on exit."""
     binary = nginx_binary()
     if binary is None:
-        raise RuntimeError("nginx not found: apt-get install nginx (or adplatform stack up)")
+        raise RuntimeError(
+            "nginx not found: run `adplatform stack up` (it fetches Debian's nginx) or install nginx"
+        )
     with tempfile.TemporaryDirectory(prefix="bench-nginx-") as tmp:
         root = Path(tmp)
         conf = root / "nginx.conf"

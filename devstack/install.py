@@ -1,11 +1,13 @@
-"""What the stack needs on the machine: system packages (apt-get on Debian/Ubuntu as root) and the Kafka
-broker and Spark connector jars (Maven, once, into ``.stack/jars``)."""
+"""What the stack needs on the machine: system packages (apt-get on Debian/Ubuntu as root), the Kafka
+broker and Spark connector jars (Maven, once, into ``.stack/jars``) and the HTTP benchmark's nginx (once,
+into ``.stack/tools``)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -97,3 +99,45 @@ def fetch_jars(paths: Paths) -> None:
             raise StackError(f"maven could not fetch {pom}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
         shutil.rmtree(target, ignore_errors=True)
         partial.rename(target)  # all or nothing: a killed fetch leaves no half set behind
+
+
+def system_nginx() -> str | None:
+    """An installed nginx (Debian puts it in /usr/sbin, not always on a user's PATH), if any."""
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+
+
+def fetch_nginx(paths: Paths) -> None:
+    """The reference server of ``make bench-http``: when no nginx is installed, Debian's nginx package is
+    downloaded (``apt-get download``, as any user) and unpacked under ``.stack/tools/nginx``, once. Only
+    its binary is used (``bench.nginx`` starts it with its own configuration, prefix and logs): nothing is
+    installed, no service starts, port 80 stays free. Where apt is missing or the download fails the stack
+    still starts, and the benchmark runs without its nginx row, saying why."""
+    if system_nginx() is not None or paths.nginx.exists():
+        return
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        say("nginx not fetched (no apt-get/dpkg-deb): make bench-http runs without its nginx reference")
+        return
+    target = paths.nginx.parents[2]  # .stack/tools/nginx: the package's tree, usr/sbin/nginx in it
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    say(f"fetching Debian's nginx (binary only) into {target} (once)")
+    with tempfile.TemporaryDirectory(prefix="adp-nginx-") as tmp:
+        os.chmod(tmp, 0o755)  # apt's download sandbox user writes into it
+        download = subprocess.run(
+            ["apt-get", "download", "-qq", "nginx"], cwd=tmp, capture_output=True, text=True
+        )
+        debs = sorted(Path(tmp).glob("nginx_*.deb"))
+        if download.returncode != 0 or not debs:
+            why = (download.stderr or download.stdout).strip().splitlines()
+            say(f"nginx not fetched ({why[-1] if why else 'no package'}): make bench-http runs without it")
+            return
+        unpack = subprocess.run(
+            ["dpkg-deb", "-x", str(debs[0]), str(partial)], capture_output=True, text=True
+        )
+        if unpack.returncode != 0 or not (partial / "usr" / "sbin" / "nginx").exists():
+            shutil.rmtree(partial, ignore_errors=True)
+            say(f"nginx not unpacked ({unpack.stderr.strip()[-200:]}): make bench-http runs without it")
+            return
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)  # all or nothing, as the jars

@@ -70,6 +70,11 @@ class Paths:
     def spark_jars(self) -> Path:
         return self.root / "jars" / "spark"
 
+    @property
+    def nginx(self) -> Path:
+        """Debian's nginx binary, unpacked for the HTTP benchmark's reference (``install.fetch_nginx``)."""
+        return self.root / "tools" / "nginx" / "usr" / "sbin" / "nginx"
+
     def pid_file(self, service: str) -> Path:
         return self.run / f"{service}.pid"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from adplatform.config import Config
 from adplatform.postgres import quote_ident
-from devstack.install import ensure_installed, fetch_jars
+from devstack.install import ensure_installed, fetch_jars, fetch_nginx
 from devstack.kafka import new_cluster_id, start_kafka
 from devstack.paths import KAFKA_CONTROLLER_PORT, KAFKA_PORT, PG_PORT, REDIS_PORT, Paths, StackError, say
 from devstack.pids import read_pid, running, stop_pid
@@ -41,6 +41,7 @@ __all__ = [
     "down",
     "ensure_installed",
     "fetch_jars",
+    "fetch_nginx",
     "health",
     "log_files",
     "new_cluster_id",
@@ -91,6 +92,7 @@ def up(config: Config, *, with_prometheus: bool = False) -> None:
         d.mkdir(parents=True, exist_ok=True)
     ensure_installed()
     fetch_jars(paths)
+    fetch_nginx(paths)
     start_postgres(paths)
     start_redis(paths)
     start_kafka(paths)
