@@ -9,7 +9,14 @@ import uuid
 from typing import Final
 
 from adplatform.pidfile import write_pid_file
-from devstack.paths import KAFKA_CONTROLLER_PORT, KAFKA_PORT, Paths, StackError
+from devstack.paths import (
+    KAFKA_CONTROLLER_PORT,
+    KAFKA_PORT,
+    Paths,
+    StackError,
+    batch_scheduled,
+    batch_scheduling,
+)
 from devstack.pids import read_pid
 
 KAFKA_PROPERTIES = """\
@@ -75,7 +82,8 @@ def new_cluster_id() -> str:
 
 
 def start_kafka(paths: Paths) -> None:
-    if read_pid(paths, "kafka") is not None:
+    if (running := read_pid(paths, "kafka")) is not None:
+        batch_scheduled(running)
         return
     paths.kafka.mkdir(parents=True, exist_ok=True)
     props = paths.kafka / "server.properties"
@@ -104,6 +112,7 @@ def start_kafka(paths: Paths) -> None:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # survives the CLI; `down` stops it by PID
+            preexec_fn=batch_scheduling,
         )
     # With its start time and boot id: after a reboot the file names no process, whoever has the PID.
     write_pid_file(paths.pid_file("kafka"), proc.pid)
