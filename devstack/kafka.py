@@ -9,14 +9,7 @@ import uuid
 from typing import Final
 
 from adplatform.pidfile import write_pid_file
-from devstack.paths import (
-    KAFKA_CONTROLLER_PORT,
-    KAFKA_PORT,
-    Paths,
-    StackError,
-    batch_scheduled,
-    batch_scheduling,
-)
+from devstack.paths import KAFKA_CONTROLLER_PORT, KAFKA_PORT, Paths, StackError
 from devstack.pids import read_pid
 
 KAFKA_PROPERTIES = """\
@@ -82,8 +75,7 @@ def new_cluster_id() -> str:
 
 
 def start_kafka(paths: Paths) -> None:
-    if (running := read_pid(paths, "kafka")) is not None:
-        batch_scheduled(running)
+    if read_pid(paths, "kafka") is not None:
         return
     paths.kafka.mkdir(parents=True, exist_ok=True)
     props = paths.kafka / "server.properties"
@@ -112,7 +104,6 @@ def start_kafka(paths: Paths) -> None:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # survives the CLI; `down` stops it by PID
-            preexec_fn=batch_scheduling,
         )
     # With its start time and boot id: after a reboot the file names no process, whoever has the PID.
     write_pid_file(paths.pid_file("kafka"), proc.pid)

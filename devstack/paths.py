@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,29 +77,6 @@ class Paths:
 
     def pid_file(self, service: str) -> Path:
         return self.run / f"{service}.pid"
-
-
-def batch_scheduling() -> None:
-    """``preexec_fn`` of the stack's Redis and Kafka: the Linux policy ``SCHED_BATCH`` (same nice, same share
-    of the CPU; every thread they start inherits it). A batch task woken by a message does not preempt the
-    task running on its core: it runs when that one waits or its slice ends. On a machine shared with the ad
-    server (the stack's case) each debit or produce request would otherwise preempt the worker that sent
-    it; measured, the stack then spends ~9% less CPU per feedback and Kafka ~25% less (BENCHMARKS.md)."""
-    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-
-
-def batch_scheduled(pid: int) -> None:
-    """``batch_scheduling`` for a service already running (started by an older checkout): each thread."""
-    try:
-        tasks = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
-    except OSError:  # gone meanwhile
-        return
-    for tid in tasks:
-        try:
-            if os.sched_getscheduler(tid) != os.SCHED_BATCH:
-                os.sched_setscheduler(tid, os.SCHED_BATCH, os.sched_param(0))
-        except OSError:  # a thread that ended meanwhile
-            continue
 
 
 def say(message: str) -> None:

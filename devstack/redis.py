@@ -6,7 +6,7 @@ import socket
 import subprocess
 from typing import Final
 
-from devstack.paths import REDIS_PORT, Paths, batch_scheduled, batch_scheduling, wait_until
+from devstack.paths import REDIS_PORT, Paths, wait_until
 from devstack.pids import read_pid
 
 #: Redis persistence, here and in docker-compose.yml (a test keeps them equal). AOF fsynced on every
@@ -27,8 +27,7 @@ def _redis_pong(port: int) -> bool:
 
 
 def start_redis(paths: Paths) -> None:
-    if (running := read_pid(paths, "redis")) is not None:
-        batch_scheduled(running)
+    if read_pid(paths, "redis") is not None:
         return
     paths.redis.mkdir(parents=True, exist_ok=True)
     cmd = [
@@ -37,7 +36,7 @@ def start_redis(paths: Paths) -> None:
         "--daemonize", "yes", "--pidfile", str(paths.pid_file("redis")),
         "--logfile", str(paths.logs / "redis.log"), "--protected-mode", "yes",
     ]  # fmt: skip
-    subprocess.run(cmd, check=True, preexec_fn=batch_scheduling)  # the daemon's fork inherits it
+    subprocess.run(cmd, check=True)
     # Until its data set (the AOF) is loaded, Redis answers LOADING: wait for a real PONG.
     wait_until(lambda: _redis_pong(REDIS_PORT) and read_pid(paths, "redis") is not None, 120, "Redis", paths)
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 import uuid
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -17,8 +14,6 @@ from aiokafka import AIOKafkaConsumer
 from adplatform.config import Config
 from adplatform.kafka import make_producer
 from devstack import stack
-from devstack.paths import Paths, batch_scheduled
-from devstack.pids import read_pid
 
 CLI = [sys.executable, "-m", "adplatform.cli"]
 
@@ -62,12 +57,6 @@ async def test_up_twice_then_down_up_keeps_data(topics: Config, pg_pool: asyncpg
     up = _cli("stack", "up")
     assert up.returncode == 0, up.stderr
     await pg_pool.expire_connections()
-    # Started afresh: Redis and Kafka, every thread, do not preempt the ad server on wakeup.
-    paths = Paths(topics.stack_dir)
-    for service in ("redis", "kafka"):
-        pid = read_pid(paths, service)
-        assert pid is not None
-        assert _policies(pid) == {os.SCHED_BATCH}, service
 
     conn = await asyncpg.connect(topics.pg_dsn)
     try:
@@ -94,32 +83,6 @@ async def test_up_twice_then_down_up_keeps_data(topics: Config, pg_pool: asyncpg
     finally:
         await consumer.stop()
     assert marker.encode() in values
-
-
-def _policies(pid: int) -> set[int]:
-    return {os.sched_getscheduler(int(t.name)) for t in Path(f"/proc/{pid}/task").iterdir()}
-
-
-def test_batch_scheduled_sets_every_thread_of_a_running_process() -> None:
-    """A service started by an older checkout gets the policy at the next ``stack up``: each thread."""
-    code = (
-        "import threading, time\nfor _ in range(3): threading.Thread(target=time.sleep, args=(60,)).start()\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code + "time.sleep(60)"])
-    try:
-        deadline = time.monotonic() + 10
-        while len(list(Path(f"/proc/{proc.pid}/task").iterdir())) < 4:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        assert _policies(proc.pid) == {os.SCHED_OTHER}
-        batch_scheduled(proc.pid)
-        assert _policies(proc.pid) == {os.SCHED_BATCH}
-        batch_scheduled(proc.pid)  # idempotent
-        assert _policies(proc.pid) == {os.SCHED_BATCH}
-    finally:
-        proc.kill()
-        proc.wait()
-    batch_scheduled(proc.pid)  # a process gone meanwhile is not an error
 
 
 def test_cluster_id_never_begins_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
