@@ -106,6 +106,10 @@ def system_nginx() -> str | None:
     return shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
 
+def _apt_download(package: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["apt-get", "download", "-qq", package], cwd=folder, capture_output=True, text=True)
+
+
 def fetch_nginx(paths: Paths) -> None:
     """The reference server of ``make bench-http``: when no nginx is installed, Debian's nginx package is
     downloaded (``apt-get download``, as any user) and unpacked under ``.stack/tools/nginx``, once. Only
@@ -123,14 +127,17 @@ def fetch_nginx(paths: Paths) -> None:
     partial.parent.mkdir(parents=True, exist_ok=True)
     say(f"fetching Debian's nginx (binary only) into {target} (once)")
     with tempfile.TemporaryDirectory(prefix="adp-nginx-") as tmp:
-        os.chmod(tmp, 0o755)  # apt's download sandbox user writes into it
-        download = subprocess.run(
-            ["apt-get", "download", "-qq", "nginx"], cwd=tmp, capture_output=True, text=True
-        )
+        # As root, apt downloads unsandboxed into this private folder (its _apt user cannot write there; it
+        # says so in a warning): nobody else can place a file here.
+        download = _apt_download("nginx", Path(tmp))
+        if download.returncode != 0 and _is_debian_root():  # package lists missing or stale: once more
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+            download = _apt_download("nginx", Path(tmp))
         debs = sorted(Path(tmp).glob("nginx_*.deb"))
         if download.returncode != 0 or not debs:
-            why = (download.stderr or download.stdout).strip().splitlines()
-            say(f"nginx not fetched ({why[-1] if why else 'no package'}): make bench-http runs without it")
+            lines = (download.stderr + download.stdout).strip().splitlines()
+            why = [line for line in lines if line.startswith("E:")] or lines or ["no package"]
+            say(f"nginx not fetched ({why[-1]}): make bench-http runs without it")
             return
         unpack = subprocess.run(
             ["dpkg-deb", "-x", str(debs[0]), str(partial)], capture_output=True, text=True
