@@ -259,9 +259,9 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
     cases = [Case("minimal starlette", MINIMAL, {})]
     use_nginx = args.nginx == "yes" or (args.nginx == "auto" and nginx_installed())
     if args.nginx == "auto" and not use_nginx:
-        # Not installed by the stack: on a Debian host with systemd, installing the package also starts
-        # the system's nginx on port 80. The bench runs its own, on a private port.
-        print("nginx reference skipped: not installed (apt-get install nginx, or --nginx no)", flush=True)
+        # `stack up` unpacks Debian's nginx binary (never installs the package, which would start the
+        # system's nginx on port 80 under systemd); where it could not, there is none to run.
+        print("nginx reference skipped: no nginx (`stack up` fetches it; or --nginx no)", flush=True)
     use_rsgi = args.rsgi == "yes" or (args.rsgi == "auto" and importlib.util.find_spec("granian") is not None)
     references = ([(NGINX_CASE, NGINX, NGINX)] if use_nginx else []) + (
         [(RSGI_CASE, RSGI, "granian")] if use_rsgi else []
