@@ -11,7 +11,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from devstack.paths import Paths, StackError, say
+from devstack.paths import NGINX_IN_PACKAGE, Paths, StackError, say
 
 
 def pg_bin() -> Path | None:
@@ -121,7 +121,7 @@ def fetch_nginx(paths: Paths) -> None:
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         say("nginx not fetched (no apt-get/dpkg-deb): make bench-http runs without its nginx reference")
         return
-    target = paths.nginx.parents[2]  # .stack/tools/nginx: the package's tree, usr/sbin/nginx in it
+    target = paths.nginx_tree
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,7 @@ def fetch_nginx(paths: Paths) -> None:
         unpack = subprocess.run(
             ["dpkg-deb", "-x", str(debs[0]), str(partial)], capture_output=True, text=True
         )
-        if unpack.returncode != 0 or not (partial / "usr" / "sbin" / "nginx").exists():
+        if unpack.returncode != 0 or not (partial / NGINX_IN_PACKAGE).exists():
             shutil.rmtree(partial, ignore_errors=True)
             say(f"nginx not unpacked ({unpack.stderr.strip()[-200:]}): make bench-http runs without it")
             return

@@ -11,6 +11,8 @@ PG_PORT = 15432
 REDIS_PORT = 16379
 KAFKA_PORT = 19092
 KAFKA_CONTROLLER_PORT = 19093
+#: Where Debian's nginx package puts its binary, relative to the package's root.
+NGINX_IN_PACKAGE = Path("usr/sbin/nginx")
 
 
 class StackError(RuntimeError):
@@ -71,9 +73,14 @@ class Paths:
         return self.root / "jars" / "spark"
 
     @property
+    def nginx_tree(self) -> Path:
+        """Debian's nginx package, unpacked for the HTTP benchmark's reference (``install.fetch_nginx``)."""
+        return self.root / "tools" / "nginx"
+
+    @property
     def nginx(self) -> Path:
-        """Debian's nginx binary, unpacked for the HTTP benchmark's reference (``install.fetch_nginx``)."""
-        return self.root / "tools" / "nginx" / "usr" / "sbin" / "nginx"
+        """The binary in ``nginx_tree``."""
+        return self.nginx_tree / NGINX_IN_PACKAGE
 
     def pid_file(self, service: str) -> Path:
         return self.run / f"{service}.pid"

@@ -26,7 +26,7 @@ def test_unpacks_a_runnable_nginx_once(tmp_path: Path, monkeypatch: pytest.Monke
     assert paths.nginx.is_file()
     version = subprocess.run([str(paths.nginx), "-v"], capture_output=True, text=True, timeout=10)
     assert version.returncode == 0 and version.stderr.startswith("nginx version: nginx/")
-    assert not paths.nginx.parents[2].with_name("nginx.partial").exists()
+    assert not paths.nginx_tree.with_name("nginx.partial").exists()
     # Nothing but the unpacked tree: no service, no configuration outside the stack's folder.
     assert sorted(p.name for p in (tmp_path / ".stack").iterdir()) == ["tools"]
 
