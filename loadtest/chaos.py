@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,7 +124,9 @@ class Rig:
         self.timing = timing
         self.streaming_archive = streaming_archive
         self.stores: Sandbox | None = None
-        self.config = base.namespaced(tag, archive_dir=base.stack_dir / "chaos" / tag.rstrip("-"))
+        #: The scenario's files (its campaign file, its archive), removed by ``close``.
+        self.work_dir = base.stack_dir / "chaos" / tag.rstrip("-")
+        self.config = base.namespaced(tag, archive_dir=self.work_dir / "archive")
         self.env = {
             **env,
             "ADP_TOPIC_PREFIX": tag,
@@ -153,10 +156,12 @@ class Rig:
         return rig
 
     async def close(self) -> None:
-        """Drop what the scenario made: its topics (if Kafka answers), its database, its Redis database."""
+        """Drop what the scenario made: its topics (if Kafka answers), its database, its Redis database,
+        its files."""
         with contextlib.suppress(KafkaError, OSError, TimeoutError):  # Kafka down: the topics stay
             await delete_topics(self.config)
         await self.close_stores()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
 
     async def close_stores(self) -> None:
         if self.stores is not None:
@@ -172,7 +177,7 @@ class Rig:
             if i % 3 == 0:
                 row["budget"] = "0.02"  # tiny: runs out under load, so the caps are exercised
         config.archive_dir.mkdir(parents=True, exist_ok=True)
-        path = config.archive_dir.parent / f"{self.name}-campaigns.csv"
+        path = self.work_dir / f"{self.name}-campaigns.csv"
         write_campaigns_csv(path, rows)
         await produce_file(config, path)
         await run_manager(config, until_idle=True, idle_timeout_s=120)

@@ -9,9 +9,12 @@ conservation line: spend by the ledger = spend in Redis = spend in the archive =
 (``feedback`` and ``campaign_day``, checked against the ledger per campaign and day by the load).
 
 The demo never touches the user's data: it works in a database of its own, ``<database>_demo`` (e.g.
-``adplatform_demo``), a Redis logical database it claims, and topics under its own prefix. The topics go
-when the demo ends; the database and the Redis database stay, for a look, until ``make demo-down``
-(``--down``), which stops whatever a demo left running (by PID) and drops them. A second demo replaces them.
+``adplatform_demo``), a Redis logical database it claims, topics under its own prefix and a directory of
+its own per run, ``.stack/demo/demo<time>`` (its campaign file, archive, warehouse and report). The topics
+go when the demo ends; the database, the Redis database and the run's directory stay, for a look, until
+``make demo-down`` (``--down``), which stops whatever a demo left running (by PID), drops them and removes
+the directory. A second demo replaces them (an earlier run's directory is removed: its warehouse's
+metastore was in the database it replaces).
 
 ``--live`` (``make demo-live``) keeps the platform and the admin service running with the dashboard at
 ``http://127.0.0.1:8100/dashboard/`` and simulates users in bounded rounds (loopback only) until Ctrl-C; it
@@ -26,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -203,6 +207,21 @@ async def close_demo_stores(base: Config) -> tuple[bool, int | None]:
     return await close_named(base, SUFFIX)
 
 
+def remove_runs(stack_dir: Path, *, keep: Path | None = None) -> tuple[int, int]:
+    """Remove the demo's run directories (``.stack/demo/demo<time>``) but ``keep``; (how many, bytes).
+    Only the demo writes under ``.stack/demo``, and only directories named as its runs are removed."""
+    removed = size = 0
+    runs = stack_dir / "demo"
+    for run_dir in sorted(runs.glob("demo*")) if runs.is_dir() else ():
+        named = run_dir.name.removeprefix("demo").isdigit()  # demo<time>, as ``run`` names them
+        if not named or not run_dir.is_dir() or run_dir.is_symlink() or run_dir == keep:
+            continue
+        size += sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file() and not f.is_symlink())
+        shutil.rmtree(run_dir, ignore_errors=True)
+        removed += 1
+    return removed, size
+
+
 def run(duration_s: float, campaigns: int, users: int, rate: float, *, live: bool = False) -> int:
     base = load_config()
     stores = asyncio.run(open_demo_stores(base))
@@ -210,6 +229,9 @@ def run(duration_s: float, campaigns: int, users: int, rate: float, *, live: boo
     # A fresh topic and group prefix per demo run: the demo's numbers are its own, whatever ran before.
     tag = f"demo{int(time.time())}-"
     config = stores.config.namespaced(tag, archive_dir=base.stack_dir / "demo" / tag.rstrip("-") / "archive")
+    removed, _ = remove_runs(base.stack_dir, keep=config.archive_dir.parent)  # an earlier run's: replaced
+    if removed:
+        step(f"removed {removed} earlier demo run director{'y' if removed == 1 else 'ies'} under .stack/demo")
     env = {
         **stores.env,
         "ADP_TOPIC_PREFIX": tag,
@@ -423,6 +445,8 @@ def main() -> int:
         dropped, redis_db = asyncio.run(close_demo_stores(base))
         print(f"dropped: {'the demo database' if dropped else 'no demo database'}, ", end="")
         print("no demo Redis database" if redis_db is None else f"Redis database {redis_db} released")
+        removed, size = remove_runs(base.stack_dir)
+        print(f"removed: {removed} demo run director{'y' if removed == 1 else 'ies'} ({size / 1e6:.1f} MB)")
         return 0
     return run(args.duration, args.campaigns, args.users, args.rate, live=args.live)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,13 @@ def test_demo_runs_end_to_end_and_the_books_balance() -> None:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert re.search(r"^kept\s+database \S+_demo, Redis database \d+", result.stdout, re.M), result.stdout
     assert "dropped: the demo database, Redis database" in down.stdout, down.stdout + down.stderr
+    # The run's directory (campaign file, archive, warehouse, report) goes too; earlier runs' went when
+    # this one started.
+    assert re.search(r"^removed: 1 demo run directory \(\d+\.\d MB\)$", down.stdout, re.M), down.stdout
+    report = re.search(r"^report\s+(\S+report\.html)$", result.stdout, re.M)
+    assert report is not None, result.stdout
+    run_dir = Path(report.group(1)).parents[3]  # .stack/demo/demo<time>/archive/reports/<time>/
+    assert run_dir.parent.name == "demo" and not run_dir.exists(), run_dir
     out = result.stdout
     line = next(row for row in out.splitlines() if row.startswith("conservation"))
     amounts = re.findall(r"(?:ledger|redis|archive|warehouse) (\d+\.\d{6})", line)

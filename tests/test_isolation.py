@@ -197,7 +197,9 @@ async def test_every_runs_set_up_and_tear_down_leave_the_users_data_alone(
     # A chaos scenario's set-up and tear-down.
     rig = await Rig.open(default, "isolation", FAST, streaming_archive=False)
     await rig.prepare()  # its campaigns and users land in its own stores
+    assert (rig.work_dir / "isolation-campaigns.csv").is_file() and rig.config.archive_dir.is_dir()
     await rig.close()
+    assert not rig.work_dir.exists()  # its files too
     # The helpers that empty refuse what no sandbox created.
     conn = await asyncpg.connect(default.pg_dsn)
     client = aioredis.Redis.from_url(default.redis_url)
