@@ -43,8 +43,10 @@ from tests.adserver.test_workers_stack import WORKERS, _free_port
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
 
 CHROMIUM = "/usr/bin/chromium"
-#: Seconds of CPU measurement with the page open, then closed.
-CPU_WINDOW_S = float(os.environ.get("ADP_DASHBOARD_CPU_S", "30"))
+#: Seconds of CPU measurement with the page open (its polling must raise no error meanwhile), then closed.
+#: The figure is printed, not asserted; BENCHMARKS.md's row took it over 30 s (``ADP_DASHBOARD_CPU_S=30``),
+#: the suite's run keeps the window short.
+CPU_WINDOW_S = float(os.environ.get("ADP_DASHBOARD_CPU_S", "5"))
 #: Page predicates are functions: a string expression would be eval'd, which the pages' CSP forbids.
 SHOWN = "() => document.querySelector('#requests-total').dataset.value !== ''"
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".stack" / "test-artifacts" / "dashboard"
