@@ -6,12 +6,12 @@ import sys
 
 import click
 
-from adplatform.cli.common import config, serve_metrics, setup_logging
+from adplatform.cli.common import AT_LEAST_ONE, POSITIVE, config, serve_metrics, setup_logging
 
 
 @click.command("ledger")
 @click.option("--until-idle", is_flag=True, help="Stop once every assigned partition is drained.")
-@click.option("--timeout", type=float, default=None, help="Stop after this many seconds at most.")
+@click.option("--timeout", type=POSITIVE, default=None, help="Stop after this many seconds at most.")
 def ledger_cmd(until_idle: bool, timeout: float | None) -> None:
     """Run the spend ledger: ad-feedback → per-campaign spend in PostgreSQL, exactly once."""
     import asyncio
@@ -27,7 +27,7 @@ def ledger_cmd(until_idle: bool, timeout: float | None) -> None:
 
 
 @click.command("pacer")
-@click.option("--slots", type=int, default=None, help="Stop after pacing this many slots (tests).")
+@click.option("--slots", type=AT_LEAST_ONE, default=None, help="Stop after pacing this many slots (tests).")
 def pacer_cmd(slots: int | None) -> None:
     """Run the slot pacer: at each slot boundary, slot budget = remaining budget / remaining slots."""
     import asyncio
@@ -44,7 +44,7 @@ def pacer_cmd(slots: int | None) -> None:
 
 @click.command("reconcile")
 @click.option("--check", is_flag=True, help="Only compare; exit 1 on any difference.")
-@click.option("--interval", type=float, default=None, help="Repeat every this many seconds (a service).")
+@click.option("--interval", type=POSITIVE, default=None, help="Repeat every this many seconds (a service).")
 @click.option(
     "--warehouse",
     is_flag=True,

@@ -18,6 +18,11 @@ from adplatform.process import configure_logging
 #: setup and run it again"; 1 is a failure of the command itself.
 SERVICE_DOWN: Final = 2
 
+#: Option types of counts, rates and durations: a zero or negative one is a usage error (exit 2, the
+#: option named), not a run that does nothing, spins or never ends.
+POSITIVE: Final = click.FloatRange(min=0, min_open=True)
+AT_LEAST_ONE: Final = click.IntRange(min=1)
+
 #: service -> (its name for people, the variable that points at it)
 _SERVICES: Final = {
     "kafka": ("Kafka", "ADP_KAFKA_BOOTSTRAP"),

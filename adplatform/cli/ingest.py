@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from adplatform.cli.common import config, serve_metrics, setup_logging
+from adplatform.cli.common import AT_LEAST_ONE, POSITIVE, config, serve_metrics, setup_logging
 
 
 @click.group()
@@ -16,7 +16,9 @@ def generate() -> None:
 
 
 @generate.command("campaigns")
-@click.option("--count", default=5000, show_default=True, help="Instructions (rows) to write.")
+@click.option(
+    "--count", type=AT_LEAST_ONE, default=5000, show_default=True, help="Instructions (rows) to write."
+)
 @click.option("--seed", default=1, show_default=True, help="Random seed: the same seed writes the same file.")
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -38,7 +40,7 @@ def generate_campaigns_cmd(count: int, seed: int, output: Path, capped_share: fl
 
 
 @generate.command("users")
-@click.option("--count", default=1000, show_default=True, help="Users to insert.")
+@click.option("--count", type=AT_LEAST_ONE, default=1000, show_default=True, help="Users to insert.")
 @click.option("--seed", default=1, show_default=True, help="Random seed: the same seed, the same users.")
 def generate_users_cmd(count: int, seed: int) -> None:
     """Insert generated users into online_ads."user" (idempotent for a seed)."""
@@ -53,7 +55,7 @@ def generate_users_cmd(count: int, seed: int) -> None:
 
 @click.command("produce")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--rate", type=float, default=None, help="Rows per second (default: as fast as possible).")
+@click.option("--rate", type=POSITIVE, default=None, help="Rows per second (default: as fast as possible).")
 @click.option("--rebase-dates", is_flag=True, help="Move every flight to start now, keeping its length.")
 def produce_cmd(file: Path, rate: float | None, rebase_dates: bool) -> None:
     """Publish a campaign-instruction CSV to campaign-instructions (key = campaign_id)."""
@@ -88,7 +90,7 @@ def produce_cmd(file: Path, rate: float | None, rebase_dates: bool) -> None:
 
 @click.command("manager")
 @click.option("--until-idle", is_flag=True, help="Stop once every assigned partition is drained.")
-@click.option("--timeout", type=float, default=None, help="Stop after this many seconds at most.")
+@click.option("--timeout", type=POSITIVE, default=None, help="Stop after this many seconds at most.")
 @click.option(
     "--max-batch", type=click.IntRange(1, 100_000), default=5000, show_default=True,
     help="Instructions read and applied per batch (one PostgreSQL transaction).",
@@ -112,7 +114,7 @@ def manager_cmd(until_idle: bool, timeout: float | None, max_batch: int) -> None
 
 @click.command("served-writer")
 @click.option("--until-idle", is_flag=True, help="Stop once every assigned partition is drained.")
-@click.option("--timeout", type=float, default=None, help="Stop after this many seconds at most.")
+@click.option("--timeout", type=POSITIVE, default=None, help="Stop after this many seconds at most.")
 def served_writer_cmd(until_idle: bool, timeout: float | None) -> None:
     """Copy served-ads into online_ads.served_ads in batches (consumer group served-writer)."""
     import asyncio
@@ -136,7 +138,7 @@ def dlq() -> None:
 
 
 @dlq.command("show")
-@click.option("--limit", type=int, default=None, help="At most this many entries.")
+@click.option("--limit", type=AT_LEAST_ONE, default=None, help="At most this many entries.")
 def dlq_show(limit: int | None) -> None:
     """List DLQ entries with their reasons and the start of their raw value."""
     import asyncio

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from adplatform.cli.common import config
+from adplatform.cli.common import AT_LEAST_ONE, POSITIVE, config
 
 
 async def redis_spend(redis_url: str, slot_s: int) -> str:
@@ -63,9 +63,11 @@ def _simulate(
 
 
 @click.command("simulate")
-@click.option("--duration", type=float, default=60, show_default=True, help="Seconds to run.")
-@click.option("--rate", type=float, default=200, show_default=True, help="Ad requests per second.")
-@click.option("--concurrency", type=int, default=32, show_default=True, help="Requests in flight at most.")
+@click.option("--duration", type=POSITIVE, default=60, show_default=True, help="Seconds to run.")
+@click.option("--rate", type=POSITIVE, default=200, show_default=True, help="Ad requests per second.")
+@click.option(
+    "--concurrency", type=AT_LEAST_ONE, default=32, show_default=True, help="Requests in flight at most."
+)
 @click.option("--server", default="http://127.0.0.1:8000", show_default=True, help="Ad server base URL.")
 def simulate_cmd(duration: float, rate: float, concurrency: int, server: str) -> None:
     """Simulate users: ad requests, then feedback drawn from age-bucket action rates; prints a summary."""
@@ -82,9 +84,11 @@ def simulate_cmd(duration: float, rate: float, concurrency: int, server: str) ->
 @click.argument("ad_port", type=int)
 @click.argument("fb_host")
 @click.argument("fb_port", type=int)
-@click.option("--duration", type=float, default=60, show_default=True, help="Seconds to run (bounded).")
-@click.option("--rate", type=float, default=200, show_default=True, help="Ad requests per second.")
-@click.option("--concurrency", type=int, default=32, show_default=True, help="Requests in flight at most.")
+@click.option("--duration", type=POSITIVE, default=60, show_default=True, help="Seconds to run (bounded).")
+@click.option("--rate", type=POSITIVE, default=200, show_default=True, help="Ad requests per second.")
+@click.option(
+    "--concurrency", type=AT_LEAST_ONE, default=32, show_default=True, help="Requests in flight at most."
+)
 def simulate_legacy_cmd(
     db_host: str, db_user: str, db_pass: str, db_name: str, scheme: str, ad_host: str, ad_port: int,
     fb_host: str, fb_port: int, duration: float, rate: float, concurrency: int,

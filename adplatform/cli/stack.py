@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from adplatform.cli.common import config
+from adplatform.cli.common import AT_LEAST_ONE, config
 
 
 @click.group()
@@ -96,7 +96,9 @@ def stack_status(topology: str) -> None:
 
 @stack.command("logs")
 @click.argument("service", required=False, type=click.Choice(["postgres", "redis", "kafka"]))
-@click.option("-n", "--lines", default=40, show_default=True, help="Lines from the end of each log.")
+@click.option(
+    "-n", "--lines", type=AT_LEAST_ONE, default=40, show_default=True, help="Lines from the end of each log."
+)
 def stack_logs(service: str | None, lines: int) -> None:
     """Show the end of each service's log under .stack/logs/."""
     from devstack import stack as st

@@ -144,3 +144,50 @@ def test_every_command_and_option_has_help() -> None:
 
 def test_exit_status_is_documented() -> None:
     assert "Exit status" in (main.help or "") and "adplatform stack up" in (main.help or "")
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("generate", "campaigns", "--count", "-5", "-o", "{out}"), "--count"),
+        (("generate", "campaigns", "--count", "0", "-o", "{out}"), "--count"),
+        (("generate", "users", "--count", "0"), "--count"),
+        (("produce", "{out}", "--rate", "0"), "--rate"),
+        (("manager", "--until-idle", "--timeout", "-1"), "--timeout"),
+        (("served-writer", "--until-idle", "--timeout", "0"), "--timeout"),
+        (("ledger", "--until-idle", "--timeout", "0"), "--timeout"),
+        (("pacer", "--slots", "0"), "--slots"),
+        (("reconcile", "--interval", "0"), "--interval"),
+        (("dlq", "show", "--limit", "-1"), "--limit"),
+        (("simulate", "--rate", "-1"), "--rate"),
+        (("simulate", "--duration", "0"), "--duration"),
+        (("simulate", "--concurrency", "0"), "--concurrency"),
+        (("stack", "logs", "-n", "0"), "--lines"),
+    ],
+)
+def test_a_count_rate_or_duration_that_is_not_positive_is_a_usage_error(
+    tmp_path: Path, args: tuple[str, ...], option: str
+) -> None:
+    """Exit 2 naming the option, before anything runs (no service is reached, no file written): not a
+    run that does nothing and says so with exit 0, spins, or never ends."""
+    out = tmp_path / "campaigns.csv"
+    if args[0] == "produce":
+        out.write_text("campaign_id\n")
+    result = CliRunner().invoke(main, [a.replace("{out}", str(out)) for a in args], env=DOWN)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for" in result.output and f"'{option}'" in result.output, result.output
+    assert "not reachable" not in result.output
+    if args[0] != "produce":
+        assert not out.exists()
+
+
+def test_every_numeric_option_is_bounded() -> None:
+    """A count, rate, duration or limit option takes a range (``click.IntRange``/``FloatRange``), so a
+    nonsense value is refused by name; a seed may be any integer."""
+    unbounded = [
+        f"{path} {'/'.join(param.opts)}"
+        for path, command in _commands(main, "adplatform")
+        for param in command.params
+        if isinstance(param, click.Option) and param.type in (click.INT, click.FLOAT) and param.name != "seed"
+    ]
+    assert unbounded == []
