@@ -81,9 +81,9 @@ def simulate_cmd(duration: float, rate: float, concurrency: int, server: str) ->
 @click.argument("db_name")
 @click.argument("scheme", type=click.Choice(["http", "https"]))
 @click.argument("ad_host")
-@click.argument("ad_port", type=int)
+@click.argument("ad_port", type=click.IntRange(1, 65535))
 @click.argument("fb_host")
-@click.argument("fb_port", type=int)
+@click.argument("fb_port", type=click.IntRange(1, 65535))
 @click.option("--duration", type=POSITIVE, default=60, show_default=True, help="Seconds to run (bounded).")
 @click.option("--rate", type=POSITIVE, default=200, show_default=True, help="Ad requests per second.")
 @click.option(

@@ -181,13 +181,13 @@ def test_a_count_rate_or_duration_that_is_not_positive_is_a_usage_error(
         assert not out.exists()
 
 
-def test_every_numeric_option_is_bounded() -> None:
-    """A count, rate, duration or limit option takes a range (``click.IntRange``/``FloatRange``), so a
+def test_every_numeric_option_and_argument_is_bounded() -> None:
+    """A count, rate, duration, limit or port takes a range (``click.IntRange``/``FloatRange``), so a
     nonsense value is refused by name; a seed may be any integer."""
     unbounded = [
         f"{path} {'/'.join(param.opts)}"
         for path, command in _commands(main, "adplatform")
         for param in command.params
-        if isinstance(param, click.Option) and param.type in (click.INT, click.FLOAT) and param.name != "seed"
+        if param.type in (click.INT, click.FLOAT) and param.name != "seed"
     ]
     assert unbounded == []
