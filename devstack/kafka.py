@@ -11,6 +11,7 @@ from typing import Final
 from adplatform.pidfile import write_pid_file
 from devstack.paths import KAFKA_CONTROLLER_PORT, KAFKA_PORT, Paths, StackError
 from devstack.pids import read_pid
+from devstack.ports import ensure_free
 
 KAFKA_PROPERTIES = """\
 # KRaft, one combined broker + controller, private ports. Written by `adplatform stack up`.
@@ -77,6 +78,8 @@ def new_cluster_id() -> str:
 def start_kafka(paths: Paths) -> None:
     if read_pid(paths, "kafka") is not None:
         return
+    ensure_free(KAFKA_PORT, "Kafka")
+    ensure_free(KAFKA_CONTROLLER_PORT, "Kafka's controller")
     paths.kafka.mkdir(parents=True, exist_ok=True)
     props = paths.kafka / "server.properties"
     props.write_text(

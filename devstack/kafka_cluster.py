@@ -17,6 +17,7 @@ from typing import Final
 from adplatform.pidfile import write_pid_file
 from devstack.kafka import LOG4J_PROPERTIES
 from devstack.paths import StackError
+from devstack.ports import ensure_free
 
 #: Client ports of brokers 1..3; each node's controller listens 100 above.
 KAFKA_CLUSTER_PORTS: Final = (19291, 19292, 19293)
@@ -85,6 +86,8 @@ def start_broker(root: Path, node: int, *, jars: Path, logs: Path, cluster_id: s
         f"{n}@127.0.0.1:{port + CONTROLLER_OFFSET}" for n, port in enumerate(KAFKA_CLUSTER_PORTS, start=1)
     )
     port = KAFKA_CLUSTER_PORTS[node - 1]
+    ensure_free(port, f"Kafka broker {node}")
+    ensure_free(port + CONTROLLER_OFFSET, f"Kafka broker {node}'s controller")
     props = folder / "server.properties"
     props.write_text(
         PROPERTIES.format(

@@ -14,6 +14,7 @@ from adplatform.postgres import quote_ident
 from devstack.install import pg_bin
 from devstack.paths import PG_PORT, Paths, StackError, say
 from devstack.pids import read_pid
+from devstack.ports import ensure_free
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
@@ -54,6 +55,7 @@ def _ensure_pg_root(paths: Paths) -> None:
 def start_postgres(paths: Paths) -> None:
     if read_pid(paths, "postgres") is not None:
         return
+    ensure_free(PG_PORT, "PostgreSQL")
     bin_dir = pg_bin()
     if bin_dir is None:
         raise StackError("PostgreSQL binaries not found (initdb, pg_ctl)")

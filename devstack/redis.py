@@ -8,6 +8,7 @@ from typing import Final
 
 from devstack.paths import REDIS_PORT, Paths, wait_until
 from devstack.pids import read_pid
+from devstack.ports import ensure_free
 
 #: Redis persistence, here and in docker-compose.yml (a test keeps them equal). AOF fsynced on every
 #: write batch: a restart must not forget a charge (money), and Redis groups the fsyncs of one event-loop
@@ -29,6 +30,7 @@ def _redis_pong(port: int) -> bool:
 def start_redis(paths: Paths) -> None:
     if read_pid(paths, "redis") is not None:
         return
+    ensure_free(REDIS_PORT, "Redis")
     paths.redis.mkdir(parents=True, exist_ok=True)
     cmd = [
         "redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--dir", str(paths.redis),

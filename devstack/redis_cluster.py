@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from devstack.paths import StackError
+from devstack.ports import ensure_free
 from devstack.redis import REDIS_PERSISTENCE
 
 #: Milliseconds without an answer before a master is failed over to its replica.
@@ -72,6 +73,7 @@ def start_node(root: Path, port: int, log: Path) -> None:
     """Start one cluster node (daemonized; it writes its PID file) unless it answers already."""
     if pong(port):
         return
+    ensure_free(port, f"Redis Cluster node :{port}")
     folder = node_dir(root, port)
     folder.mkdir(parents=True, exist_ok=True)
     cmd = [

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Final
 
 from adplatform.pidfile import write_pid_file
+from devstack.ports import ensure_free
 
 SPARK_MASTER_PORT: Final = 17077
 SPARK_MASTER_UI_PORT: Final = 17080
@@ -62,6 +63,7 @@ def _start(root: Path, name: str, args: list[str], logs: Path) -> None:
 
 
 def start_master(root: Path, logs: Path) -> None:
+    ensure_free(SPARK_MASTER_PORT, "the Spark master")  # (a taken UI port, Spark moves to the next one)
     args = [MASTER_CLASS, "--host", "127.0.0.1", "--port", str(SPARK_MASTER_PORT),
             "--webui-port", str(SPARK_MASTER_UI_PORT)]  # fmt: skip
     _start(root, "spark-master", args, logs)
