@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from adplatform.pidfile import write_pid_file
 from adplatform.sandbox import Sandbox, close_named, named_owner, open_sandbox
 from archive.layout import ArchiveLayout
 from budget.budget_redis import BudgetStore
+from devstack.ports import listener
 from index.money import format_micros
 from loadtest.books import archive_books
 from loadtest.cpu import CpuMeter, format_table, platform_label
@@ -57,10 +59,10 @@ from loadtest.simulator import SimSummary, Simulator, format_summary, load_users
 from loadtest.supervisor import Supervisor
 from loadtest.workers import wait_workers_ready
 
+#: The ad server's and the admin service's ports (``--port``, ``--admin-port``).
 PORT = 8000
 WORKERS = 2
 ADMIN_PORT = 8100
-DASHBOARD_URL = f"http://127.0.0.1:{ADMIN_PORT}/dashboard/"
 LIVE_COMMAND = "make demo-live   (or: .venv/bin/python -m loadtest.demo --live)"
 #: ``--live`` simulates in rounds of this many seconds (each bounded by --rate), until Ctrl-C.
 LIVE_ROUND_S = 30.0
@@ -71,6 +73,36 @@ SERVICES = ("manager", "served-writer", "ledger", "pacer", "reconciler", "adserv
 STOP_TIMEOUT_S = 6 * 30 + 120 + 30
 #: The demo's database is ``<the configured database>_demo``.
 SUFFIX = "demo"
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where the demo's ad server (and, live, its admin service) listen on loopback."""
+
+    adserver: int = PORT
+    admin: int = ADMIN_PORT
+
+    @property
+    def adserver_url(self) -> str:
+        return f"http://127.0.0.1:{self.adserver}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin}/dashboard/"
+
+    def ensure_free(self, *, live: bool) -> None:
+        """Before anything is made: a port another process holds ends the demo with one line (its
+        services would fail to bind and the demo wait for them)."""
+        wanted = [("ad server", self.adserver, "--port")]
+        if live:
+            wanted.append(("admin service", self.admin, "--admin-port"))
+        for what, port, option in wanted:
+            holder = listener(port)
+            if holder is not None:
+                raise SystemExit(
+                    f"the demo's {what} needs 127.0.0.1:{port}, in use by {holder}; stop it, or give the "
+                    f"demo another port: .venv/bin/python -m loadtest.demo {option} N"
+                )
 
 
 def step(message: str) -> None:
@@ -92,7 +124,7 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 600) -
 
 
 def start_platform(
-    stack_dir: Path, env: dict[str, str], services: tuple[str, ...] = SERVICES
+    stack_dir: Path, env: dict[str, str], ports: Ports, services: tuple[str, ...] = SERVICES
 ) -> subprocess.Popen[bytes]:
     """``adplatform run`` with the demo's services in the background, its log under ``logs/demo`` and its
     PID under ``run/demo`` (what ``make demo-down`` stops if the demo could not)."""
@@ -110,8 +142,8 @@ def start_platform(
                 "--workers",
                 str(WORKERS),
                 "--port",
-                str(PORT),
-                *(("--admin-port", str(ADMIN_PORT)) if "admin" in services else ()),
+                str(ports.adserver),
+                *(("--admin-port", str(ports.admin)) if "admin" in services else ()),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -222,7 +254,16 @@ def remove_runs(stack_dir: Path, *, keep: Path | None = None) -> tuple[int, int]
     return removed, size
 
 
-def run(duration_s: float, campaigns: int, users: int, rate: float, *, live: bool = False) -> int:
+def run(
+    duration_s: float,
+    campaigns: int,
+    users: int,
+    rate: float,
+    *,
+    live: bool = False,
+    ports: Ports = Ports(),
+) -> int:
+    ports.ensure_free(live=live)
     base = load_config()
     stores = asyncio.run(open_demo_stores(base))
     step(f"the demo's own stores: database {stores.database}, Redis database {stores.redis_db}")
@@ -244,8 +285,8 @@ def run(duration_s: float, campaigns: int, users: int, rate: float, *, live: boo
         asyncio.run(ensure_topics(config))
         asyncio.run(wait_for_topics(config, config.topics.all()))
         if live:
-            return _live(config, env, stores, campaigns, users, rate)
-        return _run(config, env, stores, duration_s, campaigns, users, rate)
+            return _live(config, env, stores, campaigns, users, rate, ports)
+        return _run(config, env, stores, duration_s, campaigns, users, rate, ports)
     finally:
         with contextlib.suppress(KafkaError, OSError, TimeoutError):  # Kafka down: the topics stay
             asyncio.run(delete_topics(config))
@@ -259,6 +300,7 @@ def _run(
     campaigns: int,
     users: int,
     rate: float,
+    ports: Ports,
 ) -> int:
     full_env = dict(os.environ, **env)
     work = config.archive_dir.parent
@@ -269,10 +311,10 @@ def _run(
     step("producing campaigns to Kafka")
     print("    " + cli("produce", str(csv_path), env=full_env))
     step("starting manager, served-writer, ledger, pacer, ad server (2 workers), archive job")
-    platform = start_platform(config.stack_dir, full_env)
+    platform = start_platform(config.stack_dir, full_env, ports)
     try:
         try:
-            asyncio.run(wait_workers_ready(f"http://127.0.0.1:{PORT}", WORKERS))
+            asyncio.run(wait_workers_ready(ports.adserver_url, WORKERS))
         except TimeoutError as exc:
             raise SystemExit(f"{exc}; see .stack/logs/demo/") from exc
         # Spark takes a while (and both cores) to start: simulate once its streaming query runs.
@@ -282,9 +324,9 @@ def _run(
         meter = platform_meter(config, platform.pid)
         meter.sample(time.monotonic())
         # uvloop: the simulator shares the platform's cores, so its own CPU per request counts.
-        summary = uvloop.run(_simulate(config, duration_s, rate, meter=meter))
+        summary = uvloop.run(_simulate(config, ports, duration_s, rate, meter=meter))
         meter.sample(time.monotonic())
-        stages = server_feedback_stages()
+        stages = server_feedback_stages(ports)
         step("stopping the ad server, then draining the ledger, the served-writer and the archive")
         # adplatform run stops the ad server first and the archive last (its micro-batch completes).
         if stop_platform(config.stack_dir, platform) != 0:
@@ -326,14 +368,19 @@ def _run(
     print(f"report          {report}")
     print(format_table(meter.table()))
     print(f"kept            database {stores.database}, Redis database {stores.redis_db} (make demo-down)")
-    print(f"dashboard       {DASHBOARD_URL}")
-    print(f"see it live     {LIVE_COMMAND}")
+    print(f"see it live     {LIVE_COMMAND}: the dashboard at {ports.dashboard_url}")
     print("=" * 72)
     return 0 if ok and summary.served > 0 else 1
 
 
 def _live(
-    config: Config, env: dict[str, str], stores: Sandbox, campaigns: int, users: int, rate: float
+    config: Config,
+    env: dict[str, str],
+    stores: Sandbox,
+    campaigns: int,
+    users: int,
+    rate: float,
+    ports: Ports,
 ) -> int:
     """The platform with the admin service, and users simulated round after round until Ctrl-C."""
     full_env = dict(os.environ, **env)
@@ -345,24 +392,25 @@ def _live(
     print("    " + cli("produce", str(csv_path), env=full_env))
     key = cli("apikey", "create", "--name", f"demo-viewer-{int(time.time())}", "--role", "read", env=full_env)
     step("starting the platform and the admin service (adplatform run; log .stack/logs/demo/run.log)")
-    platform = start_platform(config.stack_dir, full_env, (*SERVICES, "admin"))
+    platform = start_platform(config.stack_dir, full_env, ports, (*SERVICES, "admin"))
     try:
         try:
-            asyncio.run(wait_workers_ready(f"http://127.0.0.1:{PORT}", WORKERS))
+            asyncio.run(wait_workers_ready(ports.adserver_url, WORKERS))
         except TimeoutError as exc:
             raise SystemExit(f"{exc}; see .stack/logs/demo/") from exc
         print()
         print("=" * 72)
-        print(f"dashboard       {DASHBOARD_URL}")
+        print(f"dashboard       {ports.dashboard_url}")
         print(f"read key        {key}")
-        print(f"traffic         {rate:.0f} requests/s to 127.0.0.1:{PORT}, in {LIVE_ROUND_S:.0f}s rounds")
+        where = f"127.0.0.1:{ports.adserver}"
+        print(f"traffic         {rate:.0f} requests/s to {where}, in {LIVE_ROUND_S:.0f}s rounds")
         print("stop            Ctrl-C (the stores stay until make demo-down)")
         print("=" * 72, flush=True)
         rounds = 0
         try:
             while True:
                 rounds += 1
-                summary = asyncio.run(_simulate(config, LIVE_ROUND_S, rate, quiet=True, seed=rounds))
+                summary = asyncio.run(_simulate(config, ports, LIVE_ROUND_S, rate, quiet=True, seed=rounds))
                 print(
                     f"    round {rounds}: requests {summary.requests}  served {summary.served}"
                     f"  errors {summary.errors}",
@@ -378,11 +426,11 @@ def _live(
     return 0
 
 
-def server_feedback_stages() -> dict[str, float]:
+def server_feedback_stages(ports: Ports) -> dict[str, float]:
     """Where the ad server's feedback batches spent their time (its ``/metrics``, every worker); empty if
     it does not answer."""
     try:
-        return feedback_stages(read_once(f"http://127.0.0.1:{PORT}/metrics"))
+        return feedback_stages(read_once(f"{ports.adserver_url}/metrics"))
     except httpx.HTTPError:
         return {}
 
@@ -404,6 +452,7 @@ def platform_meter(config: Config, platform_pid: int) -> CpuMeter:
 
 async def _simulate(
     config: Config,
+    ports: Ports,
     duration_s: float,
     rate: float,
     *,
@@ -412,7 +461,7 @@ async def _simulate(
     meter: CpuMeter | None = None,
 ) -> SimSummary:
     users = await load_users(config.pg_dsn)
-    sim = Simulator(users, ad_url=f"http://127.0.0.1:{PORT}", rate=rate, concurrency=32, seed=seed)
+    sim = Simulator(users, ad_url=ports.adserver_url, rate=rate, concurrency=32, seed=seed)
 
     def tick(s: SimSummary, elapsed: float) -> None:
         if meter is not None and int(elapsed) % 5 == 0:
@@ -426,12 +475,23 @@ async def _simulate(
     return await sim.run(duration_s, on_tick=tick)
 
 
+def _port(value: str) -> int:
+    port = int(value)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (1-65535)")
+    return port
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=60)
     parser.add_argument("--campaigns", type=int, default=3000)
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--port", type=_port, default=PORT, help="The ad server's port.")
+    parser.add_argument(
+        "--admin-port", type=_port, default=ADMIN_PORT, help="The admin service's port (--live)."
+    )
     parser.add_argument("--down", action="store_true", help="Stop what a demo left running, by PID.")
     parser.add_argument(
         "--live", action="store_true",
@@ -448,7 +508,8 @@ def main() -> int:
         removed, size = remove_runs(base.stack_dir)
         print(f"removed: {removed} demo run director{'y' if removed == 1 else 'ies'} ({size / 1e6:.1f} MB)")
         return 0
-    return run(args.duration, args.campaigns, args.users, args.rate, live=args.live)
+    ports = Ports(args.port, args.admin_port)
+    return run(args.duration, args.campaigns, args.users, args.rate, live=args.live, ports=ports)
 
 
 if __name__ == "__main__":
