@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,13 @@ pytestmark = [
 ]
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
 def test_demo_runs_end_to_end_and_the_books_balance() -> None:
     try:
         result = subprocess.run(
@@ -31,6 +39,8 @@ def test_demo_runs_end_to_end_and_the_books_balance() -> None:
                 "1500",
                 "--users",
                 "300",
+                "--port",  # not 8000: a developer's machine may run something there
+                str(_free_port()),
             ],
             capture_output=True,
             text=True,
