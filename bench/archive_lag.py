@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from adplatform.cli.common import script_main
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, make_producer, wait_for_topics
 from adplatform.wire import encoder
@@ -210,4 +211,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(main))

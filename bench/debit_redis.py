@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 
 from adplatform import names
+from adplatform.cli.common import script_main
 from adplatform.config import load_config
 from adplatform.sandbox import sandbox_environment
 from bench.http_stack import delete_campaign_keys, save_results
@@ -122,4 +123,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(script_main(lambda: main(sys.argv[1:])))

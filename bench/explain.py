@@ -22,6 +22,7 @@ import msgspec
 from admin.explain import explain_query
 from admin.insight import Insight, build_insight
 from admin.state import AdminState
+from adplatform.cli.common import script_main
 from adplatform.config import load_config
 from bench.index_corpus import NOW_S, make_campaigns, make_requests
 from index.auction import run_auction
@@ -80,4 +81,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(script_main(lambda: main(sys.argv[1:])))

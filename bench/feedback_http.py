@@ -43,6 +43,7 @@ import uuid
 from pathlib import Path
 
 from admin.scrape import feedback_stages, format_feedback_stages, read_once
+from adplatform.cli.common import script_main
 from adplatform.config import load_config
 from adplatform.kafka import delete_topics
 from adserver.token import RequestToken, TokenSigner
@@ -282,4 +283,4 @@ def median_row(case: str, rounds: list[dict[str, object]]) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(script_main(lambda: main(sys.argv[1:])))

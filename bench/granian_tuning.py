@@ -28,6 +28,7 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
+from adplatform.cli.common import script_main
 from adplatform.config import load_config
 from adplatform.kafka import delete_topics
 from adplatform.sandbox import sandbox_environment
@@ -221,4 +222,4 @@ def _rows(rounds: dict[str, list[Round]], duration_s: int) -> list[dict[str, Any
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(script_main(lambda: main(sys.argv[1:])))

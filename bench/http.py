@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adplatform.cli.common import script_main
 from adplatform.config import load_config
 from adplatform.kafka import delete_topics
 from adplatform.sandbox import sandbox_environment
@@ -353,4 +354,4 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(script_main(lambda: main(sys.argv[1:])))

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
+from adplatform.cli.common import script_main
 from adplatform.config import load_config
 from adplatform.sandbox import sandbox_environment
 from adserver.fcap import CapGate, capped_auction
@@ -289,4 +290,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(script_main(lambda: main(sys.argv[1:])))

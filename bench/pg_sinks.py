@@ -44,6 +44,7 @@ from pathlib import Path
 import asyncpg
 from aiokafka.errors import KafkaError
 
+from adplatform.cli.common import script_main
 from adplatform.config import Config, load_config
 from adplatform.consumer import BATCHING_FETCH, make_consumer
 from adplatform.kafka import delete_topics, ensure_topics, make_producer, wait_for_topics
@@ -411,4 +412,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(script_main(lambda: main(sys.argv[1:])))

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from adplatform.cli.common import script_main
 from adplatform.sandbox import sandbox_environment
 from bench import compare
 
@@ -127,4 +128,4 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(main))

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from adplatform.cli.common import script_main
 from adplatform.config import load_config
 from adplatform.sandbox import create_database, database_of, drop_database, new_suffix
 from adplatform.wire import encoder
@@ -286,4 +287,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(main))

@@ -41,6 +41,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
 
+from adplatform.cli.common import script_main
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, read_to_end, wait_for_topics
 from adplatform.redis_client import open_redis
@@ -483,4 +484,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(main))

@@ -44,6 +44,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from adplatform import names
+from adplatform.cli.common import script_main
 from adplatform.config import Config, load_config
 from adplatform.redis_client import open_redis
 from adplatform.sandbox import new_suffix, open_sandbox
@@ -350,4 +351,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(script_main(lambda: main(sys.argv[1:])))

@@ -45,6 +45,7 @@ import uvloop
 from aiokafka.errors import KafkaError
 
 from admin.scrape import feedback_stages, format_feedback_stages, read_once
+from adplatform.cli.common import script_main
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, wait_for_topics
 from adplatform.pidfile import write_pid_file
@@ -513,4 +514,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(main))

@@ -13,6 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from adplatform.cli.common import script_main
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -47,4 +49,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(main))

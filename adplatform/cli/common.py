@@ -4,6 +4,8 @@ root group's handler that turns "a service is down" into one line and exit statu
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -95,6 +97,23 @@ def service_down_message(service: str, exc: BaseException) -> str:
         f"{name} is not reachable at {_address(service, cfg)} ({why}); start the local stack "
         f"with `adplatform stack up`, or point {variable} at a running {name}"
     )
+
+
+def script_main(main: Callable[[], int]) -> int:
+    """Run the ``main`` of a ``python -m`` script (the demo, chaos, the benches): a service that is down
+    ends it as it ends an ``adplatform`` command, with one line naming the service, its address and what to
+    run, and exit status ``SERVICE_DOWN``, instead of a traceback; every other error is raised as it is."""
+    logging.getLogger("aiokafka").addFilter(_drop_bootstrap_refusals)
+    try:
+        return main()
+    except Exception as exc:  # the script's top-level guard: only a service being down is translated
+        from adplatform.errors import unreachable_service  # imports the clients: only on failure
+
+        found = unreachable_service(exc)
+        if found is None:
+            raise
+        print(f"Error: {service_down_message(*found)}", file=sys.stderr)
+        return SERVICE_DOWN
 
 
 def _drop_bootstrap_refusals(record: logging.LogRecord) -> bool:

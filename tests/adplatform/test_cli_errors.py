@@ -191,3 +191,31 @@ def test_every_numeric_option_and_argument_is_bounded() -> None:
         if param.type in (click.INT, click.FLOAT) and param.name != "seed"
     ]
     assert unbounded == []
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "service"),
+    [
+        ("loadtest.demo", ("--down",), "PostgreSQL"),  # `make demo-down` with the stack stopped
+        ("loadtest.demo", ("--duration", "1"), "Redis"),
+        ("loadtest.chaos", ("--fast", "redis-wipe"), "Redis"),
+        ("bench.feedback_http", ("--rounds", "1", "--duration", "1"), "Kafka"),
+    ],
+)
+def test_the_scripts_say_a_service_is_down_in_one_line(
+    tmp_path: Path, module: str, args: tuple[str, ...], service: str
+) -> None:
+    """The demo, chaos and the benches end as the CLI does (``script_main``): one line, exit 2."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADP_")} | DOWN | {"PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == SERVICE_DOWN, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith(f"Error: {service} is not reachable at 127.0.0.1:1 ("), lines[0]
