@@ -49,10 +49,10 @@ from adplatform.cli.common import script_main
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, wait_for_topics
 from adplatform.pidfile import write_pid_file
+from adplatform.ports import listener
 from adplatform.sandbox import Sandbox, close_named, named_owner, open_sandbox
 from archive.layout import ArchiveLayout
 from budget.budget_redis import BudgetStore
-from devstack.ports import listener
 from index.money import format_micros
 from loadtest.books import archive_books
 from loadtest.cpu import CpuMeter, format_table, platform_label

@@ -53,7 +53,27 @@ def run_cmd(services: tuple[str, ...], workers: int | None, port: int | None, ad
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    _ensure_ports_free(services, port, admin_port)
     raise SystemExit(asyncio.run(_supervise(cfg, children)))
+
+
+def _ensure_ports_free(services: tuple[str, ...], port: int | None, admin_port: int | None) -> None:
+    """A port another process holds ends the command before any child starts, with one line: its service
+    would fail to bind and be restarted, backing off, for as long as the port stays taken."""
+    from adplatform.ports import listener
+    from adplatform.services import ADMIN_PORT, ADSERVER_PORT
+
+    wanted = [("the ad server", "adserver", port or ADSERVER_PORT, "--port"),
+              ("the admin API", "admin", admin_port or ADMIN_PORT, "--admin-port")]  # fmt: skip
+    for what, name, number, option in wanted:
+        if services and name not in services:
+            continue
+        holder = listener(number)
+        if holder is not None:
+            raise click.ClickException(
+                f"{what} needs port {number}, in use by {holder}; stop it, or give {what} another port "
+                f"with {option} N"
+            )
 
 
 async def _supervise(cfg: Config, children: Sequence[ChildSpec]) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -219,3 +220,21 @@ def test_the_scripts_say_a_service_is_down_in_one_line(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith(f"Error: {service} is not reachable at 127.0.0.1:1 ("), lines[0]
+
+
+@pytest.mark.parametrize(
+    ("services", "option", "what"),
+    [((), "--port", "the ad server"), (("admin",), "--admin-port", "the admin API")],
+)
+def test_run_with_a_port_in_use_starts_nothing_and_says_which(
+    services: tuple[str, ...], option: str, what: str
+) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = CliRunner().invoke(main, ["run", *services, option, str(port)], env=DOWN)
+    assert result.exit_code == 1, result.output
+    line = result.output.strip()
+    assert line.startswith(f"Error: {what} needs port {port}, in use by pid {os.getpid()} ("), line
+    assert line.endswith(f"with {option} N") and "\n" not in line

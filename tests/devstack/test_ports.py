@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from adplatform.ports import listener
 from devstack.paths import StackError
-from devstack.ports import ensure_free, listener
+from devstack.ports import ensure_free
 
 
 @pytest.fixture
