@@ -198,7 +198,7 @@ def test_every_numeric_option_and_argument_is_bounded() -> None:
     ("module", "args", "service"),
     [
         ("loadtest.demo", ("--down",), "PostgreSQL"),  # `make demo-down` with the stack stopped
-        ("loadtest.demo", ("--duration", "1"), "Redis"),
+        ("loadtest.demo", ("--duration", "1", "--port", "{port}"), "Redis"),
         ("loadtest.chaos", ("--fast", "redis-wipe"), "Redis"),
         ("bench.feedback_http", ("--rounds", "1", "--duration", "1"), "Kafka"),
     ],
@@ -208,8 +208,11 @@ def test_the_scripts_say_a_service_is_down_in_one_line(
 ) -> None:
     """The demo, chaos and the benches end as the CLI does (``script_main``): one line, exit 2."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADP_")} | DOWN | {"PYTHONPATH": str(ROOT)}
+    with socket.socket() as sock:  # a free port for the demo's ad server (8000 may be taken here)
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
     done = subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, "-m", module, *(a.replace("{port}", port) for a in args)],
         cwd=tmp_path,
         env=env,
         capture_output=True,
