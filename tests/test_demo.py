@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.ports import free_port
 
 pytestmark = [
     pytest.mark.kafka,
@@ -17,13 +18,6 @@ pytestmark = [
     pytest.mark.spark,
     pytest.mark.single_node(reason="the demo keeps a Redis logical database until `make demo-down`"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def test_demo_runs_end_to_end_and_the_books_balance() -> None:
@@ -40,7 +34,7 @@ def test_demo_runs_end_to_end_and_the_books_balance() -> None:
                 "--users",
                 "300",
                 "--port",  # not 8000: a developer's machine may run something there
-                str(_free_port()),
+                str(free_port()),
             ],
             capture_output=True,
             text=True,

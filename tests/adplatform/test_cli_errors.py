@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from click.testing import CliRunner
 from adplatform.cli import main
 from adplatform.cli.common import SERVICE_DOWN
 from adplatform.errors import service_of, unreachable_service
+from tests.ports import free_port, held_port
 
 DOWN = {
     "ADP_KAFKA_BOOTSTRAP": "127.0.0.1:1",
@@ -208,9 +208,7 @@ def test_the_scripts_say_a_service_is_down_in_one_line(
 ) -> None:
     """The demo, chaos and the benches end as the CLI does (``script_main``): one line, exit 2."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADP_")} | DOWN | {"PYTHONPATH": str(ROOT)}
-    with socket.socket() as sock:  # a free port for the demo's ad server (8000 may be taken here)
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
+    port = str(free_port())  # for the demo's ad server (8000 may be taken here)
     done = subprocess.run(
         [sys.executable, "-m", module, *(a.replace("{port}", port) for a in args)],
         cwd=tmp_path,
@@ -232,10 +230,7 @@ def test_the_scripts_say_a_service_is_down_in_one_line(
 def test_run_with_a_port_in_use_starts_nothing_and_says_which(
     services: tuple[str, ...], option: str, what: str
 ) -> None:
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        held.listen()
-        port = held.getsockname()[1]
+    with held_port() as port:
         result = CliRunner().invoke(main, ["run", *services, option, str(port)], env=DOWN)
     assert result.exit_code == 1, result.output
     line = result.output.strip()

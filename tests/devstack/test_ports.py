@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,22 +11,13 @@ import pytest
 from adplatform.ports import listener
 from devstack.paths import StackError
 from devstack.ports import ensure_free
+from tests import ports
 
 
 @pytest.fixture
 def held_port() -> Iterator[int]:
-    """A loopback port this test process listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    with ports.held_port() as port:
+        yield port
 
 
 def test_the_listener_is_named_by_pid_and_name(held_port: int) -> None:
@@ -46,6 +36,6 @@ def test_a_held_port_stops_the_start_with_one_line_naming_it(held_port: int) -> 
 
 
 def test_a_free_port_is_free() -> None:
-    port = _free_port()
+    port = ports.free_port()
     assert listener(port) is None
     ensure_free(port, "Redis")

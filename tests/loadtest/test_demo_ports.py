@@ -5,7 +5,6 @@ demo wait 120 s for workers that never come)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,28 +13,20 @@ from pathlib import Path
 import pytest
 
 from loadtest.demo import Ports
+from tests import ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def held_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    with ports.held_port() as port:
+        yield port
 
 
 def test_a_held_ad_server_port_ends_the_demo_naming_it(held_port: int) -> None:
     with pytest.raises(SystemExit) as caught:
-        Ports(adserver=held_port, admin=_free_port()).ensure_free(live=False)
+        Ports(adserver=held_port, admin=ports.free_port()).ensure_free(live=False)
     message = str(caught.value.code)
     assert message.startswith(
         f"the demo's ad server needs 127.0.0.1:{held_port}, in use by pid {os.getpid()}"
@@ -44,10 +35,10 @@ def test_a_held_ad_server_port_ends_the_demo_naming_it(held_port: int) -> None:
 
 
 def test_the_admin_port_matters_only_live(held_port: int) -> None:
-    ports = Ports(adserver=_free_port(), admin=held_port)
-    ports.ensure_free(live=False)
+    demo_ports = Ports(adserver=ports.free_port(), admin=held_port)
+    demo_ports.ensure_free(live=False)
     with pytest.raises(SystemExit, match=f"admin service needs 127.0.0.1:{held_port}.*--admin-port N"):
-        ports.ensure_free(live=True)
+        demo_ports.ensure_free(live=True)
 
 
 def test_the_command_stops_before_it_touches_anything(held_port: int, tmp_path: Path) -> None:
