@@ -51,6 +51,7 @@ from adplatform.kafka import delete_topics, ensure_topics, wait_for_topics
 from adplatform.pidfile import write_pid_file
 from adplatform.ports import listener
 from adplatform.sandbox import Sandbox, close_named, named_owner, open_sandbox
+from adplatform.services import ADMIN_PORT, ADSERVER_PORT
 from archive.layout import ArchiveLayout
 from budget.budget_redis import BudgetStore
 from index.money import format_micros
@@ -60,10 +61,7 @@ from loadtest.simulator import SimSummary, Simulator, format_summary, load_users
 from loadtest.supervisor import Supervisor
 from loadtest.workers import wait_workers_ready
 
-#: The ad server's and the admin service's ports (``--port``, ``--admin-port``).
-PORT = 8000
 WORKERS = 2
-ADMIN_PORT = 8100
 LIVE_COMMAND = "make demo-live   (or: .venv/bin/python -m loadtest.demo --live)"
 #: ``--live`` simulates in rounds of this many seconds (each bounded by --rate), until Ctrl-C.
 LIVE_ROUND_S = 30.0
@@ -80,8 +78,8 @@ SUFFIX = "demo"
 class Ports:
     """Where the demo's ad server (and, live, its admin service) listen on loopback."""
 
-    adserver: int = PORT
-    admin: int = ADMIN_PORT
+    adserver: int = ADSERVER_PORT  # --port
+    admin: int = ADMIN_PORT  # --admin-port
 
     @property
     def adserver_url(self) -> str:
@@ -489,7 +487,7 @@ def main() -> int:
     parser.add_argument("--campaigns", type=int, default=3000)
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=200)
-    parser.add_argument("--port", type=_port, default=PORT, help="The ad server's port.")
+    parser.add_argument("--port", type=_port, default=ADSERVER_PORT, help="The ad server's port.")
     parser.add_argument(
         "--admin-port", type=_port, default=ADMIN_PORT, help="The admin service's port (--live)."
     )

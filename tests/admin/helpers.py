@@ -22,7 +22,8 @@ from admin.keys import create_key
 from admin.settings import AdminConfig
 from adplatform.config import Config
 from tests.adserver.serving import campaign_row
-from tests.adserver.test_workers_stack import WORKERS, _free_port
+from tests.adserver.test_workers_stack import WORKERS
+from tests.ports import free_port
 
 
 def body(campaign_id: str, **kw: Any) -> dict[str, str]:
@@ -58,7 +59,7 @@ async def adserver(
     config: Config, log_path: Path, extra_env: dict[str, str] | None = None
 ) -> AsyncIterator[str]:
     """``adplatform serve`` with 2 workers on this test's topics (plus ``extra_env``); yields its base URL."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "ADP_TOPIC_PREFIX": config.topics.prefix, "ADP_GROUP_PREFIX": config.group_prefix}
     env.update(extra_env or {})
     cmd = [str(Path(sys.executable).with_name("adplatform")), "serve", "--workers", str(WORKERS),

@@ -21,6 +21,7 @@ from loadtest.workers import wait_workers_ready
 from tests.admin.helpers import admin_client, adserver, body, keys, winners
 from tests.adserver.serving import manager_running
 from tests.adserver.test_workers_stack import WORKERS
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
 
@@ -171,10 +172,8 @@ async def test_kafka_down_answers_503_and_writes_nothing(
 ) -> None:
     from dataclasses import replace
 
-    from tests.adserver.test_workers_stack import _free_port
-
     auth = await keys(pg)
-    down = replace(topics, kafka_bootstrap=f"127.0.0.1:{_free_port()}")  # nothing listens there
+    down = replace(topics, kafka_bootstrap=f"127.0.0.1:{free_port()}")  # nothing listens there
     from admin.app import create_app
 
     app = create_app(down, AdminConfig())

@@ -27,7 +27,8 @@ from adplatform.kafka import make_producer
 from loadtest.workers import wait_workers_ready
 from tests.admin.helpers import adserver, body
 from tests.adserver.serving import manager_running
-from tests.adserver.test_workers_stack import WORKERS, _free_port
+from tests.adserver.test_workers_stack import WORKERS
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
 
@@ -37,7 +38,7 @@ ADPLATFORM = str(Path(sys.executable).with_name("adplatform"))
 @asynccontextmanager
 async def admin_service(config: Config, adserver_url: str, log_path: Path) -> AsyncIterator[str]:
     """``adplatform admin`` on a free port, on this test's topics; yields its URL once it answers."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "ADP_TOPIC_PREFIX": config.topics.prefix, "ADP_GROUP_PREFIX": config.group_prefix,
            "ADP_ADSERVER_URLS": adserver_url, "ADP_ADSERVER_WORKERS": str(WORKERS),
            "ADP_ADMIN_WAIT_TIMEOUT_S": "20"}  # fmt: skip

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from adplatform.config import Config
 from tests.admin.helpers import body
-from tests.adserver.test_workers_stack import _free_port
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
 
@@ -44,7 +44,7 @@ async def test_keys_from_the_cli_against_the_real_service(
     assert code == 1 and "exists already" in err
     code, listed, _ = await _cli("apikey", "list")
     assert code == 0 and "ops" in listed and "write" in listed and key.split(".")[1] not in listed
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "ADP_TOPIC_PREFIX": topics.topics.prefix, "ADP_GROUP_PREFIX": topics.group_prefix,
            "ADP_LOG_LEVEL": "DEBUG"}  # fmt: skip
     log_path = tmp_path / "admin.log"

@@ -38,7 +38,8 @@ from ingest.served_writer import run_served_writer
 from loadtest.workers import wait_workers_ready
 from tests.admin.helpers import adserver
 from tests.adserver.serving import campaign_row, eventually, ingest, manager_running
-from tests.adserver.test_workers_stack import WORKERS, _free_port
+from tests.adserver.test_workers_stack import WORKERS
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
 
@@ -55,7 +56,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / ".stack" / "test-artifacts" / 
 @contextlib.asynccontextmanager
 async def admin_process(config: Config, adserver_url: str, log_path: Path) -> AsyncIterator[tuple[str, int]]:
     """``adplatform admin`` on a free port, scraping the test's ad server only; yields (URL, pid)."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "ADP_TOPIC_PREFIX": config.topics.prefix,

@@ -6,7 +6,6 @@ the same ``lag_tracking`` its entry uses, on its own consumer). The archive's co
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 
@@ -27,20 +26,14 @@ from ingest.manager import open_manager
 from ingest.served_writer import open_served_writer
 from tests.adserver.serving import InstructionSender, campaign_row, eventually
 from tests.archive.events import make_events
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def metrics_url() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1")
     try:
         yield f"http://127.0.0.1:{port}/metrics"

@@ -7,7 +7,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -22,18 +21,12 @@ import pytest
 from adplatform.config import Config
 from loadtest.workers import each_worker, wait_workers_ready
 from tests.adserver.serving import InstructionSender, campaign_row, eventually
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
 
 WORKERS = 2
 STARTED = re.compile(r"^run\s+\| (\S+) started \(pid (\d+)(?:, restart (\d+))?\)", re.M)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _alive(pid: int) -> bool:
@@ -64,7 +57,7 @@ class Running:
 
 @pytest.fixture
 async def running(topics: Config, tmp_path: Path) -> AsyncIterator[Running]:
-    port, admin_port = _free_port(), _free_port()
+    port, admin_port = free_port(), free_port()
     env = {**os.environ, "ADP_TOPIC_PREFIX": topics.topics.prefix, "ADP_GROUP_PREFIX": topics.group_prefix}
     cmd = [sys.executable, "-m", "adplatform.cli", "run", "manager", "ledger", "adserver", "admin"]
     cmd += ["--workers", str(WORKERS), "--port", str(port), "--admin-port", str(admin_port)]

@@ -21,7 +21,8 @@ import redis.asyncio as aioredis
 from adplatform.config import Config, TokenKey
 from loadtest.workers import wait_workers_ready
 from tests.adserver.serving import campaign_row, ingest, serve, serving
-from tests.adserver.test_workers_stack import WORKERS, _free_port
+from tests.adserver.test_workers_stack import WORKERS
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
 
@@ -70,7 +71,7 @@ async def test_key_rotation_keeps_ads_in_flight_valid(
 @pytest.fixture
 async def secret_server(topics: Config, tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
     """A real 2-worker server whose token key and database password are secrets; yields (url, log)."""
-    port = _free_port()
+    port = free_port()
     dsn = topics.pg_dsn.replace("postgres@", f"postgres:{SECRET_PASSWORD}@", 1)  # trust auth ignores it
     env = {
         **os.environ,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -24,23 +23,17 @@ from adplatform.config import Config
 from ingest.instruction import STOP
 from loadtest.workers import each_worker
 from tests.adserver.serving import InstructionSender, campaign_row, eventually, ingest, manager_running
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
 
 WORKERS = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 async def server(topics: Config, tmp_path: Path) -> AsyncIterator[str]:
     """``adplatform serve`` with 2 workers on this test's topics; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "ADP_TOPIC_PREFIX": topics.topics.prefix, "ADP_GROUP_PREFIX": topics.group_prefix}
     adplatform = str(Path(sys.executable).with_name("adplatform"))
     cmd = [adplatform, "serve", "--workers", str(WORKERS), "--port", str(port)]

@@ -5,7 +5,6 @@ its PID record."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.parse
 import urllib.request
@@ -27,13 +26,7 @@ from devstack.prometheus import (
     start_prometheus,
     stop_prometheus,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.ports import free_port
 
 
 @pytest.fixture
@@ -56,7 +49,7 @@ def manager_metrics() -> Iterator[tuple[int, Counter]]:
     """A stand-in for the manager's metrics port, with a counter of its own registry."""
     registry = CollectorRegistry()
     counter = Counter("prom_test_events", "Events seen by the Prometheus test", registry=registry)
-    port = _free_port()
+    port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
         yield port, counter
@@ -81,7 +74,7 @@ def test_prometheus_scrapes_a_service_and_stops_by_its_pid(
     metrics_port, counter = manager_metrics
     counter.inc(7)
     ports = dict.fromkeys(DEFAULT_METRICS_PORTS, 0) | {"manager": metrics_port}
-    paths, prom_port = Paths(tmp_path), _free_port()
+    paths, prom_port = Paths(tmp_path), free_port()
     url = start_prometheus(paths, replace(config, metrics_ports=ports), port=prom_port, adserver_port=0)
     try:
         assert url == f"http://127.0.0.1:{prom_port}"
