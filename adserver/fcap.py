@@ -39,11 +39,12 @@ from typing import TYPE_CHECKING, Final
 from adplatform.redis_client import ClientFailureLog, is_redis_failure
 from adserver.params import ANONYMOUS_USER_ID
 from budget.fcap_redis import FrequencyCapStore
-from index.auction import AuctionResult, resettle, settle
+from index.auction import resettle, settle
 from index.campaign import EVEN, Campaign
 from index.explain import LossReason
 from index.fcap import ladder
 from index.index import TargetingIndex
+from index.results import AuctionResult
 from index.targeting import AdRequest
 
 if TYPE_CHECKING:  # adserver.throttle imports only what the gate holds

@@ -20,9 +20,9 @@ from adserver.http.respond import detail, send_json
 from adserver.state import ServerState, StateRef
 from adserver.sync.publisher import ServedItem
 from adserver.token import RequestToken
-from index.auction import AuctionResult
 from index.campaign import Campaign
 from index.explain import LossReason
+from index.results import AuctionResult
 from index.targeting import AdRequest
 
 NO_FILL: Final = detail("No eligible ads found.")

@@ -10,23 +10,10 @@ from __future__ import annotations
 import random
 from collections.abc import Collection, Sequence
 
-import msgspec
-
 from index.campaign import Campaign
-from index.index import TargetingIndex, TopBids
+from index.index import TargetingIndex
+from index.results import AuctionResult, TopBids
 from index.targeting import AdRequest
-
-
-class AuctionResult(msgspec.Struct, frozen=True):
-    """The winner and what it pays: the clearing cpm, and the per-click / per-acquisition charges."""
-
-    campaign: Campaign
-    clearing_cpm_units: int
-    auction_cpc_micros: int
-    auction_cpa_micros: int
-    #: Bids that set the price: the top group, plus the runner-up when it priced a lone winner
-    #: (1 when the winner bid alone and paid the reserve).
-    bidders: int = 1
 
 
 def scaled_charge(bid_micros: int, clearing_cpm_units: int, bid_cpm_units: int) -> int:

@@ -19,10 +19,9 @@ from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 from typing import Final
 
-import msgspec
-
 from index.campaign import ACTIVE, ALL, Campaign
 from index.geo import DEFAULT_GEO, GeoTable
+from index.results import TopBids
 from index.targeting import AdRequest
 
 #: One indexed campaign, precompiled for the eligibility checks: (cpm_units, flight_start_s, flight_end_s,
@@ -55,18 +54,6 @@ _MAX_LOC_KEYS: Final = 65_536
 def _order(entry: _Entry) -> tuple[int, str]:
     """Sort key of candidate lists: highest bid first, then campaign id (a total order, for bisect)."""
     return (-_cpm_units(entry), _campaign_id(entry))
-
-
-class TopBids(msgspec.Struct, frozen=True):
-    """The head of an auction: every eligible campaign at the top bid, and the next bid below it.
-
-    ``second_cpm_units`` is the second-highest eligible bid: equal to ``top_cpm_units`` when several
-    campaigns tie at the top, ``None`` when the winner is the only bidder (at or above the reserve).
-    """
-
-    winners: tuple[Campaign, ...]
-    top_cpm_units: int
-    second_cpm_units: int | None
 
 
 class _MaskVocab:

@@ -19,10 +19,10 @@ from adplatform.config import Config
 from adplatform.params import ANONYMOUS_USER_ID
 from adplatform.sample import RequestSample, sample_encoder, user_digest
 from adserver.sync.shipper import BatchShipper
-from index.auction import AuctionResult
 from index.explain import LossReason, auction_losses
 from index.index import TargetingIndex
 from index.money import cpm_units_to_decimal, micros_to_decimal
+from index.results import AuctionResult
 from index.targeting import AdRequest
 
 #: Samples per record batch (a sample is ~0.3–3 KiB with its losses).

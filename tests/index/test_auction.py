@@ -3,9 +3,10 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from index.auction import AuctionResult, run_auction, scaled_charge, second_price
+from index.auction import run_auction, scaled_charge, second_price
 from index.index import TargetingIndex
 from index.money import cpm_units
+from index.results import AuctionResult
 from tests.index.index_factory import NOW_S, campaign, request
 
 

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from index.campaign import INACTIVE
-from index.index import TargetingIndex, TopBids
+from index.index import TargetingIndex
+from index.results import TopBids
 from tests.index.index_factory import NOW_S, campaign, request
 
 
