@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ADP := $(BIN)/adplatform
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup stack-up stack-down stack-status demo demo-live demo-down test test-cluster test-unit lint format bench bench-http loadtest chaos clean
+.PHONY: setup native native-clean stack-up stack-down stack-status demo demo-live demo-down test test-cluster test-unit lint format bench bench-http loadtest chaos clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,9 +14,23 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev,archive,loadtest,granian]'
 	@touch $(STAMP)
 
-## setup: virtualenv with pinned deps, system services installed, Kafka/Spark jars fetched
-setup: $(STAMP)
+# The compiled hot path (adplatform/native.py): rebuilt when any source it is built from changes.
+NATIVE := build/native.json
+NATIVE_SRC := $(shell find adplatform adserver budget index -name '*.py' 2>/dev/null)
+
+$(NATIVE): $(STAMP) $(NATIVE_SRC)
+	$(ADP) native build
+
+## setup: virtualenv with pinned deps, the hot path compiled, system services installed, Kafka/Spark jars fetched
+setup: $(STAMP) $(NATIVE)
 	$(ADP) stack fetch
+
+## native: compile the serving hot path with mypyc (done by setup; nothing to do when current)
+native: $(NATIVE)
+
+## native-clean: remove the compiled hot path (everything then runs in pure Python)
+native-clean:
+	@if [ -x $(ADP) ]; then $(ADP) native clean; fi
 
 stack-up: setup
 	$(ADP) stack up
@@ -70,8 +84,8 @@ bench-http: stack-up
 loadtest: stack-up
 	$(BIN)/python -m loadtest.run
 
-clean: stack-down
-	rm -rf .stack $(VENV)
+clean: stack-down native-clean
+	rm -rf .stack $(VENV) build
 
 ## chaos: every fault scenario under load on the real stack, then the table of invariants;
 ## `make chaos TOPOLOGY=cluster`: the cluster stack's scenarios (leader broker, Redis master, Spark worker,

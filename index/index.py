@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
-from typing import Final
+from typing import Any, Final, cast
 
 from index.campaign import ACTIVE, ALL, Campaign
 from index.geo import DEFAULT_GEO, GeoTable
@@ -30,13 +30,24 @@ from index.targeting import AdRequest
 #: position. An exact tuple rather than a NamedTuple: CPython 3.11 unpacks a tuple subclass about 3x
 #: slower (it misses the exact-tuple fast path), which measured +12% on lookup and auction over 100k
 #: campaigns and +50% on a full eligibility walk.
-_Entry = tuple[int, int, int, int, int, int, int, int, str, Campaign]
+#: Stored as a variable-length tuple on purpose: compiled by mypyc (``adplatform.native``), a fixed-length
+#: tuple is kept unboxed and a new copy is boxed into every list it joins, which doubled the index's
+#: memory. The lookup loops read the lists through ``_fixed``: each entry unpacked into native values.
+_Entry = tuple[Any, ...]
+_Fixed = tuple[int, int, int, int, int, int, int, int, str, Campaign]
 #: Named reads of an entry: C-level getters, as fast as an index and usable as sort keys.
 _cpm_units: Final[Callable[[_Entry], int]] = itemgetter(0)
 _flight_end_s: Final[Callable[[_Entry], int]] = itemgetter(2)
 _campaign_id: Final[Callable[[_Entry], str]] = itemgetter(8)
 _campaign: Final[Callable[[_Entry], Campaign]] = itemgetter(9)
 _LocKey = tuple[str | None, str | None, str | None]
+
+
+def _fixed(entries: list[_Entry]) -> list[_Fixed]:
+    """The same list, typed for the lookup loops (no copy)."""
+    return cast("list[_Fixed]", entries)
+
+
 _LocTarget = tuple[str, str, str]
 
 #: Age of a request without one: below every real range, so it matches only "any age" (0–0) campaigns.
@@ -194,7 +205,8 @@ class TargetingIndex:
         """Build the candidate lists of every known city and of a request without a location, so the
         first requests after a bootstrap do not pay for it; returns the number of lists built."""
         before = len(self._lists)
-        locations = [(None, None, None)] + [(c.name, None, None) for c in self._geo.cities]
+        locations: list[tuple[str | None, str | None, str | None]] = [(None, None, None)]
+        locations += [(c.name, None, None) for c in self._geo.cities]
         for city, state, country in locations:
             self._candidates(AdRequest(user_id="", city=city, state=state, country=country))
         return len(self._lists) - before
@@ -206,7 +218,7 @@ class TargetingIndex:
         out: list[Campaign] = []
         dbit, gbit, ibit, age = self._request_bits(request)
         blocked = self.blocked
-        for _cpm, start, end, dm, gm, im, lo, hi, cid, c in self._candidates(request):
+        for _cpm, start, end, dm, gm, im, lo, hi, cid, c in _fixed(self._candidates(request)):
             if (
                 start <= now_s < end
                 and dm & dbit
@@ -223,7 +235,7 @@ class TargetingIndex:
         bid first (ties by campaign id). Lazy: for the loss reasons of sampled requests and for explain,
         never on the serve path."""
         dbit, gbit, ibit, age = self._request_bits(request)
-        for _cpm, start, end, dm, gm, im, lo, hi, _cid, c in self._candidates(request):
+        for _cpm, start, end, dm, gm, im, lo, hi, _cid, c in _fixed(self._candidates(request)):
             if start <= now_s < end and dm & dbit and gm & gbit and im & ibit and lo <= age <= hi:
                 yield c
 
@@ -232,7 +244,7 @@ class TargetingIndex:
         the auction with frequency caps (``index.fcap.ladder``) walks only as far as it needs."""
         dbit, gbit, ibit, age = self._request_bits(request)
         blocked = self.blocked
-        for cpm, start, end, dm, gm, im, lo, hi, cid, c in self._candidates(request):
+        for cpm, start, end, dm, gm, im, lo, hi, cid, c in _fixed(self._candidates(request)):
             if cpm < reserve_cpm_units:
                 return
             if (
@@ -256,7 +268,9 @@ class TargetingIndex:
         blocked = self.blocked
         found: list[Campaign] = []
         open_ = 0
-        for scanned, (cpm, start, end, dm, gm, im, lo, hi, cid, c) in enumerate(self._candidates(request)):
+        for scanned, (cpm, start, end, dm, gm, im, lo, hi, cid, c) in enumerate(
+            _fixed(self._candidates(request))
+        ):
             if open_ >= max_open or scanned >= max_scanned:
                 return found, cpm
             if start <= now_s < end and dm & dbit and gm & gbit and im & ibit and lo <= age <= hi:
@@ -273,7 +287,7 @@ class TargetingIndex:
         """
         dbit, gbit, ibit, age = self._request_bits(request)
         blocked = self.blocked
-        entries = iter(self._candidates(request))
+        entries = iter(_fixed(self._candidates(request)))
         for cpm, start, end, dm, gm, im, lo, hi, cid, c in entries:
             if cpm < reserve_cpm_units:
                 return None  # sorted: everything after bids lower still
@@ -361,13 +375,17 @@ class TargetingIndex:
         return found
 
     def _make_entry(self, c: Campaign) -> _Entry:
-        lo, hi = (c.target_age_start, c.target_age_end)
+        # Read as objects (``Any``): compiled, an ``int`` read is unboxed, then boxed into a new object for
+        # the tuple (+116 bytes per campaign measured); as objects the entry shares the campaign's ints.
+        v: Any = c
+        lo: Any = v.target_age_start
+        hi: Any = v.target_age_end
         if lo == 0 and hi == 0:
             lo, hi = _ANY_AGE
         return (
-            c.cpm_units,
-            c.flight_start_s,
-            c.flight_end_s,
+            v.cpm_units,
+            v.flight_start_s,
+            v.flight_end_s,
             self._device.campaign_mask(c.target_device),
             self._gender.campaign_mask(c.target_gender),
             self._income.campaign_mask(c.target_income_bucket),
@@ -400,7 +418,7 @@ class TargetingIndex:
             if _loc_accepts(target, key):
                 i = bisect.bisect_left(entries, _order(entry), key=_order)
                 # The order is total (campaign id breaks ties), so the entry sits exactly at i.
-                assert entries[i] is entry
+                assert entries[i] == entry
                 del entries[i]
         gone: list[tuple[int, str]] = []
         for pos, (value, counts) in enumerate(zip(target, self._loc_counts, strict=True)):

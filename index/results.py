@@ -1,4 +1,8 @@
-"""What an auction returns: the head of the bids and the settled result, as msgspec Structs."""
+"""What an auction returns: the head of the bids and the settled result.
+
+In a module of their own because they are msgspec Structs, which mypyc cannot compile: the modules
+that build them (``index.index``, ``index.auction``) are compiled (``adplatform.native``), this one is not.
+"""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from adplatform.cli import (
     dlq_api,
     ingest,
     load,
+    native,
     reset,
     run,
     serve,
@@ -38,7 +39,7 @@ def main() -> None:
     """
 
 
-for _module in (stack, ingest, serve, budget, load, archive, warehouse, reset, run, admin, campaign):
+for _module in (stack, ingest, serve, budget, load, archive, warehouse, reset, run, admin, campaign, native):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 for _command in dlq_api.SUBCOMMANDS:

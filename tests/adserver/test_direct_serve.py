@@ -22,7 +22,6 @@ from adserver.app import create_app
 from adserver.http.direct import MAX_DEFERRED, DirectServe, target
 from adserver.http.protocol import GuardedHttpToolsProtocol
 from adserver.lifespan import build_state
-from adserver.serve import Reply
 from adserver.state import ServerState, StateRef
 from index.fcap import FrequencyCap
 from tests.adserver.serving import Recorder, guarded_uvicorn
@@ -276,25 +275,28 @@ async def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(app: St
 async def test_a_real_server_answers_directly_over_keep_alive(
     app: Starlette, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    encoded: list[int] = []
-    encode = DirectServe.encode
+    answered: list[str] = []
+    answer = GuardedHttpToolsProtocol._answer
 
-    def spy(self: DirectServe, reply: Reply, *args: Any) -> bytes:
-        encoded.append(reply.status)
-        return encode(self, reply, *args)
+    def spy(self: GuardedHttpToolsProtocol, user_id: str, *args: Any) -> None:
+        answered.append(user_id)
+        answer(self, user_id, *args)
 
-    monkeypatch.setattr(DirectServe, "encode", spy)
+    monkeypatch.setattr(GuardedHttpToolsProtocol, "_answer", spy)
+    statuses: list[bytes] = []
     async with guarded_uvicorn(app, access_log=False) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         for query in ("device_type=iPhone", "age=x"):
             writer.write(get(query))
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            statuses.append(head.split(b"\r\n", 1)[0])
             length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
             await asyncio.wait_for(reader.readexactly(length), 5)
         writer.write(get("device_type=iPhone", extra=CLOSE))
         last = await asyncio.wait_for(reader.read(), 5)  # the server closes after it
         writer.close()
-    assert encoded == [200, 422, 200]
+    assert answered == ["u1", "u1", "u1"]  # all three by the direct path
+    assert statuses == [b"HTTP/1.1 200 OK", b"HTTP/1.1 422 Unprocessable Entity"]
     assert last.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\nconnection: close\r\n" in last
 
 
@@ -302,15 +304,15 @@ async def test_after_a_failing_request_the_head_match_answers_nothing_more(
     app: Starlette, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 500 closes the connection: the requests read behind it are not answered."""
-    direct_serve: DirectServe = app.state.direct_serve
-    begin = direct_serve.serve.begin
+    parser = state_of(app).parser  # the endpoint's first step (the endpoint itself is compiled: no patching)
+    build = parser.build
 
-    def failing(user_id: str, query: bytes) -> Any:
+    def failing(user_id: str, query: bytes, profiles: Any) -> Any:
         if user_id == "boom":
             raise RuntimeError("a bug")
-        return begin(user_id, query)
+        return build(user_id, query, profiles)
 
-    monkeypatch.setattr(direct_serve.serve, "begin", failing)
+    monkeypatch.setattr(parser, "build", failing)
     data = get("device_type=iPhone") + get("device_type=iPhone", user="boom") + get("device_type=iPhone")
     writes, closed = await exchange(app, data, direct=True)
     assert [w.split(b"\r\n", 1)[0] for w in writes] == [
