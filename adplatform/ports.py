@@ -1,5 +1,6 @@
 """Who listens on a TCP port on loopback, for the one-line errors of commands that need one free (``stack
-up`` for the stack's services, ``adplatform run`` and the demo for the ad server and the admin service).
+up`` for the stack's services, ``adplatform run`` and the demo for the ad server and the admin service);
+and free ports for what needs one of its own (the chaos scenarios' ad servers, the tests).
 
 A port held by another process made the service that wanted it fail to bind while its starter waited for
 it (``stack up`` said "Redis did not answer within 120s" two minutes after Redis had exited with "Address
@@ -53,3 +54,20 @@ def listener(port: int) -> str | None:
     except OSError:
         return None
     return _owner(_listening_inodes(port)) or "a process /proc does not show"
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports nothing listens on now (the kernel's picks, each held until all
+    are picked)."""
+    with contextlib.ExitStack() as held:
+        ports: list[int] = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    return ports
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the kernel's pick)."""
+    return free_ports(1)[0]

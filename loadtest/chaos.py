@@ -44,6 +44,7 @@ from aiokafka.errors import KafkaError
 from adplatform.cli.common import script_main
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, read_to_end, wait_for_topics
+from adplatform.ports import free_port
 from adplatform.redis_client import open_redis
 from adplatform.sandbox import Sandbox, close_sandbox, new_suffix, open_sandbox, wipe_claimed
 from adplatform.wire import feedback_decoder
@@ -59,7 +60,6 @@ from loadtest.simulator import SimSummary, Simulator, load_users
 from loadtest.supervisor import Supervisor
 from loadtest.workers import wait_workers_ready
 
-PORT = 8011
 WORKERS = 2
 #: The shortest window the "during the fault" columns cover (a kill is over at once; its effects are not).
 MIN_FAULT_WINDOW_S = 5.0
@@ -138,8 +138,8 @@ class Rig:
         self.sup = Supervisor(base.stack_dir, env=self.env, tag="chaos")
         self.faults: list[str] = []
         self.proxies: dict[str, FaultProxy] = {}
-        #: The ad-server instances: name → port.
-        self.hosts: dict[str, int] = {"adserver": PORT}
+        #: The ad-server instances: name → port (a free one each: another process may hold any fixed port).
+        self.hosts: dict[str, int] = {"adserver": free_port()}
         #: When the fault began and ended (monotonic seconds).
         self.fault_window = (0.0, 0.0)
         #: What the fault saw (how long a promotion took...), for the result's notes.

@@ -46,6 +46,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from adplatform import names
 from adplatform.cli.common import script_main
 from adplatform.config import Config, load_config
+from adplatform.ports import free_ports
 from adplatform.redis_client import open_redis
 from adplatform.sandbox import new_suffix, open_sandbox
 from archive.layout import ArchiveLayout
@@ -56,7 +57,7 @@ from loadtest.chaos import FULL, Result, Rig, Timing, run_rig
 #: This module, as the child process of ``run_scenario`` runs it (``__name__`` is ``__main__`` there).
 MODULE = "loadtest.chaos_cluster"
 #: The two ad-server instances, as two hosts would be.
-HOST_PORTS = {"host-a": 8021, "host-b": 8022}
+HOSTS = ("host-a", "host-b")
 
 
 class ClusterRig(Rig):
@@ -65,7 +66,7 @@ class ClusterRig(Rig):
 
     def __init__(self, base: Config, env: dict[str, str], name: str, timing: Timing) -> None:
         super().__init__(base, env, name, timing, streaming_archive=True)
-        self.hosts = dict(HOST_PORTS)
+        self.hosts = dict(zip(HOSTS, free_ports(len(HOSTS)), strict=True))
 
     @classmethod
     async def open_cluster(cls, base: Config, name: str, timing: Timing) -> ClusterRig:

@@ -7,13 +7,9 @@ import contextlib
 import socket
 from collections.abc import Iterator
 
+from adplatform.ports import free_port
 
-def free_port() -> int:
-    """A loopback port nothing listens on now (the kernel's pick)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+__all__ = ["free_port", "held_port"]
 
 
 @contextlib.contextmanager

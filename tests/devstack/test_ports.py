@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from adplatform.ports import listener
+from adplatform.ports import free_ports, listener
 from devstack.paths import StackError
 from devstack.ports import ensure_free
 from tests import ports
@@ -39,3 +40,15 @@ def test_a_free_port_is_free() -> None:
     port = ports.free_port()
     assert listener(port) is None
     ensure_free(port, "Redis")
+
+
+def test_free_ports_are_distinct_and_free_to_listen_on() -> None:
+    """What the chaos scenarios' ad servers take (any fixed port may be another process's)."""
+    picked = free_ports(4)
+    assert len(set(picked)) == 4
+    for port in picked:
+        assert listener(port) is None
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+            assert listener(port) is not None
