@@ -47,7 +47,8 @@ MODULES: Final = (
 )
 #: Packages whose sources the build's digest covers.
 SOURCE_PACKAGES: Final = ("adplatform", "adserver", "budget", "index")
-#: The shared library of the group (``<GROUP>__mypyc``), at ``ROOT``.
+#: The group's shared library, ``adplatform/native_group__mypyc<EXT_SUFFIX>`` (mypyc then reports every
+#: compiled module's ``__file__`` under ``adplatform/``; ``loaded`` reads only its suffix).
 GROUP: Final = "adplatform.native_group"
 #: The build's record: the digest it was built from.
 MANIFEST: Final = ROOT / "build" / "native.json"
