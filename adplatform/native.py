@@ -50,21 +50,22 @@ SOURCE_PACKAGES: Final = ("adplatform", "adserver", "budget", "index")
 #: The group's shared library, ``adplatform/native_group__mypyc<EXT_SUFFIX>`` (mypyc then reports every
 #: compiled module's ``__file__`` under ``adplatform/``; ``loaded`` reads only its suffix).
 GROUP: Final = "adplatform.native_group"
-#: The build's record: the digest it was built from.
-MANIFEST: Final = ROOT / "build" / "native.json"
-#: The compiler's output of the last build.
-LOG: Final = ROOT / "build" / "native.log"
+#: The build's record, relative to the root: the digest it was built from.
+MANIFEST: Final = Path("build/native.json")
+#: The compiler's output of the last build, relative to the root.
+LOG: Final = Path("build/native.log")
 EXT_SUFFIX: Final = str(sysconfig.get_config_var("EXT_SUFFIX"))
 
 
-def _module_name(rel: str) -> str:
-    return rel.removesuffix(".py").replace("/", ".")
+def module_names() -> list[str]:
+    """The compiled modules' import names."""
+    return [rel.removesuffix(".py").replace("/", ".") for rel in MODULES]
 
 
 def libraries(root: Path = ROOT) -> list[Path]:
     """The build's shared libraries that exist now: one per module and the group's."""
-    paths = [root / rel.removesuffix(".py") for rel in MODULES] + [root / f"{GROUP.replace('.', '/')}__mypyc"]
-    return [p.with_name(p.name + EXT_SUFFIX) for p in paths if p.with_name(p.name + EXT_SUFFIX).exists()]
+    stems = [rel.removesuffix(".py") for rel in MODULES] + [f"{GROUP.replace('.', '/')}__mypyc"]
+    return [path for path in (root / f"{stem}{EXT_SUFFIX}" for stem in stems) if path.exists()]
 
 
 def digest(root: Path = ROOT) -> str:
@@ -81,7 +82,7 @@ def digest(root: Path = ROOT) -> str:
 
 def _recorded(root: Path) -> str | None:
     try:
-        recorded = json.loads((root / MANIFEST.relative_to(ROOT)).read_text())["digest"]
+        recorded = json.loads((root / MANIFEST).read_text())["digest"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return recorded if isinstance(recorded, str) else None
@@ -100,8 +101,9 @@ def state(root: Path = ROOT) -> str:
 
 def loaded() -> list[str]:
     """Compiled modules this process has imported (from their shared libraries)."""
-    names = [_module_name(rel) for rel in MODULES]
-    return [n for n in names if str(getattr(sys.modules.get(n), "__file__", "")).endswith(EXT_SUFFIX)]
+    return [
+        n for n in module_names() if str(getattr(sys.modules.get(n), "__file__", "")).endswith(EXT_SUFFIX)
+    ]
 
 
 def remove(root: Path = ROOT) -> int:
@@ -109,7 +111,7 @@ def remove(root: Path = ROOT) -> int:
     found = libraries(root)
     for path in found:
         path.unlink(missing_ok=True)
-    (root / MANIFEST.relative_to(ROOT)).unlink(missing_ok=True)
+    (root / MANIFEST).unlink(missing_ok=True)
     return len(found)
 
 
@@ -141,7 +143,7 @@ def build(root: Path = ROOT) -> int:
     if shutil.which(str(sysconfig.get_config_var("CC") or "cc").split()[0]) is None:
         print("native: no C compiler found: running pure Python (install gcc, then `make native`)")
         return 0
-    log = root / LOG.relative_to(ROOT)
+    log = root / LOG
     log.parent.mkdir(parents=True, exist_ok=True)
     code = (
         "from setuptools import setup\n"
@@ -156,7 +158,6 @@ def build(root: Path = ROOT) -> int:
         remove(root)
         print(f"native: mypyc build failed (exit {done.returncode}); see {log}", file=sys.stderr)
         return 1
-    manifest = root / MANIFEST.relative_to(ROOT)
-    manifest.write_text(json.dumps({"digest": digest(root), "modules": list(MODULES)}) + "\n")
+    (root / MANIFEST).write_text(json.dumps({"digest": digest(root), "modules": list(MODULES)}) + "\n")
     print(f"native: compiled {len(MODULES)} modules with mypyc")
     return 0

@@ -41,13 +41,6 @@ _flight_end_s: Final[Callable[[_Entry], int]] = itemgetter(2)
 _campaign_id: Final[Callable[[_Entry], str]] = itemgetter(8)
 _campaign: Final[Callable[[_Entry], Campaign]] = itemgetter(9)
 _LocKey = tuple[str | None, str | None, str | None]
-
-
-def _fixed(entries: list[_Entry]) -> list[_Fixed]:
-    """The same list, typed for the lookup loops (no copy)."""
-    return cast("list[_Fixed]", entries)
-
-
 _LocTarget = tuple[str, str, str]
 
 #: Age of a request without one: below every real range, so it matches only "any age" (0–0) campaigns.
@@ -60,6 +53,11 @@ _BULK_BATCH: Final = 1_000
 _UNKNOWN_BIT: Final = 1
 #: Request locations (as the request spells them) whose candidate-list key is remembered, at most.
 _MAX_LOC_KEYS: Final = 65_536
+
+
+def _fixed(entries: list[_Entry]) -> list[_Fixed]:
+    """The same list, typed for the lookup loops (no copy)."""
+    return cast("list[_Fixed]", entries)
 
 
 def _order(entry: _Entry) -> tuple[int, str]:

@@ -14,8 +14,6 @@ import pytest
 
 from adplatform import native
 
-_SUFFIX = native.EXT_SUFFIX
-
 
 def _fake_tree(root: Path) -> None:
     """A repository's sources and a complete build of them (the libraries are placeholders: these tests
@@ -27,9 +25,9 @@ def _fake_tree(root: Path) -> None:
         source = root / rel
         source.parent.mkdir(parents=True, exist_ok=True)
         source.write_text(f"X = {rel!r}\n")
-        source.with_name(source.stem + _SUFFIX).write_bytes(b"")
-    (root / (native.GROUP.replace(".", "/") + "__mypyc" + _SUFFIX)).write_bytes(b"")
-    manifest = root / native.MANIFEST.relative_to(native.ROOT)
+        source.with_name(source.stem + native.EXT_SUFFIX).write_bytes(b"")
+    (root / (native.GROUP.replace(".", "/") + "__mypyc" + native.EXT_SUFFIX)).write_bytes(b"")
+    manifest = root / native.MANIFEST
     manifest.parent.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps({"digest": native.digest(root)}))
 
@@ -56,7 +54,7 @@ def test_a_stale_build_is_removed_before_anything_runs_it(tmp_path: Path, change
     elif change == "missing library":
         native.libraries(tmp_path)[0].unlink()
     else:
-        (tmp_path / native.MANIFEST.relative_to(native.ROOT)).unlink()
+        (tmp_path / native.MANIFEST).unlink()
     assert native.state(tmp_path) == "stale"
     said = native.ensure_current(tmp_path)
     assert said is not None and "running pure Python until `make native`" in said
@@ -76,11 +74,9 @@ def test_this_run_uses_the_compiled_modules_when_built() -> None:
     """`make test` builds them first (`make native`): the suite then runs what serving runs."""
     if native.state() != "compiled":
         pytest.skip(f"no current build here ({native.state()}): run `make native`")
-    for name in (rel.removesuffix(".py").replace("/", ".") for rel in native.MODULES):
+    for name in native.module_names():
         __import__(name)
-    assert sorted(native.loaded()) == sorted(
-        rel.removesuffix(".py").replace("/", ".") for rel in native.MODULES
-    )
+    assert sorted(native.loaded()) == sorted(native.module_names())
 
 
 _SAME_ANSWERS = """
@@ -125,7 +121,7 @@ def test_compiled_and_pure_modules_give_the_same_answers(tmp_path: Path) -> None
             native.ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("*.so", "results")
         )
     compiled, pure = _answers(native.ROOT), _answers(tmp_path)
-    assert str(compiled["file"]).endswith(_SUFFIX)
+    assert str(compiled["file"]).endswith(native.EXT_SUFFIX)
     assert str(pure["file"]) == str(tmp_path / "index" / "index.py")
     assert compiled["answers"] == pure["answers"]
     answers = compiled["answers"]
