@@ -49,7 +49,7 @@ from adplatform.kafka import delete_topics
 from adserver.token import RequestToken, TokenSigner
 from bench.cpu_share import measure_cpu
 from bench.http_stack import delete_campaign_keys, free_port, save_results, seed, server_process
-from bench.wrk import _DONE, WrkResult, make_paths, run_wrk, write_script
+from bench.wrk import _DONE, WrkResult, add_client_policy, make_paths, run_wrk, write_script
 from ingest.csvfile import format_flight
 from ingest.generator import write_campaigns_csv
 from ingest.instruction import COLUMNS
@@ -163,6 +163,7 @@ def main(argv: list[str]) -> int:
         "--baseline-tree", type=Path, default=None,
         help="another checkout whose feedback server runs beside this tree's in every round",
     )  # fmt: skip
+    add_client_policy(parser)
     args = parser.parse_args(argv)
     servers: list[str] = args.server or ["uvicorn"]
     trees: list[tuple[str, Path | None]] = [("", None)]
@@ -176,7 +177,12 @@ def main(argv: list[str]) -> int:
 
     def measure(url: str, script: Path) -> WrkResult:
         return run_wrk(
-            url, script, duration_s=args.duration, connections=args.connections, threads=args.threads
+            url,
+            script,
+            duration_s=args.duration,
+            connections=args.connections,
+            threads=args.threads,
+            policy=args.client_policy,
         )
 
     def show(r: dict[str, object]) -> None:
@@ -202,7 +208,14 @@ def main(argv: list[str]) -> int:
                 with server_process("bench.minimal_app:app", "uvicorn", port, workers=args.workers, env={},
                                     ready_path="/ad/user/warmup/serve"):  # fmt: skip
                     url = f"http://127.0.0.1:{port}"
-                    run_wrk(url, get_script, duration_s=2, connections=args.connections, threads=args.threads)
+                    run_wrk(
+                        url,
+                        get_script,
+                        duration_s=2,
+                        connections=args.connections,
+                        threads=args.threads,
+                        policy=args.client_policy,
+                    )
                     minimal = measure(url, get_script)
                     minimal_post = measure(url, post_script)
                 rows.append(row(f"minimal starlette (GET){tag}", minimal, None))

@@ -39,7 +39,7 @@ from adserver.http.server import Server
 from adserver.http.server import run as run_server
 from bench.http_stack import free_port, save_results, seed, server_process, write_corpus
 from bench.nginx import nginx_installed, nginx_process, typical_body
-from bench.wrk import WrkResult, make_paths, run_wrk, write_script
+from bench.wrk import WrkResult, add_client_policy, make_paths, run_wrk, write_script
 
 MINIMAL = "bench.minimal_app:app"
 ADSERVER = "adserver.app:app"
@@ -96,10 +96,22 @@ def measure(case: Case, server: str, script: Path, args: argparse.Namespace) -> 
         )
     with started as proc:
         url = f"http://127.0.0.1:{port}"
-        run_wrk(url, script, duration_s=args.warmup, connections=args.connections, threads=args.threads)
+        run_wrk(
+            url,
+            script,
+            duration_s=args.warmup,
+            connections=args.connections,
+            threads=args.threads,
+            policy=args.client_policy,
+        )
         before = _cpu_s(proc.pid)
         result = run_wrk(
-            url, script, duration_s=args.duration, connections=args.connections, threads=args.threads
+            url,
+            script,
+            duration_s=args.duration,
+            connections=args.connections,
+            threads=args.threads,
+            policy=args.client_policy,
         )
         cpu_us = (_cpu_s(proc.pid) - before) / max(result.requests, 1) * 1e6
     return Measured(result, cpu_us, os.getloadavg()[0])
@@ -237,6 +249,7 @@ def main(argv: list[str]) -> int:
         "--rsgi", choices=("auto", "yes", "no"), default="auto",
         help="the bare granian RSGI reference (auto: when granian is installed)",
     )  # fmt: skip
+    add_client_policy(parser)
     args = parser.parse_args(argv)
     servers = ["uvicorn"] + (["granian"] if importlib.util.find_spec("granian") else [])
     if args.servers != "auto":

@@ -7,11 +7,12 @@ its summary as one JSON line, so nothing depends on wrk's human-readable output.
 
 from __future__ import annotations
 
+import argparse
 import random
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 from urllib.parse import urlencode
 
 import msgspec
@@ -88,12 +89,50 @@ def write_script(path: Path, paths: list[str]) -> Path:
     return path
 
 
-def run_wrk(url: str, script: Path, *, duration_s: int, connections: int = 64, threads: int = 2) -> WrkResult:
-    """One bounded wrk run (``duration_s`` plus a timeout margin) against ``url``."""
+#: How the load generator is scheduled (``--client-policy``). ``other``: as any process (the issue 18
+#: figures). ``batch``: ``SCHED_BATCH`` (``chrt --batch 0``), a client that still gets its fair share of
+#: the CPU but whose wake-ups never preempt the server: on 2 cores, a co-located wrk woken by each answer
+#: preempted each ad-server worker ~14,500 times a second (one request per time slice); a client on
+#: another machine never does. Every case of a run, references included, gets the same policy.
+ClientPolicy = Literal["other", "batch"]
+CLIENT_POLICIES: Final[tuple[ClientPolicy, ...]] = ("other", "batch")
+
+
+def client_prefix(policy: ClientPolicy) -> list[str]:
+    """The command prefix that runs a load generator under ``policy`` (empty for ``other``)."""
+    if policy == "other":
+        return []
+    chrt = shutil.which("chrt")
+    if chrt is None:
+        raise RuntimeError("chrt not found (util-linux): needed for --client-policy batch")
+    return [chrt, "--batch", "0"]
+
+
+def add_client_policy(parser: argparse.ArgumentParser) -> None:
+    """``--client-policy`` (``ClientPolicy``) on a bench's command line."""
+    parser.add_argument(
+        "--client-policy", choices=CLIENT_POLICIES, default="other",
+        help="how wrk is scheduled: other (as any process, the default) or batch (SCHED_BATCH: its "
+        "wake-ups do not preempt the server, as a client on another machine; every case alike)",
+    )  # fmt: skip
+
+
+def run_wrk(
+    url: str,
+    script: Path,
+    *,
+    duration_s: int,
+    connections: int = 64,
+    threads: int = 2,
+    policy: ClientPolicy = "other",
+) -> WrkResult:
+    """One bounded wrk run (``duration_s`` plus a timeout margin) against ``url``, scheduled as ``policy``
+    says."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise RuntimeError("wrk not found: apt-get install wrk")
-    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency", "-s", str(script), url]
+    cmd = [*client_prefix(policy), wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency"]
+    cmd += ["-s", str(script), url]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 30, check=True).stdout
     for line in out.splitlines():
         if line.startswith(_MARKER):
