@@ -4,9 +4,12 @@
 place: each gets a ``.so`` beside its ``.py``, which Python imports instead of the source, and the
 modules of the group call each other natively. The source is the same; mypyc turns its annotations (mypy
 strict) into C types and checks them at run time. Measured on the serve bench: 1.08-1.20x the requests/s at
-0.80-0.90x the server's CPU per request, p99 no longer (BENCHMARKS.md, issue 18).
+0.80-0.90x the server's CPU per request, p99 no longer; the request parser and the token another ~1.05x
+(BENCHMARKS.md, issue 18). A compiled class cannot be patched or subclassed by interpreted code (tests patch
+what they must around it).
 
-msgspec Structs stay in modules that are not compiled (``index.results``, ``index.campaign``...):
+msgspec Structs stay in modules that are not compiled (``index.results``, ``adplatform.parsed``,
+``adserver.request_token``...):
 mypyc drops their class options (``frozen``, ``array_like``...).
 
 Stale is never silent. The build records a digest of every source of ``SOURCE_PACKAGES`` (compiled code
@@ -34,6 +37,7 @@ ROOT: Final = Path(__file__).resolve().parents[1]
 #: Compiled modules, relative to ``ROOT``: what a served ad runs through, and nothing that defines a
 #: msgspec Struct.
 MODULES: Final = (
+    "adplatform/params.py",
     "index/auction.py",
     "index/delivery.py",
     "index/geo.py",
@@ -44,6 +48,7 @@ MODULES: Final = (
     "adserver/fcap.py",
     "adserver/http/direct.py",
     "adserver/serve.py",
+    "adserver/token.py",
 )
 #: Packages whose sources the build's digest covers.
 SOURCE_PACKAGES: Final = ("adplatform", "adserver", "budget", "index")

@@ -10,11 +10,11 @@ from adplatform.params import (
     MAX_QUERY_BYTES,
     MAX_USER_ID_CHARS,
     ParamError,
-    Parsed,
     RequestParser,
     check_user_id,
     parse_query,
 )
+from adplatform.parsed import Parsed
 
 __all__ = [
     "ANONYMOUS_USER_ID",

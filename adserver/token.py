@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from adplatform.config import TokenKey
 from adserver.error import AdServerError
+from adserver.request_token import RequestToken
 
 MAX_TOKEN_CHARS = 512
 #: Bytes of the random AEAD nonce at the front of the sealed part (AES-GCM-SIV's 96-bit nonce).
@@ -43,32 +44,11 @@ NONCE_BATCH = 256
 _AAD_PREFIX = "adp-rt2:"
 _HKDF_INFO = b"adplatform request_id aes-gcm-siv v2 kid="
 
+__all__ = ["RequestToken", "TokenError", "TokenSigner", "aead_key", "digest"]
+
 
 class TokenError(AdServerError, ValueError):
     """A request_id that is malformed, forged, tampered with, sealed by an unknown key, or expired."""
-
-
-class RequestToken(msgspec.Struct, frozen=True, array_like=True, kw_only=True):
-    """What feedback needs to charge a served ad: the campaign, the auction's prices, the user, the time.
-
-    Keyword-only, because four of its fields are adjacent ints a positional call could swap silently.
-    ``array_like`` keeps the payload short: the wire order is the field order below, so reordering the
-    fields would change what every token in flight means.
-    """
-
-    nonce: str
-    campaign_id: str
-    campaign_version: int
-    issued_ms: int
-    user_id: str
-    clearing_cpm_units: int
-    #: What a click and an acquisition cost (second price, rounded down to the micro).
-    auction_cpc_micros: int
-    auction_cpa_micros: int
-    user_age: int | None = None
-    user_gender: str | None = None
-    user_device_type: str | None = None
-    user_city: str | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()

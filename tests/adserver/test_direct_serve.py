@@ -304,15 +304,17 @@ async def test_after_a_failing_request_the_head_match_answers_nothing_more(
     app: Starlette, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 500 closes the connection: the requests read behind it are not answered."""
-    parser = state_of(app).parser  # the endpoint's first step (the endpoint itself is compiled: no patching)
-    build = parser.build
+    # The profile lookup of the endpoint's first step (the endpoint and the parser are compiled, so
+    # neither can be patched; the profile table is not).
+    profiles = state_of(app).profiles
+    lookup = profiles.get
 
-    def failing(user_id: str, query: bytes, profiles: Any) -> Any:
+    def failing(user_id: str) -> Any:
         if user_id == "boom":
             raise RuntimeError("a bug")
-        return build(user_id, query, profiles)
+        return lookup(user_id)
 
-    monkeypatch.setattr(parser, "build", failing)
+    monkeypatch.setattr(profiles, "get", failing)
     data = get("device_type=iPhone") + get("device_type=iPhone", user="boom") + get("device_type=iPhone")
     writes, closed = await exchange(app, data, direct=True)
     assert [w.split(b"\r\n", 1)[0] for w in writes] == [
