@@ -24,6 +24,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -155,6 +156,22 @@ def _row(
     }
 
 
+def add_round_ratios(
+    rows: list[dict[str, Any]], nginx_rounds: list[float], by_round: dict[tuple[str, str], list[float]]
+) -> None:
+    """Each server row's rate over nginx's in the same round, and their median: nginx's own rate moves
+    by up to 1.5x between the rounds of one run on this machine, so its best round alone is a jumpy
+    reference for the table's ``nginx`` column."""
+    for row in rows:
+        if row["case"] == NGINX_CASE:
+            continue
+        rates = by_round.get((row["case"], row["server"]), [])
+        ratios = [round(rate / ref, 3) for rate, ref in zip(rates, nginx_rounds, strict=False) if ref]
+        if ratios:
+            row["nginx_ratio_by_round"] = ratios
+            row["nginx_ratio_median"] = round(statistics.median(ratios), 3)
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     columns = (
         ("req/s", 8), ("p50 ms", 7), ("p99 ms", 7), ("fill", 5), ("ratio", 6), ("nginx", 6), ("rsgi", 6),
@@ -281,6 +298,8 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
         [(RSGI_CASE, RSGI, "granian")] if use_rsgi else []
     )
     best: dict[tuple[str, str], Measured] = {}
+    #: Every round's rate per (case, server), in round order: the same-round ratios to nginx.
+    by_round: dict[tuple[str, str], list[float]] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             script = write_script(Path(tmp) / "serve.lua", make_paths(2_000))
@@ -307,6 +326,7 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
                     m = measure(Case(ref_case, ref_app, {}), ref_server, script, args)
                     print(round_line(round_no, ref_server, ref_case, m), flush=True)
                     key = (ref_case, ref_server)
+                    by_round.setdefault(key, []).append(m.result.rps)
                     if key not in best or m.result.rps > best[key].result.rps:
                         best[key] = m
                 for server in servers:
@@ -314,6 +334,7 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
                         m = measure(case, server, script, args)
                         print(round_line(round_no, server, case.name, m), flush=True)
                         key = (case.name, server)
+                        by_round.setdefault(key, []).append(m.result.rps)
                         if key not in best or m.result.rps > best[key].result.rps:
                             best[key] = m
     finally:
@@ -348,7 +369,16 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
             if row["case"] == cases[3].name:
                 reference = next(r for r in rows if r["case"] == uncapped and r["server"] == row["server"])
                 row["ratio_to_uncapped"] = round(row["requests_per_s"] / reference["requests_per_s"], 3)
+    if nginx is not None:
+        add_round_ratios(rows, by_round[(NGINX_CASE, NGINX)], by_round)
     print_table(rows)
+    for row in rows:
+        if row.get("nginx_ratio_by_round"):
+            rounds = " / ".join(f"{x:.3f}" for x in row["nginx_ratio_by_round"])
+            print(
+                f"{row['server']}: {row['case']} / nginx of the same round: {rounds} "
+                f"(median {row['nginx_ratio_median']:.3f})"
+            )
     for row in rows:
         if "ratio_to_baseline" in row:
             twin = next(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.http import Measured, round_line
+from bench.http import NGINX, NGINX_CASE, Measured, add_round_ratios, round_line
 from bench.wrk import WrkResult
 
 
@@ -13,3 +13,20 @@ def test_a_round_line_carries_its_rate_p99_and_load() -> None:
     line = round_line(2, "uvicorn", "serve seed", Measured(result, 33.4, 2.46))
     assert line.startswith("round 2 uvicorn  serve seed ")
     assert line.endswith("38,034 req/s p99   8.02 ms (load 2.5)")
+
+
+def test_each_row_gets_its_ratio_to_nginx_of_the_same_round_and_their_median() -> None:
+    rows: list[dict[str, object]] = [
+        {"case": NGINX_CASE, "server": NGINX},
+        {"case": "serve seed", "server": "uvicorn"},
+        {"case": "minimal starlette", "server": "uvicorn"},
+    ]
+    by_round = {
+        (NGINX_CASE, NGINX): [200_000.0, 160_000.0, 250_000.0],
+        ("serve seed", "uvicorn"): [60_000.0, 56_000.0, 62_500.0],
+    }
+    add_round_ratios(rows, by_round[(NGINX_CASE, NGINX)], by_round)
+    assert "nginx_ratio_by_round" not in rows[0]  # nginx over itself says nothing
+    assert rows[1]["nginx_ratio_by_round"] == [0.3, 0.35, 0.25]
+    assert rows[1]["nginx_ratio_median"] == 0.3  # where the best rounds alone give 62,500 / 250,000 = 0.25
+    assert "nginx_ratio_by_round" not in rows[2]  # not measured in these rounds
