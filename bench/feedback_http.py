@@ -49,7 +49,7 @@ from adplatform.kafka import delete_topics
 from adserver.token import RequestToken, TokenSigner
 from bench.cpu_share import measure_cpu
 from bench.http_stack import delete_campaign_keys, free_port, save_results, seed, server_process
-from bench.wrk import _DONE, WrkResult, add_client_policy, make_paths, run_wrk, write_script
+from bench.wrk import _DONE, WrkResult, add_client_policy, make_paths, run_wrk_as, write_script
 from ingest.csvfile import format_flight
 from ingest.generator import write_campaigns_csv
 from ingest.instruction import COLUMNS
@@ -176,14 +176,7 @@ def main(argv: list[str]) -> int:
     rows: list[dict[str, object]] = []
 
     def measure(url: str, script: Path) -> WrkResult:
-        return run_wrk(
-            url,
-            script,
-            duration_s=args.duration,
-            connections=args.connections,
-            threads=args.threads,
-            policy=args.client_policy,
-        )
+        return run_wrk_as(args, url, script, duration_s=args.duration)
 
     def show(r: dict[str, object]) -> None:
         versus = f"  vs POST {r['ratio_to_minimal_post']}" if "ratio_to_minimal_post" in r else ""
@@ -208,14 +201,7 @@ def main(argv: list[str]) -> int:
                 with server_process("bench.minimal_app:app", "uvicorn", port, workers=args.workers, env={},
                                     ready_path="/ad/user/warmup/serve"):  # fmt: skip
                     url = f"http://127.0.0.1:{port}"
-                    run_wrk(
-                        url,
-                        get_script,
-                        duration_s=2,
-                        connections=args.connections,
-                        threads=args.threads,
-                        policy=args.client_policy,
-                    )
+                    run_wrk_as(args, url, get_script, duration_s=2)
                     minimal = measure(url, get_script)
                     minimal_post = measure(url, post_script)
                 rows.append(row(f"minimal starlette (GET){tag}", minimal, None))

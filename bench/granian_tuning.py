@@ -35,7 +35,7 @@ from adplatform.sandbox import sandbox_environment
 from bench.http import ADSERVER, MINIMAL, RSGI, RSGI_SERVER, _cpu_s
 from bench.http_stack import free_port, save_results, seed, server_process, write_corpus
 from bench.nginx import nginx_process, typical_body
-from bench.wrk import WrkResult, add_client_policy, make_paths, run_wrk, write_script
+from bench.wrk import WrkResult, add_client_policy, make_paths, run_wrk_as, write_script
 
 #: Named settings tried for the bare RSGI app (over GRANIAN_SETTINGS; granian's defaults otherwise).
 SETTINGS: dict[str, dict[str, object]] = {
@@ -70,23 +70,9 @@ def measure(start: Starter, script: Path, args: argparse.Namespace) -> Round:
     port = free_port()
     with start(port) as proc:
         url = f"http://127.0.0.1:{port}"
-        run_wrk(
-            url,
-            script,
-            duration_s=args.warmup,
-            connections=args.connections,
-            threads=args.threads,
-            policy=args.client_policy,
-        )
+        run_wrk_as(args, url, script, duration_s=args.warmup)
         server_before, wrk_before = _cpu_s(proc.pid), _children_cpu_s()
-        result = run_wrk(
-            url,
-            script,
-            duration_s=args.duration,
-            connections=args.connections,
-            threads=args.threads,
-            policy=args.client_policy,
-        )
+        result = run_wrk_as(args, url, script, duration_s=args.duration)
         # Only wrk is reaped while it runs, so the children's CPU delta is wrk's.
         wrk_s, server_s = _children_cpu_s() - wrk_before, _cpu_s(proc.pid) - server_before
     n = max(result.requests, 1)

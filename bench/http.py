@@ -40,7 +40,7 @@ from adserver.http.server import Server
 from adserver.http.server import run as run_server
 from bench.http_stack import free_port, save_results, seed, server_process, write_corpus
 from bench.nginx import nginx_installed, nginx_process, typical_body
-from bench.wrk import WrkResult, add_client_policy, make_paths, run_wrk, write_script
+from bench.wrk import WrkResult, add_client_policy, make_paths, run_wrk_as, write_script
 
 MINIMAL = "bench.minimal_app:app"
 ADSERVER = "adserver.app:app"
@@ -97,23 +97,9 @@ def measure(case: Case, server: str, script: Path, args: argparse.Namespace) -> 
         )
     with started as proc:
         url = f"http://127.0.0.1:{port}"
-        run_wrk(
-            url,
-            script,
-            duration_s=args.warmup,
-            connections=args.connections,
-            threads=args.threads,
-            policy=args.client_policy,
-        )
+        run_wrk_as(args, url, script, duration_s=args.warmup)
         before = _cpu_s(proc.pid)
-        result = run_wrk(
-            url,
-            script,
-            duration_s=args.duration,
-            connections=args.connections,
-            threads=args.threads,
-            policy=args.client_policy,
-        )
+        result = run_wrk_as(args, url, script, duration_s=args.duration)
         cpu_us = (_cpu_s(proc.pid) - before) / max(result.requests, 1) * 1e6
     return Measured(result, cpu_us, os.getloadavg()[0])
 

@@ -117,6 +117,19 @@ def add_client_policy(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def run_wrk_as(args: argparse.Namespace, url: str, script: Path, *, duration_s: int) -> WrkResult:
+    """``run_wrk`` with a bench's command-line settings: ``--connections``, ``--threads`` and
+    ``--client-policy`` (``add_client_policy``)."""
+    return run_wrk(
+        url,
+        script,
+        duration_s=duration_s,
+        connections=args.connections,
+        threads=args.threads,
+        policy=args.client_policy,
+    )
+
+
 def run_wrk(
     url: str,
     script: Path,
