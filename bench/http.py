@@ -12,7 +12,10 @@ a burst of other load on the machine does not decide a ratio. Prints a table; sa
 References in the same run: the minimal app (``ratio``); when nginx is installed, nginx ``return 200``
 with a body as long as a typical serve answer (``bench.nginx``; ``nginx`` column, its own row); and when
 granian is, a bare granian RSGI app answering the same body (``bench.minimal_rsgi``; ``rsgi`` column, its
-own row): the machine's HTTP ceiling and the most a Python handler gets, one row each per run.
+own row); and a raw uvloop protocol answering it too (``bench.minimal_protocol``, its own row; ``--raw
+no`` skips it): the machine's HTTP ceiling, a bare Python handler behind granian, and what a Python server
+on the event loop pays for its sockets alone. After the table, each row's rate over nginx's in the same
+round and their median.
 ``--baseline-tree DIR`` also serves every ad-server case from another checkout (``git archive <commit> |
 tar -x -C DIR``), interleaved with this one, and prints each case's ratio to its baseline.
 """
@@ -50,6 +53,10 @@ RSGI = "bench.minimal_rsgi:app"
 RSGI_CASE = "bare rsgi fixed json"
 #: ``run-server`` kind of the RSGI reference (granian with the RSGI interface); its rows say ``granian``.
 RSGI_SERVER = "granian-rsgi"
+RAW = "bench.minimal_protocol"
+RAW_CASE = "raw uvloop protocol fixed json"
+#: ``run-server`` kind of the raw protocol reference (``bench.minimal_protocol``); its rows say ``uvloop``.
+RAW_SERVER = "uvloop-raw"
 #: ``run-server`` kind of ``bench.rsgi_serve`` (the ad server under granian RSGI, a prototype).
 RSGI_SERVE_SERVER = "granian-rsgi-serve"
 BASELINE = " (baseline)"
@@ -91,6 +98,8 @@ def measure(case: Case, server: str, script: Path, args: argparse.Namespace) -> 
         started = nginx_process(port, workers=args.workers, body=typical_body())
     elif case.app == RSGI:
         started = server_process(case.app, RSGI_SERVER, port, workers=args.workers, ready_path=ready)
+    elif case.app == RAW:
+        started = server_process(case.app, RAW_SERVER, port, workers=args.workers, ready_path=ready)
     else:
         started = server_process(
             case.app, server, port, workers=args.workers, env=case.env, ready_path=ready, cwd=case.cwd
@@ -178,6 +187,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def run_server_process(argv: list[str]) -> int:
     app, server, port, workers = argv[:4]
     options: dict[str, object] = json.loads(argv[4]) if len(argv) > 4 else {}
+    if server == RAW_SERVER:
+        from bench.minimal_protocol import serve
+
+        return serve(int(port), int(workers))
     if server == RSGI_SERVER:
         from granian import Granian
         from granian.constants import Interfaces
@@ -252,6 +265,10 @@ def main(argv: list[str]) -> int:
         "--rsgi", choices=("auto", "yes", "no"), default="auto",
         help="the bare granian RSGI reference (auto: when granian is installed)",
     )  # fmt: skip
+    parser.add_argument(
+        "--raw", choices=("yes", "no"), default="yes",
+        help="the raw uvloop protocol reference (bench.minimal_protocol): Python's floor on this machine",
+    )  # fmt: skip
     add_client_policy(parser)
     args = parser.parse_args(argv)
     servers = ["uvicorn"] + (["granian"] if importlib.util.find_spec("granian") else [])
@@ -280,8 +297,10 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
         # system's nginx on port 80 under systemd); where it could not, there is none to run.
         print("nginx reference skipped: no nginx (`stack up` fetches it; or --nginx no)", flush=True)
     use_rsgi = args.rsgi == "yes" or (args.rsgi == "auto" and importlib.util.find_spec("granian") is not None)
-    references = ([(NGINX_CASE, NGINX, NGINX)] if use_nginx else []) + (
-        [(RSGI_CASE, RSGI, "granian")] if use_rsgi else []
+    references = (
+        ([(NGINX_CASE, NGINX, NGINX)] if use_nginx else [])
+        + ([(RSGI_CASE, RSGI, "granian")] if use_rsgi else [])
+        + ([(RAW_CASE, RAW, "uvloop")] if args.raw == "yes" else [])
     )
     best: dict[tuple[str, str], Measured] = {}
     #: Every round's rate per (case, server), in round order: the same-round ratios to nginx.
@@ -330,6 +349,8 @@ def _run(args: argparse.Namespace, servers: list[str]) -> int:
     rsgi = best.get((RSGI_CASE, "granian"))
     rows = [_row(NGINX_CASE, NGINX, nginx, None, args.rounds, nginx, rsgi)] if nginx else []
     rows += [_row(RSGI_CASE, "granian", rsgi, None, args.rounds, nginx, rsgi)] if rsgi else []
+    raw = best.get((RAW_CASE, "uvloop"))
+    rows += [_row(RAW_CASE, "uvloop", raw, None, args.rounds, nginx, rsgi)] if raw else []
     rows += [
         _row(
             case.name,

@@ -1,8 +1,9 @@
 """The HTTP benchmark's bare Python reference: a granian RSGI app answering every request with fixed JSON.
 
-No framework, no routing, no state: granian's Rust HTTP stack and one Python call per request, the most
-a Python handler on this machine can do (issue 18). The body is ``bench.nginx.typical_body()``, as long as
-a typical serve answer, the same as the nginx reference's.
+No framework, no routing, no state: granian's Rust HTTP stack and one Python call per request (issue 18).
+Not Python's floor: a raw uvloop protocol (``bench.minimal_protocol``) outruns it several times over on
+this machine. The body is ``bench.nginx.typical_body()``, as long as a typical serve answer, the same as
+the nginx reference's.
 """
 
 from __future__ import annotations
