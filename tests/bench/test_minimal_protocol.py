@@ -12,24 +12,13 @@ import time
 
 from bench.http_stack import free_port
 from bench.minimal_protocol import BODY, MAX_HEAD_BYTES, FixedAnswer, answer
+from tests.adserver.serving import Recorder
 
 _GET = b"GET /ad/user/u1/serve?device_type=iPhone HTTP/1.1\r\nhost: x\r\n\r\n"
 
 
-class _Transport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def _connected() -> tuple[FixedAnswer, _Transport]:
-    protocol, transport = FixedAnswer(b"A"), _Transport()
+def _connected() -> tuple[FixedAnswer, Recorder]:
+    protocol, transport = FixedAnswer(b"A"), Recorder()
     protocol.connection_made(transport)  # type: ignore[arg-type]  # what the protocol calls of a transport
     return protocol, transport
 
