@@ -46,6 +46,7 @@ from admin.scrape import feedback_stages, format_feedback_stages, read_once
 from adplatform.cli.common import script_main
 from adplatform.config import load_config
 from adplatform.kafka import delete_topics
+from adplatform.sandbox import sandbox_environment
 from adserver.token import RequestToken, TokenSigner
 from bench.cpu_share import measure_cpu
 from bench.http_stack import delete_campaign_keys, free_port, save_results, seed, server_process
@@ -165,6 +166,13 @@ def main(argv: list[str]) -> int:
     )  # fmt: skip
     add_client_policy(parser)
     args = parser.parse_args(argv)
+    # Its own database and Redis database (the servers it starts inherit them), never the user's: its
+    # campaign's row and budget, the debits and the de-duplication keys all go there.
+    with sandbox_environment("bench"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     servers: list[str] = args.server or ["uvicorn"]
     trees: list[tuple[str, Path | None]] = [("", None)]
     if args.baseline_tree is not None:

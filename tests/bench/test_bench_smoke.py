@@ -85,3 +85,26 @@ def test_bench_run_saves_a_baseline_passes_again_and_fails_on_a_slowed_benchmark
     assert slowed.returncode == 1, slowed.stdout + slowed.stderr
     assert "REGRESSION" in slowed.stdout
     assert "test_lookup_and_auction[500]" in slowed.stdout.rpartition("REGRESSION")[2]
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_the_feedback_bench_runs_in_stores_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bench.feedback_http`` seeds a campaign and debits it: in a database and a Redis database of its
+    own, which its servers inherit, never the user's; the environment is the user's again after it."""
+    from adplatform.config import load_config
+    from bench import feedback_http
+
+    user = load_config()
+    seen: list[tuple[str, str]] = []
+
+    def run(args: object) -> int:
+        config = load_config()
+        seen.append((config.pg_dsn, config.redis_url))
+        return 0
+
+    monkeypatch.setattr(feedback_http, "_run", run)
+    assert feedback_http.main(["--rounds", "1"]) == 0
+    ((pg_dsn, redis_url),) = seen
+    assert pg_dsn != user.pg_dsn and redis_url != user.redis_url
+    assert (load_config().pg_dsn, load_config().redis_url) == (user.pg_dsn, user.redis_url)
