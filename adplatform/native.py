@@ -9,8 +9,7 @@ strict) into C types and checks them at run time. Measured on the serve bench: 1
 what they must around it).
 
 msgspec Structs stay in modules that are not compiled (``index.results``, ``adplatform.parsed``,
-``adserver.request_token``...):
-mypyc drops their class options (``frozen``, ``array_like``...).
+``adserver.request_token``...): mypyc drops their class options (``frozen``, ``array_like``...).
 
 Stale is never silent. The build records a digest of every source of ``SOURCE_PACKAGES`` (compiled code
 inlines the constants of the modules it imports, so its own file is not enough). ``ensure_current``

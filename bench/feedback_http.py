@@ -46,10 +46,11 @@ from admin.scrape import feedback_stages, format_feedback_stages, read_once
 from adplatform.cli.common import script_main
 from adplatform.config import load_config
 from adplatform.kafka import delete_topics
+from adplatform.ports import free_port
 from adplatform.sandbox import sandbox_environment
 from adserver.token import RequestToken, TokenSigner
 from bench.cpu_share import measure_cpu
-from bench.http_stack import delete_campaign_keys, free_port, save_results, seed, server_process
+from bench.http_stack import delete_campaign_keys, save_results, seed, server_process
 from bench.wrk import _DONE, WrkResult, add_client_policy, make_paths, run_wrk_as, write_script
 from ingest.csvfile import format_flight
 from ingest.generator import write_campaigns_csv

@@ -38,10 +38,11 @@ from typing import Any
 from adplatform.cli.common import script_main
 from adplatform.config import load_config
 from adplatform.kafka import delete_topics
+from adplatform.ports import free_port
 from adplatform.sandbox import sandbox_environment
 from adserver.http.server import Server
 from adserver.http.server import run as run_server
-from bench.http_stack import free_port, save_results, seed, server_process, write_corpus
+from bench.http_stack import save_results, seed, server_process, write_corpus
 from bench.nginx import nginx_installed, nginx_process, typical_body
 from bench.wrk import WrkResult, add_client_policy, make_paths, run_wrk_as, write_script
 

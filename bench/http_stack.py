@@ -9,7 +9,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,13 +32,6 @@ from loadtest.workers import wait_workers_ready
 RESULTS = Path(__file__).resolve().parent / "results"
 
 SEED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "campaigns_seed.csv"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def write_corpus(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from adserver.feedback import SUCCESS
 from bench.feedback_http import BODY, write_feedback_script
-from bench.http_stack import free_port
 from bench.wrk import run_wrk
+from tests.ports import free_port
 
 #: The ad server's own 200 answer to a feedback.
 _ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b" % (

@@ -10,9 +10,9 @@ import subprocess
 import sys
 import time
 
-from bench.http_stack import free_port
 from bench.minimal_protocol import BODY, MAX_HEAD_BYTES, FixedAnswer, answer
 from tests.adserver.serving import Recorder
+from tests.ports import free_port
 
 _GET = b"GET /ad/user/u1/serve?device_type=iPhone HTTP/1.1\r\nhost: x\r\n\r\n"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench.http_stack import free_port
 from bench.nginx import config_text, nginx_installed, nginx_process, typical_body
+from tests.ports import free_port
 
 
 def test_typical_body_is_a_serve_answer() -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.http_stack import free_port
 from bench.wrk import CLIENT_POLICIES, ClientPolicy, client_prefix, make_paths, run_wrk, write_script
+from tests.ports import free_port
 
 _POLICY = {"other": os.SCHED_OTHER, "batch": os.SCHED_BATCH}
 _ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
