@@ -35,6 +35,18 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(text: str) -> str:
+    """A PostgreSQL string literal, quoted as the server's own ``quote_literal`` does (quotes doubled; with
+    a backslash, an ``E''`` literal with backslashes doubled), for the statements that take no parameters
+    (COMMENT): whatever ``text`` holds, it stays one literal."""
+    if "\0" in text:
+        raise ValueError("a PostgreSQL literal cannot hold a NUL character")
+    quoted = text.replace("'", "''")
+    if "\\" in text:
+        return "E'" + quoted.replace("\\", "\\\\") + "'"
+    return "'" + quoted + "'"
+
+
 def truncate_statement(schema: str, tables: Iterable[str]) -> str:
     """One ``TRUNCATE`` of ``schema``'s ``tables``, every identifier quoted."""
     return "TRUNCATE " + ", ".join(f"{quote_ident(schema)}.{quote_ident(table)}" for table in tables)

@@ -15,13 +15,17 @@ inside another (a demo or chaos run inside a test session): that is refused.
 
 Claims: a process-bound owner (``proc:host:pid:start-time:label``) may be taken over once that process is
 gone (a test session killed mid-run leaves nothing that blocks the next one); a named owner
-(``name:<database>``, the demo's, kept until ``make demo-down``) only by the same name.
+(``name:<database>``, the demo's, kept until ``make demo-down``) only by the same name. A database notes
+its owner in its comment too, so opening a sandbox first drops the databases and releases the Redis
+databases of process-bound owners on this host whose process is gone (``prune_stale``, ``release_stale``):
+a killed run's stores do not pile up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import socket
@@ -42,14 +46,17 @@ from redis.exceptions import ResponseError
 from adplatform import names, sandbox_cluster
 from adplatform.config import Config, load_config
 from adplatform.migrate import migrate_dsn
-from adplatform.postgres import quote_ident, truncate_statement
+from adplatform.postgres import quote_ident, quote_literal, truncate_statement
 from adplatform.redis_client import is_cluster_url, open_redis
 
 #: The comment on every database created here; nothing without it is ever dropped or emptied here.
 MARKER: Final = "adplatform sandbox"
+#: Between the marker and the owner in a sandbox database's comment.
+_OWNER_SEP: Final = "; owner="
 #: The owner key of a claimed Redis database (it lives in that database, so FLUSHDB re-sets it).
 CLAIM_KEY: Final = "adp:sandbox:owner"
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 # KEYS: claim key. ARGV: my owner, an owner that may be taken over ('' none). An empty database without
@@ -201,8 +208,22 @@ async def _marked(conn: asyncpg.Connection, database: str) -> bool | None:
     return bool(row["note"] and str(row["note"]).startswith(MARKER))
 
 
-async def create_database(base_dsn: str, database: str) -> str:
-    """Create (replacing a sandbox of that name) and migrate ``database``; returns its DSN."""
+def _note(owner: str) -> str:
+    """A sandbox database's comment: the marker, then who created it (``owner_of_note`` reads it back)."""
+    return f"{MARKER}{_OWNER_SEP}{owner}" if owner else MARKER
+
+
+def owner_of_note(note: str | None) -> str | None:
+    """The owner a sandbox database's comment names; None for no sandbox or one made before owners were
+    recorded (never pruned: nothing tells whose it was)."""
+    if not note or not note.startswith(MARKER + _OWNER_SEP):
+        return None
+    return note[len(MARKER + _OWNER_SEP) :]
+
+
+async def create_database(base_dsn: str, database: str, *, owner: str = "") -> str:
+    """Create (replacing a sandbox of that name) and migrate ``database``, noting ``owner`` in its comment
+    (so a process-bound one is pruned once its process is gone); returns its DSN."""
     name = _check_name(database)
     if database == database_of(base_dsn):
         raise SandboxError(f"refusing to use the configured database {database!r} as a sandbox")
@@ -210,10 +231,10 @@ async def create_database(base_dsn: str, database: str) -> str:
     try:
         if await _marked(admin, database) is not None:
             await _drop(admin, database)
-        # CREATE DATABASE and COMMENT take no parameters; the name is checked above, the note is constant.
+        # CREATE DATABASE and COMMENT take no parameters: the name is checked above and quoted, the note
+        # quoted as a literal.
         await admin.execute(f"CREATE DATABASE {quote_ident(name)}")
-        comment = f"COMMENT ON DATABASE {quote_ident(name)} IS '{MARKER}'"  # sql: constant identifiers
-        await admin.execute(comment)
+        await admin.execute(f"COMMENT ON DATABASE {quote_ident(name)} IS {quote_literal(_note(owner))}")
     finally:
         await admin.close()
     dsn = with_database(base_dsn, database)
@@ -253,6 +274,38 @@ async def drop_derived(base_dsn: str, database: str) -> list[str]:
         return [n for n in names if await _marked(admin, n) and await _drop(admin, n)]
     finally:
         await admin.close()
+
+
+async def prune_stale(base_dsn: str) -> list[str]:
+    """Drop every sandbox database ``<configured database>_…`` left by a run on this host whose process is
+    gone (killed mid-run: its tear-down never ran) and that nobody is connected to; returns their names.
+    A named sandbox (the demo's), one of another host, or one made before owners were noted is kept."""
+    prefix = f"{database_of(base_dsn)}_"
+    admin = await asyncpg.connect(_admin_dsn(base_dsn), timeout=10)
+    dropped: list[str] = []
+    try:
+        rows = await admin.fetch(
+            "SELECT d.datname, shobj_description(d.oid, 'pg_database') AS note,"
+            " (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid) AS connections"
+            " FROM pg_database d WHERE starts_with(d.datname, $1) ORDER BY d.datname",
+            prefix,
+        )
+        for row in rows:
+            owner = owner_of_note(row["note"])
+            if owner is None or not _stale(owner) or row["connections"]:
+                continue
+            try:
+                # Without FORCE: a connection made since the look above (an orphaned child of the run,
+                # still alive) makes the drop fail, and the database stays.
+                await admin.execute(f"DROP DATABASE {quote_ident(_check_name(row['datname']))}")
+            except (asyncpg.ObjectInUseError, asyncpg.InvalidCatalogNameError, SandboxError):
+                continue
+            dropped.append(row["datname"])
+    finally:
+        await admin.close()
+    for name in dropped:
+        logger.warning("dropped stale sandbox database %s (its run's process is gone)", name)
+    return dropped
 
 
 async def truncate_sandbox(conn: asyncpg.Connection | asyncpg.Pool | PoolConnectionProxy) -> None:
@@ -361,6 +414,33 @@ async def wipe_claimed(client: aioredis.Redis | RedisCluster) -> None:
         raise SandboxError("refusing to flush a Redis database no sandbox claimed")
 
 
+async def release_stale(base_url: str) -> list[int]:
+    """Flush and release every Redis logical database claimed by a run on this host whose process is gone
+    (none on Redis Cluster, where the namespace is taken over when claimed); returns their numbers."""
+    if is_cluster_url(base_url):
+        return []
+    probe = _client(base_url)
+    try:
+        count = await _databases(probe)
+    finally:
+        await probe.aclose()
+    released: list[int] = []
+    for db in range(1, count):
+        client = _client(with_redis_db(base_url, db))
+        try:
+            owner = _text(await client.get(CLAIM_KEY))
+            # The script flushes only while that owner still holds it: a run taking it over meanwhile wins.
+            if owner and _stale(owner) and await client.eval(_FLUSH, 1, CLAIM_KEY, owner, "0") == 1:
+                released.append(db)
+        except ResponseError:  # DB index out of range: fewer databases than CONFIG said
+            break
+        finally:
+            await client.aclose()
+    for db in released:
+        logger.warning("released stale sandbox Redis database %d (its run's process is gone)", db)
+    return released
+
+
 async def find_claim(base_url: str, owner: str) -> int | None:
     """The logical database ``owner`` holds, if any (0 on Redis Cluster when it holds the namespace)."""
     if is_cluster_url(base_url):
@@ -394,13 +474,16 @@ async def open_sandbox(base: Config, suffix: str, *, owner: str | None = None) -
     database = f"{database_of(base.pg_dsn)}_{suffix}"
     owner = owner or process_owner(database)
     cluster = is_cluster_url(base.redis_url)
+    # What runs killed mid-run left behind (their tear-down never ran) goes first.
+    await release_stale(base.redis_url)
+    await prune_stale(base.pg_dsn)
     if cluster:
         namespace, redis_db, redis_url = await claim_namespace(base.redis_url, owner), 0, base.redis_url
     else:
         redis_db = await claim_redis_db(base.redis_url, owner)
         namespace, redis_url = "", with_redis_db(base.redis_url, redis_db)
     try:
-        dsn = await create_database(base.pg_dsn, database)
+        dsn = await create_database(base.pg_dsn, database, owner=owner)
     except BaseException:
         await flush_redis_db(redis_url, owner, keep_claim=False)
         raise

@@ -28,6 +28,8 @@ PACKAGES = (
 )
 #: The comment that justifies SQL text built from upper-case module constants (identifiers only).
 MARK = "sql: constant identifiers"
+#: The quoting helpers of ``adplatform.postgres`` (what passes through them is quoted, not spliced).
+_QUOTERS = frozenset({"quote_ident", "quote_literal"})
 QUERY_METHODS = {"execute", "executemany", "fetch", "fetchrow", "fetchval", "prepare", "cursor"}
 
 
@@ -40,17 +42,18 @@ def _dynamic(node: ast.expr) -> bool:
 
 
 def _interpolated_names(node: ast.expr) -> set[str]:
-    """Names that reach the SQL text, except through ``quote_ident(...)`` (a quoted identifier)."""
+    """Names that reach the SQL text, except through ``quote_ident(...)`` (a quoted identifier) or
+    ``quote_literal(...)`` (a quoted literal, for the statements that take no parameters)."""
     quoted = {
         id(n)
         for call in ast.walk(node)
-        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "quote_ident"
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in _QUOTERS
         for n in ast.walk(call)
     }
     return {
         n.id
         for n in ast.walk(node)
-        if isinstance(n, ast.Name) and id(n) not in quoted and n.id != "quote_ident"
+        if isinstance(n, ast.Name) and id(n) not in quoted and n.id not in _QUOTERS
     }
 
 

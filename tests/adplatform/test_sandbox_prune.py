@@ -1,0 +1,159 @@
+"""A run killed mid-run (its tear-down never ran) leaves its sandbox behind; the next sandbox opened on the
+host drops that database and releases that Redis database, and nothing else: not a live run's, not one
+somebody is still connected to, not the demo's named one, not one made before owners were noted, not a
+database without the sandbox marker.
+
+The killed run is a real process: it opens a sandbox and leaves with ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from adplatform.config import Config
+from adplatform.postgres import quote_literal
+from adplatform.sandbox import (
+    CLAIM_KEY,
+    MARKER,
+    close_sandbox,
+    create_database,
+    database_of,
+    drop_database,
+    new_suffix,
+    open_sandbox,
+    owner_of_note,
+    with_database,
+    with_redis_db,
+)
+from tests.fresh import child_env
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.single_node(reason="Redis logical databases (a cluster's sandbox is a namespace)"),
+]
+
+LEFT_KEY = "adp:camp:left-behind"
+_KILLED_RUN = """
+import asyncio, json, os, sys
+from adplatform.config import load_config
+from adplatform.sandbox import new_suffix, open_sandbox
+made = asyncio.run(open_sandbox(load_config(), new_suffix("killed")))
+print(json.dumps({"database": made.database, "redis_db": made.redis_db, "owner": made.owner}), flush=True)
+os._exit(0)
+"""
+
+
+def _killed_run() -> dict[str, object]:
+    """A sandbox whose process is gone: what a test session or bench killed mid-run leaves."""
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_RUN], env=child_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    made: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return made
+
+
+async def _databases(base: Config) -> dict[str, str | None]:
+    admin = await asyncpg.connect(with_database(base.pg_dsn, "postgres"))
+    try:
+        rows = await admin.fetch(
+            "SELECT datname, shobj_description(oid, 'pg_database') AS note FROM pg_database"
+            " WHERE starts_with(datname, $1)",
+            database_of(base.pg_dsn) + "_",
+        )
+    finally:
+        await admin.close()
+    return {r["datname"]: r["note"] for r in rows}
+
+
+async def _claims(base: Config) -> dict[int, tuple[str | None, bool]]:
+    """Each logical database (but 0): its claim's owner, and whether it holds the killed run's key."""
+    found: dict[int, tuple[str | None, bool]] = {}
+    for db in range(1, 16):
+        client = aioredis.Redis.from_url(with_redis_db(base.redis_url, db), decode_responses=True)
+        try:
+            owner = await client.get(CLAIM_KEY)
+            found[db] = (str(owner) if owner is not None else None, bool(await client.exists(LEFT_KEY)))
+        finally:
+            await client.aclose()
+    return found
+
+
+async def test_opening_a_sandbox_drops_what_a_killed_run_left_and_nothing_else(base_config: Config) -> None:
+    killed = _killed_run()
+    killed_db, killed_redis = str(killed["database"]), int(str(killed["redis_db"]))
+    assert owner_of_note((await _databases(base_config))[killed_db]) == killed["owner"]
+    assert (await _claims(base_config))[killed_redis] == (killed["owner"], False)
+    # Its data: a campaign row and Redis keys, as a run leaves them.
+    conn = await asyncpg.connect(with_database(base_config.pg_dsn, killed_db))
+    await conn.execute("CREATE TABLE left_behind (x int)")
+    await conn.close()
+    client = aioredis.Redis.from_url(with_redis_db(base_config.redis_url, killed_redis))
+    await client.set(LEFT_KEY, "1")
+    await client.aclose()
+
+    prefix = database_of(base_config.pg_dsn)
+    # A second killed run, one connection still open to its database (an orphaned child of that run).
+    held = _killed_run()
+    held_db = str(held["database"])
+    holder = await asyncpg.connect(with_database(base_config.pg_dsn, held_db))
+    # A live run's (this process's), the demo's named one, one made before owners were noted, one a
+    # user made by hand under the same prefix.
+    live = await open_sandbox(base_config, new_suffix("live"))
+    named = f"{prefix}_{new_suffix('named')}"
+    await create_database(base_config.pg_dsn, named, owner=f"name:{named}")
+    legacy = f"{prefix}_{new_suffix('legacy')}"
+    await create_database(base_config.pg_dsn, legacy)
+    users = f"{prefix}_{new_suffix('users')}"
+    admin = await asyncpg.connect(with_database(base_config.pg_dsn, "postgres"))
+    await admin.execute(f'CREATE DATABASE "{users}"')
+    try:
+        assert (await _databases(base_config))[legacy] == MARKER
+
+        opened = await open_sandbox(base_config, new_suffix("next"))
+        await close_sandbox(opened)
+
+        left = await _databases(base_config)
+        assert killed_db not in left
+        assert {held_db, live.database, named, legacy, users} <= set(left)
+        claims = await _claims(base_config)
+        assert not any(has_key for _, has_key in claims.values())  # its Redis database was flushed
+        assert killed["owner"] not in {owner for owner, _ in claims.values()}
+        assert claims[live.redis_db][0] == live.owner
+    finally:
+        await holder.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{users}"')
+        await admin.close()
+        for database in (named, legacy, held_db):
+            await drop_database(base_config.pg_dsn, database)
+        await close_sandbox(live)
+    # With its connection closed, the second killed run's database goes at the next opening.
+    again = await open_sandbox(base_config, new_suffix("again"))
+    await close_sandbox(again)
+    assert held_db not in await _databases(base_config)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain", "it's", "a\\b", "'; DROP DATABASE x; --", "é ü 漢字", "back\\'slash", ""],
+)
+async def test_quote_literal_is_the_servers_own(base_config: Config, text: str) -> None:
+    conn = await asyncpg.connect(base_config.pg_dsn)
+    try:
+        ours = quote_literal(text)
+        assert ours == await conn.fetchval("SELECT quote_literal($1::text)", text)
+        assert await conn.fetchval(f"SELECT {ours}") == text  # sql: constant identifiers
+    finally:
+        await conn.close()
+
+
+def test_quote_literal_refuses_a_nul() -> None:
+    with pytest.raises(ValueError, match="NUL"):
+        quote_literal("a\0b")
