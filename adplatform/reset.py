@@ -157,6 +157,19 @@ async def any_on_masters(client: RedisCluster, pattern: str) -> bool:
     return False
 
 
+async def keys_on_masters(client: RedisCluster, pattern: str) -> set[str]:
+    """Every key matching ``pattern`` on every master (for patterns that match few keys)."""
+    await client.initialize()
+    found: set[str] = set()
+    for node in client.get_primaries():
+        master = _master_client(node)
+        try:
+            found.update([k.decode() async for k in master.scan_iter(match=pattern, count=SCAN_COUNT)])
+        finally:
+            await master.aclose()
+    return found
+
+
 async def _empty_master(master: aioredis.Redis, patterns: Sequence[str], keep: Collection[str]) -> int:
     kept = {k.encode() for k in keep}
     deleted = 0

@@ -414,30 +414,36 @@ async def wipe_claimed(client: aioredis.Redis | RedisCluster) -> None:
         raise SandboxError("refusing to flush a Redis database no sandbox claimed")
 
 
-async def release_stale(base_url: str) -> list[int]:
+async def release_stale(base_url: str) -> list[str]:
     """Flush and release every Redis logical database claimed by a run on this host whose process is gone
-    (none on Redis Cluster, where the namespace is taken over when claimed); returns their numbers."""
+    (on Redis Cluster: empty and release every such namespace); what was released, for messages."""
+    released: list[str] = []
     if is_cluster_url(base_url):
-        return []
-    probe = _client(base_url)
-    try:
-        count = await _databases(probe)
-    finally:
-        await probe.aclose()
-    released: list[int] = []
-    for db in range(1, count):
-        client = _client(with_redis_db(base_url, db))
+        cluster = _cluster(base_url)
         try:
-            owner = _text(await client.get(CLAIM_KEY))
-            # The script flushes only while that owner still holds it: a run taking it over meanwhile wins.
-            if owner and _stale(owner) and await client.eval(_FLUSH, 1, CLAIM_KEY, owner, "0") == 1:
-                released.append(db)
-        except ResponseError:  # DB index out of range: fewer databases than CONFIG said
-            break
+            prefixes = await sandbox_cluster.release_stale(cluster, _stale)
         finally:
-            await client.aclose()
-    for db in released:
-        logger.warning("released stale sandbox Redis database %d (its run's process is gone)", db)
+            await cluster.aclose()
+        released = [f"namespace {prefix}" for prefix in prefixes]
+    else:
+        probe = _client(base_url)
+        try:
+            count = await _databases(probe)
+        finally:
+            await probe.aclose()
+        for db in range(1, count):
+            client = _client(with_redis_db(base_url, db))
+            try:
+                owner = _text(await client.get(CLAIM_KEY))
+                # The script flushes only while that owner holds it: a run taking it over meanwhile wins.
+                if owner and _stale(owner) and await client.eval(_FLUSH, 1, CLAIM_KEY, owner, "0") == 1:
+                    released.append(f"database {db}")
+            except ResponseError:  # DB index out of range: fewer databases than CONFIG said
+                break
+            finally:
+                await client.aclose()
+    for what in released:
+        logger.warning("released stale sandbox Redis %s (its run's process is gone)", what)
     return released
 
 

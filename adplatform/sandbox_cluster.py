@@ -11,15 +11,21 @@ does it.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Final
 
 from redis.asyncio.cluster import RedisCluster
 
 from adplatform import names
-from adplatform.reset import any_on_masters, delete_on_masters
+from adplatform.reset import any_on_masters, delete_on_masters, keys_on_masters
 
 #: The owner key of a claimed namespace (inside it, so emptying the namespace keeps it only on purpose).
 CLAIM_SUFFIX: Final = "sandbox:owner"
+
+
+#: A namespace's claim key, whichever namespace (``names.redis_prefix``'s rule for the name).
+_ANY_CLAIM: Final = re.compile(r"(adp@[a-z0-9][a-z0-9_-]{0,31}:)" + re.escape(CLAIM_SUFFIX))
 
 
 def claim_key() -> str:
@@ -83,3 +89,21 @@ async def wipe(client: RedisCluster) -> bool:
         return False
     await delete_namespace(client, keep_claim=True)
     return True
+
+
+async def release_stale(client: RedisCluster, stale: Callable[[str], bool]) -> list[str]:
+    """Empty and release every namespace whose owner ``stale`` says is gone (a run killed before its
+    tear-down); the prefixes released. Another namespace's keys and the user's are never touched; an owner
+    that changed since it was read (a run taking it over) keeps its namespace."""
+    released: list[str] = []
+    for key in sorted(await keys_on_masters(client, "adp@*:" + CLAIM_SUFFIX)):
+        match = _ANY_CLAIM.fullmatch(key)
+        owner = _text(await client.get(key)) if match else None
+        if match is None or owner is None or not stale(owner):
+            continue
+        prefix = match.group(1)
+        if _text(await client.get(key)) != owner:
+            continue
+        await delete_on_masters(client, (prefix + "*",))
+        released.append(prefix)
+    return released

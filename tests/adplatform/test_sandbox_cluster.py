@@ -13,7 +13,14 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from adplatform import names, sandbox_cluster
-from adplatform.sandbox import SandboxError, claim_namespace, flush_redis_db, wipe_claimed
+from adplatform.sandbox import (
+    SandboxError,
+    claim_namespace,
+    flush_redis_db,
+    process_owner,
+    release_stale,
+    wipe_claimed,
+)
 from budget.budget_redis import BudgetStore, DebitRequest
 from tests.budget.test_budget_redis import SLOT_S, T0, campaign
 from tests.redis_cluster import SessionCluster
@@ -76,6 +83,39 @@ async def test_a_namespace_is_claimed_and_emptied_on_every_master_and_nothing_el
     await cluster_client.set(names.budget_key("n4"), "not a sandbox's")
     with pytest.raises(SandboxError, match="has no owner"):  # data without an owner: never taken
         await claim_namespace(test_cluster.url, "me")
+
+
+def _gone_owner() -> str:
+    """The owner a run killed before its tear-down leaves: bound to a process that has exited."""
+    code = "from adplatform.sandbox import process_owner; print(process_owner('killed'))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    return done.stdout.strip()
+
+
+@pytest.mark.redis_cluster
+async def test_the_namespaces_of_runs_whose_process_is_gone_are_released_and_nothing_else(
+    cluster_client: RedisCluster, test_cluster: SessionCluster
+) -> None:
+    for key in OTHERS:
+        await cluster_client.set(key, "keep")
+    owners = {"gone": _gone_owner(), "live": process_owner("live"), "named": "name:adplatform_demo"}
+    kept: set[str] = set()
+    for namespace, owner in owners.items():
+        claim = f"adp@{namespace}:{sandbox_cluster.CLAIM_SUFFIX}"
+        await cluster_client.set(claim, owner)
+        data = [f"adp@{namespace}:camp:{{{cid}}}" for cid in IDS]
+        for key in data:
+            await cluster_client.set(key, "1")
+        if namespace != "gone":
+            kept |= {claim, *data}
+    assert len({cluster_client.get_node_from_key(f"adp@gone:camp:{{{cid}}}") for cid in IDS}) == 3
+
+    assert await release_stale(test_cluster.url) == ["namespace adp@gone:"]
+    assert await _keys(cluster_client) == set(OTHERS) | kept  # every master's gone keys, nobody else's
+    for key in kept | set(OTHERS):
+        await cluster_client.unlink(key)
 
 
 @pytest.mark.redis_cluster
