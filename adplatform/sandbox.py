@@ -341,6 +341,12 @@ def _cluster(url: str) -> RedisCluster:
     return client
 
 
+async def _databases_in_use(probe: aioredis.Redis) -> set[int]:
+    """The logical databases another client of the server is connected to (``CLIENT LIST``)."""
+    me = await probe.client_id()
+    return {int(c["db"]) for c in await probe.client_list() if int(c["id"]) != me}
+
+
 async def claim_namespace(base_url: str, owner: str) -> str:
     """Claim this process's key namespace on the Redis Cluster at ``base_url`` for ``owner``; its name."""
     if not names.NAMESPACE:
@@ -366,13 +372,16 @@ async def claim_redis_db(base_url: str, owner: str) -> int:
     probe = _client(base_url)
     try:
         count = await _databases(probe)
+        in_use = await _databases_in_use(probe)
     finally:
         await probe.aclose()
     held = await find_claim(base_url, owner)  # a named owner re-opens its own database first
     # From the top: users who pick a database besides 0 pick low numbers.
     candidates: list[int] = ([held] if held is not None else []) + list(range(count - 1, 0, -1))
     for db in candidates:
-        if db in avoid:
+        # One a client is connected to is never claimed (someone's service, maybe with no keys yet) nor
+        # taken over (an orphaned server of a killed run still writing there); the owner's own is re-opened.
+        if db in avoid or (db in in_use and db != held):
             continue
         client = _client(with_redis_db(base_url, db))
         try:
@@ -429,9 +438,13 @@ async def release_stale(base_url: str) -> list[str]:
         probe = _client(base_url)
         try:
             count = await _databases(probe)
+            # A database a client is still connected to (an orphaned server of the killed run) is kept.
+            in_use = await _databases_in_use(probe)
         finally:
             await probe.aclose()
         for db in range(1, count):
+            if db in in_use:
+                continue
             client = _client(with_redis_db(base_url, db))
             try:
                 owner = _text(await client.get(CLAIM_KEY))

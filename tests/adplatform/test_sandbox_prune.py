@@ -100,10 +100,13 @@ async def test_opening_a_sandbox_drops_what_a_killed_run_left_and_nothing_else(b
     await client.aclose()
 
     prefix = database_of(base_config.pg_dsn)
-    # A second killed run, one connection still open to its database (an orphaned child of that run).
+    # A second killed run, a connection still open to its database and one to its Redis database (an
+    # orphaned child of that run).
     held = _killed_run()
-    held_db = str(held["database"])
+    held_db, held_redis = str(held["database"]), int(str(held["redis_db"]))
     holder = await asyncpg.connect(with_database(base_config.pg_dsn, held_db))
+    redis_holder = aioredis.Redis.from_url(with_redis_db(base_config.redis_url, held_redis))
+    await redis_holder.ping()
     # A live run's (this process's), the demo's named one, one made before owners were noted, one a
     # user made by hand under the same prefix.
     live = await open_sandbox(base_config, new_suffix("live"))
@@ -127,8 +130,10 @@ async def test_opening_a_sandbox_drops_what_a_killed_run_left_and_nothing_else(b
         assert not any(has_key for _, has_key in claims.values())  # its Redis database was flushed
         assert killed["owner"] not in {owner for owner, _ in claims.values()}
         assert claims[live.redis_db][0] == live.owner
+        assert claims[held_redis][0] == held["owner"]  # a client is still connected to it
     finally:
         await holder.close()
+        await redis_holder.aclose()
         await admin.execute(f'DROP DATABASE IF EXISTS "{users}"')
         await admin.close()
         for database in (named, legacy, held_db):
@@ -138,6 +143,7 @@ async def test_opening_a_sandbox_drops_what_a_killed_run_left_and_nothing_else(b
     again = await open_sandbox(base_config, new_suffix("again"))
     await close_sandbox(again)
     assert held_db not in await _databases(base_config)
+    assert held["owner"] not in {owner for owner, _ in (await _claims(base_config)).values()}
 
 
 @pytest.mark.parametrize(
@@ -157,3 +163,19 @@ async def test_quote_literal_is_the_servers_own(base_config: Config, text: str) 
 def test_quote_literal_refuses_a_nul() -> None:
     with pytest.raises(ValueError, match="NUL"):
         quote_literal("a\0b")
+
+
+async def test_a_redis_database_a_client_is_connected_to_is_never_claimed(base_config: Config) -> None:
+    """Someone's service on an empty logical database (no keys yet, so no sign of it but its connection)."""
+    probe = await open_sandbox(base_config, new_suffix("probe"))
+    first_free = probe.redis_db  # the database the next sandbox would claim
+    await close_sandbox(probe)
+    service = aioredis.Redis.from_url(with_redis_db(base_config.redis_url, first_free))
+    await service.ping()
+    try:
+        made = await open_sandbox(base_config, new_suffix("beside"))
+        await close_sandbox(made)
+        assert made.redis_db != first_free
+        assert await service.dbsize() == 0 and await service.get(CLAIM_KEY) is None
+    finally:
+        await service.aclose()
