@@ -341,10 +341,17 @@ def _cluster(url: str) -> RedisCluster:
     return client
 
 
-async def _databases_in_use(probe: aioredis.Redis) -> set[int]:
-    """The logical databases another client of the server is connected to (``CLIENT LIST``)."""
-    me = await probe.client_id()
-    return {int(c["db"]) for c in await probe.client_list() if int(c["id"]) != me}
+async def _survey(base_url: str) -> tuple[int, set[int]]:
+    """How many logical databases the server has, and those another client is connected to (``CLIENT
+    LIST``)."""
+    probe = _client(base_url)
+    try:
+        me = await probe.client_id()
+        return await _databases(probe), {
+            int(c["db"]) for c in await probe.client_list() if int(c["id"]) != me
+        }
+    finally:
+        await probe.aclose()
 
 
 async def claim_namespace(base_url: str, owner: str) -> str:
@@ -369,12 +376,7 @@ async def claim_namespace(base_url: str, owner: str) -> str:
 async def claim_redis_db(base_url: str, owner: str) -> int:
     """Claim a free logical database (never the configured one, never 0) for ``owner``; its number."""
     avoid = {0, redis_db_of(base_url)}
-    probe = _client(base_url)
-    try:
-        count = await _databases(probe)
-        in_use = await _databases_in_use(probe)
-    finally:
-        await probe.aclose()
+    count, in_use = await _survey(base_url)
     held = await find_claim(base_url, owner)  # a named owner re-opens its own database first
     # From the top: users who pick a database besides 0 pick low numbers.
     candidates: list[int] = ([held] if held is not None else []) + list(range(count - 1, 0, -1))
@@ -435,13 +437,8 @@ async def release_stale(base_url: str) -> list[str]:
             await cluster.aclose()
         released = [f"namespace {prefix}" for prefix in prefixes]
     else:
-        probe = _client(base_url)
-        try:
-            count = await _databases(probe)
-            # A database a client is still connected to (an orphaned server of the killed run) is kept.
-            in_use = await _databases_in_use(probe)
-        finally:
-            await probe.aclose()
+        # A database a client is still connected to (an orphaned server of the killed run) is kept.
+        count, in_use = await _survey(base_url)
         for db in range(1, count):
             if db in in_use:
                 continue
