@@ -341,15 +341,18 @@ def _cluster(url: str) -> RedisCluster:
     return client
 
 
-async def _survey(base_url: str) -> tuple[int, set[int]]:
+async def _survey(base_url: str) -> tuple[int, set[int] | None]:
     """How many logical databases the server has, and those another client is connected to (``CLIENT
-    LIST``)."""
+    LIST``; None where the server refuses it to this user, an ACL: then nobody's use can be told)."""
     probe = _client(base_url)
     try:
-        me = await probe.client_id()
-        return await _databases(probe), {
-            int(c["db"]) for c in await probe.client_list() if int(c["id"]) != me
-        }
+        count = await _databases(probe)
+        try:
+            me = await probe.client_id()
+            clients = await probe.client_list()
+        except ResponseError:
+            return count, None
+        return count, {int(c["db"]) for c in clients if int(c["id"]) != me}
     finally:
         await probe.aclose()
 
@@ -383,7 +386,7 @@ async def claim_redis_db(base_url: str, owner: str) -> int:
     for db in candidates:
         # One a client is connected to is never claimed (someone's service, maybe with no keys yet) nor
         # taken over (an orphaned server of a killed run still writing there); the owner's own is re-opened.
-        if db in avoid or (db in in_use and db != held):
+        if db in avoid or (db in (in_use or ()) and db != held):
             continue
         client = _client(with_redis_db(base_url, db))
         try:
@@ -437,11 +440,11 @@ async def release_stale(base_url: str) -> list[str]:
             await cluster.aclose()
         released = [f"namespace {prefix}" for prefix in prefixes]
     else:
-        # A database a client is still connected to (an orphaned server of the killed run) is kept.
+        # A database a client is still connected to (an orphaned server of the killed run) is kept; when
+        # that cannot be told, every one is.
         count, in_use = await _survey(base_url)
-        for db in range(1, count):
-            if db in in_use:
-                continue
+        unused = [] if in_use is None else [db for db in range(1, count) if db not in in_use]
+        for db in unused:
             client = _client(with_redis_db(base_url, db))
             try:
                 owner = _text(await client.get(CLAIM_KEY))

@@ -94,7 +94,9 @@ async def wipe(client: RedisCluster) -> bool:
 async def release_stale(client: RedisCluster, stale: Callable[[str], bool]) -> list[str]:
     """Empty and release every namespace whose owner ``stale`` says is gone (a run killed before its
     tear-down); the prefixes released. Another namespace's keys and the user's are never touched; an owner
-    that changed since it was read (a run taking it over) keeps its namespace."""
+    that changed since it was read (a run taking it over) keeps its namespace. Unlike a logical database,
+    a namespace's clients cannot be told from the others': an orphaned server of the killed run still
+    writing there leaves keys without an owner, which no sandbox then claims."""
     released: list[str] = []
     for key in sorted(await keys_on_masters(client, "adp@*:" + CLAIM_SUFFIX)):
         match = _ANY_CLAIM.fullmatch(key)

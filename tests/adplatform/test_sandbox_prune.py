@@ -21,13 +21,17 @@ from adplatform.postgres import quote_literal
 from adplatform.sandbox import (
     CLAIM_KEY,
     MARKER,
+    claim_redis_db,
     close_sandbox,
     create_database,
     database_of,
     drop_database,
+    flush_redis_db,
     new_suffix,
     open_sandbox,
     owner_of_note,
+    process_owner,
+    release_stale,
     with_database,
     with_redis_db,
 )
@@ -179,3 +183,31 @@ async def test_a_redis_database_a_client_is_connected_to_is_never_claimed(base_c
         assert await service.dbsize() == 0 and await service.get(CLAIM_KEY) is None
     finally:
         await service.aclose()
+
+
+async def test_a_redis_user_refused_client_list_still_gets_a_sandbox_and_releases_nothing(
+    base_config: Config,
+) -> None:
+    """Where an ACL refuses ``CLIENT LIST``, nobody's use of a database can be told: a sandbox is still
+    claimed as before, and no stale claim is released (a killed run's database waits for its takeover)."""
+    killed = _killed_run()
+    admin = aioredis.Redis.from_url(base_config.redis_url)
+    user = f"adp-test-{new_suffix('acl').replace('_', '-')}"
+    await admin.acl_setuser(
+        user, enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all", "-client"]
+    )
+    parts = base_config.redis_url.split("://", 1)
+    limited = f"{parts[0]}://{user}:pw@{parts[1]}"
+    try:
+        assert await release_stale(limited) == []
+        assert (await _claims(base_config))[int(str(killed["redis_db"]))][0] == killed["owner"]
+        db = await claim_redis_db(limited, process_owner("acl"))
+        assert (await _claims(base_config))[db][0] == process_owner("acl")
+        assert await flush_redis_db(
+            with_redis_db(base_config.redis_url, db), process_owner("acl"), keep_claim=False
+        )
+    finally:
+        await admin.acl_deluser(user)
+        await admin.aclose()
+    await close_sandbox(await open_sandbox(base_config, new_suffix("after")))  # releases the killed run's
+    assert killed["owner"] not in {owner for owner, _ in (await _claims(base_config)).values()}
