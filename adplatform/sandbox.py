@@ -30,6 +30,7 @@ import os
 import re
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -276,6 +277,16 @@ async def drop_derived(base_dsn: str, database: str) -> list[str]:
         await admin.close()
 
 
+async def _derived(admin: asyncpg.Connection, prefix: str) -> list[asyncpg.Record]:
+    """The databases named ``prefix…``, with their comment and how many connections each has."""
+    return await admin.fetch(
+        "SELECT d.datname, shobj_description(d.oid, 'pg_database') AS note,"
+        " (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid) AS connections"
+        " FROM pg_database d WHERE starts_with(d.datname, $1) ORDER BY d.datname",
+        prefix,
+    )
+
+
 async def prune_stale(base_dsn: str) -> list[str]:
     """Drop every sandbox database ``<configured database>_…`` left by a run on this host whose process is
     gone (killed mid-run: its tear-down never ran) and that nobody is connected to; returns their names.
@@ -284,12 +295,7 @@ async def prune_stale(base_dsn: str) -> list[str]:
     admin = await asyncpg.connect(_admin_dsn(base_dsn), timeout=10)
     dropped: list[str] = []
     try:
-        rows = await admin.fetch(
-            "SELECT d.datname, shobj_description(d.oid, 'pg_database') AS note,"
-            " (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid) AS connections"
-            " FROM pg_database d WHERE starts_with(d.datname, $1) ORDER BY d.datname",
-            prefix,
-        )
+        rows = await _derived(admin, prefix)
         for row in rows:
             owner = owner_of_note(row["note"])
             if owner is None or not _stale(owner) or row["connections"]:
@@ -341,9 +347,10 @@ def _cluster(url: str) -> RedisCluster:
     return client
 
 
-async def _survey(base_url: str) -> tuple[int, set[int] | None]:
-    """How many logical databases the server has, and those another client is connected to (``CLIENT
-    LIST``; None where the server refuses it to this user, an ACL: then nobody's use can be told)."""
+async def _survey(base_url: str) -> tuple[int, Counter[int] | None]:
+    """How many logical databases the server has, and how many other clients each is connected to
+    (``CLIENT LIST``; None where the server refuses it to this user, an ACL: then nobody's use can be
+    told)."""
     probe = _client(base_url)
     try:
         count = await _databases(probe)
@@ -352,7 +359,7 @@ async def _survey(base_url: str) -> tuple[int, set[int] | None]:
             clients = await probe.client_list()
         except ResponseError:
             return count, None
-        return count, {int(c["db"]) for c in clients if int(c["id"]) != me}
+        return count, Counter(int(c["db"]) for c in clients if int(c["id"]) != me)
     finally:
         await probe.aclose()
 
@@ -482,6 +489,111 @@ async def find_claim(base_url: str, owner: str) -> int | None:
         if value == owner:
             return db
     return None
+
+
+# --- what is there: listing and pruning ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One sandbox's store, as ``adplatform sandbox list`` shows it."""
+
+    #: ``database`` (PostgreSQL) or ``redis`` (a logical database, or a namespace on Redis Cluster).
+    kind: str
+    name: str
+    #: Its owner as noted; None for a database made before owners were noted.
+    owner: str | None
+    #: ``running``, ``gone`` (the run's process exited without its tear-down), ``named`` (kept until its
+    #: owner closes it: the demo's), ``other host`` or ``unknown``.
+    state: str
+    #: Clients connected to it (None: cannot be told, a namespace's).
+    connections: int | None
+
+
+def owner_state(owner: str | None) -> str:
+    """Whose a sandbox is, in a word (see ``Listing.state``)."""
+    if owner is None:
+        return "unknown"
+    if owner.startswith("name:"):
+        return "named"
+    parts = owner.split(":", 4)
+    if len(parts) != 5 or parts[0] != "proc":
+        return "unknown"
+    if parts[1] != socket.gethostname():
+        return "other host"
+    return "gone" if _stale(owner) else "running"
+
+
+async def list_sandboxes(base: Config) -> list[Listing]:
+    """Every sandbox database derived from the configured database, and every claimed Redis database (on
+    Redis Cluster, namespace), oldest name first within each kind."""
+    prefix = f"{database_of(base.pg_dsn)}_"
+    admin = await asyncpg.connect(_admin_dsn(base.pg_dsn), timeout=10)
+    try:
+        rows = await _derived(admin, prefix)
+    finally:
+        await admin.close()
+    found = [
+        Listing("database", r["datname"], owner_of_note(r["note"]), owner_state(owner_of_note(r["note"])),
+                int(r["connections"]))
+        for r in rows
+        if r["note"] and str(r["note"]).startswith(MARKER)
+    ]  # fmt: skip
+    if is_cluster_url(base.redis_url):
+        cluster = _cluster(base.redis_url)
+        try:
+            claims = await sandbox_cluster.claims(cluster)
+        finally:
+            await cluster.aclose()
+        found += [
+            Listing("redis", f"namespace {p}", o, owner_state(o), None) for p, o in sorted(claims.items())
+        ]
+        return found
+    count, in_use = await _survey(base.redis_url)
+    for db in range(1, count):
+        client = _client(with_redis_db(base.redis_url, db))
+        try:
+            owner = _text(await client.get(CLAIM_KEY))
+        except ResponseError:  # DB index out of range: fewer databases than CONFIG said
+            break
+        finally:
+            await client.aclose()
+        if owner is not None:
+            connected = None if in_use is None else in_use[db]
+            found.append(Listing("redis", f"database {db}", owner, owner_state(owner), connected))
+    return found
+
+
+async def drop_sandbox(base: Config, database: str) -> str | None:
+    """Drop sandbox database ``database`` (refused without the marker, or while its run is going) and
+    flush and release the Redis logical database its owner holds, if any; that Redis database, for messages
+    (none on Redis Cluster, where a namespace is released by ``prune`` once its run is gone)."""
+    admin = await asyncpg.connect(_admin_dsn(base.pg_dsn), timeout=10)
+    try:
+        note = await admin.fetchval(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1", database
+        )
+        owner = owner_of_note(note)
+        if owner_state(owner) == "running":
+            raise SandboxError(f"refusing to drop {database}: its run is still going ({owner})")
+        if not await _drop(admin, database):
+            raise SandboxError(f"no database {database!r}")
+    finally:
+        await admin.close()
+    if owner is None or is_cluster_url(base.redis_url):
+        return None
+    db = await find_claim(base.redis_url, owner)
+    if db is None or not await flush_redis_db(with_redis_db(base.redis_url, db), owner, keep_claim=False):
+        return None
+    return f"database {db}"
+
+
+async def prune(base: Config) -> list[str]:
+    """What opening a sandbox does first, on its own (``adplatform sandbox prune``): drop the databases and
+    release the Redis databases of runs on this host whose process is gone; what went, for messages."""
+    released = await release_stale(base.redis_url)
+    dropped = await prune_stale(base.pg_dsn)
+    return [f"database {name}" for name in dropped] + [f"Redis {what}" for what in released]
 
 
 # --- the whole sandbox --------------------------------------------------------------------------------

@@ -91,6 +91,17 @@ async def wipe(client: RedisCluster) -> bool:
     return True
 
 
+async def claims(client: RedisCluster) -> dict[str, str]:
+    """Every claimed namespace's prefix and owner."""
+    found: dict[str, str] = {}
+    for key in await keys_on_masters(client, "adp@*:" + CLAIM_SUFFIX):
+        match = _ANY_CLAIM.fullmatch(key)
+        owner = _text(await client.get(key)) if match else None
+        if match is not None and owner is not None:
+            found[match.group(1)] = owner
+    return found
+
+
 async def release_stale(client: RedisCluster, stale: Callable[[str], bool]) -> list[str]:
     """Empty and release every namespace whose owner ``stale`` says is gone (a run killed before its
     tear-down); the prefixes released. Another namespace's keys and the user's are never touched; an owner
@@ -98,13 +109,8 @@ async def release_stale(client: RedisCluster, stale: Callable[[str], bool]) -> l
     a namespace's clients cannot be told from the others': an orphaned server of the killed run still
     writing there leaves keys without an owner, which no sandbox then claims."""
     released: list[str] = []
-    for key in sorted(await keys_on_masters(client, "adp@*:" + CLAIM_SUFFIX)):
-        match = _ANY_CLAIM.fullmatch(key)
-        owner = _text(await client.get(key)) if match else None
-        if match is None or owner is None or not stale(owner):
-            continue
-        prefix = match.group(1)
-        if _text(await client.get(key)) != owner:
+    for prefix, owner in sorted((await claims(client)).items()):
+        if not stale(owner) or await client.get(prefix + CLAIM_SUFFIX) not in (owner, owner.encode()):
             continue
         await delete_on_masters(client, (prefix + "*",))
         released.append(prefix)

@@ -20,6 +20,7 @@ from adplatform.cli import (
     native,
     reset,
     run,
+    sandbox,
     serve,
     stack,
     warehouse,
@@ -39,7 +40,21 @@ def main() -> None:
     """
 
 
-for _module in (stack, ingest, serve, budget, load, archive, warehouse, reset, run, admin, campaign, native):
+for _module in (
+    stack,
+    ingest,
+    serve,
+    budget,
+    load,
+    archive,
+    warehouse,
+    reset,
+    sandbox,
+    run,
+    admin,
+    campaign,
+    native,
+):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 for _command in dlq_api.SUBCOMMANDS:

@@ -54,6 +54,9 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         (("migrate",), "PostgreSQL", "ADP_PG_DSN"),
         (("generate", "users", "--count", "1"), "PostgreSQL", "ADP_PG_DSN"),
         (("reconcile", "--check"), "Redis", "ADP_REDIS_URL"),
+        (("sandbox", "list"), "PostgreSQL", "ADP_PG_DSN"),
+        (("sandbox", "prune"), "Redis", "ADP_REDIS_URL"),
+        (("sandbox", "drop", "adplatform_test_x", "--yes"), "PostgreSQL", "ADP_PG_DSN"),
     ],
 )
 def test_a_service_down_is_one_line_and_exit_2(

@@ -21,11 +21,13 @@ from adplatform.postgres import quote_literal
 from adplatform.sandbox import (
     CLAIM_KEY,
     MARKER,
+    SandboxError,
     claim_redis_db,
     close_sandbox,
     create_database,
     database_of,
     drop_database,
+    drop_sandbox,
     flush_redis_db,
     new_suffix,
     open_sandbox,
@@ -211,3 +213,83 @@ async def test_a_redis_user_refused_client_list_still_gets_a_sandbox_and_release
         await admin.aclose()
     await close_sandbox(await open_sandbox(base_config, new_suffix("after")))  # releases the killed run's
     assert killed["owner"] not in {owner for owner, _ in (await _claims(base_config)).values()}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The ``adplatform`` command in the session's environment (the session's sandbox is its default)."""
+    return subprocess.run(
+        [sys.executable, "-m", "adplatform.cli", *args],
+        env=child_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _listed(output: str) -> dict[str, list[str]]:
+    """``sandbox list``'s rows by name: kind, state, connections, owner."""
+    rows: dict[str, list[str]] = {}
+    for line in output.splitlines()[1:]:
+        kind, *rest = line.split()
+        if kind == "database":
+            rows[rest[0]] = [kind, *rest[1:]]
+        else:  # "redis database 14 ..."
+            rows[f"{rest[0]} {rest[1]}"] = [kind, *rest[2:]]
+    return rows
+
+
+async def test_the_sandbox_commands_list_prune_and_drop(base_config: Config) -> None:
+    live = await open_sandbox(base_config, new_suffix("live"))
+    legacy = f"{database_of(base_config.pg_dsn)}_{new_suffix('legacy')}"
+    await create_database(base_config.pg_dsn, legacy)
+    killed = _killed_run()  # last: opening a sandbox prunes what a killed run left
+    killed_db, killed_redis = str(killed["database"]), f"database {killed['redis_db']}"
+    try:
+        listed = _cli("sandbox", "list")
+        assert listed.returncode == 0, listed.stderr
+        rows = _listed(listed.stdout)
+        assert rows[killed_db] == ["database", "gone", "0", str(killed["owner"])]
+        assert rows[killed_redis][:2] == ["redis", "gone"] and rows[killed_redis][3] == killed["owner"]
+        assert rows[live.database][:2] == ["database", "running"] and rows[legacy][:2] == [
+            "database",
+            "unknown",
+        ]
+
+        pruned = _cli("sandbox", "prune")
+        assert pruned.returncode == 0, pruned.stderr
+        assert pruned.stdout.strip() == f"pruned: database {killed_db}, Redis {killed_redis}"
+        rows = _listed(_cli("sandbox", "list").stdout)
+        assert killed_db not in rows and killed_redis not in rows and live.database in rows
+        assert _cli("sandbox", "prune").stdout.strip() == "nothing to prune"
+
+        refused = _cli("sandbox", "drop", legacy)  # no --yes, no terminal
+        assert refused.returncode == 2 and "without --yes" in refused.stderr, refused.stderr
+        running = _cli("sandbox", "drop", live.database, "--yes")
+        assert running.returncode == 2 and "still going" in running.stderr, running.stderr
+        with pytest.raises(SandboxError, match="still going"):  # the library refuses it too
+            await drop_sandbox(base_config, live.database)
+        unknown = _cli("sandbox", "drop", "adplatform", "--yes")  # the configured kind of name: not a sandbox
+        assert unknown.returncode == 1 and "no sandbox database 'adplatform'" in unknown.stderr, (
+            unknown.stderr
+        )
+        assert legacy in await _databases(base_config) and live.database in await _databases(base_config)
+
+        dropped = _cli("sandbox", "drop", legacy, "--yes")
+        assert dropped.returncode == 0 and dropped.stdout.strip() == f"dropped {legacy}", dropped.stderr
+        assert legacy not in await _databases(base_config)
+    finally:
+        await drop_database(base_config.pg_dsn, legacy)
+        await close_sandbox(live)
+
+
+async def test_dropping_a_gone_runs_sandbox_releases_its_redis_database_too(base_config: Config) -> None:
+    """``drop`` of one whose run is gone, instead of waiting for the next prune: its Redis database too."""
+    killed = _killed_run()
+    dropped = _cli("sandbox", "drop", str(killed["database"]), "--yes")
+    assert dropped.returncode == 0, dropped.stderr
+    assert (
+        dropped.stdout.strip()
+        == f"dropped {killed['database']}, released Redis database {killed['redis_db']}"
+    )
+    assert (await _claims(base_config))[int(str(killed["redis_db"]))] == (None, False)
