@@ -89,6 +89,10 @@ def test_bench_run_saves_a_baseline_passes_again_and_fails_on_a_slowed_benchmark
 
 @pytest.mark.postgres
 @pytest.mark.redis
+@pytest.mark.single_node(
+    reason="opens the bench's sandbox in the test session's process: on a cluster that is a second key "
+    "namespace, which a process cannot have (the bench, its own process, gets its own)"
+)
 def test_the_feedback_bench_runs_in_stores_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     """``bench.feedback_http`` seeds a campaign and debits it: in a database and a Redis database of its
     own, which its servers inherit, never the user's; the environment is the user's again after it."""
