@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
+from adplatform import names
 from adplatform.config import Config
 from adplatform.kafka import make_producer
 
@@ -50,9 +51,13 @@ async def test_postgres_query(pg: asyncpg.Pool) -> None:
 
 @pytest.mark.redis
 async def test_redis_set_get(redis_client: aioredis.Redis) -> None:
-    key = f"svc-test:{uuid.uuid4()}"
+    # Inside the session's namespace on a cluster (its tear-down deletes only that), and deleted here.
+    key = f"{names.REDIS_PREFIX}svc-test:{uuid.uuid4()}"
     await redis_client.set(key, "v")
-    assert await redis_client.get(key) == b"v"
+    try:
+        assert await redis_client.get(key) == b"v"
+    finally:
+        await redis_client.delete(key)
     # Every charge is on disk before its answer; no snapshot forks (devstack.stack.REDIS_PERSISTENCE).
     persistence = await redis_client.config_get("append*") | await redis_client.config_get("save")
     assert [persistence[k] for k in ("appendonly", "appendfsync", "save")] == ["yes", "always", ""]
