@@ -179,16 +179,23 @@ def process_owner(label: str) -> str:
     return f"proc:{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}:{label}"
 
 
-def _stale(owner: str) -> bool:
-    """A process-bound owner on this host whose process is gone (or is another process by now)."""
+def owner_state(owner: str | None) -> str:
+    """Whose a sandbox is, in a word (see ``Listing.state``): ``gone`` is a process-bound owner on this
+    host whose process is gone (or is another process by now)."""
+    if owner is None:
+        return "unknown"
+    if owner.startswith("name:"):
+        return "named"
     parts = owner.split(":", 4)
-    if len(parts) != 5 or parts[0] != "proc" or parts[1] != socket.gethostname():
-        return False
-    try:
-        pid = int(parts[2])
-    except ValueError:
-        return False
-    return _start_time(pid) != parts[3]
+    if len(parts) != 5 or parts[0] != "proc" or not parts[2].isdigit():
+        return "unknown"
+    if parts[1] != socket.gethostname():
+        return "other host"
+    return "gone" if _start_time(int(parts[2])) != parts[3] else "running"
+
+
+def _stale(owner: str) -> bool:
+    return owner_state(owner) == "gone"
 
 
 def new_suffix(kind: str) -> str:
@@ -510,35 +517,25 @@ class Listing:
     connections: int | None
 
 
-def owner_state(owner: str | None) -> str:
-    """Whose a sandbox is, in a word (see ``Listing.state``)."""
-    if owner is None:
-        return "unknown"
-    if owner.startswith("name:"):
-        return "named"
-    parts = owner.split(":", 4)
-    if len(parts) != 5 or parts[0] != "proc":
-        return "unknown"
-    if parts[1] != socket.gethostname():
-        return "other host"
-    return "gone" if _stale(owner) else "running"
-
-
-async def list_sandboxes(base: Config) -> list[Listing]:
-    """Every sandbox database derived from the configured database, and every claimed Redis database (on
-    Redis Cluster, namespace), oldest name first within each kind."""
-    prefix = f"{database_of(base.pg_dsn)}_"
+async def sandbox_databases(base: Config) -> list[Listing]:
+    """Every sandbox database derived from the configured database, by name."""
     admin = await asyncpg.connect(_admin_dsn(base.pg_dsn), timeout=10)
     try:
-        rows = await _derived(admin, prefix)
+        rows = await _derived(admin, f"{database_of(base.pg_dsn)}_")
     finally:
         await admin.close()
-    found = [
+    return [
         Listing("database", r["datname"], owner_of_note(r["note"]), owner_state(owner_of_note(r["note"])),
                 int(r["connections"]))
         for r in rows
         if r["note"] and str(r["note"]).startswith(MARKER)
     ]  # fmt: skip
+
+
+async def list_sandboxes(base: Config) -> list[Listing]:
+    """Every sandbox database derived from the configured database, and every claimed Redis database (on
+    Redis Cluster, namespace), by name within each kind."""
+    found = await sandbox_databases(base)
     if is_cluster_url(base.redis_url):
         cluster = _cluster(base.redis_url)
         try:
@@ -605,9 +602,7 @@ async def open_sandbox(base: Config, suffix: str, *, owner: str | None = None) -
     database = f"{database_of(base.pg_dsn)}_{suffix}"
     owner = owner or process_owner(database)
     cluster = is_cluster_url(base.redis_url)
-    # What runs killed mid-run left behind (their tear-down never ran) goes first.
-    await release_stale(base.redis_url)
-    await prune_stale(base.pg_dsn)
+    await prune(base)  # what runs killed mid-run left behind (their tear-down never ran) goes first
     if cluster:
         namespace, redis_db, redis_url = await claim_namespace(base.redis_url, owner), 0, base.redis_url
     else:

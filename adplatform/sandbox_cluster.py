@@ -11,7 +11,6 @@ does it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Final
 
@@ -22,10 +21,6 @@ from adplatform.reset import any_on_masters, delete_on_masters, keys_on_masters
 
 #: The owner key of a claimed namespace (inside it, so emptying the namespace keeps it only on purpose).
 CLAIM_SUFFIX: Final = "sandbox:owner"
-
-
-#: A namespace's claim key, whichever namespace (``names.redis_prefix``'s rule for the name).
-_ANY_CLAIM: Final = re.compile(r"(adp@[a-z0-9][a-z0-9_-]{0,31}:)" + re.escape(CLAIM_SUFFIX))
 
 
 def claim_key() -> str:
@@ -95,10 +90,15 @@ async def claims(client: RedisCluster) -> dict[str, str]:
     """Every claimed namespace's prefix and owner."""
     found: dict[str, str] = {}
     for key in await keys_on_masters(client, "adp@*:" + CLAIM_SUFFIX):
-        match = _ANY_CLAIM.fullmatch(key)
-        owner = _text(await client.get(key)) if match else None
-        if match is not None and owner is not None:
-            found[match.group(1)] = owner
+        prefix = key.removesuffix(CLAIM_SUFFIX)
+        try:  # a namespace's claim key only: the name as ``names.redis_prefix`` allows it
+            if names.redis_prefix(prefix.removeprefix("adp@").removesuffix(":")) != prefix:
+                continue
+        except ValueError:
+            continue
+        owner = _text(await client.get(key))
+        if owner is not None:
+            found[prefix] = owner
     return found
 
 
@@ -110,7 +110,7 @@ async def release_stale(client: RedisCluster, stale: Callable[[str], bool]) -> l
     writing there leaves keys without an owner, which no sandbox then claims."""
     released: list[str] = []
     for prefix, owner in sorted((await claims(client)).items()):
-        if not stale(owner) or await client.get(prefix + CLAIM_SUFFIX) not in (owner, owner.encode()):
+        if not stale(owner) or _text(await client.get(prefix + CLAIM_SUFFIX)) != owner:
             continue
         await delete_on_masters(client, (prefix + "*",))
         released.append(prefix)

@@ -69,10 +69,10 @@ def drop_cmd(database: str, yes: bool) -> None:
     marker and for a run still going."""
     import asyncio
 
-    from adplatform.sandbox import SandboxError, drop_sandbox, list_sandboxes
+    from adplatform.sandbox import SandboxError, drop_sandbox, sandbox_databases
 
     cfg = config()
-    listed = {s.name: s for s in asyncio.run(list_sandboxes(cfg)) if s.kind == "database"}
+    listed = {s.name: s for s in asyncio.run(sandbox_databases(cfg))}
     found = listed.get(database)
     if found is None:
         raise click.ClickException(f"no sandbox database {database!r} (`adplatform sandbox list` shows them)")
