@@ -1,4 +1,9 @@
-"""Kafka glue shared by every process: topic creation and client factories with the house settings."""
+"""Kafka glue shared by every process: topic creation and client factories with the house settings.
+
+Every client is aiokafka's but one: the ad server's two bulk streams (served ads, request samples) are
+produced by librdkafka (confluent-kafka; ``native_producer_settings``), which builds and sends their batches
+on its own threads instead of on the serving event loop (``adserver.sync.shipper``).
+"""
 
 from __future__ import annotations
 
@@ -134,6 +139,35 @@ def make_producer(
         compression_type=compression_type,
         request_timeout_ms=10_000,
     )
+
+
+def native_producer_settings(
+    config: Config,
+    *,
+    client_id: str,
+    compression_type: Compression,
+    queued_records: int,
+    delivery_timeout_ms: int,
+    linger_ms: int = 5,
+) -> dict[str, str | int | bool]:
+    """librdkafka producer settings with ``make_producer``'s house guarantees: idempotent, acks=all, record
+    batches of up to 256 KiB compressed with ``compression_type``. At most ``queued_records`` records wait
+    in its queue (``produce`` then refuses: the caller drops), each given up after ``delivery_timeout_ms``.
+    ``linger_ms`` gathers the records a caller hands over in one burst into the same batches."""
+    return {
+        "bootstrap.servers": config.kafka_bootstrap,
+        "client.id": client_id,
+        "acks": "all",
+        "enable.idempotence": True,
+        "compression.type": compression_type,
+        "linger.ms": linger_ms,
+        "batch.size": 256 * 1024,
+        "queue.buffering.max.messages": queued_records,
+        # The queue's bytes are bounded too (librdkafka's default is 1 GiB): 64 MiB.
+        "queue.buffering.max.kbytes": 64 * 1024,
+        "message.timeout.ms": delivery_timeout_ms,
+        "request.timeout.ms": 10_000,
+    }
 
 
 async def kafka_alive(bootstrap: str, timeout_s: float = 5.0) -> bool:

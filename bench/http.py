@@ -31,9 +31,12 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from adplatform.cli.common import script_main
 from adplatform.config import load_config
@@ -77,6 +80,34 @@ class Measured:
     result: WrkResult
     server_cpu_us_per_request: float
     load_average: float
+    #: Ad server only: the share of its served ads (warm-up included) Kafka acknowledged on
+    #: ``served-ads``, so a faster server is seen to still publish every ad it serves.
+    published: float | None = None
+
+
+#: Longest wait after a run for the served-ads publisher's last acknowledgements (it lingers 50 ms).
+PUBLISH_WAIT_S = 10.0
+
+
+def served_ads_published(url: str, timeout_s: float = PUBLISH_WAIT_S) -> float:
+    """Served ads Kafka acknowledged / ads served, from the server's ``/metrics`` (summed over its
+    workers), once every served ad is accounted for (sent, failed or dropped) or ``timeout_s`` passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        totals: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+        served = totals.get("adserver_ads_served_total", 0.0)
+        sent = totals.get("adserver_served_ads_sent_total", 0.0)
+        settled = sent + sum(totals.get(f"adserver_served_ads_{k}_total", 0.0) for k in ("failed", "dropped"))
+        if served and (settled >= served or time.monotonic() > deadline):
+            return sent / served
+        if time.monotonic() > deadline:
+            return 0.0
+        time.sleep(0.25)
 
 
 def _cpu_s(session: int) -> float:
@@ -111,16 +142,19 @@ def measure(case: Case, server: str, script: Path, args: argparse.Namespace) -> 
         before = _cpu_s(proc.pid)
         result = run_wrk_as(args, url, script, duration_s=args.duration)
         cpu_us = (_cpu_s(proc.pid) - before) / max(result.requests, 1) * 1e6
-    return Measured(result, cpu_us, os.getloadavg()[0])
+        load = os.getloadavg()[0]
+        published = served_ads_published(url) if case.app == ADSERVER else None
+    return Measured(result, cpu_us, load, published)
 
 
 def round_line(round_no: int, server: str, case: str, m: Measured) -> str:
     """One measured run, as printed while the rounds go: its rate, p99 and the machine's load after it
     (the table keeps each case's best round only, so a round's p99 is seen here)."""
     r = m.result
+    published = "" if m.published is None else f", served ads published {m.published:.2%}"
     return (
         f"round {round_no} {server:<8} {case:<43} {r.rps:>8,.0f} req/s p99 {r.p99_us / 1000:6.2f} ms "
-        f"(load {m.load_average:.1f})"
+        f"(load {m.load_average:.1f}{published})"
     )
 
 
@@ -147,6 +181,7 @@ def _row(
         "ratio_to_rsgi": round(r.rps / rsgi.result.rps, 3) if rsgi else None,
         "p99_to_minimal": round(r.p99_us / reference.result.p99_us, 2) if reference else None,
         "server_cpu_us_per_request": round(m.server_cpu_us_per_request, 1),
+        "served_ads_published": None if m.published is None else round(m.published, 4),
         "load_average_after": round(m.load_average, 2),
         "best_of_rounds": rounds,
     }

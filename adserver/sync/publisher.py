@@ -3,12 +3,12 @@
 The serve route calls ``offer``; ``adserver.sync.shipper.BatchShipper`` lingers 50 ms so items accumulate,
 encodes them into records of up to ``SERVED_ADS_PER_RECORD`` ``ServedAd`` objects each (JSON Lines: every
 object followed by a newline; ``adplatform.wire.decode_served`` reads them, and a one-object record without
-the newline as written before) and ships them as record batches, deliveries counted by callback.
+the newline as written before) and hands them to librdkafka, which ships them as record batches on its own
+threads; deliveries are counted from its reports.
 
 Why several per record: every consumer pays per record (aiokafka parses each in Python), so the
 served-writer drains ~1.5× the ads per second at 0.78× the Python CPU per ad; the producer builds and the
-broker validates one record per 64 ads (~1 µs of broker CPU less per ad). Serving itself measured the
-same either way (BENCHMARKS.md).
+broker validates one record per 64 ads (~1 µs of broker CPU less per ad) (BENCHMARKS.md).
 
 Degradation policy: the queue is bounded; when Kafka is slow or down and the queue is full, new items are
 dropped and counted (``adserver_served_ads_dropped_total``) rather than slowing serving down. The served
@@ -49,8 +49,6 @@ class ServedItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     request: AdRequest
 
 
-#: Items per record batch (~420 bytes each; a full batch is 256 KiB, and ``append`` says when it is).
-CHUNK: Final = 512
 #: Prices whose Decimal is kept, per unit, at most (emptied when full: bounded memory).
 MAX_DECIMALS: Final = 65_536
 
@@ -107,7 +105,6 @@ class ServedAdPublisher(BatchShipper[ServedItem]):
             config,
             topic=config.topics.served_ads,
             client_id="adserver-served",
-            chunk=CHUNK,
             max_queue=max_queue,
             linger_s=linger_s,
             # A record (one ``encode_served`` call, ~80 µs for 64 ads) is the flush's unit of work between two

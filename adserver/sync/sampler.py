@@ -2,8 +2,8 @@
 
 The serve route asks ``pick()`` (one random draw) only after it has answered; for a picked request it calls
 ``record``, which walks the request's matching campaigns once (``index.explain.auction_losses``) and queues
-the sample. Unsampled requests pay the draw and nothing else. ``BatchShipper`` ships queued samples as
-record batches, as it ships served ads (linger, round robin over partitions, deliveries counted).
+the sample. Unsampled requests pay the draw and nothing else. ``BatchShipper`` ships queued samples as it
+ships served ads (linger, one record each, librdkafka's batches, deliveries counted).
 
 Degradation policy: best effort. Kafka slow or down fills the bounded queue, after which samples are
 dropped and counted (``dropped``); a diagnosis then sees fewer samples, serving is never slowed.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from typing import Final
 
 from adplatform.config import Config
 from adplatform.params import ANONYMOUS_USER_ID
@@ -24,9 +23,6 @@ from index.index import TargetingIndex
 from index.money import cpm_units_to_decimal, micros_to_decimal
 from index.results import AuctionResult
 from index.targeting import AdRequest
-
-#: Samples per record batch (a sample is ~0.3–3 KiB with its losses).
-CHUNK: Final = 256
 
 
 class RequestSampler(BatchShipper[RequestSample]):
@@ -44,7 +40,6 @@ class RequestSampler(BatchShipper[RequestSample]):
             config,
             topic=config.topics.requests_sample,
             client_id="adserver-sample",
-            chunk=CHUNK,
             max_queue=max_queue,
             linger_s=linger_s,
         )
