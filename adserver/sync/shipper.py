@@ -56,8 +56,11 @@ DELIVERY_TIMEOUT_MS: Final = 30_000
 #: How long ``run`` waits at stop for the deliveries outstanding while Kafka answers.
 DRAIN_S: Final = 10.0
 
-#: librdkafka's errors that mean "the broker cannot be reached (yet)": an outage, one warning line.
-_UNREACHABLE: Final = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE})
+#: librdkafka's error for "no broker can be reached": an outage, one warning line.
+_OUTAGE: Final = KafkaError._ALL_BROKERS_DOWN
+#: One broker's connection lost or its name not resolved: librdkafka reconnects, and the other brokers of
+#: a cluster go on taking records; an outage only if every broker is down (``_OUTAGE``).
+_ONE_BROKER: Final = frozenset({KafkaError._TRANSPORT, KafkaError._RESOLVE})
 
 
 class BatchShipper(Generic[T]):
@@ -193,7 +196,10 @@ class BatchShipper(Generic[T]):
         if error.fatal():
             self._fatal = error
             return
-        if error.code() in _UNREACHABLE:
+        code = error.code()
+        if code in _ONE_BROKER:
+            logger.debug("%s producer: %s", self._topic, error.str())
+        elif code == _OUTAGE:
             if not self._unreachable:
                 self._unreachable = True
                 logger.warning(
