@@ -18,6 +18,8 @@ on the event loop pays for its sockets alone. After the table, each row's rate o
 round and their median.
 ``--baseline-tree DIR`` also serves every ad-server case from another checkout (``git archive <commit> |
 tar -x -C DIR``), interleaved with this one, and prints each case's ratio to its baseline.
+After each ad-server run, the share of its served ads Kafka acknowledged (``served_ads_published``, from
+the server's ``/metrics``): a serve rate counts only with every served ad still published.
 """
 
 from __future__ import annotations
