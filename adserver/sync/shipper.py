@@ -90,13 +90,15 @@ class BatchShipper(Generic[T]):
         self._unreachable = False
         #: A fatal error of the producer (it then takes nothing more): the next flush starts a new one.
         self._fatal: KafkaError | None = None
+        #: Items handed to librdkafka whose delivery report has not come back yet.
+        self._outstanding = 0
         self.dropped = 0
         self.sent = 0
         self.failed = 0
 
     def __len__(self) -> int:
-        """Items queued here, not yet handed to librdkafka."""
-        return len(self._items)
+        """Items waiting to be published: queued here, or in librdkafka's queue or in flight to Kafka."""
+        return len(self._items) + self._outstanding
 
     def _encode(self, items: list[T]) -> bytes:
         """One record's value: ``items`` holds at most ``per_record`` of them, in queue order."""
@@ -165,6 +167,7 @@ class BatchShipper(Generic[T]):
             report = functools.partial(self._report, len(group))
             try:
                 producer.produce(topic, self._encode(group), on_delivery=report)
+                self._outstanding += len(group)
             except BufferError:  # librdkafka's queue is full: Kafka is slow or down
                 self.dropped += len(group)
             except KafkaException as exc:  # refused locally (a fatal state, a record over the size limit)
@@ -182,6 +185,7 @@ class BatchShipper(Generic[T]):
 
     def _report(self, count: int, error: KafkaError | None, _message: Message) -> None:
         """librdkafka's delivery report of one record of ``count`` items (called from ``poll``)."""
+        self._outstanding -= count
         if error is None:
             self.sent += count
             if self._unreachable:

@@ -47,6 +47,7 @@ async def test_served_ads_reach_postgres_once(
 
         await eventually(delivered, timeout_s=10, poll_s=0.05)
         assert publisher.dropped == publisher.failed == 0
+        assert len(publisher) == 0  # the queued gauge: nothing left waiting once Kafka acknowledged all
     # A record that is not a served ad is skipped (counted), not fatal.
     producer = make_producer(topics)
     await producer.start()
