@@ -33,13 +33,11 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
+from admin.scrape import read_once
 from adplatform.cli.common import script_main
 from adplatform.config import load_config
 from adplatform.kafka import delete_topics
@@ -96,19 +94,14 @@ def served_ads_published(url: str, timeout_s: float = PUBLISH_WAIT_S) -> float:
     workers), once every served ad is accounted for (sent, failed or dropped) or ``timeout_s`` passed."""
     deadline = time.monotonic() + timeout_s
     while True:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        totals: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
-        served = totals.get("adserver_ads_served_total", 0.0)
-        sent = totals.get("adserver_served_ads_sent_total", 0.0)
-        settled = sent + sum(totals.get(f"adserver_served_ads_{k}_total", 0.0) for k in ("failed", "dropped"))
-        if served and (settled >= served or time.monotonic() > deadline):
-            return sent / served
-        if time.monotonic() > deadline:
-            return 0.0
+        snapshot = read_once(f"{url}/metrics")
+        served = snapshot.total("adserver_ads_served_total") or 0.0
+        sent = snapshot.total("adserver_served_ads_sent_total") or 0.0
+        settled = sent + sum(
+            snapshot.total(f"adserver_served_ads_{k}_total") or 0.0 for k in ("failed", "dropped")
+        )
+        if (served and settled >= served) or time.monotonic() > deadline:
+            return sent / served if served else 0.0
         time.sleep(0.25)
 
 
