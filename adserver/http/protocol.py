@@ -243,7 +243,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Answer the plain serve GETs at the start of ``data``, while the connection is as ``_take_direct``
         requires; returns where the first request left to httptools starts."""
         pos = 0
-        while True:
+        end = len(data)
+        while pos < end:
             cycle = self.cycle
             if (
                 (cycle is not None and not cycle.response_complete)
@@ -256,9 +257,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if found is None:
                 return pos
             pos, user_id, query, lines = found
-            self._unset_keepalive_if_required()  # what httptools' on_message_begin and uvicorn do
-            self._disarm()  # the request is complete: no read deadline
+            # What httptools' on_message_begin and uvicorn do (``_unset_keepalive_if_required``), and the
+            # request is complete: no read deadline (``_disarm``); inline, as this runs for every request.
+            self._idle.at = None
+            self._read.at = None
             self._answer(user_id, query, True, lines)
+        return pos
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._read.cancel()
