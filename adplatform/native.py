@@ -46,6 +46,7 @@ MODULES: Final = (
     "index/throttle.py",
     "adserver/fcap.py",
     "adserver/http/direct.py",
+    "adserver/http/metrics.py",
     "adserver/serve.py",
     "adserver/token.py",
 )
