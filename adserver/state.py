@@ -91,10 +91,15 @@ class ServerState:
     #: Set by the request-counts component while it runs (for ``/metrics``).
     counts: RequestCountReporter | None = None
 
+    #: Once ready, ready for good (``ready``'s two conditions never revert): the serve path asks per request.
+    _ready: bool = field(default=False, init=False, repr=False)
+
     @property
     def ready(self) -> bool:
         """Ready to serve: the index is bootstrapped and the first profile load was attempted."""
-        return self.refresher.ready.is_set() and self.profiles.attempted
+        if not self._ready:
+            self._ready = self.refresher.ready.is_set() and self.profiles.attempted
+        return self._ready
 
 
 @dataclass

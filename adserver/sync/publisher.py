@@ -114,8 +114,7 @@ class ServedAdPublisher(BatchShipper[ServedItem]):
 
     def offer(self, item: ServedItem) -> None:
         """Queue one served ad; never blocks. A full queue drops the item (counted)."""
-        if self._has_room():
-            self._push(item)
+        self._offer(item)
 
     def _encode(self, items: list[ServedItem]) -> bytes:
         return encode_served([served_ad(item) for item in items])

@@ -112,8 +112,20 @@ class BatchShipper(Generic[T]):
         return True
 
     def _push(self, item: T) -> None:
-        self._items.append(item)
-        self._wakeup.set()
+        items = self._items
+        items.append(item)
+        if len(items) == 1:  # the queue was empty: ``run`` may be waiting (else it comes back for them)
+            self._wakeup.set()
+
+    def _offer(self, item: T) -> None:
+        """``_has_room`` then ``_push`` in one call: the serve path queues a served ad per request."""
+        items = self._items
+        if len(items) >= self._max_queue:
+            self.dropped += 1
+            return
+        items.append(item)
+        if len(items) == 1:
+            self._wakeup.set()
 
     def stop(self) -> None:
         """Ask ``run`` to ship what is queued and return."""
