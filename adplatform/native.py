@@ -48,6 +48,7 @@ MODULES: Final = (
     "adserver/http/direct.py",
     "adserver/http/metrics.py",
     "adserver/serve.py",
+    "adserver/state.py",
     "adserver/token.py",
 )
 #: Packages whose sources the build's digest covers.

@@ -94,6 +94,10 @@ class ServerState:
     #: Once ready, ready for good (``ready``'s two conditions never revert): the serve path asks per request.
     _ready: bool = field(default=False, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        # Set here too: a compiled dataclass (adplatform.native) leaves its init=False fields unset.
+        self._ready = False
+
     @property
     def ready(self) -> bool:
         """Ready to serve: the index is bootstrapped and the first profile load was attempted."""

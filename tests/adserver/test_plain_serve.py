@@ -73,6 +73,10 @@ def test_a_typical_head_is_matched_as_httptools_reads_it() -> None:
     assert assert_read_alike(b"GET /ad/user/u1/serve HTTP/1.1\r\n\r\n")
     assert assert_read_alike(b"GET /ad/user/u1/serve? HTTP/1.1\r\nx-a:\r\nx-b: \t v \t\r\n\r\n")
     assert assert_read_alike(b"GET /ad/user/u1/serve?a=%2F?b=/c HTTP/1.1\r\nhost: x\r\n\r\n")
+    # Names that only contain or extend a special one are ordinary headers.
+    assert assert_read_alike(
+        TYPICAL.replace(b"Accept: */*", b"X-Connection: close\r\nUpgrades: 1\r\nExpected: a")
+    )
 
 
 @pytest.mark.parametrize(
@@ -94,6 +98,8 @@ def test_a_typical_head_is_matched_as_httptools_reads_it() -> None:
         TYPICAL.replace(b"Accept: */*", b"Transfer-Encoding: chunked"),
         TYPICAL.replace(b"Accept: */*", b"Expect: 100-continue"),
         TYPICAL.replace(b"Accept: */*", b"Upgrade: websocket"),
+        TYPICAL.replace(b"Accept: */*", b"Accept: */*\r\nCONTENT-LENGTH: 0"),  # any case, any line
+        TYPICAL.replace(b"Accept: */*", b"Accept: */*\r\ntransfer-encoding: chunked"),
         TYPICAL.replace(b"age=34", b"q=" + b"a" * MAX_TARGET_BYTES),
         b"GET /ad/user/u1/serve HTTP/1.1\r\n" + b"x: y\r\n" * (MAX_HEADER_COUNT + 1) + b"\r\n",
         b"GET /ad/user//serve HTTP/1.1\r\n\r\n",
