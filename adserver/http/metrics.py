@@ -1,15 +1,14 @@
 """The ad server's metrics: plain per-worker counters on the hot path, exported through prometheus_client.
 
-A request costs a dict increment and a bucket scan (``RequestMetrics.observe``, compiled with the serving
-hot path, ``adplatform.native``): prometheus_client's multiprocess values cost a lock and an mmap write
-per increment, several per request. Each worker instead
-*flushes* its in-memory counts into prometheus_client's metrics (``WorkerExporter``) once a second
-(``FLUSH_INTERVAL_S``), at each ``/metrics`` it answers, and when it stops. Under ``adplatform serve``
-(``adserver.http.server``) ``PROMETHEUS_MULTIPROC_DIR`` names a per-server directory, so those metrics
-live in per-process files and any worker's ``/metrics`` answers the sum over every worker (the ones that
-exited included, for counters): ``rate()`` no longer jumps between workers. What a scrape shows is each
-worker's count as of its last flush, at most ``FLUSH_INTERVAL_S`` old. Without the variable (tests, an
-embedded app) a worker exports its own counts from its own registry.
+A request costs a dict increment and a bucket scan (``RequestMetrics.observe``, compiled with the serving hot
+path, ``adplatform.native``): prometheus_client's multiprocess values cost a lock and an mmap write per
+increment, several per request. Each worker instead *flushes* its in-memory counts into prometheus_client's
+metrics (``WorkerExporter``) once a second (``FLUSH_INTERVAL_S``), at each ``/metrics`` it answers, and when
+it stops. Under ``adplatform serve`` (``adserver.http.server``) ``PROMETHEUS_MULTIPROC_DIR`` names a
+per-server directory, so those metrics live in per-process files and any worker's ``/metrics`` answers the
+sum over every worker (the ones that exited included, for counters): ``rate()`` no longer jumps between
+workers. What a scrape shows is each worker's count as of its last flush, at most ``FLUSH_INTERVAL_S`` old.
+Without the variable (tests, an embedded app) a worker exports its own counts from its own registry.
 """
 
 from __future__ import annotations

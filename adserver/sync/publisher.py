@@ -112,9 +112,5 @@ class ServedAdPublisher(BatchShipper[ServedItem]):
             per_record=SERVED_ADS_PER_RECORD,
         )
 
-    def offer(self, item: ServedItem) -> None:
-        """Queue one served ad; never blocks. A full queue drops the item (counted)."""
-        self._offer(item)
-
     def _encode(self, items: list[ServedItem]) -> bytes:
         return encode_served([served_ad(item) for item in items])

@@ -117,8 +117,9 @@ class BatchShipper(Generic[T]):
         if len(items) == 1:  # the queue was empty: ``run`` may be waiting (else it comes back for them)
             self._wakeup.set()
 
-    def _offer(self, item: T) -> None:
-        """``_has_room`` then ``_push`` in one call: the serve path queues a served ad per request."""
+    def offer(self, item: T) -> None:
+        """Queue one item; never blocks. A full queue drops the item (counted). ``_has_room`` then ``_push``
+        in one call: the serve path queues a served ad per request."""
         items = self._items
         if len(items) >= self._max_queue:
             self.dropped += 1

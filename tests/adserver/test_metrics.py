@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import multiprocessing
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,13 @@ import pytest
 from adserver.fcap import CapStats
 from adserver.feedback import FeedbackCounters
 from adserver.http.health import cap_families, feedback_families
-from adserver.http.metrics import MULTIPROC_ENV, Histogram, RequestMetrics, WorkerExporter
+from adserver.http.metrics import (
+    LATENCY_BUCKETS_S,
+    MULTIPROC_ENV,
+    Histogram,
+    RequestMetrics,
+    WorkerExporter,
+)
 
 
 def test_histogram_buckets_and_quantiles() -> None:
@@ -22,6 +30,20 @@ def test_histogram_buckets_and_quantiles() -> None:
         hist.observe(value)
     assert hist.counts == [2, 1, 1] and hist.count == 4 and hist.sum == 5.65
     assert hist.quantile(0.5) == 0.1 and hist.quantile(0.75) == 1.0 and hist.quantile(1.0) == math.inf
+
+
+def test_a_value_lands_in_the_bucket_bisect_left_names() -> None:
+    """Prometheus ``le`` buckets (a value on a bound counts in it), as ``bisect_left``, for values on, between,
+    below and above the bounds."""
+    rng = random.Random(7)
+    values = [*LATENCY_BUCKETS_S, 0.0, 2.0, *(rng.uniform(0, 1.2) for _ in range(2_000))]
+    values += [rng.choice(LATENCY_BUCKETS_S) * rng.choice((0.999, 1.001)) for _ in range(500)]
+    hist = Histogram(LATENCY_BUCKETS_S)
+    expected = [0] * (len(LATENCY_BUCKETS_S) + 1)
+    for value in values:
+        hist.observe(value)
+        expected[bisect.bisect_left(LATENCY_BUCKETS_S, value)] += 1
+    assert hist.counts == expected and hist.count == len(values)
 
 
 def _lines(exporter: WorkerExporter) -> list[str]:
