@@ -33,8 +33,8 @@ def test_histogram_buckets_and_quantiles() -> None:
 
 
 def test_a_value_lands_in_the_bucket_bisect_left_names() -> None:
-    """Prometheus ``le`` buckets (a value on a bound counts in it), as ``bisect_left``, for values on, between,
-    below and above the bounds."""
+    """Prometheus ``le`` buckets (a value on a bound counts in it), as ``bisect_left``, for values on,
+    between, below and above the bounds."""
     rng = random.Random(7)
     values = [*LATENCY_BUCKETS_S, 0.0, 2.0, *(rng.uniform(0, 1.2) for _ in range(2_000))]
     values += [rng.choice(LATENCY_BUCKETS_S) * rng.choice((0.999, 1.001)) for _ in range(500)]
