@@ -92,10 +92,11 @@ class ServerState:
     counts: RequestCountReporter | None = None
 
     #: Once ready, ready for good (``ready``'s two conditions never revert): the serve path asks per request.
-    _ready: bool = field(default=False, init=False, repr=False)
+    _ready: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        # Set here too: a compiled dataclass (adplatform.native) leaves its init=False fields unset.
+        # Here, not as the field's default: a compiled dataclass (adplatform.native) leaves init=False fields
+        # unset.
         self._ready = False
 
     @property

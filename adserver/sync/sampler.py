@@ -70,7 +70,7 @@ class RequestSampler(BatchShipper[RequestSample]):
         losses = auction_losses(
             index, request, now_s, served=served, reserve_cpm_units=reserve, sat_out=sat_out
         )
-        self._push(
+        self.offer(
             RequestSample(
                 at_ms=int(now_s * 1000),
                 user=user_digest(request.user_id, self._key, anonymous_id=ANONYMOUS_USER_ID),

@@ -111,21 +111,15 @@ class BatchShipper(Generic[T]):
             return False
         return True
 
-    def _push(self, item: T) -> None:
-        items = self._items
-        items.append(item)
-        if len(items) == 1:  # the queue was empty: ``run`` may be waiting (else it comes back for them)
-            self._wakeup.set()
-
     def offer(self, item: T) -> None:
-        """Queue one item; never blocks. A full queue drops the item (counted). ``_has_room`` then ``_push``
-        in one call: the serve path queues a served ad per request."""
+        """Queue one item; never blocks. A full queue drops the item (counted). One call, as the serve path
+        queues a served ad per request (a caller whose item is costly to build asks ``_has_room`` first)."""
         items = self._items
         if len(items) >= self._max_queue:
             self.dropped += 1
             return
         items.append(item)
-        if len(items) == 1:
+        if len(items) == 1:  # the queue was empty: ``run`` may be waiting (else it comes back for them)
             self._wakeup.set()
 
     def stop(self) -> None:
