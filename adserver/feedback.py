@@ -7,11 +7,12 @@ Order of effects (invariant 6, a 200 means both are done):
    total and slot budget (Redis down or campaign budget missing → 503, nothing charged);
 4. publish the enriched event to ``ad-feedback`` and wait for Kafka's acknowledgement (acks=all, batched
    with the other requests of its batch, and with those that came while a produce request was in
-   flight); on failure the debit is refunded and the answer is 503, so the client may retry; on a
-   timeout with the event handed to the producer (it may still be written) the charge stays, marked in
-   flight until Kafka answers (``_keep_in_flight``), and the answer is 503. If Kafka did store an event
-   whose acknowledgement was lost, reconciliation books it (Kafka is the ledger's source of truth) and
-   repairs Redis.
+   flight); when Kafka refuses the event the debit is refunded and the answer is 503, so the client may
+   retry; on a timeout with the event handed to the producer (it may still be written) the charge stays,
+   marked in flight until Kafka answers (``_keep_in_flight``), and the answer is 503; a failure after
+   which the event may have been written all the same (``may_have_landed``) keeps the charge too, and a
+   retry settles it as an orphan's (below). If Kafka did store an event whose acknowledgement was lost,
+   reconciliation books it (Kafka is the ledger's source of truth) and repairs Redis.
 A duplicate is never charged again; in the first's worker it gets its first's outcome: 200 at once if
 that event was acknowledged lately, otherwise when it is (or 503 with the first, if it is refunded), so
 a 200 never precedes a refund. In another worker (workers share only Redis) it is an orphan candidate,
@@ -257,6 +258,19 @@ def _answer(p: _Pending, body: bytes) -> None:
 def _refuse(p: _Pending, status: int, reason: str) -> None:
     if not p.future.done():  # a fresh exception per request: a raised instance collects tracebacks
         p.future.set_exception(FeedbackError(status, reason))
+
+
+def may_have_landed(ack: asyncio.Future[Any]) -> bool:
+    """Whether the failed acknowledgement ``ack`` leaves its event possibly written. The idempotent
+    producer retries a retriable error itself, under the same sequence numbers, so the broker keeps one
+    copy; it gives a batch up with one (``NotLeaderForPartitionError``, ``LeaderNotAvailableError``) only
+    when the batch outlived its request timeout with no leader to send it to, which may be after a leader
+    wrote it and died before answering. A non-retriable error is the broker's refusal of the batch (or the
+    producer's, before sending it): not written."""
+    if ack.cancelled():
+        return False
+    failure = ack.exception()
+    return isinstance(failure, KafkaError) and bool(failure.retriable)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -614,6 +628,8 @@ class FeedbackService:
         counters = self.counters
         counters.stages["publish"].observe(perf_counter() - started)
         refused: list[tuple[_Pending, Debit]] = []
+        #: Failed, but possibly written: the charge stays (a retry finds the event, or publishes it).
+        unsure: list[tuple[_Pending, Debit, str]] = []
         in_flight: list[tuple[_Pending, Debit, asyncio.Future[Any]]] = []
         for i, (p, debit) in enumerate(charged):
             ack = acks[i] if i < len(acks) else None
@@ -632,10 +648,21 @@ class FeedbackService:
                 failure = failure or TimeoutError()
                 continue
             if ack is not None:
+                if may_have_landed(ack):
+                    unsure.append((p, debit, type(ack.exception()).__name__))
+                    continue
                 failure = failure or (ack.exception() if not ack.cancelled() else TimeoutError())
             refused.append((p, debit))
         kept = await self._keep_in_flight(in_flight)
         refused += [(p, d) for p, d, _ in in_flight if p.event_id not in kept]
+        for p, _, failed in unsure:
+            why = (
+                f"event log unavailable ({failed}): the event may be written; retry with the same request_id"
+            )
+            _refuse(p, 503, why)
+            for waiting in self._unacked.pop(p.event_id, ()):
+                _refuse(waiting, 503, why)
+        counters.unavailable += len(unsure)
         if not refused and not kept:
             return
         name = type(failure).__name__ if failure is not None else "TimeoutError"
@@ -661,7 +688,8 @@ class FeedbackService:
         takes seconds): refunding them and publishing a retry's event too would put the event id in the log
         twice. Their charges stay, each marked in flight (a key beside its de-duplication key): a retry
         meanwhile is answered 503 without a debit or a publish. When Kafka answers, the mark goes (and on
-        a failure the charge is refunded); a mark outlives a dead worker by ``IN_FLIGHT_MARK_S`` at most.
+        a refusal the charge is refunded; after a failure that ``may_have_landed`` it stays, for a retry to
+        find the event or publish it); a mark outlives a dead worker by ``IN_FLIGHT_MARK_S`` at most.
         The event ids marked; the others (Redis did not answer) are refunded as before."""
         if not in_flight:
             return set()
@@ -681,8 +709,9 @@ class FeedbackService:
         return {p.event_id for p, _, _ in in_flight}
 
     def _settled_late(self, p: _Pending, debit: Debit, mark: str, ack: asyncio.Future[Any]) -> None:
-        """Kafka answered an event after its request got a 503: unmark it (refunded first if it failed)."""
-        failed = ack.cancelled() or ack.exception() is not None
+        """Kafka answered an event after its request got a 503: unmark it (refunded first if it was not
+        written: the producer refused it, see ``may_have_landed``)."""
+        failed = ack.cancelled() or (ack.exception() is not None and not may_have_landed(ack))
         self._spawn(self._unmark(p, debit, mark, refund=failed))
 
     async def _unmark(self, p: _Pending, debit: Debit, mark: str, *, refund: bool) -> None:

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, cast
 import pytest
 import uvicorn
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, NotLeaderForPartitionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.applications import Starlette
 from uvicorn.server import ServerState as UvicornState
@@ -63,10 +63,10 @@ class FakeBudgets:
 
 
 class FakeProducer:
-    """``send`` hands back the acknowledgement's future: acknowledged at once, failed (``fail``), or
+    """``send`` hands back the acknowledgement's future: acknowledged at once, failed with ``fail``, or
     left pending until ``release()``."""
 
-    def __init__(self, *, fail: bool = False, hold: bool = False) -> None:
+    def __init__(self, *, fail: KafkaError | None = None, hold: bool = False) -> None:
         self.fail = fail
         self.hold = hold
         self.sent: list[bytes] = []
@@ -80,8 +80,8 @@ class FakeProducer:
         ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.hold:
             self._held.append(ack)
-        elif self.fail:
-            ack.set_exception(KafkaConnectionError("broker gone (fake)"))
+        elif self.fail is not None:
+            ack.set_exception(self.fail)
         else:
             ack.set_result(None)
         return ack
@@ -190,7 +190,7 @@ class Outcome(NamedTuple):
 
 
 async def both(
-    app: Starlette, data: bytes, *, budgets: dict[str, Any] | None = None, fail: bool = False
+    app: Starlette, data: bytes, *, budgets: dict[str, Any] | None = None, fail: KafkaError | None = None
 ) -> tuple[Outcome, Outcome]:
     """``data`` on one connection through the ASGI path, then through the direct path (fresh services)."""
     out = []
@@ -253,17 +253,26 @@ async def test_the_answers_are_what_the_readme_says(app: Starlette) -> None:
 
 
 @pytest.mark.parametrize(
-    ("budgets", "fail", "reason"),
-    [({"down": True}, False, b"budget store unavailable"), ({}, True, b"event log unavailable")],
-    ids=["redis down", "kafka fails"],
+    ("budgets", "fail", "reason", "kept"),
+    [
+        ({"down": True}, None, b"budget store unavailable", False),
+        ({}, MessageSizeTooLargeError(), b"event log unavailable (MessageSizeTooLargeError); nothing", False),
+        ({}, NotLeaderForPartitionError(), b"(NotLeaderForPartitionError): the event may be written", True),
+    ],
+    ids=["redis down", "kafka refuses", "kafka gave up a batch it may have written"],
 )
 async def test_unavailable_is_503_with_retry_after_on_both(
-    app: Starlette, budgets: dict[str, Any], fail: bool, reason: bytes
+    app: Starlette, budgets: dict[str, Any], fail: KafkaError | None, reason: bytes, kept: bool
 ) -> None:
+    """Nothing is charged when Redis is down or Kafka refuses the event (the debit is refunded). A batch
+    the producer gave up after a leader change may have been written before: its charge stays, for the
+    client's retry to find the event in ``ad-feedback`` or publish it (``test_feedback_orphan.py``)."""
     asgi, direct = await both(app, post(request_id(app)), budgets=budgets, fail=fail)
     assert direct.writes == asgi.writes and asgi.writes[0].startswith(b"HTTP/1.1 503 ")
     assert b"\r\nretry-after: 1\r\n" in asgi.writes[0] and reason in asgi.writes[0]
-    assert direct.budgets.charged == asgi.budgets.charged == {}  # refunded when Kafka failed
+    assert direct.budgets.charged == asgi.budgets.charged
+    assert len(asgi.budgets.charged) == (1 if kept else 0)
+    assert len(asgi.budgets.refunded) == (1 if fail is not None and not kept else 0)
 
 
 async def test_not_ready_is_503_with_retry_after_on_both(app: Starlette) -> None:

@@ -11,7 +11,7 @@ from typing import cast
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 
 from adplatform import names
 from adplatform.kafka import read_to_end
@@ -130,6 +130,8 @@ class _SlowProducer:
 
     def __init__(self) -> None:
         self.acks: list[asyncio.Future[object]] = []
+        #: What each send was given: (value, key).
+        self.sent: list[tuple[bytes, bytes | None]] = []
 
     async def partitions_for(self, topic: str) -> set[int]:
         return {0}
@@ -139,6 +141,7 @@ class _SlowProducer:
     ) -> asyncio.Future[object]:
         ack: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self.acks.append(ack)
+        self.sent.append((value, key))
         return ack
 
 
@@ -185,3 +188,55 @@ async def test_an_event_kafka_has_not_answered_keeps_its_charge_and_a_retry_wait
     assert await other.handle(token, b'{"click": 1}') == SUCCESS  # a fresh charge now
     assert [e for e in await feedback_events(rig.config) if e[0] == event_id] == [(event_id, cid, CPC_MICROS)]
     assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS
+
+
+@pytest.mark.parametrize("written", [True, False], ids=["written before the leader died", "never written"])
+async def test_a_batch_the_producer_gave_up_after_a_leader_change_keeps_its_charge(
+    rig: Rig, pg: asyncpg.Pool, written: bool
+) -> None:
+    """The event was handed to Kafka and not acknowledged in time; then the producer gave its batch up
+    with ``NotLeaderForPartitionError`` (it outlived the request timeout with no leader to retry on).
+    The leader may have written it before it died, so the charge stays and only the in-flight mark goes.
+    The retry on another worker waits out the window and looks the event up: written, it is answered
+    200 with no copy (before, the refund let the retry charge and publish the event id a second time: the
+    cluster's ``kill-kafka-leader`` scenario found 14 such copies in the archive); not written, it is
+    published once, with the first charge's amount."""
+    cid = next(iter(rig.campaigns))
+    token = rig.token(cid, user=f"leader-{written}")
+    event_id = f"{digest(token)}:click"
+    mark = names.dedup_key(cid, event_id) + ":in-flight"
+    slow = _SlowProducer()
+    first = FeedbackService(
+        signer=rig.signer,
+        budgets=rig.budgets,
+        producer=cast(AIOKafkaProducer, slow),
+        topic=rig.config.topics.feedback,
+        lookup=rig.campaigns.get,
+        clock=SystemClock(),
+        dedup_ttl_s=RIG_DEDUP_TTL_S,
+        publish_timeout_s=0.2,
+    )
+    with pytest.raises(FeedbackError) as refused:
+        await first.handle(token, b'{"click": 1}')
+    assert refused.value.status == 503 and await rig.redis.exists(mark)
+    if written:  # the old leader wrote it (and its followers copied it) before it died
+        value, key = slow.sent[0]
+        await rig.producer.send_and_wait(rig.config.topics.feedback, value, key=key)
+    slow.acks[0].set_exception(NotLeaderForPartitionError())
+
+    async def unmarked() -> bool:
+        return not await rig.redis.exists(mark)
+
+    await eventually(unmarked, timeout_s=5, poll_s=0.05)
+    await first.aclose()
+    assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS  # kept, not refunded
+    published = PublishedEvents(rig.config.kafka_bootstrap, rig.config.topics.feedback)
+    other = _other_worker(rig, published)
+    try:
+        assert await other.handle(token, b'{"click": 1}') == SUCCESS
+    finally:
+        await published.aclose()
+    assert other.counters.republished == (0 if written else 1)
+    assert [e for e in await feedback_events(rig.config) if e[0] == event_id] == [(event_id, cid, CPC_MICROS)]
+    assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS
+    await assert_conserved(rig, pg)
