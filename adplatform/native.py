@@ -47,6 +47,7 @@ MODULES: Final = (
     "adserver/fcap.py",
     "adserver/http/direct.py",
     "adserver/http/metrics.py",
+    "adserver/http/protocol.py",
     "adserver/serve.py",
     "adserver/state.py",
     "adserver/token.py",

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import uvicorn
 from starlette.applications import Starlette
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adplatform.config import Config
 from adplatform.kafka import make_producer
@@ -184,6 +184,22 @@ async def guarded_uvicorn(app: ASGIApp, **options: Any) -> AsyncIterator[int]:
     finally:
         srv.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+class CountingApp:
+    """An ASGI app in front of ``app`` that notes each HTTP request it is given (``METHOD path``): the ad
+    server's protocol still finds ``app``'s direct path through ``.app`` (``adserver.http.direct.direct_of``),
+    so what the direct path answers never shows here. (The protocol is compiled: a spy patched onto one of
+    its methods would not see the calls its own compiled code makes.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.requests: list[str] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.requests.append(f"{scope['method']} {scope['path']}")
+        await self.app(scope, receive, send)
 
 
 class Recorder:
