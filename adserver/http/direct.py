@@ -65,6 +65,43 @@ _PLAIN_SERVE: Final = re.compile(
 )
 
 
+#: Header lines none of whose names is in ``_SPECIAL_NAMES`` (``_PLAIN_SERVE``'s).
+_ORDINARY_LINES: Final = rb"(?:(?!" + _SPECIAL_NAMES + rb":)[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*"
+#: A plain feedback POST's whole head, as one match: ``(request_id, query or None, lines before, length,
+#: lines after)``. As ``_PLAIN_SERVE``, with exactly one ``content-length`` line (any letter case, blanks
+#: before its digits, none after them) among the ordinary header lines; no other special name.
+_PLAIN_FEEDBACK: Final = re.compile(
+    rb"POST /ad/([" + _PCHAR + rb"]+)/feedback(?:\?([" + _PCHAR + rb"%/?]*))? HTTP/1\.1\r\n"
+    rb"(" + _ORDINARY_LINES + rb")(?i:content-length):[\t ]*([0-9]{1,9})\r\n(" + _ORDINARY_LINES + rb")\r\n"
+)
+
+
+def plain_feedback(data: bytes, pos: int) -> tuple[int, str, bytes] | None:
+    """The plain feedback POST whose whole head and body start ``data`` at ``pos``, as ``(end,
+    request_id, body)``, or ``None`` for anything the full parser must read (as ``plain_serve``; and a
+    body not all read yet, or over the limit). What it matches, httptools parses to the same method,
+    target, headers and body, and ``feedback_target`` takes directly, to the same request id."""
+    found = _PLAIN_FEEDBACK.match(data, pos)
+    if found is None:
+        return None
+    request_id, query, before, digits, after = cast(
+        "tuple[bytes, bytes | None, bytes, bytes, bytes]", found.groups()
+    )
+    head_end = found.end()
+    end = head_end + int(digits)
+    if end - head_end > MAX_BODY_BYTES or end > len(data):
+        return None
+    # The limits as ``feedback_target`` counts them, or stricter (a line's bytes include ``: `` and CRLF).
+    lines = len(before) + len(after) + len(digits) + len(b"content-length: \r\n")
+    count = before.count(b"\n") + after.count(b"\n") + 1
+    if lines > MAX_HEADER_BYTES or count > MAX_HEADER_COUNT:
+        return None
+    size = len(_FEEDBACK_PREFIX) + len(request_id) + len(_FEEDBACK_SUFFIX) + (len(query) if query else 0)
+    if size > MAX_TARGET_BYTES:
+        return None
+    return end, request_id.decode("ascii"), data[head_end:end]
+
+
 def plain_serve(data: bytes, pos: int) -> tuple[int, str, bytes, bytes] | None:
     """The plain serve GET whose whole head starts ``data`` at ``pos``, as ``(end, user_id, query, header
     lines)``, or ``None`` for anything the full parser (httptools, then ``target``) must read: another

@@ -32,11 +32,13 @@ turn (``DirectServe.defer``), each still one write, so a client finds them ready
 that writes to a connection or closes it writes them first. And uvicorn's keep-alive timeout keeps one
 timer per connection, moved by each answer, where uvicorn makes and cancels one per request.
 
-A feedback POST with a small fixed-length body is answered directly too: its body is collected here,
-``FeedbackService.submit`` takes it, and the answer is written from the callback of the request's
-future. Until then the connection holds a response cycle of uvicorn's that is not complete, exactly as
-an ASGI request in flight does: later pipelined requests queue behind it, a graceful shutdown lets it
-finish and then closes the connection, and a client that goes away gets nothing written.
+A feedback POST with a small fixed-length body is answered directly too: its body is collected here (or,
+when its whole head and body are at the start of the bytes read, taken from one match of the head,
+``adserver.http.direct.plain_feedback``, as a serve GET's is), ``FeedbackService.submit`` takes it, and
+the answer is written from the callback of the request's future. Until then the connection holds a
+response cycle of uvicorn's that is not complete, exactly as an ASGI request in flight does: later
+pipelined requests queue behind it, a graceful shutdown lets it finish and then closes the connection,
+and a client that goes away gets nothing written.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from adserver.http.direct import (
     direct_of,
     feedback_target,
     header_list,
+    plain_feedback,
     plain_serve,
     target,
 )
@@ -207,6 +210,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     #: Plain serve GETs may be matched before httptools sees them (``data_received``): a direct path,
     #: set up as ``_take_direct`` requires.
     _heads: bool = False
+    #: And plain feedback POSTs (``plain_feedback``): the direct path answers feedback too.
+    _direct_feedback: bool = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._read = _Deadline(self.loop, self._read_timed_out)
@@ -219,12 +224,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             and not self.root_path
             and not self.access_log
         )
+        self._direct_feedback = self._heads and self._direct is not None and self._direct.feedback is not None
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        """Plain serve GETs at the start of ``data`` are answered from one match of their head
-        (``adserver.http.direct.plain_serve``), without httptools' callbacks; the rest, from the first
-        byte that is not such a request, goes to httptools as before."""
+        """Plain serve GETs and feedback POSTs at the start of ``data`` are answered from one match of
+        their head (``adserver.http.direct.plain_serve``, ``plain_feedback``), without httptools'
+        callbacks; the rest, from the first byte that is not such a request, goes to httptools as before."""
         direct = self._direct
         if direct is None:
             super().data_received(data)
@@ -240,8 +246,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(data)
 
     def _answer_heads(self, data: bytes) -> int:
-        """Answer the plain serve GETs at the start of ``data``, while the connection is as ``_take_direct``
-        requires; returns where the first request left to httptools starts."""
+        """Answer the plain serve GETs and feedback POSTs at the start of ``data``, while the connection is
+        as ``_take_direct`` requires; returns where the first request left to httptools starts."""
+        direct = self._direct
+        assert direct is not None  # _heads is only set when it is
         pos = 0
         end = len(data)
         while pos < end:
@@ -255,6 +263,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 return pos
             found = plain_serve(data, pos)
             if found is None:
+                if self._direct_feedback and data.startswith(b"POST ", pos):
+                    posted = plain_feedback(data, pos)
+                    if posted is not None:
+                        pos, request_id, body = posted
+                        self._idle.at = None  # as below
+                        self._read.at = None
+                        direct.flush()  # its answer may be written at once: after those deferred before
+                        self._answer_feedback(request_id, True, body)
+                        continue
                 return pos
             pos, user_id, query, lines = found
             # What httptools' on_message_begin and uvicorn do (``_unset_keepalive_if_required``), and the

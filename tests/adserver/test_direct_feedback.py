@@ -147,7 +147,7 @@ def get_serve(extra: str = "") -> bytes:
 class Exchange:
     """One connection to a fresh protocol: feed it bytes, let its tasks and batches run, read the writes."""
 
-    def __init__(self, app: Starlette, *, direct: bool) -> None:
+    def __init__(self, app: Starlette, *, direct: bool, heads: bool = True) -> None:
         config = uvicorn.Config(
             app, lifespan="off", access_log=False, log_level="warning", proxy_headers=False
         )
@@ -158,6 +158,8 @@ class Exchange:
         self.protocol.connection_made(self.transport)  # type: ignore[arg-type]  # the calls a protocol makes
         if not direct:
             self.protocol._direct = None
+        if not heads:  # every request through httptools' callbacks (no head match)
+            self.protocol._heads = self.protocol._direct_feedback = False
         self.asgi_calls = 0
         inner = self.protocol.app
 
@@ -190,14 +192,20 @@ class Outcome(NamedTuple):
 
 
 async def both(
-    app: Starlette, data: bytes, *, budgets: dict[str, Any] | None = None, fail: KafkaError | None = None
+    app: Starlette,
+    data: bytes,
+    *,
+    budgets: dict[str, Any] | None = None,
+    fail: KafkaError | None = None,
+    heads: bool = True,
 ) -> tuple[Outcome, Outcome]:
-    """``data`` on one connection through the ASGI path, then through the direct path (fresh services)."""
+    """``data`` on one connection through the ASGI path, then through the direct path (fresh services;
+    without ``heads``, every request read by httptools' callbacks, none by the head match)."""
     out = []
     for direct in (False, True):
         fakes = FakeBudgets(**(budgets or {}))
         service(app, fakes, FakeProducer(fail=fail))
-        exchange = Exchange(app, direct=direct)
+        exchange = Exchange(app, direct=direct, heads=heads)
         writes = await exchange.send(data)
         out.append(Outcome(list(writes), exchange.transport.closed, fakes, exchange.asgi_calls))
         exchange.close()
@@ -221,12 +229,15 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("heads", [True, False], ids=["head match", "httptools"])
 @pytest.mark.parametrize("name", list(CASES))
-async def test_both_paths_write_the_same_bytes_and_count_the_same(app: Starlette, name: str) -> None:
+async def test_both_paths_write_the_same_bytes_and_count_the_same(
+    app: Starlette, name: str, heads: bool
+) -> None:
     data = CASES[name](request_id(app))
     metrics = app.state.ref.metrics
     before = dict(metrics.requests)
-    asgi, direct = await both(app, data)
+    asgi, direct = await both(app, data, heads=heads)
     assert asgi.writes, "the ASGI path answered nothing"
     assert b"".join(direct.writes) == b"".join(asgi.writes)
     assert len(direct.writes) == len(asgi.writes)  # one write per response on both
@@ -239,6 +250,42 @@ async def test_both_paths_write_the_same_bytes_and_count_the_same(app: Starlette
         assert direct.asgi_calls == 0
     added = {k: v - before.get(k, 0) for k, v in metrics.requests.items()}
     assert all(v % 2 == 0 for v in added.values()), added  # each path counted each request once
+
+
+class _FeedSpy:
+    """httptools' parser, noting every ``feed_data``: what the head match took never reaches it."""
+
+    def __init__(self, parser: Any, fed: list[bytes]) -> None:
+        self._parser = parser
+        self._fed = fed
+
+    def feed_data(self, data: bytes) -> None:
+        self._fed.append(data)
+        self._parser.feed_data(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
+async def test_the_head_match_answers_feedback_without_httptools(app: Starlette) -> None:
+    """A feedback POST whose head and body are read at once is taken by one match of its head: accepted
+    (200 when its batch is done) or refused up front (422), httptools is never fed; split across two
+    reads, the same request goes to httptools."""
+    service(app, FakeBudgets(), FakeProducer())
+    exchange = Exchange(app, direct=True)
+    fed: list[bytes] = []
+    exchange.protocol.parser = _FeedSpy(exchange.protocol.parser, fed)  # type: ignore[assignment]
+    writes = list(await exchange.send(post(request_id(app))))
+    writes += (await exchange.send(post(request_id(app, "n2"), '{"view": 2}')))[1:]
+    assert [w.split(b"\r\n", 1)[0] for w in writes] == [
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 422 Unprocessable Entity",
+    ]
+    assert fed == [] and exchange.asgi_calls == 0
+    data = post(request_id(app, "n3"))
+    exchange.protocol.data_received(data[:-1])
+    assert fed == [data[:-1]]  # the body is not all there: httptools reads it
+    exchange.close()
 
 
 async def test_the_answers_are_what_the_readme_says(app: Starlette) -> None:
