@@ -74,6 +74,18 @@ def _other_worker(rig: Rig, published: PublishedEvents | None) -> FeedbackServic
     )
 
 
+async def _retried_on_another_worker(rig: Rig, token: str) -> FeedbackService:
+    """The click of ``token`` sent again to a second worker that looks orphans up in ``ad-feedback``:
+    answered 200; that worker, for its counters."""
+    published = PublishedEvents(rig.config.kafka_bootstrap, rig.config.topics.feedback)
+    other = _other_worker(rig, published)
+    try:
+        assert await other.handle(token, b'{"click": 1}') == SUCCESS
+    finally:
+        await published.aclose()
+    return other
+
+
 async def test_a_quick_retry_of_a_charge_whose_worker_died_before_publishing_is_published(
     rig: Rig, pg: asyncpg.Pool
 ) -> None:
@@ -84,13 +96,8 @@ async def test_a_quick_retry_of_a_charge_whose_worker_died_before_publishing_is_
     token = rig.token(cid, user="young")
     charged_ms = int(SystemClock().now() * 1000)
     event_id = await _lost_answer(rig, cid, token, seconds_ago=0)
-    published = PublishedEvents(rig.config.kafka_bootstrap, rig.config.topics.feedback)
-    other = _other_worker(rig, published)
     started = time.monotonic()
-    try:
-        assert await other.handle(token, b'{"click": 1}') == SUCCESS
-    finally:
-        await published.aclose()
+    other = await _retried_on_another_worker(rig, token)
     assert time.monotonic() - started >= 2.0  # publish_timeout_s 1 + ORPHAN_MARGIN_S 1
     assert other.counters.republished == 1
     assert [e for e in await feedback_events(rig.config) if e[0] == event_id] == [(event_id, cid, CPC_MICROS)]
@@ -114,15 +121,24 @@ async def test_a_quick_retry_of_an_acknowledged_charge_on_another_worker_publish
     started = time.monotonic()
     assert await rig.service.handle(token, b'{"click": 1}') == SUCCESS
     assert time.monotonic() - started < 1.0  # the first's worker knows it was acknowledged
-    published = PublishedEvents(rig.config.kafka_bootstrap, rig.config.topics.feedback)
-    other = _other_worker(rig, published)
-    try:
-        assert await other.handle(token, b'{"click": 1}') == SUCCESS
-    finally:
-        await published.aclose()
+    other = await _retried_on_another_worker(rig, token)
     assert other.counters.republished == 0
     assert [e for e in await feedback_events(rig.config) if e[0] == event_id] == [(event_id, cid, CPC_MICROS)]
     assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS
+
+
+def _slow_worker(rig: Rig, slow: _SlowProducer) -> FeedbackService:
+    """A worker whose events go to ``slow`` and whose publish deadline is 0.2 s."""
+    return FeedbackService(
+        signer=rig.signer,
+        budgets=rig.budgets,
+        producer=cast(AIOKafkaProducer, slow),
+        topic=rig.config.topics.feedback,
+        lookup=rig.campaigns.get,
+        clock=SystemClock(),
+        dedup_ttl_s=RIG_DEDUP_TTL_S,
+        publish_timeout_s=0.2,
+    )
 
 
 class _SlowProducer:
@@ -157,16 +173,7 @@ async def test_an_event_kafka_has_not_answered_keeps_its_charge_and_a_retry_wait
     token = rig.token(cid, user="slow")
     event_id = f"{digest(token)}:click"
     slow = _SlowProducer()
-    first = FeedbackService(
-        signer=rig.signer,
-        budgets=rig.budgets,
-        producer=cast(AIOKafkaProducer, slow),
-        topic=rig.config.topics.feedback,
-        lookup=rig.campaigns.get,
-        clock=SystemClock(),
-        dedup_ttl_s=RIG_DEDUP_TTL_S,
-        publish_timeout_s=0.2,
-    )
+    first = _slow_worker(rig, slow)
     with pytest.raises(FeedbackError) as refused:
         await first.handle(token, b'{"click": 1}')
     assert refused.value.status == 503
@@ -206,16 +213,7 @@ async def test_a_batch_the_producer_gave_up_after_a_leader_change_keeps_its_char
     event_id = f"{digest(token)}:click"
     mark = names.dedup_key(cid, event_id) + ":in-flight"
     slow = _SlowProducer()
-    first = FeedbackService(
-        signer=rig.signer,
-        budgets=rig.budgets,
-        producer=cast(AIOKafkaProducer, slow),
-        topic=rig.config.topics.feedback,
-        lookup=rig.campaigns.get,
-        clock=SystemClock(),
-        dedup_ttl_s=RIG_DEDUP_TTL_S,
-        publish_timeout_s=0.2,
-    )
+    first = _slow_worker(rig, slow)
     with pytest.raises(FeedbackError) as refused:
         await first.handle(token, b'{"click": 1}')
     assert refused.value.status == 503 and await rig.redis.exists(mark)
@@ -230,12 +228,7 @@ async def test_a_batch_the_producer_gave_up_after_a_leader_change_keeps_its_char
     await eventually(unmarked, timeout_s=5, poll_s=0.05)
     await first.aclose()
     assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS  # kept, not refunded
-    published = PublishedEvents(rig.config.kafka_bootstrap, rig.config.topics.feedback)
-    other = _other_worker(rig, published)
-    try:
-        assert await other.handle(token, b'{"click": 1}') == SUCCESS
-    finally:
-        await published.aclose()
+    other = await _retried_on_another_worker(rig, token)
     assert other.counters.republished == (0 if written else 1)
     assert [e for e in await feedback_events(rig.config) if e[0] == event_id] == [(event_id, cid, CPC_MICROS)]
     assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS
