@@ -53,6 +53,8 @@ _PCHAR: Final = rb"A-Za-z0-9\-._~!$&'()*+,;=:@"
 #: Header names whose requests the head match leaves to the full parser: a body, the connection's
 #: handling (close, upgrade), ``expect`` (any letter case).
 _SPECIAL_NAMES: Final = rb"(?i:content-length|transfer-encoding|connection|upgrade|expect)"
+#: Header lines of token names and visible-ASCII values, none of them named in ``_SPECIAL_NAMES``.
+_ORDINARY_LINES: Final = rb"(?:(?!" + _SPECIAL_NAMES + rb":)[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*"
 #: A plain serve GET's whole head, as one match: ``(user_id, query or None, header lines)``. Only what
 #: every HTTP/1.1 parser reads the same way: an origin-form target of RFC 3986 characters (an escaped
 #: segment, a fragment or anything unusual is not matched), ``HTTP/1.1``, and header lines of token names
@@ -61,12 +63,10 @@ _SPECIAL_NAMES: Final = rb"(?i:content-length|transfer-encoding|connection|upgra
 #: search of the header lines cost as much as the match itself).
 _PLAIN_SERVE: Final = re.compile(
     rb"GET /ad/user/([" + _PCHAR + rb"]+)/serve(?:\?([" + _PCHAR + rb"%/?]*))? HTTP/1\.1\r\n"
-    rb"((?:(?!" + _SPECIAL_NAMES + rb":)[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*)\r\n"
+    rb"(" + _ORDINARY_LINES + rb")\r\n"
 )
 
 
-#: Header lines none of whose names is in ``_SPECIAL_NAMES`` (``_PLAIN_SERVE``'s).
-_ORDINARY_LINES: Final = rb"(?:(?!" + _SPECIAL_NAMES + rb":)[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*"
 #: A plain feedback POST's whole head, as one match: ``(request_id, query or None, lines before, length,
 #: lines after)``. As ``_PLAIN_SERVE``, with exactly one ``content-length`` line (any letter case, blanks
 #: before its digits, none after them) among the ordinary header lines; no other special name.
