@@ -628,8 +628,9 @@ class FeedbackService:
         counters = self.counters
         counters.stages["publish"].observe(perf_counter() - started)
         refused: list[tuple[_Pending, Debit]] = []
-        #: Failed, but possibly written: the charge stays (a retry finds the event, or publishes it).
-        unsure: list[tuple[_Pending, Debit, str]] = []
+        #: Failed, but possibly written (and the failure's name): the charge stays (a retry finds the event,
+        #: or publishes it).
+        unsure: list[tuple[_Pending, str]] = []
         in_flight: list[tuple[_Pending, Debit, asyncio.Future[Any]]] = []
         for i, (p, debit) in enumerate(charged):
             ack = acks[i] if i < len(acks) else None
@@ -649,19 +650,17 @@ class FeedbackService:
                 continue
             if ack is not None:
                 if may_have_landed(ack):
-                    unsure.append((p, debit, type(ack.exception()).__name__))
+                    unsure.append((p, type(ack.exception()).__name__))
                     continue
                 failure = failure or (ack.exception() if not ack.cancelled() else TimeoutError())
             refused.append((p, debit))
         kept = await self._keep_in_flight(in_flight)
         refused += [(p, d) for p, d, _ in in_flight if p.event_id not in kept]
-        for p, _, failed in unsure:
-            why = (
-                f"event log unavailable ({failed}): the event may be written; retry with the same request_id"
+        for p, failed in unsure:
+            self._unavailable(
+                p,
+                f"event log unavailable ({failed}): the event may be written; retry with the same request_id",
             )
-            _refuse(p, 503, why)
-            for waiting in self._unacked.pop(p.event_id, ()):
-                _refuse(waiting, 503, why)
         counters.unavailable += len(unsure)
         if not refused and not kept:
             return
@@ -672,16 +671,18 @@ class FeedbackService:
         await asyncio.gather(*(self._refund(p.token.campaign_id, p.event_id, d) for p, d in refunds))
         counters.unavailable += len(refused) + len(kept)
         for p, _ in refused:
-            why = f"event log unavailable ({name}); retry" if p.republished else reason
-            _refuse(p, 503, why)
-            for waiting in self._unacked.pop(p.event_id, ()):
-                _refuse(waiting, 503, why)
+            self._unavailable(p, f"event log unavailable ({name}); retry" if p.republished else reason)
         for p, _, _ in in_flight:
             if p.event_id in kept:
-                why = "event log slow: the event may still be written; retry with the same request_id"
-                _refuse(p, 503, why)
-                for waiting in self._unacked.pop(p.event_id, ()):
-                    _refuse(waiting, 503, why)
+                self._unavailable(
+                    p, "event log slow: the event may still be written; retry with the same request_id"
+                )
+
+    def _unavailable(self, p: _Pending, why: str) -> None:
+        """Answer ``p`` 503, and the duplicates waiting for its event's outcome with it."""
+        _refuse(p, 503, why)
+        for waiting in self._unacked.pop(p.event_id, ()):
+            _refuse(waiting, 503, why)
 
     async def _keep_in_flight(self, in_flight: list[tuple[_Pending, Debit, asyncio.Future[Any]]]) -> set[str]:
         """Events handed to Kafka and not acknowledged in time may still be written (a leader election
