@@ -27,10 +27,11 @@ again: a refunded first is gone and the retry is charged as a new one; a first t
 ``ad-feedback`` (``adserver.published``) and, when it is not there, published again, with the first
 charge's amount and the same deterministic ``event_id``, answered 200 only when Kafka acknowledges it. So a
 retry within that age (the first's worker died between the debit and the publish, or its answer was lost
-on the way) waits instead of being answered 200 without an event. The ledger (``spend_events`` primary
-key) and the archive's readers (``dropDuplicates``) count an event id once, so a copy published after a
-look-up that missed the first (it landed after the look-up, or Kafka was not readable) costs a message,
-never money.
+on the way) waits instead of being answered 200 without an event. When ``ad-feedback`` cannot be read
+(a leader election: the first may be in the log all the same) the retry is answered 503, its charge kept,
+and a later retry looks again. The ledger (``spend_events`` primary key) and the archive's readers
+(``dropDuplicates``) count an event id once, so a copy published after a look-up that missed the first (it
+landed after the look-up) costs a message, never money.
 
 Group commit: steps 3 and 4 run for a batch of requests together, in a task of their own: one debit
 script call for the batch (one Redis round trip, one AOF write and fsync; the debits still apply one by
@@ -558,7 +559,7 @@ class FeedbackService:
                 self._spawn(self._retry_later(p, wait_ms / 1000 + 0.05))
                 continue
             old.append((p, debit, age_ms))
-        found = await self._look_up(old)
+        found, failure = await self._look_up(old)
         again: list[tuple[_Pending, Debit]] = []
         for p, debit, age_ms in old:
             if p.event_id in found:
@@ -567,6 +568,13 @@ class FeedbackService:
             waiters = self._unacked.get(p.event_id)
             if waiters is not None:  # another duplicate publishes it already
                 waiters.append(p)
+                continue
+            if failure is not None:  # its first may be in the log: a copy now could be a second one
+                self.counters.unavailable += 1
+                _refuse(
+                    p, 503, f"event log unavailable ({failure}): the first attempt's event may be written; "
+                    "retry with the same request_id",
+                )  # fmt: skip
                 continue
             self.counters.republished += 1
             p.republished = True
@@ -577,17 +585,20 @@ class FeedbackService:
             self._unacked[p.event_id] = []  # later duplicates wait for this copy's outcome
         return again
 
-    async def _look_up(self, old: list[tuple[_Pending, Debit, int]]) -> set[str]:
-        """The event ids of ``old`` (duplicates and their first charge's age) already in ``ad-feedback``;
-        empty when they cannot be looked up (each is then published again, which costs a message)."""
+    async def _look_up(self, old: list[tuple[_Pending, Debit, int]]) -> tuple[set[str], str | None]:
+        """The event ids of ``old`` (duplicates and their first charge's age) already in ``ad-feedback``,
+        and why they could not be looked up (None: they were). A worker without a look-up publishes every
+        orphan again (a copy of a first that did land costs a message)."""
         if not old or self._published is None:
-            return set()
+            return set(), None
         since = {p.event_id: p.now_ms - age_ms for p, _, age_ms in old}
         try:
-            return await self._published(since)
+            return await self._published(since), None
         except (KafkaError, OSError, TimeoutError) as exc:
-            logger.warning("ad-feedback not readable (%s): %d orphans published again", exc, len(since))
-            return set()
+            # During a leader election the first may be in the log and unreadable: publishing it again
+            # would be a copy. The retry is answered 503, its charge kept, until the log can be read.
+            logger.warning("ad-feedback not readable (%r): %d orphans answered 503", exc, len(since))
+            return set(), type(exc).__name__
 
     async def _publish(self, charged: list[tuple[_Pending, Debit]]) -> None:
         """Hand every event to the producer, wait for the acknowledgements under one deadline; answer the

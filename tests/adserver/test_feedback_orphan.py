@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 import asyncpg
@@ -59,7 +60,9 @@ async def test_a_retry_publishes_an_orphaned_charge_once_it_is_old(rig: Rig, pg:
     await assert_conserved(rig, pg)  # the ledger books it; reconciliation finds nothing to repair
 
 
-def _other_worker(rig: Rig, published: PublishedEvents | None) -> FeedbackService:
+def _other_worker(
+    rig: Rig, published: Callable[[dict[str, int]], Awaitable[set[str]]] | None
+) -> FeedbackService:
     """A second worker of the same host: the same Redis and producer, a feedback service of its own."""
     return FeedbackService(
         signer=rig.signer,
@@ -228,6 +231,45 @@ async def test_a_batch_the_producer_gave_up_after_a_leader_change_keeps_its_char
     await eventually(unmarked, timeout_s=5, poll_s=0.05)
     await first.aclose()
     assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS  # kept, not refunded
+    other = await _retried_on_another_worker(rig, token)
+    assert other.counters.republished == (0 if written else 1)
+    assert [e for e in await feedback_events(rig.config) if e[0] == event_id] == [(event_id, cid, CPC_MICROS)]
+    assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS
+    await assert_conserved(rig, pg)
+
+
+async def _unreadable(since: dict[str, int]) -> set[str]:
+    """``ad-feedback`` during a leader election: the look-up's time bound runs out."""
+    raise TimeoutError
+
+
+@pytest.mark.parametrize("written", [True, False], ids=["first in the log", "first never published"])
+async def test_an_orphan_whose_log_cannot_be_read_is_answered_503_and_not_copied(
+    rig: Rig, pg: asyncpg.Pool, written: bool
+) -> None:
+    """The retry of an old charge meets an ``ad-feedback`` it cannot read (a leader election, as the
+    cluster's ``kill-kafka-leader`` scenario: 8 copies in the archive when such retries were published
+    again). Its first may be in the log, so it is answered 503 and nothing is published; the charge stays.
+    The next retry, once the log can be read, settles it: 200 without a copy when the first is there, the
+    first charge published once when it is not."""
+    cid = next(iter(rig.campaigns))
+    token = rig.token(cid, user=f"unreadable-{written}")
+    if written:  # published and acknowledged, its answer lost
+        event_id = f"{digest(token)}:click"
+        assert await rig.service.handle(token, b'{"click": 1}') == SUCCESS
+    else:  # debited, and its worker died before the publish, long enough ago
+        event_id = await _lost_answer(rig, cid, token, seconds_ago=10)
+    blind = _other_worker(rig, _unreadable)
+    if written:  # its charge as old as the orphan window: the look-up is asked at once
+        await rig.redis.expire(names.dedup_key(cid, event_id), RIG_DEDUP_TTL_S - 10)
+    with pytest.raises(FeedbackError) as refused:
+        await blind.handle(token, b'{"click": 1}')
+    assert refused.value.status == 503 and "event log unavailable (TimeoutError)" in str(refused.value)
+    assert blind.counters.republished == 0
+    assert [e for e in await feedback_events(rig.config) if e[0] == event_id] == (
+        [(event_id, cid, CPC_MICROS)] if written else []
+    )
+    assert (await rig.budgets.get(cid))["spent"] == CPC_MICROS  # kept: it is the first's
     other = await _retried_on_another_worker(rig, token)
     assert other.counters.republished == (0 if written else 1)
     assert [e for e in await feedback_events(rig.config) if e[0] == event_id] == [(event_id, cid, CPC_MICROS)]
