@@ -126,3 +126,30 @@ def test_compiled_and_pure_modules_give_the_same_answers(tmp_path: Path) -> None
     assert compiled["answers"] == pure["answers"]
     answers = compiled["answers"]
     assert isinstance(answers, list) and any(a[0] is not None for a in answers)  # some requests filled
+
+
+@pytest.mark.parametrize("module", ["adserver.http.direct", "adserver.serve", "adplatform.params"])
+def test_a_compiled_module_imported_first_never_loads_a_stale_build(tmp_path: Path, module: str) -> None:
+    """``python -c "import adserver.http.direct"`` after an edit, with nothing imported before it: the
+    package's ``__init__`` runs the guard first, so the module comes from its source (a stale library
+    imported ahead of the guard crashed the interpreter). ``index``, the bottom room, imports nothing of
+    the project: every entry point imports ``adplatform`` before it."""
+    if native.state() != "compiled":
+        pytest.skip(f"no current build here ({native.state()}): run `make native`")
+    for package in native.SOURCE_PACKAGES:
+        skip = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(native.ROOT / package, tmp_path / package, ignore=skip)
+    (tmp_path / native.MANIFEST).parent.mkdir()
+    shutil.copy(native.ROOT / native.MANIFEST, tmp_path / native.MANIFEST)
+    assert native.state(tmp_path) == "compiled"
+    with (tmp_path / "adserver" / "params.py").open("a") as source:
+        source.write("# edited\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module} as m; print(m.__file__)"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tmp_path / (module.replace(".", "/") + ".py"))
+    assert "native: removed" in done.stderr
+    assert native.state(tmp_path) == "pure"
