@@ -11,6 +11,11 @@ Two references, from the same minimal app in each round: its GET of the serve UR
 ``ratio``) and its POST of the feedback URL driven by the same wrk script as the feedback server, body and
 request ids included (``vs POST``): the like-for-like one, where wrk's own cost per request is the same.
 
+``--durable`` adds a third reference to every round: ``bench.minimal_durable``, the minimal app's POST
+with the two durable writes a feedback must make, written the plain way (a Redis script call per batch
+under ``appendfsync always``, an ``acks=all`` event per request through the house producer, the same group
+commit) and nothing else: what those writes cost a plain Starlette app on this machine, in the same run.
+
 ``--rounds N`` measures the minimal app and the feedback server N times, alternating, and adds the median
 of each column: on a shared machine one run can be 20% off either way (the minimal app alone has measured
 24,000 to 34,000 req/s in one hour), so a figure worth quoting is a median of rounds.
@@ -59,6 +64,7 @@ from ingest.instruction import COLUMNS
 BODY = '{"view": 1, "click": 1, "acquisition": 0}'
 BASELINE = " (baseline)"
 MINIMAL_POST = "minimal starlette (POST, same script)"
+DURABLE = "minimal POST + Redis + Kafka"
 
 
 def campaign_file(path: Path, campaign_ids: list[str]) -> Path:
@@ -165,6 +171,11 @@ def main(argv: list[str]) -> int:
         "--baseline-tree", type=Path, default=None,
         help="another checkout whose feedback server runs beside this tree's in every round",
     )  # fmt: skip
+    parser.add_argument(
+        "--durable", action="store_true",
+        help="also run bench.minimal_durable in every round: the minimal app's POST with the same two "
+        "durable writes, written the plain way (a Redis script call per batch, an acks=all event each)",
+    )  # fmt: skip
     add_client_policy(parser)
     args = parser.parse_args(argv)
     # Its own database and Redis database (the servers it starts inherit them), never the user's: its
@@ -217,6 +228,19 @@ def _run(args: argparse.Namespace) -> int:
                 show(rows[-1])
                 rows.append(row(f"{MINIMAL_POST}{tag}", minimal_post, minimal))
                 show(rows[-1])
+                if args.durable:
+                    durable_script = write_feedback_script(  # fresh ids: each request's SET NX writes
+                        Path(tmp) / "durable.lua", tokens(signer, campaign_ids, args.tokens), args.threads
+                    )
+                    port = free_port()
+                    with server_process("bench.minimal_durable:app", "uvicorn", port, workers=args.workers,
+                                        env=env, ready_path="/ad/user/warmup/serve") as proc:  # fmt: skip
+                        load = functools.partial(measure, f"http://127.0.0.1:{port}", durable_script)
+                        result, cpu = measure_cpu(proc.pid, load, time.monotonic)
+                    rows.append(ratio_to_post(row(f"{DURABLE}{tag}", result, minimal), minimal_post))
+                    rows[-1]["cpu_s"] = cpu.as_dict()
+                    show(rows[-1])
+                    print(f"  {cpu.line()}")
                 for server in servers:
                     # The order alternates by round, so neither tree always meets the machine first.
                     done: dict[str, dict[str, object]] = {}
@@ -255,7 +279,8 @@ def _run(args: argparse.Namespace) -> int:
         asyncio.run(delete_campaign_keys(config, campaign_ids))
     if args.rounds > 1:
         cases = [f"feedback (POST, {server}){suffix}" for server in servers for suffix, _ in trees]
-        for case in ["minimal starlette (GET)", MINIMAL_POST, *cases]:
+        durable = [DURABLE] if args.durable else []
+        for case in ["minimal starlette (GET)", MINIMAL_POST, *durable, *cases]:
             rows.append(median_row(case, [r for r in rows if str(r["case"]).startswith(f"{case} #")]))
             show(rows[-1])
     settings = {

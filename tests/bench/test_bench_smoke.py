@@ -20,6 +20,7 @@ HARNESSES = (
     "bench.http",
     "bench.granian_tuning",
     "bench.feedback_http",
+    "bench.minimal_durable",
     "bench.debit_redis",
     "bench.archive_lag",
     "bench.pg_sinks",
