@@ -125,7 +125,9 @@ def remove(root: Path = ROOT) -> int:
 def ensure_current(root: Path = ROOT) -> str | None:
     """Remove a stale build before anything imports it; returns what was done (None: nothing to do).
 
-    Raises ``RuntimeError`` when stale compiled modules were already imported (they cannot be unloaded)."""
+    Raises ``RuntimeError`` when stale compiled modules were already imported (they cannot be unloaded),
+    and ``ImportError`` (after removing the build) when one is being imported: its library is loaded, and
+    its import brought this check in, too late to run its source instead."""
     if state(root) != "stale":
         return None
     stale = loaded() if root == ROOT else []
@@ -134,11 +136,30 @@ def ensure_current(root: Path = ROOT) -> str | None:
             f"compiled modules older than their sources already imported ({', '.join(stale)}): "
             "run `make native`"
         )
+    loading = _mapped(root) if root == ROOT else []
     count = remove(root)
+    if loading:
+        # A compiled module of a package that does not import adplatform first (``index``, the bottom
+        # room) is being imported: its library is loaded already and cannot run its source instead.
+        raise ImportError(
+            f"native: {loading[0].relative_to(root)} was built from other sources and loaded before "
+            f"adplatform could check it; removed {count} compiled libraries: import it again to run its "
+            "source, or run `make native`"
+        )
     return (
         f"native: removed {count} compiled libraries built from other sources; "
         "running pure Python until `make native`"
     )
+
+
+def _mapped(root: Path) -> list[Path]:
+    """The build's libraries this process has loaded, imported or being imported (Linux's
+    ``/proc/self/maps``; none where there is no such file)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return []
+    return [path for path in libraries(root) if str(path) in maps]
 
 
 def build(root: Path = ROOT) -> int:

@@ -128,28 +128,55 @@ def test_compiled_and_pure_modules_give_the_same_answers(tmp_path: Path) -> None
     assert isinstance(answers, list) and any(a[0] is not None for a in answers)  # some requests filled
 
 
+def _tree_with_an_edited_build(root: Path) -> None:
+    """A copy of this tree's sources and its current build, then one source edited: the build is stale."""
+    for package in native.SOURCE_PACKAGES:
+        skip = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(native.ROOT / package, root / package, ignore=skip)
+    (root / native.MANIFEST).parent.mkdir()
+    shutil.copy(native.ROOT / native.MANIFEST, root / native.MANIFEST)
+    assert native.state(root) == "compiled"
+    with (root / "adserver" / "params.py").open("a") as source:
+        source.write("# edited\n")
+
+
+def _import_first(root: Path, module: str) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter in ``root`` whose first import is ``module``; prints its file."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        [sys.executable, "-c", f"import {module} as m; print(m.__file__)"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("module", ["adserver.http.direct", "adserver.serve", "adplatform.params"])
 def test_a_compiled_module_imported_first_never_loads_a_stale_build(tmp_path: Path, module: str) -> None:
     """``python -c "import adserver.http.direct"`` after an edit, with nothing imported before it: the
     package's ``__init__`` runs the guard first, so the module comes from its source (a stale library
-    imported ahead of the guard crashed the interpreter). ``index``, the bottom room, imports nothing of
-    the project: every entry point imports ``adplatform`` before it."""
+    imported ahead of the guard crashed the interpreter)."""
     if native.state() != "compiled":
         pytest.skip(f"no current build here ({native.state()}): run `make native`")
-    for package in native.SOURCE_PACKAGES:
-        skip = shutil.ignore_patterns("__pycache__")
-        shutil.copytree(native.ROOT / package, tmp_path / package, ignore=skip)
-    (tmp_path / native.MANIFEST).parent.mkdir()
-    shutil.copy(native.ROOT / native.MANIFEST, tmp_path / native.MANIFEST)
-    assert native.state(tmp_path) == "compiled"
-    with (tmp_path / "adserver" / "params.py").open("a") as source:
-        source.write("# edited\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run(
-        [sys.executable, "-c", f"import {module} as m; print(m.__file__)"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    _tree_with_an_edited_build(tmp_path)
+    done = _import_first(tmp_path, module)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(tmp_path / (module.replace(".", "/") + ".py"))
     assert "native: removed" in done.stderr
     assert native.state(tmp_path) == "pure"
+
+
+def test_a_stale_index_module_imported_first_fails_its_import_and_the_next_runs_its_source(
+    tmp_path: Path,
+) -> None:
+    """``index``, the bottom room, imports nothing of the project, so its library is loaded before the
+    guard runs (from the group's import): that import fails with one line naming ``make native``, the
+    build is gone, and the next import runs the source (before, the stale library ran)."""
+    if native.state() != "compiled":
+        pytest.skip(f"no current build here ({native.state()}): run `make native`")
+    _tree_with_an_edited_build(tmp_path)
+    first = _import_first(tmp_path, "index.money")
+    assert first.returncode == 1
+    assert "ImportError: native: index/money" in first.stderr and "`make native`" in first.stderr
+    assert native.state(tmp_path) == "pure"
+    again = _import_first(tmp_path, "index.money")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == str(tmp_path / "index" / "money.py")
