@@ -1,0 +1,38 @@
+"""``bench.minimal_durable``, the feedback bench's plain reference, makes both durable writes it claims:
+each request is de-duplicated and counted in Redis and its event is in ``ad-feedback`` when it is
+answered."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import orjson
+import pytest
+
+from adplatform.config import Config
+from adplatform.kafka import read_to_end
+from adplatform.redis_client import RedisClient
+from bench import minimal_durable
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis]
+
+
+async def test_each_answer_follows_its_redis_write_and_its_acknowledged_event(
+    topics: Config, redis_client: RedisClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ADP_TOPIC_PREFIX", topics.topics.prefix)
+    monkeypatch.setenv("ADP_GROUP_PREFIX", topics.group_prefix)
+    app = minimal_durable.app
+    ids = [f"durable-{i}" for i in range(40)]
+    async with (
+        minimal_durable.lifespan(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reference") as client,
+    ):
+        replies = await asyncio.gather(*(client.post(f"/ad/{rid}/feedback", content=b"{}") for rid in ids))
+    assert [(r.status_code, r.json()) for r in replies] == [(200, {"status": "Success"})] * len(ids)
+    assert int(await redis_client.get("bench-durable:count") or 0) == len(ids)
+    assert all([await redis_client.exists(f"bench-durable:dedup:{rid}") for rid in ids])
+    records = await read_to_end(topics.kafka_bootstrap, topics.topics.feedback)
+    assert sorted(orjson.loads(r.value or b"{}")["request_id"] for r in records) == sorted(ids)
+    assert all(500 < len(r.value or b"") < 700 for r in records)  # the size of a real event
