@@ -33,6 +33,8 @@ def test_demo_runs_end_to_end_and_the_books_balance() -> None:
                 "1500",
                 "--users",
                 "300",
+                "--warm-up",  # the warm-up's path, briefly (by default: 45 s behind a broker just started)
+                "2",
                 "--port",  # not 8000: a developer's machine may run something there
                 str(free_port()),
             ],
@@ -60,8 +62,12 @@ def test_demo_runs_end_to_end_and_the_books_balance() -> None:
     assert len(amounts) == 4 and len(set(amounts)) == 1 and line.endswith("OK"), line
     assert re.search(r"^    books add up: \d+ campaign-days", out, re.M), out
     served = int(re.search(r"^served\s+(\d+)", out, re.M).group(1))  # type: ignore[union-attr]
-    rows = re.search(r"^served_ads rows\s+(\d+)\s+\(200 responses seen: (\d+)\)", out, re.M)
-    assert rows is not None and int(rows.group(1)) == int(rows.group(2)) == served > 0
+    rows = re.search(
+        r"^served_ads rows\s+(\d+)\s+\(200 responses seen: (\d+), (\d+) of them while warming up\)", out, re.M
+    )
+    assert rows is not None and int(rows.group(1)) == int(rows.group(2)) == served + int(rows.group(3))
+    assert served > 0 and int(rows.group(3)) > 0
+    assert re.search(r"^==> warming up: .*simulating users for 2s, not measured$", out, re.M), out
     assert re.search(r"^report\s+\S+report\.html$", out, re.M)
     stages = (
         r"^feedback stages per batch of [\d.]+ requests \(means\): "
