@@ -49,7 +49,7 @@ from admin.scrape import feedback_stages, format_feedback_stages, read_once
 from adplatform.cli.common import script_main
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, wait_for_topics
-from adplatform.pidfile import write_pid_file
+from adplatform.pidfile import start_ticks, write_pid_file
 from adplatform.ports import listener
 from adplatform.sandbox import Sandbox, close_named, named_owner, open_sandbox
 from adplatform.services import ADMIN_PORT, ADSERVER_PORT
@@ -59,7 +59,7 @@ from devstack.paths import Paths
 from devstack.pids import read_pid
 from index.money import format_micros
 from loadtest.books import archive_books
-from loadtest.cpu import CpuMeter, format_table, platform_label
+from loadtest.cpu import TICKS_PER_S, CpuMeter, format_table, platform_label
 from loadtest.simulator import SimSummary, Simulator, format_summary, load_users
 from loadtest.supervisor import Supervisor
 from loadtest.workers import wait_workers_ready
@@ -118,23 +118,22 @@ WARM_UP_S = 45.0
 def broker_age_s(stack_dir: Path) -> float | None:
     """Seconds since the stack's Kafka broker started (None: no broker of the stack's runs here)."""
     pid = read_pid(Paths(stack_dir), "kafka")
-    if pid is None:
+    ticks = None if pid is None else start_ticks(pid)
+    if ticks is None:
         return None
     try:
-        started_ticks = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
         uptime_s = float(Path("/proc/uptime").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return uptime_s - started_ticks / os.sysconf("SC_CLK_TCK")
+    return uptime_s - ticks / TICKS_PER_S
 
 
-def warm_up_s(stack_dir: Path, asked: float | None) -> float:
+def warm_up_s(broker_age: float | None, asked: float | None) -> float:
     """How long to simulate before the measured run: ``asked`` when given, else ``WARM_UP_S`` behind a
-    young broker of the stack's and nothing behind a warm one."""
+    young broker of the stack's (``broker_age_s``) and nothing behind a warm one."""
     if asked is not None:
         return max(0.0, asked)
-    age = broker_age_s(stack_dir)
-    return WARM_UP_S if age is not None and age < YOUNG_BROKER_S else 0.0
+    return WARM_UP_S if broker_age is not None and broker_age < YOUNG_BROKER_S else 0.0
 
 
 def step(message: str) -> None:
@@ -354,10 +353,10 @@ def _run(
         # Spark takes a while (and both cores) to start: simulate once its streaming query runs.
         wait_started(ArchiveLayout(config.archive_dir).feedback_checkpoint / "metadata")
         wait_first_batches(ArchiveLayout(config.archive_dir))
-        warm_s = warm_up_s(config.stack_dir, warm_up)
+        age = broker_age_s(config.stack_dir)
+        warm_s = warm_up_s(age, warm_up)
         warm_served = 0
         if warm_s > 0:
-            age = broker_age_s(config.stack_dir)
             young = f"the stack's Kafka broker started {age:.0f}s ago; " if age is not None else ""
             step(f"warming up: {young}simulating users for {warm_s:.0f}s, not measured")
             warm_served = uvloop.run(_simulate(config, ports, warm_s, rate, quiet=True, seed=2)).served
