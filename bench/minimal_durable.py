@@ -12,7 +12,9 @@ what those two writes cost a plain Starlette app on this machine, under the same
 feedback server (which answers from its own protocol, without Starlette).
 
 Run only by ``bench.feedback_http --durable``, in its sandbox: the keys live in the sandbox's Redis
-database and the events in its topics, dropped with it.
+database (on the cluster stack: its key namespace, ``names.REDIS_PREFIX``, all in one hash slot as one
+campaign's are) and the events in its topics, dropped with it. A failed Redis call fails its batch's
+requests (wrk counts the 500s) instead of leaving them waiting.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from adplatform import names
 from adplatform.config import load_config
 from adplatform.kafka import make_producer
 from adplatform.redis_client import open_bounded
@@ -42,6 +45,15 @@ for i = 2, #KEYS do
 end
 return redis.call('INCRBY', KEYS[1], n)
 """
+
+#: The requests' counter; each de-duplication key shares its hash slot (one script call, also on a cluster).
+COUNT_KEY = f"{names.REDIS_PREFIX}bench-durable:{{ref}}:count"
+
+
+def dedup_key(request_id: str) -> str:
+    """One request's de-duplication key."""
+    return f"{names.REDIS_PREFIX}bench-durable:{{ref}}:dedup:{request_id}"
+
 
 #: An event of the size of the ad server's (``adserver.feedback.build_event``), the request id spliced in.
 EVENT = b'{"request_id": "%s", "pad": "' + b"x" * 520 + b'"}'
@@ -75,8 +87,12 @@ class GroupCommit:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                keys = ["bench-durable:count", *(f"bench-durable:dedup:{rid}" for rid, _ in batch)]
-                await self._script(keys=keys, args=[600])
+                keys = [COUNT_KEY, *(dedup_key(rid) for rid, _ in batch)]
+                try:
+                    await self._script(keys=keys, args=[600])
+                except Exception as exc:  # the batch fails with it, the next one tries again
+                    _fail(batch, exc)
+                    continue
                 self._spawn(self._publish(batch))
         finally:
             self._busy = False
@@ -89,14 +105,18 @@ class GroupCommit:
             ]
             await asyncio.wait(acks)
         except Exception as exc:  # every request of the batch fails with it (wrk counts a 500)
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
+            _fail(batch, exc)
             return
         for (_, done), ack in zip(batch, acks, strict=True):
             if not done.done():
                 failed = ack.exception()
                 done.set_exception(failed) if failed else done.set_result(None)
+
+
+def _fail(batch: list[tuple[str, asyncio.Future[None]]], exc: Exception) -> None:
+    for _, done in batch:
+        if not done.done():
+            done.set_exception(exc)
 
 
 @asynccontextmanager
