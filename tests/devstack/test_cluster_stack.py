@@ -184,14 +184,21 @@ async def test_two_ad_server_hosts_charge_once_and_both_stop_at_exhaustion(
             adserver(config, tmp_path / "host-b.log", env) as host_b,
         ):
             params = {"device_type": "iPhone"}
+            # Every worker of both hosts serves the campaign: ten answers in a row on new connections, as
+            # the exhaustion check below asks (one answer on a kept connection is one worker: the other
+            # may still be loading, and the test's next request, on a new connection, may go to it).
+            fresh_limits = httpx.Limits(max_keepalive_connections=0)
             for host in (host_a, host_b):
-                async with httpx.AsyncClient(base_url=host) as http:
+                async with httpx.AsyncClient(base_url=host, limits=fresh_limits) as http:
 
                     async def ready(http: httpx.AsyncClient = http) -> bool:
                         try:
-                            return (await http.get("/ad/user/u1/serve", params=params)).status_code == 200
+                            for _ in range(10):
+                                if (await http.get("/ad/user/u1/serve", params=params)).status_code != 200:
+                                    return False
                         except httpx.TransportError:
                             return False
+                        return True
 
                     await eventually(ready, timeout_s=90, poll_s=0.2)
             async with httpx.AsyncClient(base_url=host_a) as http:
@@ -209,9 +216,8 @@ async def test_two_ad_server_hosts_charge_once_and_both_stop_at_exhaustion(
                 token = (await http.get("/ad/user/u2/serve", params=params)).json()["request_id"]
                 assert (await http.post(f"/ad/{token}/feedback", json={"click": 1})).status_code == 200
             started = time.monotonic()
-            for host in (host_a, host_b):
-                limits = httpx.Limits(max_keepalive_connections=0)  # new connections: every worker answers
-                async with httpx.AsyncClient(base_url=host, limits=limits) as fresh:
+            for host in (host_a, host_b):  # new connections: every worker answers
+                async with httpx.AsyncClient(base_url=host, limits=fresh_limits) as fresh:
 
                     async def stopped(fresh: httpx.AsyncClient = fresh) -> bool:
                         for _ in range(10):
