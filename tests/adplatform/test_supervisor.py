@@ -131,6 +131,18 @@ async def test_a_child_and_its_own_children_run_at_its_niceness(tmp_path: Path) 
     assert f"batch | child {base + 5}" in log and f"batch | grandchild {base + 5}" in log
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="the kernel groups no sessions")
+async def test_a_niced_childs_session_group_gets_its_niceness_too() -> None:
+    """Each child has a session of its own, which the kernel's autogroups make a scheduling group of its
+    own: CPU is shared between groups by the group's niceness, so the child's alone changed nothing."""
+    code = "print('group', open('/proc/self/autogroup').read().split()[-1], flush=True)\n"
+    out = io.BytesIO()
+    base = os.nice(0)
+    sup = Supervisor([ChildSpec("batch", _py(code), nice=5)], out=out, backoff=FAST)
+    assert await asyncio.wait_for(sup.run(), 30) == 0
+    assert f"batch | group {base + 5}" in out.getvalue().decode()
+
+
 def _py(code: str) -> tuple[str, ...]:
     return (sys.executable, "-c", code)
 
