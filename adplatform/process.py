@@ -12,6 +12,7 @@ import logging
 import logging.config
 import signal
 from collections.abc import Awaitable, Callable, Iterator
+from types import FrameType
 from typing import Any, Final, TypeVar
 
 T = TypeVar("T")
@@ -54,6 +55,24 @@ def stop_on_signals(stop: Callable[[], object]) -> Iterator[None]:
     finally:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+
+
+@contextlib.contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGINT raise ``KeyboardInterrupt`` in the main thread, for a front end
+    that runs until Ctrl-C (the live demo) and stops in order when it comes: SIGINT even when the process
+    inherited it ignored (a shell starts a background job so, and Python then leaves it ignored), SIGTERM
+    from ``kill`` or a closing session. The earlier handlers are back afterwards."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    before = {sig: signal.signal(sig, interrupt) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 async def run_until_signalled(

@@ -30,12 +30,14 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +45,16 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 import uvloop
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from admin.scrape import feedback_stages, format_feedback_stages, read_once
 from adplatform.cli.common import script_main
 from adplatform.config import Config, load_config
-from adplatform.kafka import delete_topics, ensure_topics, wait_for_topics
+from adplatform.kafka import delete_topics, ensure_topics, start_or_close, wait_for_topics
 from adplatform.pidfile import start_ticks, write_pid_file
 from adplatform.ports import listener
+from adplatform.process import interrupt_on_signals
 from adplatform.sandbox import Sandbox, close_named, named_owner, open_sandbox
 from adplatform.services import ADMIN_PORT, ADSERVER_PORT
 from archive.layout import ArchiveLayout
@@ -65,6 +69,8 @@ from loadtest.supervisor import Supervisor
 from loadtest.workers import wait_workers_ready
 
 WORKERS = 2
+#: A demo run's topic: ``demo<time>-`` (``run``'s tag) and a platform topic's name.
+DEMO_TOPIC = re.compile(r"demo\d+-(.+)")
 LIVE_COMMAND = "make demo-live   (or: .venv/bin/python -m loadtest.demo --live)"
 #: ``--live`` simulates in rounds of this many seconds (each bounded by --rate), until Ctrl-C.
 LIVE_ROUND_S = 30.0
@@ -285,6 +291,26 @@ def remove_runs(stack_dir: Path, *, keep: Path | None = None) -> tuple[int, int]
     return removed, size
 
 
+def left_demo_topics(existing: Iterable[str], platform_topics: Iterable[str]) -> list[str]:
+    """The topics among ``existing`` that a demo run created (``run`` names them ``demo<time>-`` before a
+    platform topic's name) and did not delete: it was killed, or Kafka was down when it ended."""
+    names = set(platform_topics)
+    found = (DEMO_TOPIC.fullmatch(t) for t in existing)
+    return sorted(m.group(0) for m in found if m is not None and m.group(1) in names)
+
+
+async def delete_left_topics(base: Config) -> list[str]:
+    """``make demo-down``: delete ``left_demo_topics`` on ``base``'s broker; returns them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=base.kafka_bootstrap, request_timeout_ms=30_000)
+    await start_or_close(admin)
+    try:
+        existing = await admin.list_topics()
+    finally:
+        await admin.close()
+    left = left_demo_topics(existing, replace(base.topics, prefix="").all())
+    return await delete_topics(base, left) if left else []
+
+
 def run(
     duration_s: float,
     campaigns: int,
@@ -460,7 +486,7 @@ def _live(
                 )
         except KeyboardInterrupt:
             print()
-            step("Ctrl-C: stopping the ad server, the admin service, then the consumers")
+            step("Ctrl-C (or SIGTERM): stopping the ad server, the admin service, then the consumers")
     finally:
         with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C during the stop: finish it anyway
             stop_platform(config.stack_dir, platform)
@@ -554,11 +580,21 @@ def main() -> int:
         print("no demo Redis database" if redis_db is None else f"Redis database {redis_db} released")
         removed, size = remove_runs(base.stack_dir)
         print(f"removed: {removed} demo run director{'y' if removed == 1 else 'ies'} ({size / 1e6:.1f} MB)")
+        try:
+            left = asyncio.run(delete_left_topics(base))
+            print(f"deleted: {len(left)} topic{'' if len(left) == 1 else 's'} of demo runs that ended early")
+        except (KafkaError, OSError, TimeoutError) as exc:
+            why = str(exc) or type(exc).__name__
+            print(f"deleted: no topics (Kafka at {base.kafka_bootstrap} did not answer: {why})")
         return 0
     ports = Ports(args.port, args.admin_port)
     warm_up: float | None = args.warm_up
     live: bool = args.live
-    return run(args.duration, args.campaigns, args.users, args.rate, live=live, ports=ports, warm_up=warm_up)
+    # SIGTERM (kill, a closing session) ends the demo as Ctrl-C does: the platform stopped, the topics gone.
+    with interrupt_on_signals():
+        return run(
+            args.duration, args.campaigns, args.users, args.rate, live=live, ports=ports, warm_up=warm_up
+        )
 
 
 if __name__ == "__main__":

@@ -6,10 +6,11 @@ import asyncio
 import logging
 import os
 import signal
+import time
 
 import pytest
 
-from adplatform.process import configure_logging, logging_config, run_until_signalled
+from adplatform.process import configure_logging, interrupt_on_signals, logging_config, run_until_signalled
 
 
 class Service:
@@ -33,6 +34,22 @@ async def test_a_signal_sets_the_stop_event_and_the_loop_returns(sig: signal.Sig
     assert await asyncio.wait_for(run_until_signalled(service.run(), service.stop), 5) == "stopped"
     # The handlers are removed afterwards: the default disposition is back.
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_interrupts_a_blocking_front_end_even_when_it_inherited_sigint_ignored(
+    sig: signal.Signals,
+) -> None:
+    before_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell leaves a background job
+    try:
+        with pytest.raises(KeyboardInterrupt), interrupt_on_signals():
+            os.kill(os.getpid(), sig)
+            time.sleep(5)  # the handler interrupts this at once
+            pytest.fail("the signal did not interrupt")
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # the earlier handlers are back
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, before_int)
 
 
 async def test_the_timeout_stops_the_loop() -> None:

@@ -1,10 +1,11 @@
-"""The demo's run directories: an earlier run's go when a demo starts, every one at ``make demo-down``."""
+"""The demo's run directories: an earlier run's go when a demo starts, every one at ``make demo-down``; so
+do the topics of demo runs that ended without deleting theirs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from loadtest.demo import remove_runs
+from loadtest.demo import left_demo_topics, remove_runs
 
 
 def _run_dir(stack: Path, name: str, size: int) -> Path:
@@ -43,3 +44,23 @@ def test_leaves_what_is_not_a_run_directory(tmp_path: Path) -> None:
 
 def test_no_demo_directory_is_nothing_to_do(tmp_path: Path) -> None:
     assert remove_runs(tmp_path) == (0, 0)
+
+
+def test_left_topics_are_a_demo_runs_names_of_platform_topics_and_nothing_else() -> None:
+    platform = ["ad-feedback", "served-ads", "ad-changes"]
+    existing = [
+        "ad-feedback",  # the platform's own
+        "demo1796635177-ad-feedback",
+        "demo1796635177-served-ads",
+        "demo1796635747-ad-changes",
+        "demo1796635747-notes",  # not a platform topic's name
+        "demo-ad-feedback",  # no run time
+        "xdemo1796635747-ad-feedback",  # not the demo's tag
+        "bench1a2b3c4d-ad-feedback",  # a bench's: its own to delete
+        "demo1796635747-ad-feedback-dlq",
+    ]
+    assert left_demo_topics(existing, platform) == [
+        "demo1796635177-ad-feedback",
+        "demo1796635177-served-ads",
+        "demo1796635747-ad-changes",
+    ]
