@@ -173,6 +173,9 @@ class Config:
     #: ``ADP_WAREHOUSE_LOAD_INTERVAL_S``: ``adplatform run`` runs ``warehouse load`` every this many seconds
     #: (0: never; cron can run it instead).
     warehouse_load_interval_s: int = 0
+    #: ``ADP_ARCHIVE_JAVA_OPTIONS``: the streaming archive's JVM options (``archive run`` and ``archive
+    #: submit``; empty: the JVM's defaults). See ``ARCHIVE_JAVA_OPTIONS``.
+    archive_java_options: str = ""
 
     @property
     def pg_dsn_redacted(self) -> str:
@@ -298,6 +301,11 @@ DEV_TOKEN_KEYS = "dev1:adplatform-development-key-change-me"
 #: The local stack's private ports (``adplatform stack up`` serves them on loopback; a test keeps these
 #: equal to devstack's).
 LOCAL_STACK_PORTS: Final = {"postgres": 15432, "redis": 16379, "kafka": 19092}
+#: The streaming archive's JVM compiles with C1 alone: C2 spent half of its CPU over its first minutes
+#: (20 % of a core at 200 events/s, beside the ad server on two cores) compiling code that runs a few
+#: milliseconds per 5 s micro-batch. At the archive's 5,000 events/s target C1's code still keeps up (issue
+#: 18 in BENCHMARKS.md: archive lag, JVM CPU of the demo).
+ARCHIVE_JAVA_OPTIONS: Final = "-XX:TieredStopAtLevel=1"
 
 
 def _on_loopback(host: str | None) -> bool:
@@ -392,4 +400,5 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv: Path | None
             env.get(PREFIX + "WAREHOUSE_METASTORE_SCHEMA") or "warehouse_metastore"
         ),
         warehouse_load_interval_s=_int(env, "WAREHOUSE_LOAD_INTERVAL_S", 0, minimum=0),
+        archive_java_options=env.get(PREFIX + "ARCHIVE_JAVA_OPTIONS", ARCHIVE_JAVA_OPTIONS).strip(),
     )

@@ -321,9 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Launched by spark-submit: master and the connector (--packages/--jars) come from its command line.
         spark = SparkSession.builder.appName(APP_NAME).getOrCreate()
     else:
-        from archive.session import create_session
+        from archive.session import create_session, driver_java_options
 
-        spark = create_session(APP_NAME, config.stack_dir)
+        spark = create_session(APP_NAME, config.stack_dir, **driver_java_options(config.archive_java_options))
     stop = StopSignal(ArchiveLayout(config.archive_dir).stop_file)
     stop.install_handlers()
     tracker = None

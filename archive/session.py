@@ -7,7 +7,7 @@ from typing import Any
 
 from archive.error import ArchiveError
 
-__all__ = ["ArchiveError", "create_session", "jdbc_jars", "spark_jars"]
+__all__ = ["ArchiveError", "create_session", "driver_java_options", "jdbc_jars", "spark_jars"]
 
 
 def spark_jars(stack_dir: Path) -> list[Path]:
@@ -22,6 +22,12 @@ def spark_jars(stack_dir: Path) -> list[Path]:
 def jdbc_jars(jars: list[Path]) -> list[Path]:
     """The PostgreSQL JDBC driver among the fetched jars."""
     return [j for j in jars if j.name.startswith("postgresql-")]
+
+
+def driver_java_options(options: str) -> dict[str, str]:
+    """``create_session``'s conf giving the driver's JVM ``options`` (none when empty). Local Spark runs its
+    executors in the driver's JVM, so they run under these too."""
+    return {"spark.driver.extraJavaOptions": options} if options else {}
 
 
 def create_session(app_name: str, stack_dir: Path, *, master: str = "local[2]", **conf: str) -> Any:

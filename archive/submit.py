@@ -59,6 +59,7 @@ def build_submit(
     job_args: Sequence[str],
     path: str,
     driver_class_path: Sequence[Path] = (),
+    driver_java_options: str = "",
 ) -> SubmitCommand:
     """The command for ``job`` under the virtualenv whose interpreter is ``python``; ``path`` is the
     caller's ``PATH``, kept after the virtualenv's ``bin``."""
@@ -70,6 +71,8 @@ def build_submit(
         argv += ["--packages", ",".join(packages)]
     if driver_class_path:
         argv += ["--driver-class-path", os.pathsep.join(str(j) for j in driver_class_path)]
+    if driver_java_options:
+        argv += ["--driver-java-options", driver_java_options]
     argv += [str(job), *job_args]
     env = (
         ("PATH", os.pathsep.join(p for p in (str(bin_dir), path) if p)),
@@ -87,9 +90,11 @@ def submit_command(
     use_packages: bool = False,
     python: Path | None = None,
     path: str | None = None,
+    java_options: str = "",
 ) -> SubmitCommand:
     """The archive's spark-submit command for this installation: the running interpreter's virtualenv,
-    the stack's pre-fetched jars (or Maven packages when ``use_packages`` or when no jars were fetched)."""
+    the stack's pre-fetched jars (or Maven packages when ``use_packages`` or when no jars were fetched), the
+    driver's JVM run with ``java_options`` (``Config.archive_java_options``)."""
     interpreter = python or Path(sys.executable)
     if not (interpreter.parent / "spark-submit").is_file():
         raise ArchiveError(
@@ -113,6 +118,7 @@ def submit_command(
         job=JOB,
         job_args=job_args,
         path=os.environ.get("PATH", "") if path is None else path,
+        driver_java_options=java_options,
     )
 
 

@@ -1,13 +1,16 @@
 """End-to-end archive lag: event created → readable in the JSON archive, at a steady publish rate.
 
-    python -m bench.archive_lag [--rate 5000] [--seconds 20] [--trigger-s 1]
+    python -m bench.archive_lag [--rate 5000] [--seconds 20] [--trigger-s 1] [--java-options '...']
 
 Runs the real streaming job (``archive.feedback_writer``, local[2]) on a fresh topic while an async
 producer publishes ``FeedbackEvent``s at ``--rate`` for ``--seconds``, each stamped with its creation time.
 Lag per event = commit time of the micro-batch that archived it (mtime of ``_spark_metadata/<batch>``: the
 moment readers can see it) − the event's ``timestamp_ms``. Also reported: the part file's mtime − event
 time (written, not yet committed). The job is warmed up on a few hundred events first (a running archive
-is warm). Results go to ``bench/results/archive_lag-<UTC time>.json``. Target: p99 ≤ 10 s at 5,000/s.
+is warm). Also reported: the Spark JVM's CPU over the measured phase (publish start to the last event
+archived), per thousand events. The JVM runs with the archive service's options (``ADP_ARCHIVE_JAVA_OPTIONS``,
+C1 alone by default); ``--java-options ''`` measures the JVM's defaults, for the reference row. Results go
+to ``bench/results/archive_lag-<UTC time>.json``. Target: p99 ≤ 10 s at 5,000/s.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from adplatform.kafka import delete_topics, ensure_topics, make_producer, wait_f
 from adplatform.wire import encoder
 from archive.feedback_writer import StopSignal, WriterOptions, WriterSummary, run_writer
 from archive.layout import ArchiveLayout
-from archive.session import create_session
+from archive.session import create_session, driver_java_options
 from archive.sinklog import relative_key
+from loadtest.cpu import TICKS_PER_S, parse_stat
 from tests.archive.events import make_event
 
 RESULTS = Path(__file__).parent / "results"
@@ -122,8 +126,14 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds ``pid`` has used so far (user and system)."""
+    return parse_stat(Path(f"/proc/{pid}/stat").read_text()).cpu_ticks / TICKS_PER_S
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     base = load_config()
+    java_options = base.archive_java_options if args.java_options is None else args.java_options.strip()
     tag = f"bench{uuid.uuid4().hex[:8]}-"
     config = base.namespaced(tag, archive_dir=base.stack_dir / "bench-archive" / tag.rstrip("-"))
     layout = ArchiveLayout(config.archive_dir)
@@ -134,7 +144,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         config.stack_dir,
         # One log file per batch (no log compaction) so each batch's commit time is its file's mtime.
         **{"spark.sql.streaming.fileSink.log.compactInterval": "1000000"},
+        **driver_java_options(java_options),
     )
+    jvm_pid = int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
     stop = StopSignal()
     options = WriterOptions(trigger_s=args.trigger_s, max_offsets_per_trigger=None)
     writer: asyncio.Task[WriterSummary] = asyncio.create_task(
@@ -148,8 +160,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         measured = LagCollector(layout, "m-")
         measured.seen |= warmup.seen
         print(f"archive_lag: publishing {args.rate:,.0f}/s for {args.seconds:.0f}s", file=sys.stderr)
+        cpu_before = process_cpu_s(jvm_pid)
         sent, took_s = await publish_at_rate(config, args.rate, args.seconds, prefix="m-")
         await _until(lambda: measured.scan() >= sent, 180)
+        jvm_cpu_s = process_cpu_s(jvm_pid) - cpu_before
     finally:
         stop.set()
         try:
@@ -176,6 +190,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "file_write_lag_s": percentiles(write_lags),
         "target_p99_s": TARGET_P99_S,
         "machine": {"cpus": os.cpu_count(), "spark_master": "local[2]"},
+        "java_options": java_options,
+        "jvm_cpu_s": round(jvm_cpu_s, 2),
+        "jvm_cpu_ms_per_1k_events": round(jvm_cpu_s * 1e6 / max(sent, 1), 1),
     }
     result["meets_target"] = bool(commit_lags) and result["commit_lag_s"]["p99"] <= TARGET_P99_S
     return result
@@ -195,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--trigger-s", type=float, default=1.0)
     parser.add_argument("--keep", action="store_true", help="Keep the benchmark's archive directory.")
+    parser.add_argument(
+        "--java-options",
+        default=None,
+        help="The Spark JVM's options (default: ADP_ARCHIVE_JAVA_OPTIONS, as the service; '' for none).",
+    )
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
     RESULTS.mkdir(exist_ok=True)
@@ -205,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         f"archive lag at {result['achieved_rate_per_s']:,.0f} events/s (trigger {args.trigger_s}s): "
         f"p50 {lag.get('p50')}s, p99 {lag.get('p99')}s, max {lag.get('max')}s over {result['archived']:,} "
         f"events → {'meets' if result['meets_target'] else 'MISSES'} the {TARGET_P99_S:.0f}s p99 target"
-        f"; {out}"
+        f"; JVM ({result['java_options'] or 'default options'}) {result['jvm_cpu_s']} CPU s, "
+        f"{result['jvm_cpu_ms_per_1k_events']} ms per 1,000 events; {out}"
     )
     return 0
 

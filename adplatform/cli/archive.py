@@ -33,7 +33,7 @@ def archive_run(
     from archive.error import ArchiveError
     from archive.feedback_writer import APP_NAME, StopSignal, WriterOptions, run_writer
     from archive.layout import ArchiveLayout
-    from archive.session import create_session
+    from archive.session import create_session, driver_java_options
 
     if until_idle and max_seconds is not None:
         raise click.UsageError("--until-idle and --max-seconds are exclusive")
@@ -54,7 +54,7 @@ def archive_run(
         serve_metrics(cfg, "archive")
         tracker = ArchiveLagTracker(cfg).start()
     try:
-        spark = create_session(APP_NAME, cfg.stack_dir)
+        spark = create_session(APP_NAME, cfg.stack_dir, **driver_java_options(cfg.archive_java_options))
         try:
             summary = run_writer(spark, cfg, options, stop=stop)
         finally:
@@ -145,8 +145,13 @@ def archive_submit(master: str, use_packages: bool, print_only: bool, job_args: 
     from archive.submit import run_submit, submit_command
 
     try:
+        cfg = config()
         command = submit_command(
-            config().stack_dir, master=master, job_args=job_args, use_packages=use_packages
+            cfg.stack_dir,
+            master=master,
+            job_args=job_args,
+            use_packages=use_packages,
+            java_options=cfg.archive_java_options,
         )
     except ArchiveError as exc:
         raise click.ClickException(str(exc)) from None

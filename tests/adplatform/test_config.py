@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from adplatform.config import (
+    ARCHIVE_JAVA_OPTIONS,
     DEV_TOKEN_KEYS,
     LOCAL_STACK_PORTS,
     ConfigError,
@@ -166,3 +167,11 @@ def test_adp_env_is_checked_and_the_local_ports_are_the_stacks() -> None:
     with pytest.raises(ConfigError, match="ADP_ENV"):
         load_config({"ADP_ENV": "prod"}, dotenv=NO_DOTENV)
     assert LOCAL_STACK_PORTS == {"postgres": PG_PORT, "redis": REDIS_PORT, "kafka": KAFKA_PORT}
+
+
+def test_the_archive_jvm_compiles_with_c1_alone_unless_told_otherwise() -> None:
+    assert load_config({}, dotenv=NO_DOTENV).archive_java_options == ARCHIVE_JAVA_OPTIONS
+    assert ARCHIVE_JAVA_OPTIONS == "-XX:TieredStopAtLevel=1"
+    set_to = load_config({"ADP_ARCHIVE_JAVA_OPTIONS": " -Xmx2g "}, dotenv=NO_DOTENV)
+    assert set_to.archive_java_options == "-Xmx2g"
+    assert load_config({"ADP_ARCHIVE_JAVA_OPTIONS": ""}, dotenv=NO_DOTENV).archive_java_options == ""

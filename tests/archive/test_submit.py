@@ -64,3 +64,11 @@ def test_maven_packages_when_asked_or_when_no_connector_was_fetched(tmp_path: Pa
 def test_no_spark_submit_beside_the_interpreter_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match=r"archive extra"):
         submit_command(tmp_path, python=tmp_path / "python")
+
+
+def test_the_drivers_jvm_options_when_given(tmp_path: Path) -> None:
+    stack, python = _stack(tmp_path, "spark-sql-kafka-0-10_2.13-4.2.0.jar"), _venv(tmp_path)
+    cmd = submit_command(stack, python=python, path="", java_options="-XX:TieredStopAtLevel=1 -Xmx2g")
+    assert cmd.argv[cmd.argv.index("--driver-java-options") + 1] == "-XX:TieredStopAtLevel=1 -Xmx2g"
+    assert cmd.argv.index("--driver-java-options") < cmd.argv.index(str(JOB)), "spark-submit's, not the job's"
+    assert "--driver-java-options" not in submit_command(stack, python=python, path="").argv

@@ -25,13 +25,15 @@ import msgspec
 import orjson
 import pytest
 
-from adplatform.config import Config
+from adplatform.config import ARCHIVE_JAVA_OPTIONS, Config
+from adplatform.pidfile import cmdline
 from adplatform.wire import FeedbackEvent, encoder
 from archive.compact import FAULT_ENV, compact
 from archive.feedback_writer import WriterOptions, WriterSummary, request_stop, run_writer
 from archive.layout import ArchiveLayout
 from archive.reader import iter_lines, read_lock, snapshot
 from archive.sinklog import committed_files
+from loadtest.cpu import parse_stat
 from tests.archive.conftest import publish
 from tests.archive.events import make_events
 
@@ -55,6 +57,8 @@ class Archived:
     runs: list[WriterSummary]
     #: Part files left uncommitted by the crashed run.
     orphans: set[str]
+    #: The command line of the crashed run's JVM (``archive run``, as the platform runs the archive).
+    service_jvm: tuple[str, ...]
 
 
 def _wrong_fields(event: FeedbackEvent) -> list[bytes]:
@@ -90,8 +94,35 @@ def _uncommitted(layout: ArchiveLayout) -> set[str]:
     return on_disk - set(committed_files(layout.feedback))
 
 
-async def _crash_writer(config: Config, repo_root: str, crash_when: Any) -> set[str]:
-    """Run `adplatform archive run` in its own process group; SIGKILL the group once ``crash_when()``."""
+def _descendants(root: int) -> list[int]:
+    """The processes under ``root`` (children, their children...)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children.setdefault(parse_stat((entry / "stat").read_text()).ppid, []).append(int(entry.name))
+            except (OSError, ValueError):
+                continue  # gone meanwhile
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _java_argv(root: int) -> tuple[str, ...]:
+    """The command line of the JVM under ``root`` (empty if there is none)."""
+    for pid in _descendants(root):
+        argv = cmdline(pid)
+        if argv and Path(argv[0]).name == "java":
+            return argv
+    return ()
+
+
+async def _crash_writer(config: Config, repo_root: str, crash_when: Any) -> tuple[set[str], tuple[str, ...]]:
+    """Run `adplatform archive run` in its own process group; SIGKILL the group once ``crash_when()``;
+    returns the uncommitted files then and the JVM's command line."""
     layout = ArchiveLayout(config.archive_dir)
     env = {
         **os.environ,
@@ -104,6 +135,7 @@ async def _crash_writer(config: Config, repo_root: str, crash_when: Any) -> set[
         # `2` by this process is `2.compact` to the next session's reader (FileNotFoundException).
         "PYSPARK_SUBMIT_ARGS": "--conf spark.sql.streaming.fileSink.log.compactInterval=3 pyspark-shell",
     }
+    env.pop("ADP_ARCHIVE_JAVA_OPTIONS", None)  # the service's default JVM options
     cmd = [sys.executable, "-m", "adplatform.cli", "archive", "run", "--trigger-s", "0.5"]
     cmd += ["--max-offsets-per-trigger", "300"]
     layout.root.mkdir(parents=True, exist_ok=True)
@@ -115,11 +147,12 @@ async def _crash_writer(config: Config, repo_root: str, crash_when: Any) -> set[
             await _wait_for(lambda: proc.returncode is not None or crash_when(), timeout_s=120)
             assert proc.returncode is None, "the writer ended before the crash point"
             orphans = _uncommitted(layout)
+            jvm = _java_argv(proc.pid)
         finally:
             if proc.returncode is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             await asyncio.wait_for(proc.wait(), 30)
-    return orphans
+    return orphans, jvm
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +182,7 @@ async def archived(spark: Any, feedback_topic: Config, repo_root: str) -> Archiv
     # of a micro-batch: the moment a part file exists that no committed batch lists.
     await publish(config, third)
     before = set(committed_files(layout.feedback))
-    orphans = await _crash_writer(
+    orphans, service_jvm = await _crash_writer(
         config,
         repo_root,
         lambda: bool(_uncommitted(layout)) and len(committed_files(layout.feedback)) > len(before),
@@ -157,7 +190,12 @@ async def archived(spark: Any, feedback_topic: Config, repo_root: str) -> Archiv
 
     # Run 3: until idle; everything the topic holds is archived exactly once.
     runs.append(await asyncio.to_thread(run_writer, spark, config, WriterOptions(until_idle=True)))
-    return Archived(config, events, corrupt, runs, orphans)
+    return Archived(config, events, corrupt, runs, orphans, service_jvm)
+
+
+def test_the_archive_service_jvm_compiles_with_c1_alone(archived: Archived) -> None:
+    assert archived.service_jvm, "no JVM found under `archive run`"
+    assert set(ARCHIVE_JAVA_OPTIONS.split()) <= set(archived.service_jvm), archived.service_jvm
 
 
 def archived_ids(layout: ArchiveLayout) -> Counter[str]:
