@@ -28,6 +28,8 @@ KEEP_S: Final = 30.0
 TIMEOUT_S: Final = 0.8
 SERVE_ROUTE: Final = "/ad/user/{user_id}/serve"
 FEEDBACK_ROUTE: Final = "/ad/{request_id}/feedback"
+#: The stages of a feedback batch in ``adserver_feedback_stage_seconds``, in their order.
+FEEDBACK_STAGES: Final = ("gate", "debit", "publish")
 
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[str, dict[Labels, float]]
@@ -109,19 +111,21 @@ def quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
     return lower_bound
 
 
-def latency_quantile(new: Snapshot, old: Snapshot | None, q: float, route: str = SERVE_ROUTE) -> float | None:
-    """Seconds: quantile ``q`` of the route's latency over the window (all time with one snapshot)."""
-    name = "adserver_http_request_duration_seconds_bucket"
+def histogram_quantile(
+    new: Snapshot, old: Snapshot | None, q: float, name: str, label: str, value: str
+) -> float | None:
+    """Quantile ``q`` of histogram ``name``'s series whose ``label`` is ``value`` (every target's summed),
+    over the window since ``old`` (all time without it, or across a counter reset)."""
 
     def buckets(snap: Snapshot | None) -> dict[float, float]:
         out: dict[float, float] = {}
         if snap is None:
             return out
-        for labels, value in snap.samples.get(name, {}).items():
+        for labels, count in snap.samples.get(f"{name}_bucket", {}).items():
             d = dict(labels)
-            if d.get("route") == route and "le" in d:
+            if d.get(label) == value and "le" in d:
                 le = float(d["le"])
-                out[le] = out.get(le, 0.0) + value
+                out[le] = out.get(le, 0.0) + count
         return out
 
     now, before = buckets(new), buckets(old)
@@ -129,6 +133,23 @@ def latency_quantile(new: Snapshot, old: Snapshot | None, q: float, route: str =
     if any(d < 0 for _, d in deltas):  # a counter reset: the newest alone
         deltas = list(now.items())
     return quantile(q, deltas)
+
+
+def latency_quantile(new: Snapshot, old: Snapshot | None, q: float, route: str = SERVE_ROUTE) -> float | None:
+    """Seconds: quantile ``q`` of the route's latency over the window (all time with one snapshot)."""
+    return histogram_quantile(new, old, q, "adserver_http_request_duration_seconds", "route", route)
+
+
+def feedback_stage_quantiles(new: Snapshot, old: Snapshot | None, q: float) -> dict[str, float]:
+    """Milliseconds: quantile ``q`` of each feedback stage's batch times over the window (``gate_ms``,
+    ``debit_ms``, ``publish_ms``), from ``adserver_feedback_stage_seconds``: linear within a bucket, whose
+    bounds are 5, 10, 25, 50, 100 ms... (a tail to read as "which stage", not to the millisecond)."""
+    out: dict[str, float] = {}
+    for stage in FEEDBACK_STAGES:
+        seconds = histogram_quantile(new, old, q, "adserver_feedback_stage_seconds", "stage", stage)
+        if seconds is not None:
+            out[f"{stage}_ms"] = round(seconds * 1000, 2)
+    return out
 
 
 def read_once(url: str, timeout_s: float = 10.0) -> Snapshot:
@@ -163,13 +184,18 @@ def feedback_stages(new: Snapshot, old: Snapshot | None = None) -> dict[str, flo
     return out
 
 
-def format_feedback_stages(stages: Mapping[str, float]) -> str:
-    """One line: where a feedback batch's time went, on average."""
-    gate, debit, publish = (stages.get(f"{stage}_ms", math.nan) for stage in ("gate", "debit", "publish"))
-    return (
+def format_feedback_stages(stages: Mapping[str, float], tails: Mapping[str, float] | None = None) -> str:
+    """One line: where a feedback batch's time went, on average, and (given ``tails``, the stages' p99 by
+    ``feedback_stage_quantiles``) where its tail went."""
+    gate, debit, publish = (stages.get(f"{stage}_ms", math.nan) for stage in FEEDBACK_STAGES)
+    line = (
         f"per batch of {stages.get('requests_per_batch', math.nan):g} requests (means): gate {gate:.2f} ms, "
         f"debit {debit:.2f} ms, publish {publish:.2f} ms"
     )
+    if tails:
+        gate, debit, publish = (tails.get(f"{stage}_ms", math.nan) for stage in FEEDBACK_STAGES)
+        line += f"; p99 gate {gate:.1f} ms, debit {debit:.1f} ms, publish {publish:.1f} ms"
+    return line
 
 
 class Scraper:

@@ -48,7 +48,13 @@ import uvloop
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from admin.scrape import feedback_stages, format_feedback_stages, read_once
+from admin.scrape import (
+    Snapshot,
+    feedback_stage_quantiles,
+    feedback_stages,
+    format_feedback_stages,
+    read_once,
+)
 from adplatform.cli.common import script_main
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, start_or_close, wait_for_topics
@@ -389,10 +395,11 @@ def _run(
         step(f"simulating users for {duration_s:.0f}s at {rate:.0f} requests/s")
         meter = platform_meter(config, platform.pid)
         meter.sample(time.monotonic())
+        metrics_before = server_metrics(ports)
         # uvloop: the simulator shares the platform's cores, so its own CPU per request counts.
         summary = uvloop.run(_simulate(config, ports, duration_s, rate, meter=meter))
         meter.sample(time.monotonic())
-        stages = server_feedback_stages(ports)
+        stages, stage_tails = server_feedback_stages(ports, metrics_before)
         step("stopping the ad server, then draining the ledger, the served-writer and the archive")
         # adplatform run stops the ad server first and the archive last (its micro-batch completes).
         if stop_platform(config.stack_dir, platform) != 0:
@@ -418,7 +425,7 @@ def _run(
     print(f"campaigns live  {b['live']:>10}")
     print(format_summary(summary, spend=format_micros(b["redis"])))
     if stages:
-        print(f"feedback stages {format_feedback_stages(stages)}")
+        print(f"feedback stages {format_feedback_stages(stages, stage_tails)}")
     seen = summary.served + warm_served
     warm = f", {warm_served} of them while warming up" if warm_served else ""
     print(f"served_ads rows {b['served_rows']:>10}   (200 responses seen: {seen}{warm})")
@@ -494,13 +501,21 @@ def _live(
     return 0
 
 
-def server_feedback_stages(ports: Ports) -> dict[str, float]:
-    """Where the ad server's feedback batches spent their time (its ``/metrics``, every worker); empty if
-    it does not answer."""
+def server_metrics(ports: Ports) -> Snapshot | None:
+    """The ad server's ``/metrics`` (every worker's), None if it does not answer."""
     try:
-        return feedback_stages(read_once(f"{ports.adserver_url}/metrics"))
+        return read_once(f"{ports.adserver_url}/metrics")
     except httpx.HTTPError:
-        return {}
+        return None
+
+
+def server_feedback_stages(ports: Ports, since: Snapshot | None) -> tuple[dict[str, float], dict[str, float]]:
+    """Where the ad server's feedback batches spent their time since ``since`` (the measured minute, not the
+    warm-up): each stage's mean and p99 in milliseconds; empty if it does not answer."""
+    now = server_metrics(ports)
+    if now is None:
+        return {}, {}
+    return feedback_stages(now, since), feedback_stage_quantiles(now, since, 0.99)
 
 
 def platform_meter(config: Config, platform_pid: int) -> CpuMeter:

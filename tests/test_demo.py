@@ -71,6 +71,7 @@ def test_demo_runs_end_to_end_and_the_books_balance() -> None:
     assert re.search(r"^report\s+\S+report\.html$", out, re.M)
     stages = (
         r"^feedback stages per batch of [\d.]+ requests \(means\): "
-        r"gate [\d.]+ ms, debit [\d.]+ ms, publish [\d.]+ ms$"
+        r"gate [\d.]+ ms, debit [\d.]+ ms, publish [\d.]+ ms; "
+        r"p99 gate [\d.]+ ms, debit [\d.]+ ms, publish [\d.]+ ms$"
     )
     assert re.search(stages, out, re.M), out

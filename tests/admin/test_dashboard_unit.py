@@ -10,8 +10,10 @@ from admin.board_data import MAX_POINTS, pacing_series
 from admin.keys import Principal
 from admin.scrape import (
     FEEDBACK_ROUTE,
+    FEEDBACK_STAGES,
     Samples,
     Snapshot,
+    feedback_stage_quantiles,
     feedback_stages,
     format_feedback_stages,
     latency_quantile,
@@ -20,6 +22,7 @@ from admin.scrape import (
     rate,
 )
 from admin.session import SessionStore, csrf_ok
+from adserver import feedback as adserver_feedback
 from adserver.feedback import FeedbackCounters
 from adserver.http import fastpath as adserver_fastpath
 from adserver.http.health import feedback_families
@@ -110,6 +113,26 @@ def test_feedback_stages_are_means_per_batch_over_every_worker(monkeypatch: pyte
     assert feedback_stages(old, new) == pytest.approx(
         {"gate_ms": 0.0, "debit_ms": 1.0, "publish_ms": 2.0, "requests_per_batch": 10.0}
     )
+
+
+def test_feedback_stage_tails_come_from_each_stages_histogram_over_the_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    assert FEEDBACK_STAGES == adserver_feedback.STAGES  # the labels admin reads are the ones exposed
+    fast = [(0.0001, 0.001, 0.002, 1)] * 99
+    slow_debit = (0.0001, 0.040, 0.002, 1)  # one batch in a hundred waits 40 ms on Redis
+    old = _snap(0.0, _worker_text(fast))
+    new = _snap(10.0, _worker_text([*fast, *fast, slow_debit, slow_debit]))
+    tails = feedback_stage_quantiles(new, old, 0.99)
+    assert 25.0 < tails["debit_ms"] <= 50.0, tails  # in the 25-50 ms bucket: the slow ones are the tail
+    assert tails["publish_ms"] <= 2.5 and tails["gate_ms"] <= 0.25, tails
+    assert feedback_stage_quantiles(old, None, 0.99)["debit_ms"] <= 1.0  # all time, before the slow ones
+    assert feedback_stage_quantiles(old, old, 0.99) == {}  # nothing in the window
+    line = format_feedback_stages(feedback_stages(new, old), tails)
+    assert line.startswith("per batch of 1 requests (means): gate 0.10 ms, debit 1.77 ms, publish 2.00 ms; ")
+    assert line.endswith(f"; p99 gate {tails['gate_ms']:.1f} ms, debit {tails['debit_ms']:.1f} ms, publish "
+                         f"{tails['publish_ms']:.1f} ms")  # fmt: skip
 
 
 def test_pacing_series_is_cumulative_per_slot_against_the_even_line() -> None:
