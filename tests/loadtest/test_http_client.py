@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from loadtest.http_client import SimClient
+from adserver.http.direct import plain_feedback, plain_serve
+from loadtest.http_client import SimClient, encode_request
 
 
 class Server:
@@ -28,7 +29,8 @@ class Server:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode().split("\r\n")
                 method, target, _ = lines[0].split(" ")
-                length = next(int(h.split(":")[1]) for h in lines if h.lower().startswith("content-length"))
+                lengths = [int(h.split(":")[1]) for h in lines if h.lower().startswith("content-length")]
+                length = lengths[0] if lengths else 0
                 body = await reader.readexactly(length)
                 if "hang" in target:
                     await asyncio.sleep(30)
@@ -97,3 +99,16 @@ async def test_errors_are_httpx_transport_errors() -> None:
     async with SimClient() as client:
         with pytest.raises(httpx.ConnectError):  # nothing listens there any more
             await client.get(f"http://127.0.0.1:{port}/")
+
+
+def test_the_simulators_requests_take_the_ad_servers_plain_paths() -> None:
+    """A serve GET without a body sends no content-length (as a browser), so the ad server answers it from
+    one match of its head as it would a real client's; the feedback POST has its length and JSON type."""
+    host, port, get = encode_request("GET", "http://127.0.0.1:8000/ad/u1/serve", params={"city": "Pune"})
+    assert (host, port) == ("127.0.0.1", 8000)
+    assert b"content-length" not in get.lower()
+    served = encode_request("GET", "http://127.0.0.1:8000/ad/user/u1/serve", params={"city": "Pune"})[2]
+    assert plain_serve(served, 0) is not None, served
+    posted = encode_request("POST", "http://127.0.0.1:8000/ad/r1/feedback", json={"view": 1})[2]
+    assert plain_feedback(posted, 0) is not None, posted
+    assert b"content-length: 0\r\n" in encode_request("POST", "http://127.0.0.1:8000/x")[2]  # POST: always
