@@ -25,7 +25,8 @@ async def _answering(status: bytes) -> tuple[asyncio.Server, int, list[str]]:
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head.decode().split("\r\n")
         targets.append(lines[0].split(" ")[1])
-        length = next(int(h.split(":")[1]) for h in lines if h.lower().startswith("content-length"))
+        lengths = [int(h.split(":")[1]) for h in lines if h.lower().startswith("content-length")]
+        length = lengths[0] if lengths else 0  # a GET without a body sends none
         await reader.readexactly(length)
         writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 2\r\n\r\n{}")
         await writer.drain()
