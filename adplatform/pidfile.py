@@ -73,6 +73,20 @@ def cmdline(pid: int) -> tuple[str, ...]:
     return tuple(part.decode(errors="replace") for part in raw.rstrip(b"\0").split(b"\0"))
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid``, those of each of its threads (``/proc/PID/task/*/children``); empty
+    when it is gone."""
+    try:
+        tasks = sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda t: t.name != str(pid))
+    except OSError:
+        return []
+    found: list[int] = []
+    for task in tasks:  # the main thread's first, in the order the kernel lists them
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 def record_of(pid: int) -> PidRecord:
     """The identity of the live process ``pid``; ``ProcessLookupError`` when there is none."""
     ticks = start_ticks(pid)

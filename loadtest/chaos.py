@@ -33,7 +33,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -44,6 +43,7 @@ from aiokafka.errors import KafkaError
 from adplatform.cli.common import script_main
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, read_to_end, wait_for_topics
+from adplatform.pidfile import children
 from adplatform.ports import free_port
 from adplatform.redis_client import open_redis
 from adplatform.sandbox import Sandbox, close_sandbox, new_suffix, open_sandbox, wipe_claimed
@@ -342,10 +342,6 @@ async def _wipe_redis(r: Rig) -> None:
     r.faults.append("Redis FLUSHDB")
 
 
-def _children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 def _kill(process: str) -> Callable[[Rig], Awaitable[None]]:
     async def fault(r: Rig) -> None:
         managed = r.sup.procs[process]
@@ -353,7 +349,7 @@ def _kill(process: str) -> Callable[[Rig], Awaitable[None]]:
         assert isinstance(args, list)
         if process == "adserver":
             # One worker, not the supervisor: uvicorn replaces it and the new one bootstraps its index.
-            os.kill(_children(managed.proc.pid)[-1], signal.SIGKILL)
+            os.kill(children(managed.proc.pid)[-1], signal.SIGKILL)
             r.faults.append("SIGKILL adserver worker")
             return
         r.sup.kill(process)

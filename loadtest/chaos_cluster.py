@@ -46,6 +46,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from adplatform import names
 from adplatform.cli.common import script_main
 from adplatform.config import Config, load_config
+from adplatform.pidfile import children
 from adplatform.ports import free_ports
 from adplatform.redis_client import open_redis
 from adplatform.sandbox import new_suffix, open_sandbox
@@ -230,13 +231,6 @@ def _batch_running(archive_dir: Path) -> bool:
     return last("offsets") > last("commits")
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
-    except OSError:
-        return []
-
-
 def kill_spark_worker(hold_s: float) -> Callable[[Rig], Awaitable[None]]:
     async def fault(r: Rig) -> None:
         mid_batch = False
@@ -246,11 +240,11 @@ def kill_spark_worker(hold_s: float) -> Callable[[Rig], Awaitable[None]]:
             )
             mid_batch = True
         workers = [_node(r.config, f"spark-worker-{n}") for n in (1, 2)]
-        with_executor = [w for w in workers if (pid := cluster.node_pid(w)) and _children(pid)]
+        with_executor = [w for w in workers if (pid := cluster.node_pid(w)) and children(pid)]
         victim = (with_executor or workers)[0]
         pid = cluster.node_pid(victim)
         assert pid is not None
-        executors = _children(pid)
+        executors = children(pid)
         for child in executors:  # a host lost: the worker and its executor together
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)

@@ -26,14 +26,13 @@ import orjson
 import pytest
 
 from adplatform.config import ARCHIVE_JAVA_OPTIONS, Config
-from adplatform.pidfile import cmdline
+from adplatform.pidfile import children, cmdline
 from adplatform.wire import FeedbackEvent, encoder
 from archive.compact import FAULT_ENV, compact
 from archive.feedback_writer import WriterOptions, WriterSummary, request_stop, run_writer
 from archive.layout import ArchiveLayout
 from archive.reader import iter_lines, read_lock, snapshot
 from archive.sinklog import committed_files
-from loadtest.cpu import parse_stat
 from tests.archive.conftest import publish
 from tests.archive.events import make_events
 
@@ -96,18 +95,9 @@ def _uncommitted(layout: ArchiveLayout) -> set[str]:
 
 def _descendants(root: int) -> list[int]:
     """The processes under ``root`` (children, their children...)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                children.setdefault(parse_stat((entry / "stat").read_text()).ppid, []).append(int(entry.name))
-            except (OSError, ValueError):
-                continue  # gone meanwhile
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
+    found = children(root)
+    for child in found:  # each child's own children are appended, and visited in their turn
+        found += children(child)
     return found
 
 
