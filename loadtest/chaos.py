@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -244,20 +245,35 @@ class Rig:
             sup.stop(name)
         sup.stop("archive", timeout_s=180)
         env = dict(os.environ, **self.env)
-        steps: list[tuple[str, ...]] = [
+        # The consumers drain their own topics into their own tables, side by side; reconciliation reads
+        # what the ledger booked, so it runs once they are done.
+        consumers: list[tuple[str, ...]] = [
             ("ledger", "--until-idle", "--timeout", "120"),
             ("served-writer", "--until-idle", "--timeout", "120"),
         ]
         if self.streaming_archive:
-            steps.append(self.archive_args(until_idle=True))
-        steps.append(("reconcile",))
-        for args in steps:
-            done = subprocess.run([sys.executable, "-m", "adplatform.cli", *args], env=env,
-                                  capture_output=True, text=True, timeout=600)  # fmt: skip
-            if done.returncode != 0:
-                raise RuntimeError(
-                    f"{self.name}: `adplatform {' '.join(args)}` failed:\n{done.stderr[-3000:]}"
-                )
+            consumers.append(self.archive_args(until_idle=True))
+        for group in (consumers, [("reconcile",)]):
+            with contextlib.ExitStack() as logs:
+                running = []
+                for args in group:
+                    log = logs.enter_context(tempfile.TemporaryFile("w+"))  # a pipe could fill and stall it
+                    running.append((args, log, subprocess.Popen(
+                        [sys.executable, "-m", "adplatform.cli", *args], env=env,
+                        stdout=subprocess.DEVNULL, stderr=log, text=True,
+                    )))  # fmt: skip
+                failures = []
+                for args, log, proc in running:
+                    try:
+                        proc.wait(timeout=600)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                    if proc.returncode != 0:
+                        log.seek(0)
+                        failures.append(f"`adplatform {' '.join(args)}` failed:\n{log.read()[-3000:]}")
+                if failures:
+                    raise RuntimeError(f"{self.name}: " + "\n".join(failures))
 
     async def check(self, summary: SimSummary) -> Result:
         config = self.config
