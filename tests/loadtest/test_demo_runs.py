@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loadtest.demo import left_demo_topics, remove_runs
+from loadtest.demo import BATCH_JAVA_OPTIONS, batch_env, left_demo_topics, remove_runs
 
 
 def _run_dir(stack: Path, name: str, size: int) -> Path:
@@ -64,3 +64,11 @@ def test_left_topics_are_a_demo_runs_names_of_platform_topics_and_nothing_else()
         "demo1796635177-served-ads",
         "demo1796635747-ad-changes",
     ]
+
+
+def test_the_demo_batch_jobs_start_their_jvms_with_c1_alone_and_the_users_options_after() -> None:
+    assert BATCH_JAVA_OPTIONS == "-XX:TieredStopAtLevel=1"
+    assert batch_env({"PATH": "/bin"}) == {"PATH": "/bin", "SPARK_SUBMIT_OPTS": "-XX:TieredStopAtLevel=1"}
+    # A user's own options come later on the JVM's command line, so theirs win (-XX:TieredStopAtLevel=4).
+    mine = batch_env({"SPARK_SUBMIT_OPTS": " -XX:TieredStopAtLevel=4 -Dx=1 "})
+    assert mine["SPARK_SUBMIT_OPTS"] == "-XX:TieredStopAtLevel=1 -XX:TieredStopAtLevel=4 -Dx=1"
