@@ -262,6 +262,7 @@ class Rig:
                         [sys.executable, "-m", "adplatform.cli", *args], env=env,
                         stdout=subprocess.DEVNULL, stderr=log, text=True,
                     )))  # fmt: skip
+                    logs.callback(running[-1][2].kill)  # on the way out: none outlives an interruption
                 failures = []
                 for args, log, proc in running:
                     try:

@@ -10,6 +10,7 @@ import pytest
 
 from adserver.http.direct import plain_feedback, plain_serve
 from loadtest.http_client import SimClient, encode_request
+from tests.loadtest.fake_http import body_length
 
 
 class Server:
@@ -26,12 +27,9 @@ class Server:
         self.connections += 1
         try:
             for _ in range(self.close_after):
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode().split("\r\n")
-                method, target, _ = lines[0].split(" ")
-                lengths = [int(h.split(":")[1]) for h in lines if h.lower().startswith("content-length")]
-                length = lengths[0] if lengths else 0
-                body = await reader.readexactly(length)
+                head = (await reader.readuntil(b"\r\n\r\n")).decode()
+                method, target, _ = head.split("\r\n")[0].split(" ")
+                body = await reader.readexactly(body_length(head))
                 if "hang" in target:
                     await asyncio.sleep(30)
                 answer = f"{method} {target} ".encode() + body

@@ -10,6 +10,7 @@ import pytest
 
 from loadtest.http_client import SimClient
 from loadtest.simulator import SimSummary, Simulator, SimUser
+from tests.loadtest.fake_http import body_length
 
 
 def _closed_port() -> int:
@@ -22,12 +23,9 @@ async def _answering(status: bytes) -> tuple[asyncio.Server, int, list[str]]:
     targets: list[str] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode().split("\r\n")
-        targets.append(lines[0].split(" ")[1])
-        lengths = [int(h.split(":")[1]) for h in lines if h.lower().startswith("content-length")]
-        length = lengths[0] if lengths else 0  # a GET without a body sends none
-        await reader.readexactly(length)
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        targets.append(head.split(" ")[1])
+        await reader.readexactly(body_length(head))
         writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 2\r\n\r\n{}")
         await writer.drain()
         writer.close()

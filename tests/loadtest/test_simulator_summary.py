@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from loadtest.simulator import SimSummary, Simulator, SimUser, format_summary, percentile
+from tests.loadtest.fake_http import body_length
 
 
 def test_percentile_is_the_nearest_rank_from_below() -> None:
@@ -40,11 +41,7 @@ async def test_open_loop_sends_every_scheduled_request_however_slow_the_answers(
         try:
             while True:
                 head = (await reader.readuntil(b"\r\n\r\n")).decode()
-                lengths = [
-                    int(h.split(":")[1]) for h in head.split("\r\n") if h.lower().startswith("content-length")
-                ]
-                length = lengths[0] if lengths else 0  # a GET without a body sends none
-                await reader.readexactly(length)
+                await reader.readexactly(body_length(head))
                 if "/serve" in head.split("\r\n")[0]:
                     await asyncio.sleep(0.3)
                     body = orjson.dumps({"request_id": "r1"})
