@@ -48,7 +48,10 @@ def run_pytest_benchmarks(extra: list[str]) -> tuple[int, Path]:
         "--benchmark-enable", f"--benchmark-json={out}",
         "--benchmark-columns=min,median,max,rounds", "--benchmark-sort=name",
     ]  # fmt: skip
-    return subprocess.call([*cmd, *extra]), out
+    # Its own session even when started from a test on a pytest-xdist worker: pytest-benchmark reads
+    # PYTEST_XDIST_WORKER and would disable every benchmark (and write no JSON).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    return subprocess.call([*cmd, *extra], env=env), out
 
 
 def check_regressions(run: dict[str, Any], directory: Path, threshold: float, *, save: bool) -> list[str]:
