@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 ADP := $(BIN)/adplatform
 STAMP := $(VENV)/.installed-stamp
+# `make test`'s pytest-xdist workers (0: one process, the suite in order)
+TEST_WORKERS ?= 2
 
 .PHONY: setup native native-clean stack-up stack-down stack-status demo demo-live demo-down test test-cluster test-unit lint format bench bench-http loadtest chaos clean
 
@@ -52,9 +54,13 @@ demo-live: stack-up
 demo-down:
 	$(BIN)/python -m loadtest.demo --down
 
-## test: the whole suite on the real local stack (started here)
+## test: the whole suite on the real local stack (started here): on $(TEST_WORKERS) pytest-xdist workers, then
+## the tests marked `exclusive` (they stop a service of the stack) alone
 test: stack-up
-	$(BIN)/pytest
+	status=0; \
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not exclusive" || status=$$?; \
+	$(BIN)/pytest -m exclusive || status=$$?; \
+	exit $$status
 
 ## test-cluster: the whole suite on the cluster stack, its cluster tests included (both stacks started
 ## here; the cluster shares the local stack's PostgreSQL)

@@ -388,6 +388,11 @@ def _cut(proxy_name: str, hold_s: float, mode: str) -> Callable[[Rig], Awaitable
     return fault
 
 
+#: The scenarios that stop a service of the shared stack (every other one faults only its own processes,
+#: stores and proxies): ``make test`` runs them alone (``pytest -m exclusive``).
+STACK_FAULTS = frozenset({"kafka-restart", "postgres-stop", "redis-restart"})
+
+
 def scenarios(t: Timing) -> dict[str, Callable[[Rig], Awaitable[None]]]:
     return {
         "kafka-restart": _restart_service("kafka", t.hold_s),

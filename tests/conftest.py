@@ -167,10 +167,22 @@ def config(base_config: Config, request: pytest.FixtureRequest) -> Config:
     return fresh_config(base_config, kafka=request.node.get_closest_marker("kafka") is not None)
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``exclusive`` stops a service of the shared stack: on a pytest-xdist worker the other
+    workers' tests would fail with it, so it refuses to run there."""
+    if item.get_closest_marker("exclusive") is not None and os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.fail(
+            "marked exclusive (it stops a service of the shared stack): run it without -n; `make test` "
+            "runs `pytest -n 2 -m 'not exclusive'`, then `pytest -m exclusive`",
+            pytrace=False,
+        )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``cluster`` need the cluster stack and minutes: they run only when the marker
     expression names them (``-m cluster``) or the session runs on the cluster stack (``make
-    test-cluster``), where tests marked ``single_node`` are skipped."""
+    test-cluster``), where tests marked ``single_node`` are skipped. On a pytest-xdist worker the files
+    marked ``slow`` come first."""
     if CLUSTER:
         for item in items:
             marker = item.get_closest_marker("single_node")
@@ -178,6 +190,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
                 item.add_marker(pytest.mark.skip(reason=f"single node only: {reason}"))
         return
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Files marked ``slow`` first: ``--dist loadfile`` hands out files in this order (the same on every
+        # worker), and one of minutes handed out last would leave the other worker idle meanwhile.
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     if re.search(r"(?<![\w])cluster(?![\w])", str(config.getoption("markexpr") or "")):
         return
     kept = [item for item in items if item.get_closest_marker("cluster") is None]

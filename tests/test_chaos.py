@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.chaos import FAST, format_table, run_scenario, scenarios
+from loadtest.chaos import FAST, STACK_FAULTS, format_table, run_scenario, scenarios
 
 pytestmark = [
     pytest.mark.kafka,
@@ -24,7 +24,10 @@ pytestmark = [
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("name", list(scenarios(FAST)))
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.exclusive) if n in STACK_FAULTS else n for n in scenarios(FAST)],
+)
 async def test_scenario_keeps_the_invariants(name: str) -> None:
     result = await run_scenario(name, FAST, fast=True)
     print("\n" + format_table([result]))

@@ -16,6 +16,7 @@ pytestmark = [
     pytest.mark.postgres,
     pytest.mark.redis,
     pytest.mark.spark,
+    pytest.mark.slow,
     pytest.mark.single_node(reason="the demo keeps a Redis logical database until `make demo-down`"),
 ]
 

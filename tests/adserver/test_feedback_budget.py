@@ -420,6 +420,7 @@ async def test_an_unacknowledged_batch_is_refunded_and_answered_503(rig: Rig, pg
     await assert_conserved(rig, pg)
 
 
+@pytest.mark.exclusive
 @pytest.mark.single_node(
     reason="stops and restarts the single-node stack's Redis (a master failover on the cluster: "
     "tests/budget/test_redis_cluster.py, tests/devstack/test_cluster_chaos.py)"

@@ -55,7 +55,7 @@ from tests.archive.events import make_events
 from tests.archive.fake_sink import write_batch
 from tests.fresh import clean_test_tables, fresh_config
 
-pytestmark = [pytest.mark.spark, pytest.mark.postgres, pytest.mark.kafka]
+pytestmark = [pytest.mark.spark, pytest.mark.postgres, pytest.mark.kafka, pytest.mark.slow]
 
 START_MS = 1_760_054_400_000  # 2025-10-10T00:00Z
 DAY1, DAY2, DAY3 = "2025-10-10", "2025-10-11", "2025-10-12"

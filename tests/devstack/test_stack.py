@@ -25,6 +25,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.kafka
+@pytest.mark.exclusive
 @pytest.mark.single_node(
     reason="stops and restarts the single-node stack, whose PostgreSQL the cluster shares"
 )
