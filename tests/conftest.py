@@ -168,11 +168,11 @@ def config(base_config: Config, request: pytest.FixtureRequest) -> Config:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """A test marked ``exclusive`` stops a service of the shared stack: on a pytest-xdist worker the other
-    workers' tests would fail with it, so it refuses to run there."""
+    """A test marked ``exclusive`` needs the stack to itself (it stops one of its services, or plays stores
+    that another run's sandbox would claim or prune): on a pytest-xdist worker it refuses to run."""
     if item.get_closest_marker("exclusive") is not None and os.environ.get("PYTEST_XDIST_WORKER"):
         pytest.fail(
-            "marked exclusive (it stops a service of the shared stack): run it without -n; `make test` "
+            "marked exclusive (it needs the stack to itself): run it without -n; `make test` "
             "runs `pytest -n 2 -m 'not exclusive'`, then `pytest -m exclusive`",
             pytrace=False,
         )

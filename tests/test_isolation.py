@@ -63,6 +63,8 @@ pytestmark = [
         reason="plays the user's stores as a Redis logical database and runs the demo's and chaos's "
         "sandboxes inside the session (namespaces on a cluster: tests/adplatform/test_sandbox_cluster.py)"
     ),
+    # The user's Redis database is unclaimed and empty for a while: any other run's sandbox could claim it.
+    pytest.mark.exclusive,
 ]
 
 MARK = "isolation-marker"

@@ -43,6 +43,8 @@ pytestmark = [
     pytest.mark.postgres,
     pytest.mark.redis,
     pytest.mark.single_node(reason="Redis logical databases (a cluster's sandbox is a namespace)"),
+    # Killed runs' sandboxes and free databases: any other run's sandbox set-up would prune or claim them.
+    pytest.mark.exclusive,
 ]
 
 LEFT_KEY = "adp:camp:left-behind"
