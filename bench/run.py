@@ -2,7 +2,8 @@
 the HTTP harness, with a table of ratios.
 
 Each pytest-benchmark figure is printed next to the reference measured in the same run and the ratio
-between them. The run's JSON goes to ``bench/results/`` (ignored by git); the regression baseline lives
+between them. The run's JSON goes to ``bench/results/`` (ignored by git; ``$ADP_BENCH_RESULTS_DIR`` instead
+when set: the tests' runs write to their own temporary directory); the regression baseline lives
 outside the tree, one file per machine (``bench.compare.machine_key``) under ``$ADP_BENCH_BASELINE_DIR``,
 else ``$XDG_CACHE_HOME/adplatform/bench``, else ``~/.cache/adplatform/bench``. The first run on a machine
 saves the baseline and says so; later runs compare with it (``bench.compare``) and exit 1 naming every
@@ -38,9 +39,15 @@ def baseline_dir() -> Path:
     return Path(cache) / "adplatform" / "bench"
 
 
+def results_dir() -> Path:
+    explicit = os.environ.get("ADP_BENCH_RESULTS_DIR")
+    return Path(explicit) if explicit else RESULTS
+
+
 def run_pytest_benchmarks(extra: list[str]) -> tuple[int, Path]:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"pytest-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    results = results_dir()
+    results.mkdir(parents=True, exist_ok=True)
+    out = results / f"pytest-{time.strftime('%Y%m%dT%H%M%S')}.json"
     # No --benchmark-storage/--benchmark-compare: pytest-benchmark's own compare warns about a foreign
     # machine_info, and the suite's filterwarnings=error makes that an internal error (issue 20).
     cmd = [

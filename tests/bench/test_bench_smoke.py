@@ -39,7 +39,10 @@ def _bench_run(baseline_dir: Path, *args: str) -> subprocess.CompletedProcess[st
         sys.executable, "-m", "bench.run", "--skip-http", "-k", "test_index_bench and not eligible",
         "--benchmark-max-time=0.02", "--benchmark-min-rounds=2", *args,
     ]  # fmt: skip
-    env = child_env(**TINY, ADP_BENCH_BASELINE_DIR=str(baseline_dir))
+    # Its result files beside the baseline, in the test's own directory, never in bench/results/.
+    env = child_env(
+        **TINY, ADP_BENCH_BASELINE_DIR=str(baseline_dir), ADP_BENCH_RESULTS_DIR=str(baseline_dir / "results")
+    )
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
 
 
