@@ -55,7 +55,7 @@ demo-down:
 	$(BIN)/python -m loadtest.demo --down
 
 ## test: the whole suite on the real local stack (started here): on $(TEST_WORKERS) pytest-xdist workers, then
-## the tests marked `exclusive` (they stop a service of the stack) alone
+## the tests marked `exclusive` (they need the stack to themselves) alone
 test: stack-up
 	status=0; \
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not exclusive" || status=$$?; \

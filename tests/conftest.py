@@ -172,8 +172,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     that another run's sandbox would claim or prune): on a pytest-xdist worker it refuses to run."""
     if item.get_closest_marker("exclusive") is not None and os.environ.get("PYTEST_XDIST_WORKER"):
         pytest.fail(
-            "marked exclusive (it needs the stack to itself): run it without -n; `make test` "
-            "runs `pytest -n 2 -m 'not exclusive'`, then `pytest -m exclusive`",
+            "marked exclusive (it needs the stack to itself): run it without -n; `make test` runs "
+            "the rest on workers (`-m 'not exclusive'`), then `pytest -m exclusive`",
             pytrace=False,
         )
 
