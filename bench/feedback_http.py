@@ -26,8 +26,9 @@ on its round trips.
 
 And where a batch's time went, from the server's ``/metrics`` after the run (the sum over its workers):
 the mean milliseconds per batch at the debit gate, in the debit call (Redis) and in the publish (Kafka),
-and the mean requests per batch (``adserver_feedback_stage_seconds``, ``adserver_feedback_batch_requests``;
-absent for a baseline tree older than them).
+each stage's p99 (read from the stage histograms' buckets: which stage holds the tail, not to the
+millisecond) and the mean requests per batch (``adserver_feedback_stage_seconds``,
+``adserver_feedback_batch_requests``; absent for a baseline tree older than them).
 
 ``--baseline-tree DIR`` also runs the feedback server from another checkout (``git archive <commit> |
 tar -x -C DIR``) in every round, right before this tree's, with fresh request ids of its own, and prints
@@ -47,7 +48,7 @@ import time
 import uuid
 from pathlib import Path
 
-from admin.scrape import feedback_stages, format_feedback_stages, read_once
+from admin.scrape import feedback_stage_quantiles, feedback_stages, format_feedback_stages, read_once
 from adplatform.cli.common import script_main
 from adplatform.config import load_config
 from adplatform.kafka import delete_topics
@@ -255,7 +256,9 @@ def _run(args: argparse.Namespace) -> int:
                                             ready_path="/readyz", cwd=cwd) as proc:  # fmt: skip
                             load = functools.partial(measure, f"http://127.0.0.1:{port}", fb_script)
                             result, cpu = measure_cpu(proc.pid, load, time.monotonic)
-                            stages = feedback_stages(read_once(f"http://127.0.0.1:{port}/metrics"))
+                            metrics = read_once(f"http://127.0.0.1:{port}/metrics")
+                            stages = feedback_stages(metrics)
+                            tails = feedback_stage_quantiles(metrics, None, 0.99)
                         rows.append(
                             ratio_to_post(row(f"feedback (POST, {server}){suffix}{tag}", result, minimal),
                                           minimal_post)
@@ -263,6 +266,8 @@ def _run(args: argparse.Namespace) -> int:
                         rows[-1]["cpu_s"] = cpu.as_dict()
                         if stages:
                             rows[-1]["batch_stages"] = stages
+                        if tails:
+                            rows[-1]["batch_stages_p99"] = tails
                         done[suffix] = rows[-1]
                         if len(done) == 2:
                             ours, before = done[""], done[BASELINE]
@@ -273,7 +278,7 @@ def _run(args: argparse.Namespace) -> int:
                         show(rows[-1])
                         print(f"  {cpu.line()}")
                         if stages:
-                            print(f"  {format_feedback_stages(stages)}")
+                            print(f"  {format_feedback_stages(stages, tails)}")
     finally:
         asyncio.run(delete_topics(config))
         asyncio.run(delete_campaign_keys(config, campaign_ids))
