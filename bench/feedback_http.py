@@ -28,7 +28,10 @@ And where a batch's time went, from the server's ``/metrics`` after the run (the
 the mean milliseconds per batch at the debit gate, in the debit call (Redis) and in the publish (Kafka),
 each stage's p99 (read from the stage histograms' buckets: which stage holds the tail, not to the
 millisecond) and the mean requests per batch (``adserver_feedback_stage_seconds``,
-``adserver_feedback_batch_requests``; absent for a baseline tree older than them).
+``adserver_feedback_batch_requests``; absent for a baseline tree older than them). Then the disk's share
+of that tail: in how many seconds of the run Redis itself stalled for 5 ms or more, and its worst
+(``aof-fsync-always``: every client waited for one fsync of the AOF; ``adplatform.redis_latency``), read
+from Redis's latency monitor, which the stack's Redis runs with (absent when it does not).
 
 ``--baseline-tree DIR`` also runs the feedback server from another checkout (``git archive <commit> |
 tar -x -C DIR``) in every round, right before this tree's, with fresh request ids of its own, and prints
@@ -53,6 +56,7 @@ from adplatform.cli.common import script_main
 from adplatform.config import load_config
 from adplatform.kafka import delete_topics
 from adplatform.ports import free_port
+from adplatform.redis_latency import stalls_since
 from adplatform.sandbox import sandbox_environment
 from adserver.token import RequestToken, TokenSigner
 from bench.cpu_share import measure_cpu
@@ -255,7 +259,9 @@ def _run(args: argparse.Namespace) -> int:
                         with server_process("adserver.app:app", server, port, workers=args.workers, env=env,
                                             ready_path="/readyz", cwd=cwd) as proc:  # fmt: skip
                             load = functools.partial(measure, f"http://127.0.0.1:{port}", fb_script)
+                            since = time.time()
                             result, cpu = measure_cpu(proc.pid, load, time.monotonic)
+                            stalls = asyncio.run(stalls_since(config.redis_url, since))
                             metrics = read_once(f"http://127.0.0.1:{port}/metrics")
                             stages = feedback_stages(metrics)
                             tails = feedback_stage_quantiles(metrics, None, 0.99)
@@ -268,6 +274,8 @@ def _run(args: argparse.Namespace) -> int:
                             rows[-1]["batch_stages"] = stages
                         if tails:
                             rows[-1]["batch_stages_p99"] = tails
+                        if stalls is not None:
+                            rows[-1]["redis_stalls"] = stalls.as_dict()
                         done[suffix] = rows[-1]
                         if len(done) == 2:
                             ours, before = done[""], done[BASELINE]
@@ -279,6 +287,8 @@ def _run(args: argparse.Namespace) -> int:
                         print(f"  {cpu.line()}")
                         if stages:
                             print(f"  {format_feedback_stages(stages, tails)}")
+                        if stalls is not None:
+                            print(f"  {stalls.line()}")
     finally:
         asyncio.run(delete_topics(config))
         asyncio.run(delete_campaign_keys(config, campaign_ids))

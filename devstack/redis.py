@@ -16,6 +16,10 @@ from devstack.ports import ensure_free
 #: the default save points fork a snapshot of the whole data set every minute under load, which on a
 #: small machine takes a core for seconds.
 REDIS_PERSISTENCE: Final = ("--appendonly", "yes", "--appendfsync", "always", "--save", "")
+#: Redis's latency monitor on, here and in docker-compose.yml: each second's longest stall of 5 ms or more
+#: (an AOF fsync, a slow script) is kept, so the demo and ``bench.feedback_http`` can say how much of
+#: feedback's tail was the disk (``adplatform.redis_latency``). It costs a clock read per event.
+REDIS_DIAGNOSTICS: Final = ("--latency-monitor-threshold", "5")
 
 
 def _redis_pong(port: int) -> bool:
@@ -34,7 +38,7 @@ def start_redis(paths: Paths) -> None:
     paths.redis.mkdir(parents=True, exist_ok=True)
     cmd = [
         "redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--dir", str(paths.redis),
-        *REDIS_PERSISTENCE,
+        *REDIS_PERSISTENCE, *REDIS_DIAGNOSTICS,
         "--daemonize", "yes", "--pidfile", str(paths.pid_file("redis")),
         "--logfile", str(paths.logs / "redis.log"), "--protected-mode", "yes",
     ]  # fmt: skip

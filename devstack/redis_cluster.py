@@ -16,7 +16,7 @@ from typing import Final
 
 from devstack.paths import StackError
 from devstack.ports import ensure_free
-from devstack.redis import REDIS_PERSISTENCE
+from devstack.redis import REDIS_DIAGNOSTICS, REDIS_PERSISTENCE
 
 #: Milliseconds without an answer before a master is failed over to its replica.
 NODE_TIMEOUT_MS: Final = 2000
@@ -82,7 +82,7 @@ def start_node(root: Path, port: int, log: Path) -> None:
         "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
         # A replica syncs at once (the default waits 5 s for more replicas to share the transfer).
         "--repl-diskless-sync-delay", "0",
-        *REDIS_PERSISTENCE,
+        *REDIS_PERSISTENCE, *REDIS_DIAGNOSTICS,
         "--daemonize", "yes", "--pidfile", str(pid_file(root, port)),
         "--logfile", str(log), "--protected-mode", "yes",
     ]  # fmt: skip

@@ -27,12 +27,13 @@ from devstack.postgres import admin_dsn, pg_ok, prepare_database, start_postgres
 from devstack.prometheus import PROMETHEUS_PORT, start_prometheus, stop_prometheus
 from devstack.prometheus import ready as prometheus_ready
 from devstack.prometheus import running as running_prometheus
-from devstack.redis import REDIS_PERSISTENCE, redis_ok, start_redis
+from devstack.redis import REDIS_DIAGNOSTICS, REDIS_PERSISTENCE, redis_ok, start_redis
 
 __all__ = [
     "KAFKA_CONTROLLER_PORT",
     "KAFKA_PORT",
     "PG_PORT",
+    "REDIS_DIAGNOSTICS",
     "REDIS_PERSISTENCE",
     "REDIS_PORT",
     "SERVICES",

@@ -61,6 +61,7 @@ from adplatform.kafka import delete_topics, ensure_topics, start_or_close, wait_
 from adplatform.pidfile import start_ticks, write_pid_file
 from adplatform.ports import listener
 from adplatform.process import interrupt_on_signals
+from adplatform.redis_latency import stalls_since
 from adplatform.sandbox import Sandbox, close_named, named_owner, open_sandbox
 from adplatform.services import ADMIN_PORT, ADSERVER_PORT
 from archive.layout import ArchiveLayout
@@ -409,10 +410,12 @@ def _run(
         meter = platform_meter(config, platform.pid)
         meter.sample(time.monotonic())
         metrics_before = server_metrics(ports)
+        measured_since = time.time()
         # uvloop: the simulator shares the platform's cores, so its own CPU per request counts.
         summary = uvloop.run(_simulate(config, ports, duration_s, rate, meter=meter))
         meter.sample(time.monotonic())
         stages, stage_tails = server_feedback_stages(ports, metrics_before)
+        stalls = asyncio.run(stalls_since(config.redis_url, measured_since))
         step("stopping the ad server, then draining the ledger, the served-writer and the archive")
         # adplatform run stops the ad server first and the archive last (its micro-batch completes).
         if stop_platform(config.stack_dir, platform) != 0:
@@ -440,6 +443,8 @@ def _run(
     print(format_summary(summary, spend=format_micros(b["redis"])))
     if stages:
         print(f"feedback stages {format_feedback_stages(stages, stage_tails)}")
+    if stalls is not None:  # the disk's share of feedback's tail (an fsync holds every client)
+        print(f"redis           {stalls.line()}")
     seen = summary.served + warm_served
     warm = f", {warm_served} of them while warming up" if warm_served else ""
     print(f"served_ads rows {b['served_rows']:>10}   (200 responses seen: {seen}{warm})")

@@ -18,7 +18,7 @@ import yaml
 from admin.settings import load_admin_config
 from adplatform.config import DEFAULT_METRICS_PORTS, load_config
 from adplatform.services import ADSERVER_PORT, PLATFORM_SERVICES
-from devstack.stack import KAFKA_PORT, PG_PORT, REDIS_PERSISTENCE, REDIS_PORT
+from devstack.stack import KAFKA_PORT, PG_PORT, REDIS_DIAGNOSTICS, REDIS_PERSISTENCE, REDIS_PORT
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +45,8 @@ def test_compose_ports_match_the_local_stack_and_config_defaults() -> None:
 
 
 def test_compose_redis_persists_as_the_local_stack_does() -> None:
-    assert _compose()["services"]["redis"]["command"] == ["redis-server", *REDIS_PERSISTENCE]
+    command = ["redis-server", *REDIS_PERSISTENCE, *REDIS_DIAGNOSTICS]
+    assert _compose()["services"]["redis"]["command"] == command
 
 
 def test_compose_platform_services_run_commands_of_the_cli() -> None:
