@@ -18,6 +18,8 @@ from admin.board_schema import (
     CampaignRows,
     Overview,
     PacePoint,
+    RedisStall,
+    RedisStalls,
     TargetOut,
 )
 from admin.diagnosis import diagnose
@@ -26,7 +28,8 @@ from admin.reads import campaign_detail
 from admin.scrape import FEEDBACK_ROUTE, Snapshot, feedback_stages, latency_quantile, rate
 from admin.state import AdminState
 from adplatform import names
-from adplatform.redis_client import blocked_members
+from adplatform.redis_client import REDIS_FAILURES, RedisClient, blocked_members
+from adplatform.redis_latency import redis_stalls as stalls_in
 from index.delivery import expected_spend_micros, pace_state
 from index.money import format_micros, parse_micros
 from index.pacing import slot_id
@@ -95,8 +98,30 @@ async def campaign_counts(state: AdminState, now_s: float) -> tuple[CampaignCoun
     return counts, burn
 
 
+#: The overview's window for Redis's stalls: the monitor keeps one sample per second with a stall.
+STALLS_WINDOW_S: Final = 60
+
+
+async def redis_stalls(client: RedisClient, now_s: float) -> RedisStalls | None:
+    """Redis's own stalls over the last ``STALLS_WINDOW_S`` seconds; None when its monitor cannot say or
+    Redis does not answer (the rest of the overview still shows)."""
+    try:
+        report = await stalls_in(client, now_s - STALLS_WINDOW_S + 1, now_s)
+    except REDIS_FAILURES:
+        return None
+    if report is None:
+        return None
+    events = [RedisStall(event=e.event, seconds=e.seconds, worst_ms=e.worst_ms) for e in report.events]
+    return RedisStalls(threshold_ms=report.threshold_ms, window_s=report.window_s, events=events)
+
+
 def overview(
-    new: Snapshot, old: Snapshot | None, counts: CampaignCounts, burn: Burn, refresh_ms: int
+    new: Snapshot,
+    old: Snapshot | None,
+    counts: CampaignCounts,
+    burn: Burn,
+    refresh_ms: int,
+    stalls: RedisStalls | None = None,
 ) -> Overview:
     """The overview from the newest snapshot and the one ``window_s`` before it."""
     requests = new.total("adserver_serve_requests_total")
@@ -127,6 +152,7 @@ def overview(
         serve_p50_ms=None if p50 is None else p50 * 1000, serve_p99_ms=None if p99 is None else p99 * 1000,
         feedback_per_s=feedback, feedback_p50_ms=None if fb50 is None else fb50 * 1000,
         feedback_p99_ms=None if fb99 is None else fb99 * 1000, feedback_stages_ms=feedback_stages(new, old),
+        redis_stalls=stalls,
         spend_per_min=spend, dlq_per_s=dlq,
         consumer_lag=new.by_label("adplatform_consumer_lag_records", "group"),
         archive_lag=archive, no_fill_per_s=no_fill, campaigns=counts, burn=burn,

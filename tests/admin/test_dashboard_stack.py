@@ -32,11 +32,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from admin.keys import create_key
 from adplatform.config import Config
+from adplatform.redis_client import is_cluster, open_redis
 from adserver.http.metrics import FLUSH_INTERVAL_S
 from budget.ledger import run_ledger
 from ingest.served_writer import run_served_writer
 from loadtest.workers import wait_workers_ready
 from tests.admin.helpers import adserver
+from tests.adplatform.test_redis_latency import BUSY_12_MS
 from tests.adserver.serving import campaign_row, eventually, ingest, manager_running
 from tests.adserver.test_workers_stack import WORKERS
 from tests.ports import free_port
@@ -163,6 +165,27 @@ async def _login(client: httpx.AsyncClient, key: str) -> str:
     return csrf
 
 
+async def _redis_stall_shows(page: Page, redis_url: str) -> None:
+    """A script holding Redis 12 ms is a ``command`` stall on the overview's Redis line within a few
+    refreshes; on a Redis Cluster (one monitor per node, not summed) the line says "—"."""
+    client = open_redis(redis_url)
+    try:
+        if is_cluster(client):
+            assert await page.inner_text("#redis-stalls") == "—"
+            return
+        await client.eval(BUSY_12_MS, 0)
+    finally:
+        await client.aclose()
+    await page.wait_for_function(
+        "() => document.getElementById('redis-stalls').textContent.includes('command in ')", timeout=5_000
+    )
+    event = r"[a-z-]+ in \d+ s, worst \d+ ms"
+    line = await page.inner_text("#redis-stalls")
+    assert re.fullmatch(rf"Redis stalls ≥ 5 ms in 60 s: {event}( · {event})*", line), line
+    worst = re.search(r"command in \d+ s, worst (\d+) ms", line)
+    assert worst is not None and int(worst.group(1)) >= 12, line
+
+
 @pytest.mark.timeout(420)
 async def test_dashboard_in_a_real_browser(
     topics: Config, pg: asyncpg.Pool, redis_client: aioredis.Redis, tmp_path: Path
@@ -247,6 +270,8 @@ async def test_dashboard_in_a_real_browser(
                 stages = await page.inner_text("#feedback-stages")
                 assert re.fullmatch(r"gate [\d.]+ ms · debit [\d.]+ ms · publish [\d.]+ ms", stages), stages
                 assert re.fullmatch(r"[\d.]+ ms", await page.inner_text("#feedback-p99"))
+                # Redis's own stalls over the last minute (its latency monitor): a 12 ms script shows.
+                await _redis_stall_shows(page, topics.redis_url)
                 await page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
 
                 # The ledger books the charges, the served-writer the served ads: the campaign page.

@@ -15,6 +15,14 @@
                plugins: { legend: { position: "top", align: "end" } } },
   });
 
+  // Redis's own stalls (its latency monitor): "—" when it cannot say (monitor off, a cluster).
+  function stallsText(r) {
+    if (r === null) return "—";
+    const head = "Redis stalls ≥ " + r.threshold_ms + " ms in " + r.window_s + " s: ";
+    if (r.events.length === 0) return head + "none";
+    return head + r.events.map((e) => e.event + " in " + e.seconds + " s, worst " + e.worst_ms + " ms").join(" · ");
+  }
+
   function render(o) {
     const total = document.getElementById("requests-total");
     total.textContent = fmt.num(o.requests_total);
@@ -30,6 +38,7 @@
     const st = o.feedback_stages_ms;
     setText("feedback-stages", st.debit_ms === undefined ? "—"
       : "gate " + fmt.ms(st.gate_ms) + " · debit " + fmt.ms(st.debit_ms) + " · publish " + fmt.ms(st.publish_ms));
+    setText("redis-stalls", stallsText(o.redis_stalls));
     setText("spend-rate", fmt.money(o.spend_per_min));
     setText("burn-ratio", fmt.pct(o.burn.ratio, 0));
     setText("burn-spent", fmt.money(o.burn.spent));
