@@ -39,7 +39,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import asyncpg
 import httpx
@@ -49,10 +49,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from admin.scrape import (
+    FEEDBACK_ROUTE,
+    SERVE_ROUTE,
     Snapshot,
     feedback_stage_quantiles,
     feedback_stages,
     format_feedback_stages,
+    latency_quantile,
     read_once,
 )
 from adplatform.cli.common import script_main
@@ -414,7 +417,7 @@ def _run(
         # uvloop: the simulator shares the platform's cores, so its own CPU per request counts.
         summary = uvloop.run(_simulate(config, ports, duration_s, rate, meter=meter))
         meter.sample(time.monotonic())
-        stages, stage_tails = server_feedback_stages(ports, metrics_before)
+        server = server_side(ports, metrics_before)
         stalls = asyncio.run(stalls_since(config.redis_url, measured_since))
         step("stopping the ad server, then draining the ledger, the served-writer and the archive")
         # adplatform run stops the ad server first and the archive last (its micro-batch completes).
@@ -441,8 +444,10 @@ def _run(
     print("=" * 72)
     print(f"campaigns live  {b['live']:>10}")
     print(format_summary(summary, spend=format_micros(b["redis"])))
-    if stages:
-        print(f"feedback stages {format_feedback_stages(stages, stage_tails)}")
+    if server.stages:
+        print(f"feedback stages {format_feedback_stages(server.stages, server.stage_tails)}")
+    if (latency := server.latency_line()) is not None:
+        print(latency)
     if stalls is not None:  # the disk's share of feedback's tail (an fsync holds every client)
         print(f"redis           {stalls.line()}")
     seen = summary.served + warm_served
@@ -528,13 +533,43 @@ def server_metrics(ports: Ports) -> Snapshot | None:
         return None
 
 
-def server_feedback_stages(ports: Ports, since: Snapshot | None) -> tuple[dict[str, float], dict[str, float]]:
-    """Where the ad server's feedback batches spent their time since ``since`` (the measured minute, not the
-    warm-up): each stage's mean and p99 in milliseconds; empty if it does not answer."""
+class ServerSide(NamedTuple):
+    """The ad server's own view of the measured minute (its ``/metrics`` since the minute began)."""
+
+    #: Each feedback stage's mean and p99 in milliseconds per batch.
+    stages: dict[str, float]
+    stage_tails: dict[str, float]
+    #: p99 in milliseconds of serve and of feedback, from a request's first byte read by a worker to its
+    #: answer (buckets 5, 10, 25, 50 ms...: an estimate within its bucket); None without a request.
+    serve_p99_ms: float | None
+    feedback_p99_ms: float | None
+
+    def latency_line(self) -> str | None:
+        """``server side     serve p99 3.1 ms, feedback p99 17.4 ms (...)``: beside the simulator's p99s it
+        tells the server's share of a tail from the time before a worker read the request and after it
+        answered (a busy loop, the client's own, the machine's scheduling)."""
+        if self.serve_p99_ms is None or self.feedback_p99_ms is None:
+            return None
+        return (
+            f"server side     serve p99 {self.serve_p99_ms:.1f} ms"
+            f"  feedback p99 {self.feedback_p99_ms:.1f} ms"
+            "  (the ad server's histograms: from its worker's read of a request to its answer)"
+        )
+
+
+def server_side(ports: Ports, since: Snapshot | None) -> ServerSide:
+    """The ad server's view since ``since`` (the measured minute, not the warm-up); empty if it does not
+    answer."""
     now = server_metrics(ports)
     if now is None:
-        return {}, {}
-    return feedback_stages(now, since), feedback_stage_quantiles(now, since, 0.99)
+        return ServerSide({}, {}, None, None)
+    serve, feedback = (latency_quantile(now, since, 0.99, route=r) for r in (SERVE_ROUTE, FEEDBACK_ROUTE))
+    return ServerSide(
+        feedback_stages(now, since),
+        feedback_stage_quantiles(now, since, 0.99),
+        None if serve is None else serve * 1000,
+        None if feedback is None else feedback * 1000,
+    )
 
 
 def platform_meter(config: Config, platform_pid: int) -> CpuMeter:

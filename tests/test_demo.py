@@ -76,6 +76,8 @@ def test_demo_runs_end_to_end_and_the_books_balance() -> None:
         r"p99 gate [\d.]+ ms, debit [\d.]+ ms, publish [\d.]+ ms$"
     )
     assert re.search(stages, out, re.M), out
+    # The ad server's own p99s beside the simulator's: the server's share of each tail.
+    assert re.search(r"^server side\s+serve p99 [\d.]+ ms  feedback p99 [\d.]+ ms  \(", out, re.M), out
     # The stack's Redis runs its latency monitor: the disk's share of feedback's tail is printed.
     event = r"\S+ in \d+ s \(worst \d+ ms\)"
     stalls = rf"^redis\s+Redis stalls >= 5 ms in \d+ s: (none|{event}(, {event})*)$"
