@@ -28,7 +28,7 @@ from admin.reads import campaign_detail
 from admin.scrape import FEEDBACK_ROUTE, Snapshot, feedback_stages, latency_quantile, rate
 from admin.state import AdminState
 from adplatform import names
-from adplatform.redis_client import REDIS_FAILURES, RedisClient, blocked_members
+from adplatform.redis_client import RedisClient, blocked_members
 from adplatform.redis_latency import redis_stalls as stalls_in
 from index.delivery import expected_spend_micros, pace_state
 from index.money import format_micros, parse_micros
@@ -105,10 +105,7 @@ STALLS_WINDOW_S: Final = 60
 async def redis_stalls(client: RedisClient, now_s: float) -> RedisStalls | None:
     """Redis's own stalls over the last ``STALLS_WINDOW_S`` seconds; None when its monitor cannot say or
     Redis does not answer (the rest of the overview still shows)."""
-    try:
-        report = await stalls_in(client, now_s - STALLS_WINDOW_S + 1, now_s)
-    except REDIS_FAILURES:
-        return None
+    report = await stalls_in(client, now_s - STALLS_WINDOW_S + 1, now_s)
     if report is None:
         return None
     events = [RedisStall(event=e.event, seconds=e.seconds, worst_ms=e.worst_ms) for e in report.events]

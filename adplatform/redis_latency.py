@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from redis.exceptions import ResponseError
 
-from adplatform.redis_client import RedisClient, is_cluster, open_redis
+from adplatform.redis_client import REDIS_FAILURES, RedisClient, is_cluster, open_redis
 
 
 class Stalls(NamedTuple):
@@ -87,8 +87,12 @@ async def monitor_threshold_ms(client: RedisClient) -> int | None:
 
 async def redis_stalls(client: RedisClient, since_s: float, until_s: float) -> StallReport | None:
     """Redis's stalls from unix time ``since_s`` to ``until_s``; None when its monitor cannot say (off,
-    a cluster, ``LATENCY`` refused). Reads the server's monitor only: it resets nothing."""
-    threshold = await monitor_threshold_ms(client)
+    a cluster, ``LATENCY`` refused) or Redis does not answer: a diagnostic never fails its caller. Reads
+    the server's monitor only: it resets nothing."""
+    try:
+        threshold = await monitor_threshold_ms(client)
+    except REDIS_FAILURES:
+        return None
     if threshold is None:
         return None
     try:
@@ -98,7 +102,7 @@ async def redis_stalls(client: RedisClient, since_s: float, until_s: float) -> S
             event = _text(entry[0])
             samples = await client.execute_command("LATENCY", "HISTORY", event)
             history.append((event, [(int(ts), int(ms)) for ts, ms in samples]))
-    except ResponseError:
+    except REDIS_FAILURES:  # ResponseError (a refused LATENCY) included
         return None
     window = max(int(until_s) - int(since_s) + 1, 1)
     return StallReport(threshold, window, stalls_in_window(history, since_s, until_s))
