@@ -31,7 +31,8 @@ millisecond) and the mean requests per batch (``adserver_feedback_stage_seconds`
 ``adserver_feedback_batch_requests``; absent for a baseline tree older than them). Then the disk's share
 of that tail: in how many seconds of the run Redis itself stalled for 5 ms or more, and its worst
 (``aof-fsync-always``: every client waited for one fsync of the AOF; ``adplatform.redis_latency``), read
-from Redis's latency monitor, which the stack's Redis runs with (absent when it does not).
+from Redis's latency monitor, which the stack's Redis runs with (absent when it does not); the ``--durable``
+reference's rows say the same of theirs (the same writes meet the same disk).
 
 ``--baseline-tree DIR`` also runs the feedback server from another checkout (``git archive <commit> |
 tar -x -C DIR``) in every round, right before this tree's, with fresh request ids of its own, and prints
@@ -241,11 +242,17 @@ def _run(args: argparse.Namespace) -> int:
                     with server_process("bench.minimal_durable:app", "uvicorn", port, workers=args.workers,
                                         env=env, ready_path="/ad/user/warmup/serve") as proc:  # fmt: skip
                         load = functools.partial(measure, f"http://127.0.0.1:{port}", durable_script)
+                        since = time.time()
                         result, cpu = measure_cpu(proc.pid, load, time.monotonic)
+                        stalls = asyncio.run(stalls_since(config.redis_url, since))
                     rows.append(ratio_to_post(row(f"{DURABLE}{tag}", result, minimal), minimal_post))
                     rows[-1]["cpu_s"] = cpu.as_dict()
+                    if stalls is not None:
+                        rows[-1]["redis_stalls"] = stalls.as_dict()
                     show(rows[-1])
                     print(f"  {cpu.line()}")
+                    if stalls is not None:  # the same writes meet the same disk
+                        print(f"  {stalls.line()}")
                 for server in servers:
                     # The order alternates by round, so neither tree always meets the machine first.
                     done: dict[str, dict[str, object]] = {}
