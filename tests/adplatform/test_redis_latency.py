@@ -65,5 +65,3 @@ async def test_the_stacks_redis_reports_a_slow_script_as_a_stall_of_its_window(
     assert report is not None and report.threshold_ms == 5 and report.window_s >= 1
     command = [e for e in report.events if e.event == "command"]
     assert command and command[0].worst_ms >= 12, report
-    before = await redis_stalls(redis_client, since - 3600, since - 3500)  # an hour ago: not this one
-    assert before is not None and all(e.event != "command" or e.worst_ms < 12 for e in before.events)
