@@ -18,8 +18,6 @@ from admin.board_schema import (
     CampaignRows,
     Overview,
     PacePoint,
-    RedisStall,
-    RedisStalls,
     TargetOut,
 )
 from admin.diagnosis import diagnose
@@ -29,6 +27,7 @@ from admin.scrape import FEEDBACK_ROUTE, Snapshot, feedback_stages, latency_quan
 from admin.state import AdminState
 from adplatform import names
 from adplatform.redis_client import RedisClient, blocked_members
+from adplatform.redis_latency import StallReport
 from adplatform.redis_latency import redis_stalls as stalls_in
 from index.delivery import expected_spend_micros, pace_state
 from index.money import format_micros, parse_micros
@@ -102,14 +101,10 @@ async def campaign_counts(state: AdminState, now_s: float) -> tuple[CampaignCoun
 STALLS_WINDOW_S: Final = 60
 
 
-async def redis_stalls(client: RedisClient, now_s: float) -> RedisStalls | None:
+async def redis_stalls(client: RedisClient, now_s: float) -> StallReport | None:
     """Redis's own stalls over the last ``STALLS_WINDOW_S`` seconds; None when its monitor cannot say or
     Redis does not answer (the rest of the overview still shows)."""
-    report = await stalls_in(client, now_s - STALLS_WINDOW_S + 1, now_s)
-    if report is None:
-        return None
-    events = [RedisStall(event=e.event, seconds=e.seconds, worst_ms=e.worst_ms) for e in report.events]
-    return RedisStalls(threshold_ms=report.threshold_ms, window_s=report.window_s, events=events)
+    return await stalls_in(client, now_s - STALLS_WINDOW_S + 1, now_s)
 
 
 def overview(
@@ -118,7 +113,7 @@ def overview(
     counts: CampaignCounts,
     burn: Burn,
     refresh_ms: int,
-    stalls: RedisStalls | None = None,
+    stalls: StallReport | None = None,
 ) -> Overview:
     """The overview from the newest snapshot and the one ``window_s`` before it."""
     requests = new.total("adserver_serve_requests_total")

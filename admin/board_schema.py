@@ -10,6 +10,7 @@ import msgspec
 
 from admin.insight_schema import Diagnosis
 from admin.schema import CampaignDetail
+from adplatform.redis_latency import StallReport
 
 
 class TargetOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,25 +36,6 @@ class Burn(msgspec.Struct, frozen=True, kw_only=True):
     ratio: float | None
 
 
-class RedisStall(msgspec.Struct, frozen=True, kw_only=True):
-    """One kind of Redis stall (``aof-fsync-always``: an fsync of its AOF held every client; ``command``: a
-    slow command or script): in how many seconds of the window it took ``threshold_ms`` or more, and its
-    longest."""
-
-    event: str
-    seconds: int
-    worst_ms: int
-
-
-class RedisStalls(msgspec.Struct, frozen=True, kw_only=True):
-    """Redis's own stalls over the last ``window_s`` seconds, from its latency monitor
-    (``adplatform.redis_latency``), the worst first; ``events`` empty: none."""
-
-    threshold_ms: int
-    window_s: int
-    events: list[RedisStall]
-
-
 class Overview(msgspec.Struct, frozen=True, kw_only=True):
     """The overview's numbers; a rate is None until two scrapes ``window_s`` apart exist."""
 
@@ -76,7 +58,7 @@ class Overview(msgspec.Struct, frozen=True, kw_only=True):
     feedback_stages_ms: dict[str, float]
     #: The disk's share of feedback's tail: Redis's stalls over the last minute; None when Redis's latency
     #: monitor is off, on a Redis Cluster (one monitor per node) or when Redis does not answer.
-    redis_stalls: RedisStalls | None
+    redis_stalls: StallReport | None
     spend_per_min: float | None
     dlq_per_s: float | None
     consumer_lag: dict[str, float]

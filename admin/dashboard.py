@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from admin import board_data, writes
 from admin.api import state_of
-from admin.board_schema import Burn, CampaignCounts, RedisStalls
+from admin.board_schema import Burn, CampaignCounts
 from admin.body import read_body
 from admin.error import AdminError
 from admin.keys import Principal, authenticate
@@ -44,6 +44,7 @@ from admin.session import (
     still_valid,
 )
 from admin.state import AdminState, StateRef
+from adplatform.redis_latency import StallReport
 
 PAGES: Final = Path(__file__).resolve().parent / "static" / "dashboard"
 #: How often the overview page polls (the issue asks for at least every 2 s).
@@ -94,7 +95,7 @@ class Board:
         self.sessions = SessionStore()
         self._client: httpx.AsyncClient | None = None
         self._scraper: Scraper | None = None
-        self._counts: tuple[float, CampaignCounts, Burn, RedisStalls | None] | None = None
+        self._counts: tuple[float, CampaignCounts, Burn, StallReport | None] | None = None
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
 
+import msgspec
 from redis.exceptions import ResponseError
 
 from adplatform.redis_client import REDIS_FAILURES, RedisClient, is_cluster, open_redis
 
 
-class Stalls(NamedTuple):
-    """One latency-monitor event inside a window: in how many seconds it took at least the threshold,
+class Stalls(msgspec.Struct, frozen=True):
+    """One latency-monitor event inside a window (``aof-fsync-always``: an fsync of the AOF held every
+    client; ``command``: a slow command or script): in how many seconds it took at least the threshold,
     and its longest."""
 
     event: str
@@ -30,9 +31,9 @@ class Stalls(NamedTuple):
     worst_ms: int
 
 
-class StallReport(NamedTuple):
+class StallReport(msgspec.Struct, frozen=True):
     """What the monitor saw over ``window_s`` seconds, events of ``threshold_ms`` and more, the worst
-    first (empty ``events``: no stall)."""
+    first (empty ``events``: no stall). Also the dashboard's JSON (``admin.board_schema.Overview``)."""
 
     threshold_ms: int
     window_s: int
@@ -91,19 +92,20 @@ async def redis_stalls(client: RedisClient, since_s: float, until_s: float) -> S
     the server's monitor only: it resets nothing."""
     try:
         threshold = await monitor_threshold_ms(client)
-    except REDIS_FAILURES:
-        return None
-    if threshold is None:
-        return None
-    try:
+        if threshold is None:
+            return None
         latest = await client.execute_command("LATENCY", "LATEST")
-        history = []
-        for entry in latest:
-            event = _text(entry[0])
-            samples = await client.execute_command("LATENCY", "HISTORY", event)
-            history.append((event, [(int(ts), int(ms)) for ts, ms in samples]))
+        events = [_text(entry[0]) for entry in latest]
+        pipe = client.pipeline(transaction=False)  # one round trip for every event's history
+        for event in events:
+            pipe.execute_command("LATENCY", "HISTORY", event)
+        replies = await pipe.execute()
     except REDIS_FAILURES:  # ResponseError (a refused LATENCY) included
         return None
+    history = [
+        (event, [(int(ts), int(ms)) for ts, ms in samples])
+        for event, samples in zip(events, replies, strict=True)
+    ]
     window = max(int(until_s) - int(since_s) + 1, 1)
     return StallReport(threshold, window, stalls_in_window(history, since_s, until_s))
 
