@@ -62,6 +62,19 @@ def start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
+def age_s(pid: int) -> float | None:
+    """Seconds since ``pid`` started (``start_ticks`` against ``/proc/uptime``), or ``None`` when it is
+    gone."""
+    ticks = start_ticks(pid)
+    if ticks is None:
+        return None
+    try:
+        uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime_s - ticks / os.sysconf("SC_CLK_TCK")
+
+
 def cmdline(pid: int) -> tuple[str, ...]:
     """The command line of ``pid`` (empty when it is gone, a kernel thread or unreadable)."""
     try:

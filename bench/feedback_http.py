@@ -34,6 +34,11 @@ of that tail: in how many seconds of the run Redis itself stalled for 5 ms or mo
 from Redis's latency monitor, which the stack's Redis runs with (absent when it does not); the ``--durable``
 reference's rows say the same of theirs (the same writes meet the same disk).
 
+Behind a young broker of the stack's (started less than ``devstack.kafka.YOUNG_BROKER_S`` ago, e.g. right
+after ``make stack-up``) the feedback server is loaded for ``BROKER_WARM_UP_S`` first, not measured: such a
+broker spends 3-5x a warm one's CPU per request while its JIT compiles, and the first rounds measured it
+(``--broker-warm-up SECONDS`` sets the length; 0: none).
+
 ``--baseline-tree DIR`` also runs the feedback server from another checkout (``git archive <commit> |
 tar -x -C DIR``) in every round, right before this tree's, with fresh request ids of its own, and prints
 each round's ratio to it: a before/after comparison against the same minimal-app reference.
@@ -61,7 +66,14 @@ from adplatform.redis_latency import stalls_since
 from adplatform.sandbox import sandbox_environment
 from adserver.token import RequestToken, TokenSigner
 from bench.cpu_share import measure_cpu
-from bench.http_stack import delete_campaign_keys, save_results, seed, server_process
+from bench.http_stack import (
+    add_broker_warm_up,
+    broker_warm_up_s,
+    delete_campaign_keys,
+    save_results,
+    seed,
+    server_process,
+)
 from bench.wrk import _DONE, WrkResult, add_client_policy, make_paths, run_wrk_as, write_script
 from ingest.csvfile import format_flight
 from ingest.generator import write_campaigns_csv
@@ -183,6 +195,7 @@ def main(argv: list[str]) -> int:
         "durable writes, written the plain way (a Redis script call per batch, an acks=all event each)",
     )  # fmt: skip
     add_client_policy(parser)
+    add_broker_warm_up(parser)
     args = parser.parse_args(argv)
     # Its own database and Redis database (the servers it starts inherit them), never the user's: its
     # campaign's row and budget, the debits and the de-duplication keys all go there.
@@ -221,6 +234,15 @@ def _run(args: argparse.Namespace) -> int:
             post_script = write_feedback_script(
                 Path(tmp) / "minimal-post.lua", tokens(signer, campaign_ids, args.tokens), args.threads
             )
+            warm_s = broker_warm_up_s(base, args.broker_warm_up)
+            if warm_s:  # this tree's feedback server, fresh ids: the broker's hot paths, not the rounds'
+                warm_script = write_feedback_script(
+                    Path(tmp) / "warm-up.lua", tokens(signer, campaign_ids, args.tokens), args.threads
+                )
+                port = free_port()
+                with server_process("adserver.app:app", servers[0], port, workers=args.workers, env=env,
+                                    ready_path="/readyz"):  # fmt: skip
+                    run_wrk_as(args, f"http://127.0.0.1:{port}", warm_script, duration_s=warm_s)
             for n in range(1, args.rounds + 1):
                 tag = f" #{n}" if args.rounds > 1 else ""
                 port = free_port()

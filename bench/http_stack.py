@@ -3,6 +3,7 @@ production path (producer → Ad Manager → ad-changes) under a bench-only topi
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -23,6 +24,8 @@ import redis.asyncio as aioredis
 from adplatform import names
 from adplatform.config import Config
 from adplatform.kafka import ensure_topics, wait_for_topics
+from devstack.kafka import YOUNG_BROKER_S, young_broker_age_s
+from devstack.paths import Paths
 from ingest.generator import generate_campaigns, write_campaigns_csv
 from ingest.instruction import NEW
 from ingest.manager import run_manager
@@ -32,6 +35,41 @@ from loadtest.workers import wait_workers_ready
 RESULTS = Path(__file__).resolve().parent / "results"
 
 SEED_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "campaigns_seed.csv"
+
+
+#: Seconds of load, not measured, before the feedback bench's first round behind a young broker of the
+#: stack's (``devstack.kafka.YOUNG_BROKER_S``): under that load the broker's CPU per request fell from 3-5x
+#: a warm broker's to a warm broker's after ~25 s (BENCHMARKS.md, 2026-12-07). Serve's batched served
+#: ads cost a broker about a tenth of that per request: the serve bench measured no difference, and skips
+#: it.
+BROKER_WARM_UP_S = 30
+
+
+def broker_warm_up_s(config: Config, asked: int | None) -> int:
+    """How long to load the first ad server before it is measured: ``asked`` when given (0: not at all),
+    else ``BROKER_WARM_UP_S`` behind a young broker of the stack's, else 0. A warm-up is announced, with
+    the broker's age when that is why."""
+    age = young_broker_age_s(Paths(config.stack_dir))
+    seconds = max(0, asked) if asked is not None else (0 if age is None else BROKER_WARM_UP_S)
+    if seconds:
+        why = (
+            "" if asked is not None or age is None else f"the stack's Kafka broker started {age:.0f} s ago; "
+        )
+        print(
+            f"warming up: {why}{seconds} s of load on the first ad server first, not measured "
+            "(--broker-warm-up 0: none)",
+            flush=True,
+        )
+    return seconds
+
+
+def add_broker_warm_up(parser: argparse.ArgumentParser) -> None:
+    """``--broker-warm-up SECONDS`` on an HTTP bench's command line (``broker_warm_up_s``)."""
+    parser.add_argument(
+        "--broker-warm-up", type=int, default=None, metavar="SECONDS",
+        help=f"load the first ad server this long first, not measured (default: {BROKER_WARM_UP_S} when "
+        f"the stack's Kafka broker started less than {YOUNG_BROKER_S:.0f} s ago, else 0)",
+    )  # fmt: skip
 
 
 def write_corpus(

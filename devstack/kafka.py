@@ -8,7 +8,7 @@ import subprocess
 import uuid
 from typing import Final
 
-from adplatform.pidfile import write_pid_file
+from adplatform.pidfile import age_s, write_pid_file
 from devstack.paths import KAFKA_CONTROLLER_PORT, KAFKA_PORT, Paths, StackError
 from devstack.pids import read_pid
 from devstack.ports import ensure_free
@@ -53,6 +53,21 @@ log4j.logger.org.apache.kafka=INFO
 #: One parallel GC thread: the broker shares a small machine with the ad server, and a young collection on
 #: every core at once stalls all of its workers together (serve's p99; BENCHMARKS.md, "HTTP").
 KAFKA_JVM: Final = ("-Xms1g", "-Xmx1g", "-XX:+UseG1GC", "-XX:ParallelGCThreads=1")
+
+
+#: A broker younger than this is still compiling its hot paths (its JIT): under feedback load its CPU per
+#: request is 3-5x a warm broker's for its first ~25 s of load (BENCHMARKS.md, 2026-12-07), and the first
+#: demo after a broker start missed the demo's latency targets (feedback p99 52-63 ms against 25-30 ms).
+#: What measures the pipeline (the demo, the HTTP benches) loads a younger broker first, unmeasured.
+YOUNG_BROKER_S: Final = 300.0
+
+
+def young_broker_age_s(paths: Paths) -> float | None:
+    """Seconds since the stack's broker started when it is younger than ``YOUNG_BROKER_S``; ``None`` for
+    an older broker, or when no broker of the stack's runs here (a warm-up would not reach it)."""
+    pid = read_pid(paths, "kafka")
+    age = None if pid is None else age_s(pid)
+    return age if age is not None and age < YOUNG_BROKER_S else None
 
 
 def kafka_java(paths: Paths, main: str, *args: str) -> list[str]:

@@ -61,7 +61,7 @@ from admin.scrape import (
 from adplatform.cli.common import script_main
 from adplatform.config import Config, load_config
 from adplatform.kafka import delete_topics, ensure_topics, start_or_close, wait_for_topics
-from adplatform.pidfile import start_ticks, write_pid_file
+from adplatform.pidfile import write_pid_file
 from adplatform.ports import listener
 from adplatform.process import interrupt_on_signals
 from adplatform.redis_latency import stalls_since
@@ -69,11 +69,11 @@ from adplatform.sandbox import Sandbox, close_named, named_owner, open_sandbox
 from adplatform.services import ADMIN_PORT, ADSERVER_PORT
 from archive.layout import ArchiveLayout
 from budget.budget_redis import BudgetStore
+from devstack.kafka import YOUNG_BROKER_S, young_broker_age_s
 from devstack.paths import Paths
-from devstack.pids import read_pid
 from index.money import format_micros
 from loadtest.books import archive_books
-from loadtest.cpu import TICKS_PER_S, CpuMeter, format_table, platform_label
+from loadtest.cpu import CpuMeter, format_table, platform_label
 from loadtest.simulator import SimSummary, Simulator, format_summary, load_users
 from loadtest.supervisor import Supervisor
 from loadtest.workers import wait_workers_ready
@@ -123,25 +123,10 @@ class Ports:
                 )
 
 
-#: A stack's Kafka broker younger than this is still compiling its hot paths (its JIT): its CPU per
-#: request is about twice a warm broker's, and the first demo after a broker start missed the demo's
-#: latency targets (feedback p99 52-63 ms against 25-30 ms on a warm broker; BENCHMARKS.md, 2026-12-07).
-YOUNG_BROKER_S = 300.0
-#: Then the users are simulated this long first, not measured, so the measured minute meets a warm broker.
+#: Behind a young broker (``devstack.kafka.YOUNG_BROKER_S``: the first demo after a broker start missed the
+#: demo's latency targets) the users are simulated this long first, not measured, so the measured minute
+#: meets a warm broker.
 WARM_UP_S = 45.0
-
-
-def broker_age_s(stack_dir: Path) -> float | None:
-    """Seconds since the stack's Kafka broker started (None: no broker of the stack's runs here)."""
-    pid = read_pid(Paths(stack_dir), "kafka")
-    ticks = None if pid is None else start_ticks(pid)
-    if ticks is None:
-        return None
-    try:
-        uptime_s = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return uptime_s - ticks / TICKS_PER_S
 
 
 #: The demo's batch jobs (export, warehouse load, report) read a few thousand events: their JVMs spend
@@ -157,12 +142,12 @@ def batch_env(env: dict[str, str]) -> dict[str, str]:
     return {**env, "SPARK_SUBMIT_OPTS": f"{BATCH_JAVA_OPTIONS} {own}".strip()}
 
 
-def warm_up_s(broker_age: float | None, asked: float | None) -> float:
+def warm_up_s(young_broker_age: float | None, asked: float | None) -> float:
     """How long to simulate before the measured run: ``asked`` when given, else ``WARM_UP_S`` behind a
-    young broker of the stack's (``broker_age_s``) and nothing behind a warm one."""
+    young broker of the stack's (``young_broker_age_s``) and nothing behind a warm one."""
     if asked is not None:
         return max(0.0, asked)
-    return WARM_UP_S if broker_age is not None and broker_age < YOUNG_BROKER_S else 0.0
+    return WARM_UP_S if young_broker_age is not None else 0.0
 
 
 def step(message: str) -> None:
@@ -402,7 +387,7 @@ def _run(
         # Spark takes a while (and both cores) to start: simulate once its streaming query runs.
         wait_started(ArchiveLayout(config.archive_dir).feedback_checkpoint / "metadata")
         wait_first_batches(ArchiveLayout(config.archive_dir))
-        age = broker_age_s(config.stack_dir)
+        age = young_broker_age_s(Paths(config.stack_dir))
         warm_s = warm_up_s(age, warm_up)
         warm_served = 0
         if warm_s > 0:
