@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from admin.scrape import read_once
+from admin.scrape import latency_quantile, read_once
 from adplatform.cli.common import script_main
 from adplatform.config import load_config
 from adplatform.kafka import delete_topics
@@ -83,6 +83,10 @@ class Measured:
     #: Ad server only: the share of its served ads (warm-up included) Kafka acknowledged on
     #: ``served-ads``, so a faster server is seen to still publish every ad it serves.
     published: float | None = None
+    #: Ad server only: the p99 of serve's own latency over the measured run (its ``/metrics`` histogram, a
+    #: worker's read of a request to its answer, linear within a bucket): wrk's p99 far above it is time
+    #: outside the server's handling (waiting for a core, in the socket queues).
+    server_p99_ms: float | None = None
 
 
 #: Longest wait after a run for the served-ads publisher's last acknowledgements (it lingers 50 ms).
@@ -134,12 +138,14 @@ def measure(case: Case, server: str, script: Path, args: argparse.Namespace) -> 
     with started as proc:
         url = f"http://127.0.0.1:{port}"
         run_wrk_as(args, url, script, duration_s=args.warmup)
+        metrics = read_once(f"{url}/metrics") if case.app == ADSERVER else None
         before = _cpu_s(proc.pid)
         result = run_wrk_as(args, url, script, duration_s=args.duration)
         cpu_us = (_cpu_s(proc.pid) - before) / max(result.requests, 1) * 1e6
         load = os.getloadavg()[0]
         published = served_ads_published(url) if case.app == ADSERVER else None
-    return Measured(result, cpu_us, load, published)
+        own = None if metrics is None else latency_quantile(read_once(f"{url}/metrics"), metrics, 0.99)
+    return Measured(result, cpu_us, load, published, None if own is None else own * 1000)
 
 
 def round_line(round_no: int, server: str, case: str, m: Measured) -> str:
@@ -147,6 +153,7 @@ def round_line(round_no: int, server: str, case: str, m: Measured) -> str:
     (the table keeps each case's best round only, so a round's p99 is seen here)."""
     r = m.result
     published = "" if m.published is None else f", served ads published {m.published:.2%}"
+    published += "" if m.server_p99_ms is None else f", the server's own p99 {m.server_p99_ms:.2f} ms"
     return (
         f"round {round_no} {server:<8} {case:<43} {r.rps:>8,.0f} req/s p99 {r.p99_us / 1000:6.2f} ms "
         f"(load {m.load_average:.1f}{published})"
@@ -177,6 +184,7 @@ def _row(
         "p99_to_minimal": round(r.p99_us / reference.result.p99_us, 2) if reference else None,
         "server_cpu_us_per_request": round(m.server_cpu_us_per_request, 1),
         "served_ads_published": None if m.published is None else round(m.published, 4),
+        "server_p99_ms": None if m.server_p99_ms is None else round(m.server_p99_ms, 2),
         "load_average_after": round(m.load_average, 2),
         "best_of_rounds": rounds,
     }

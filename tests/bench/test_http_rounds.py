@@ -13,6 +13,8 @@ def test_a_round_line_carries_its_rate_p99_and_load() -> None:
     line = round_line(2, "uvicorn", "serve seed", Measured(result, 33.4, 2.46))
     assert line.startswith("round 2 uvicorn  serve seed ")
     assert line.endswith("38,034 req/s p99   8.02 ms (load 2.5)")
+    own = round_line(2, "uvicorn", "serve seed", Measured(result, 33.4, 2.46, 1.0, 2.126))
+    assert own.endswith("(load 2.5, served ads published 100.00%, the server's own p99 2.13 ms)")
 
 
 def test_each_row_gets_its_ratio_to_nginx_of_the_same_round_and_their_median() -> None:
