@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from adplatform.config import Config, load_config
-from adplatform.pidfile import boot_id, read_pid_file, start_ticks, why_stale, write_pid_file
-from devstack import stack
+from adplatform.pidfile import age_s, boot_id, read_pid_file, start_ticks, why_stale, write_pid_file
+from bench.http_stack import BROKER_WARM_UP_S, broker_warm_up_s
+from devstack import kafka, stack
 from devstack.paths import Paths
 from devstack.pids import read_pid
+from loadtest.demo import WARM_UP_S, warm_up_s
 from loadtest.supervisor import Supervisor
 
 
@@ -132,3 +134,53 @@ def test_demo_stop_recorded_skips_a_stranger_and_stops_its_own(
     finally:
         own.kill()
         own.wait()
+
+
+# A young broker is told from a warm one by its process's age, read from /proc: what the demo and the
+# feedback bench use to load it first, unmeasured (its JIT compiles its hot paths in its first minute of
+# load).
+
+
+def test_age_of_a_process_just_started_and_of_one_gone(stranger: subprocess.Popen[bytes]) -> None:
+    age = age_s(stranger.pid)
+    assert age is not None and 0.0 <= age < 30.0
+    own = age_s(1)  # init started at boot, long before this test's process
+    assert own is not None and own > age
+    stranger.kill()
+    stranger.wait()
+    assert age_s(stranger.pid) is None
+
+
+def test_a_broker_just_started_is_young_and_one_past_the_bound_is_not(
+    cfg: Config, stranger: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = Paths(cfg.stack_dir)
+    assert kafka.young_broker_age_s(paths) is None  # no broker of this stack's runs
+
+    write_pid_file(paths.pid_file("kafka"), stranger.pid)  # a recorded process, as `stack up` writes
+    age = kafka.young_broker_age_s(paths)
+    assert age is not None and age < kafka.YOUNG_BROKER_S
+
+    monkeypatch.setattr(kafka, "YOUNG_BROKER_S", 0.0)
+    assert kafka.young_broker_age_s(paths) is None
+
+
+def test_the_benches_warm_a_young_broker_unless_told(
+    cfg: Config, stranger: subprocess.Popen[bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert broker_warm_up_s(cfg, None) == 0  # no broker: nothing to warm
+    write_pid_file(Paths(cfg.stack_dir).pid_file("kafka"), stranger.pid)
+
+    assert broker_warm_up_s(cfg, None) == BROKER_WARM_UP_S
+    assert "warming up: the stack's Kafka broker started" in capsys.readouterr().out
+    assert broker_warm_up_s(cfg, 0) == 0
+    assert capsys.readouterr().out == ""
+    assert broker_warm_up_s(cfg, 7) == 7
+    assert capsys.readouterr().out.startswith("warming up: 7 s of load")  # asked for: no age given
+
+
+def test_the_demo_warms_a_young_broker_unless_told() -> None:
+    assert warm_up_s(12.0, None) == WARM_UP_S
+    assert warm_up_s(None, None) == 0.0
+    assert warm_up_s(12.0, 0) == 0.0
+    assert warm_up_s(None, 5) == 5.0
