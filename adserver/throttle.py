@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from adplatform import names
-from adplatform.redis_client import ClientFailureLog, RedisClient, is_redis_failure
+from adplatform.redis_client import ClientFailureLog, RedisClient, hmget_many, is_redis_failure
 from budget.slot_call import NodeClients
 from index.pacing import Clock, SystemClock, slot_bounds, slot_budget, slot_id
 from index.throttle import ThrottleState, next_state
@@ -41,8 +41,15 @@ logger = logging.getLogger(__name__)
 TICK_S: Final = 1.0
 #: Campaigns watched per worker at most (the even campaigns most recently at the top of an auction).
 MAX_WATCHED: Final = 10_000
+#: Campaigns a tick updates between two turns of the event loop (~1 ms of a worker), so a tick of many
+#: watched campaigns never holds the requests waiting on it for longer.
+UPDATES_PER_TURN: Final = 100
 #: The budget hash's fields a tick reads (``budget.script``), in ``SlotState`` order.
 FIELDS: Final = ("slot", "slot_budget", "slot_spent", "budget", "spent", "flight_start", "flight_end")
+
+
+def _int(value: bytes | None) -> int:
+    return 0 if value is None else int(value)
 
 
 class SlotState(NamedTuple):
@@ -58,8 +65,16 @@ class SlotState(NamedTuple):
 
     @classmethod
     def parse(cls, reply: list[bytes | None]) -> SlotState:
-        slot, *rest = (int(v) if v is not None else None for v in reply)
-        return cls(-1 if slot is None else slot, *(v or 0 for v in rest))
+        slot, slot_budget, slot_spent, budget, spent, flight_start, flight_end = reply  # FIELDS' order
+        return cls(
+            -1 if slot is None else int(slot),
+            _int(slot_budget),
+            _int(slot_spent),
+            _int(budget),
+            _int(spent),
+            _int(flight_start),
+            _int(flight_end),
+        )
 
     def at(self, slot: int, slot_s: int) -> tuple[int, int]:
         """(slot budget, slot spent) of ``slot``: Redis's, or what the roll will make of them."""
@@ -88,6 +103,11 @@ class EvenThrottle:
     _client_failures: ClientFailureLog = field(
         default_factory=lambda: ClientFailureLog(logger, "even pacing (probabilities kept)"), repr=False
     )
+
+    @property
+    def watched(self) -> list[str]:
+        """The watched campaigns, oldest first: what a tick reads."""
+        return list(self._watched)
 
     def watch(self, campaign_id: str) -> None:
         """Note an even campaign at the top of an auction: its probability is kept from the next tick."""
@@ -126,7 +146,7 @@ class EvenThrottle:
         """Read the watched campaigns' budget hashes (one pipeline per Redis node) and update their
         probabilities. On a cluster, raises the first master's error after updating the campaigns of the
         masters that answered."""
-        ids = list(self._watched)
+        ids = self.watched
         if not ids:
             return
         keys = [names.budget_key(cid) for cid in ids]
@@ -137,7 +157,9 @@ class EvenThrottle:
         else:
             replies, error = await _hmgets(client, keys), None
         now_s = self.clock.now()
-        for cid, reply in zip(ids, replies, strict=True):
+        for i, (cid, reply) in enumerate(zip(ids, replies, strict=True)):
+            if i % UPDATES_PER_TURN == 0:
+                await asyncio.sleep(0)  # the requests waiting on this worker's loop go first
             if reply is not None:
                 self.update(cid, SlotState.parse(reply), now_s)
         if error is not None:
@@ -195,7 +217,4 @@ class EvenThrottle:
 
 async def _hmgets(client: aioredis.Redis, keys: list[str]) -> list[list[bytes | None]]:
     """``FIELDS`` of each budget hash in ``keys``, one pipeline (one node)."""
-    async with client.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.hmget(key, *FIELDS)
-        return list(await pipe.execute())
+    return await hmget_many(client, keys, FIELDS)
