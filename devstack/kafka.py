@@ -58,7 +58,7 @@ KAFKA_JVM: Final = ("-Xms1g", "-Xmx1g", "-XX:+UseG1GC", "-XX:ParallelGCThreads=1
 #: A broker younger than this is still compiling its hot paths (its JIT): under feedback load its CPU per
 #: request is 3-5x a warm broker's for its first ~25 s of load (BENCHMARKS.md, 2026-12-07), and the first
 #: demo after a broker start missed the demo's latency targets (feedback p99 52-63 ms against 25-30 ms).
-#: What measures the pipeline (the demo, the HTTP benches) loads a younger broker first, unmeasured.
+#: The demo and the feedback bench load a younger broker first, unmeasured (the serve bench does not need to).
 YOUNG_BROKER_S: Final = 300.0
 
 
