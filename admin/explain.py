@@ -78,7 +78,7 @@ async def explain_query(
         request = insight.parser.build(uid, query, profiles)  # validates the query and the id first
         profile = None if user_id is None else await fetch_profile(state.pool, user_id)
         if profile is not None:
-            profiles.users[uid] = profile
+            profiles = ProfileTable({uid: profile})
             request = insight.parser.build(uid, query, profiles)
     except ParamError as exc:
         name = exc.reason.partition(":")[0] if ":" in exc.reason else "query"

@@ -13,6 +13,8 @@ lock every script and person out of the admin service. ``audit`` is emptied with
 at offsets of the deleted ``campaign-instructions`` topic, and the admin service reads a campaign's newest
 audit row as its pending state, so a kept row would make an erased campaign look alive (a create of its id
 refused with 409, a PATCH merged onto it). ``dlq_replays`` go for the same reason (offsets of a deleted DLQ).
+``table_versions`` is kept too: it holds no data, only the stamp of the last write to a table (which the
+TRUNCATE of that table moves on), by which the ad servers know to reload it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from adplatform.postgres import truncate_statement
 from adplatform.redis_client import RedisClient, is_cluster_url, open_redis
 
 #: ``online_ads`` tables a reset keeps (see the module's docstring).
-KEPT_TABLES: Final = frozenset({"api_keys"})
+KEPT_TABLES: Final = frozenset({"api_keys", "table_versions"})
 #: Keys per SCAN step and per UNLINK pipeline on a cluster master.
 SCAN_COUNT: Final = 1000
 

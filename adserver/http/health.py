@@ -100,6 +100,11 @@ def _state_families(out: WorkerExporter, state: ServerState) -> None:
         ),
         ("adserver_index_reconnects_total", "ad-changes consumer re-creations", refresher.reconnects),
         ("adserver_profile_load_failures_total", "Failed profile reloads", state.profiles.failures),
+        (
+            "adserver_profile_reloads_total",
+            "Profile tables read whole (the table changed, or the 10-minute reload)",
+            state.profiles.reloads,
+        ),
         ("adserver_served_ads_sent_total", "Served ads acknowledged by Kafka", publisher.sent),
         ("adserver_served_ads_failed_total", "Served ads Kafka did not take", publisher.failed),
         ("adserver_served_ads_dropped_total", "Served ads dropped (queue full)", publisher.dropped),
