@@ -186,11 +186,23 @@ class TargetingIndex:
 
         Ended campaigns are skipped by lookups anyway; pruning keeps them from being walked over.
         """
-        ended = [e for e in self._entries.values() if _flight_end_s(e) <= now_s]
-        for entry in ended:
-            del self._entries[_campaign_id(entry)]
-            self._unindex(entry)
-        return len(ended)
+        return self.prune_ids(self.ended(now_s), now_s)
+
+    def ended(self, now_s: float) -> list[str]:
+        """Ids of the indexed campaigns whose flight has ended at ``now_s`` (what ``prune`` would unindex)."""
+        return [_campaign_id(e) for e in self._entries.values() if _flight_end_s(e) <= now_s]
+
+    def prune_ids(self, campaign_ids: Iterable[str], now_s: float) -> int:
+        """Unindex those of ``campaign_ids`` still indexed with their flight ended at ``now_s`` (one updated
+        since ``ended`` named it is checked again); returns how many. Lets a caller prune a few at a time."""
+        pruned = 0
+        for cid in campaign_ids:
+            entry = self._entries.get(cid)
+            if entry is not None and _flight_end_s(entry) <= now_s:
+                del self._entries[cid]
+                self._unindex(entry)
+                pruned += 1
+        return pruned
 
     def block(self, campaign_id: str) -> None:
         """Skip this campaign in lookups (budget or slot budget spent) until ``unblock``."""

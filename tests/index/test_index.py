@@ -70,6 +70,22 @@ def test_flights_and_prune() -> None:
     assert len(index) == 2 and index.get("over") is not None
 
 
+def test_pruning_a_few_at_a_time_checks_each_campaign_again() -> None:
+    index = TargetingIndex()
+    for cid in ("a", "b", "c"):
+        index.apply(campaign(campaign_id=cid, flight_start_s=NOW_S - 20, flight_end_s=NOW_S))
+    index.apply(campaign(campaign_id="live"))
+    ended = index.ended(NOW_S)
+    assert sorted(ended) == ["a", "b", "c"] and index.ended(NOW_S - 1) == []
+    assert index.prune_ids(ended[:1], NOW_S) == 1
+    # Between two steps "b" got a longer flight and "c" was stopped: neither is pruned.
+    index.apply(campaign(campaign_id="b", version=2, flight_start_s=NOW_S - 20, flight_end_s=NOW_S + 60))
+    index.apply(campaign(campaign_id="c", version=2, status=INACTIVE))
+    assert index.prune_ids([*ended, "unknown"], NOW_S) == 0
+    assert sorted(c.campaign_id for c in index.indexed()) == ["b", "live"]
+    assert sorted(ids(index)) == ["b", "live"]
+
+
 def test_top_ties_and_second() -> None:
     index = TargetingIndex()
     index.apply_all(
