@@ -5,11 +5,12 @@
 
 In process, no service: an index of ``--campaigns`` generated campaigns (``bench.index_corpus``, candidate
 lists warmed), then ``--changes`` new live campaigns applied one by one, as ``ad-changes``' tail applies a
-burst (a bulk upload), then the same campaigns pruned once their flights have ended (flights that all end
-at midnight). Two arms alternate, each ``--repeats`` times: ``turns``, as the tail does it (a turn of the
-event loop every ``adplatform.index_feed.TURN_S``, ``prune_in_turns``), and ``plain``, the reference: every
-change then every prune in one go, as the tail did before. The hold is the longest a 0.5 ms sampler task
-waited past its time (median over the repeats); the wall time, how long the burst took to apply (best).
+burst (a bulk upload), then an edit of each that keeps its bid and location (a new budget: a bulk budget
+change), then the same campaigns pruned once their flights have ended (flights that all end at midnight).
+Two arms alternate, each ``--repeats`` times: ``turns``, as the tail does it (a turn of the event loop every
+``adplatform.index_feed.TURN_S``, ``prune_in_turns``), and ``plain``, the reference: every change then every
+prune in one go, as the tail did before. The hold is the longest a 0.5 ms sampler task waited past its time
+(median over the repeats); the wall time, how long the burst took to apply (best).
 Saves JSON under ``bench/results/``.
 """
 
@@ -75,6 +76,14 @@ def burst(changes: int, tag: str) -> list[Campaign]:
     ]
 
 
+def edited(campaigns: list[Campaign]) -> list[Campaign]:
+    """Each campaign's next version with a new budget (same bid, same place)."""
+    return [
+        msgspec.structs.replace(c, version=c.version + 1, budget_micros=c.budget_micros * 2)
+        for c in campaigns
+    ]
+
+
 async def apply_turns(index: TargetingIndex, campaigns: list[Campaign]) -> None:
     turns = LoopTurns()
     for campaign in campaigns:  # the tail's loop (``IndexFeed._tail``), without the decoding
@@ -105,13 +114,15 @@ async def run(sizes: list[int], changes: int, repeats: int) -> list[dict[str, ob
         index.warm()
         indexed = len(index)
         measured: dict[str, dict[str, list[tuple[float, float]]]] = {
-            arm: {"apply": [], "prune": []} for arm in ("plain", "turns")
+            arm: {"apply": [], "edit": [], "prune": []} for arm in ("plain", "turns")
         }
         for r in range(repeats):
             for arm in ("plain", "turns"):  # alternating
                 campaigns = burst(changes, f"{arm}{r}")
                 apply, prune = (apply_plain, prune_plain) if arm == "plain" else (apply_turns, prune_turns)
+                edits = edited(campaigns)
                 measured[arm]["apply"].append(await _held(lambda: apply(index, campaigns)))  # noqa: B023
+                measured[arm]["edit"].append(await _held(lambda: apply(index, edits)))  # noqa: B023
                 measured[arm]["prune"].append(await _held(lambda: prune(index)))  # noqa: B023
                 assert len(index) == indexed, "the burst was not pruned whole"
         row: dict[str, object] = {"campaigns": indexed, "changes": changes}
@@ -133,7 +144,7 @@ def main(argv: list[str]) -> int:
     sizes = [int(n) for n in args.campaigns.split(",") if n]
     rows = asyncio.run(run(sizes, args.changes, args.repeats))
     for r in rows:
-        for stage in ("apply", "prune"):
+        for stage in ("apply", "edit", "prune"):
             print(
                 f"{r['campaigns']:>7,} live, {stage} {r['changes']:,}: loop held "
                 f"{r[f'turns_{stage}_held_ms']:>6.1f} ms (plain {r[f'plain_{stage}_held_ms']:>7.1f}); "

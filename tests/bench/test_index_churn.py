@@ -9,6 +9,6 @@ async def test_both_arms_are_measured_and_every_burst_is_pruned() -> None:
     rows = await index_churn.run([600], changes=40, repeats=1)  # run asserts the index's size after each
     assert len(rows) == 1 and rows[0]["changes"] == 40
     for arm in ("plain", "turns"):
-        for stage in ("apply", "prune"):
+        for stage in ("apply", "edit", "prune"):
             assert float(str(rows[0][f"{arm}_{stage}_held_ms"])) >= 0
             assert float(str(rows[0][f"{arm}_{stage}_wall_ms"])) > 0
