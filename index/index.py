@@ -91,6 +91,11 @@ def _loc_target(campaign: Campaign) -> _LocTarget:
     return (campaign.target_city, campaign.target_state, campaign.target_country)
 
 
+def _same_place(old: _Entry, new: _Entry) -> bool:
+    """Whether two entries of one campaign sit at the same place in the same candidate lists."""
+    return _cpm_units(old) == _cpm_units(new) and _loc_target(_campaign(old)) == _loc_target(_campaign(new))
+
+
 def _loc_accepts(target: _LocTarget, key: _LocKey) -> bool:
     """Whether a campaign with this location targeting belongs in the candidate list of ``key``."""
     return all(t in (ALL, k) for t, k in zip(target, key, strict=True))
@@ -158,10 +163,16 @@ class TargetingIndex:
             return False
         self._by_id[cid] = campaign
         old_entry = self._entries.pop(cid, None)
+        entry = self._make_entry(campaign) if campaign.status == ACTIVE else None
         if old_entry is not None:
+            if entry is not None and _same_place(old_entry, entry):
+                # Same bid and location (a budget, flight, text or audience edit): the entry keeps its
+                # place in every list, so it is swapped there instead of moved out and back in.
+                self._entries[cid] = entry
+                self._replace(old_entry, entry)
+                return True
             self._unindex(old_entry)
-        if campaign.status == ACTIVE:
-            entry = self._make_entry(campaign)
+        if entry is not None:
             self._entries[cid] = entry
             self._index(entry)
         return True
@@ -417,6 +428,17 @@ class TargetingIndex:
         for key, entries in self._lists.items():
             if _loc_accepts(target, key):
                 bisect.insort(entries, entry, key=_order)
+
+    def _replace(self, old: _Entry, new: _Entry) -> None:
+        """Put ``new`` where ``old`` is (``_same_place``): in its location's posting and in every list."""
+        target = _loc_target(_campaign(new))
+        self._by_loc[target][_campaign_id(new)] = new
+        order = _order(old)
+        for key, entries in self._lists.items():
+            if _loc_accepts(target, key):
+                i = bisect.bisect_left(entries, order, key=_order)
+                assert entries[i] == old  # the order is total: the entry sits exactly at i
+                entries[i] = new
 
     def _unindex(self, entry: _Entry) -> None:
         target = _loc_target(_campaign(entry))

@@ -46,6 +46,28 @@ def test_updates_reach_lists_already_built() -> None:
     assert ids(index, city="Delhi") == ["mumbai"]
 
 
+def test_an_edit_that_keeps_bid_and_location_is_swapped_in_place() -> None:
+    index = TargetingIndex()
+    assert index.warm() > 0
+    mumbai = {"target_city": "Mumbai", "target_state": "Maharashtra", "cpc_micros": 900}
+    index.apply(campaign(campaign_id="a", **mumbai))
+    index.apply(campaign(campaign_id="b", target_state="Maharashtra", cpc_micros=5))
+    # Same bid and place, new audience and a flight that ends sooner: every built list sees the new state.
+    index.apply(
+        campaign(campaign_id="a", version=2, target_device="iPhone", flight_end_s=NOW_S + 5, **mumbai)
+    )
+    assert ids(index, city="Mumbai") == ["b"]
+    assert ids(index, city="Mumbai", device_type="iPhone") == ["a", "b"]
+    later = [c.campaign_id for c in index.eligible(request(city="Mumbai", device_type="iPhone"), NOW_S + 6)]
+    assert later == ["b"] and index.ended(NOW_S + 5) == ["a"]
+    # The swapped entry is found again when it moves (a new bid) and when it stops.
+    index.apply(campaign(campaign_id="a", version=3, target_device="iPhone", cpc_micros=1,
+                         **{k: v for k, v in mumbai.items() if k != "cpc_micros"}))  # fmt: skip
+    assert ids(index, city="Mumbai", device_type="iPhone") == ["b", "a"]
+    index.apply(campaign(campaign_id="a", version=4, status=INACTIVE))
+    assert ids(index, city="Mumbai", device_type="iPhone") == ["b"] and len(index) == 1
+
+
 def test_block_and_unblock() -> None:
     blocked: set[str] = set()
     index = TargetingIndex(blocked=blocked)
