@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import statistics
 import sys
-import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -29,41 +29,16 @@ from adplatform.cli.common import script_main
 from adplatform.index_feed import LoopTurns, prune_in_turns
 from bench.http_stack import save_results
 from bench.index_corpus import NOW_S, make_campaigns
+from bench.loop_hold import held
 from index.campaign import Campaign
 from index.geo import DEFAULT_GEO
 from index.index import TargetingIndex
 
-#: The sampler's sleep: its overshoot is how long the loop was held.
-SAMPLE_S = 0.0005
 #: The burst's flights: live at ``NOW_S``, all ended at ``ENDED_S``.
 FLIGHT_S = 3600
 ENDED_S = NOW_S + FLIGHT_S
 
 Work = Callable[[], Awaitable[None]]
-
-
-async def _held(work: Work) -> tuple[float, float]:
-    """(wall seconds of ``work``, the longest the loop was held meanwhile)."""
-    worst = 0.0
-    running = True
-
-    async def sampler() -> None:
-        nonlocal worst
-        while running:
-            start = time.perf_counter()
-            await asyncio.sleep(SAMPLE_S)
-            worst = max(worst, time.perf_counter() - start - SAMPLE_S)
-
-    task = asyncio.create_task(sampler())
-    await asyncio.sleep(0.01)
-    worst = 0.0
-    wall0 = time.perf_counter()
-    await work()
-    wall = time.perf_counter() - wall0
-    await asyncio.sleep(0.002)
-    running = False
-    await task
-    return wall, worst
 
 
 def burst(changes: int, tag: str) -> list[Campaign]:
@@ -121,13 +96,18 @@ async def run(sizes: list[int], changes: int, repeats: int) -> list[dict[str, ob
                 campaigns = burst(changes, f"{arm}{r}")
                 apply, prune = (apply_plain, prune_plain) if arm == "plain" else (apply_turns, prune_turns)
                 edits = edited(campaigns)
-                measured[arm]["apply"].append(await _held(lambda: apply(index, campaigns)))  # noqa: B023
-                measured[arm]["edit"].append(await _held(lambda: apply(index, edits)))  # noqa: B023
-                measured[arm]["prune"].append(await _held(lambda: prune(index)))  # noqa: B023
+                stages: dict[str, Work] = {
+                    "apply": functools.partial(apply, index, campaigns),
+                    "edit": functools.partial(apply, index, edits),
+                    "prune": functools.partial(prune, index),
+                }
+                for stage, work in stages.items():
+                    run_ = await held(work)
+                    measured[arm][stage].append((run_.wall_s, run_.held_s))
                 assert len(index) == indexed, "the burst was not pruned whole"
         row: dict[str, object] = {"campaigns": indexed, "changes": changes}
-        for arm, stages in measured.items():
-            for stage, m in stages.items():
+        for arm, by_stage in measured.items():
+            for stage, m in by_stage.items():
                 row[f"{arm}_{stage}_held_ms"] = round(statistics.median(h for _, h in m) * 1000, 2)
                 row[f"{arm}_{stage}_wall_ms"] = round(min(w for w, _ in m) * 1000, 1)
         rows.append(row)

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import statistics
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from typing import cast
 
@@ -34,9 +34,7 @@ from adplatform.config import load_config
 from adplatform.profiles import Profile, fetch_profiles
 from adplatform.sandbox import sandbox_environment
 from bench.http_stack import save_results
-
-#: The sampler's sleep: its overshoot is how long the loop was held.
-SAMPLE_S = 0.0005
+from bench.loop_hold import held
 
 _QUERY = (
     'SELECT user_id, age, gender, income_bucket, device_type, city, state, country FROM online_ads."user"'
@@ -82,30 +80,6 @@ def _check(version: int | None) -> Load:
     return check
 
 
-async def _held(load: Load, dsn: str) -> tuple[float, float, float, object]:
-    """(CPU seconds, wall seconds, the longest the loop was held, the table) of one load."""
-    worst = 0.0
-    running = True
-
-    async def sampler() -> None:
-        nonlocal worst
-        while running:
-            start = time.perf_counter()
-            await asyncio.sleep(SAMPLE_S)
-            worst = max(worst, time.perf_counter() - start - SAMPLE_S)
-
-    task = asyncio.create_task(sampler())
-    await asyncio.sleep(0.01)
-    worst = 0.0
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    table = await load(dsn)
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    await asyncio.sleep(0.002)
-    running = False
-    await task
-    return cpu, wall, worst, table
-
-
 def table_bytes(table: object) -> int:
     """Bytes of every distinct object a loaded table holds (its dicts, ids, profiles and their values)."""
     dicts = cast("list[dict[str, Profile]]", table if isinstance(table, list) else [table])
@@ -148,11 +122,11 @@ async def run(sizes: list[int], repeats: int) -> list[dict[str, object]]:
         memory: dict[str, int] = {}
         for _ in range(repeats):
             for arm, load in arms.items():
-                cpu, wall, held, table = await _held(load, dsn)
-                measured[arm].append((cpu, wall, held))
-                if arm not in memory and table is not None:
-                    memory[arm] = table_bytes(table)
-                del table
+                run_ = await held(functools.partial(load, dsn))
+                measured[arm].append((run_.cpu_s, run_.wall_s, run_.held_s))
+                if arm not in memory and run_.result is not None:
+                    memory[arm] = table_bytes(run_.result)
+                del run_
         row: dict[str, object] = {"users": n}
         for arm, m in measured.items():
             row[f"{arm}_cpu_ms"] = round(min(c for c, _, _ in m) * 1000, 1)

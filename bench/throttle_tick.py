@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import statistics
 import sys
 import time
@@ -31,9 +32,7 @@ from adplatform.config import load_config
 from adplatform.sandbox import sandbox_environment
 from adserver.throttle import FIELDS, EvenThrottle, SlotState
 from bench.http_stack import save_results
-
-#: The sampler's sleep: its overshoot is how long the loop was held.
-SAMPLE_S = 0.0005
+from bench.loop_hold import held
 
 Tick = Callable[[EvenThrottle, aioredis.Redis], Awaitable[None]]
 
@@ -52,30 +51,6 @@ async def plain_tick(throttle: EvenThrottle, client: aioredis.Redis) -> None:
 
 async def real_tick(throttle: EvenThrottle, client: aioredis.Redis) -> None:
     await throttle.tick(client)
-
-
-async def _held(tick: Tick, throttle: EvenThrottle, client: aioredis.Redis) -> tuple[float, float]:
-    """(CPU seconds of one tick, the longest the loop was held during it)."""
-    worst = 0.0
-    running = True
-
-    async def sampler() -> None:
-        nonlocal worst
-        while running:
-            start = time.perf_counter()
-            await asyncio.sleep(SAMPLE_S)
-            worst = max(worst, time.perf_counter() - start - SAMPLE_S)
-
-    task = asyncio.create_task(sampler())
-    await asyncio.sleep(0.01)
-    worst = 0.0
-    cpu0 = time.process_time()
-    await tick(throttle, client)
-    cpu = time.process_time() - cpu0
-    await asyncio.sleep(0.002)
-    running = False
-    await task
-    return cpu, worst
 
 
 async def run(watched: list[int], repeats: int) -> list[dict[str, object]]:
@@ -102,16 +77,17 @@ async def run(watched: list[int], repeats: int) -> list[dict[str, object]]:
                     for cid in ids[:n]:
                         throttle.watch(cid)
                     await throttle.tick(client)  # every campaign has a state: the steady tick
-                    measured[arm].append(await _held(tick, throttle, client))
+                    run_ = await held(functools.partial(tick, throttle, client))
+                    measured[arm].append((run_.cpu_s, run_.held_s))
             cpu = {arm: min(c for c, _ in m) for arm, m in measured.items()}
-            held = {arm: statistics.median(h for _, h in m) for arm, m in measured.items()}
+            holds = {arm: statistics.median(h for _, h in m) for arm, m in measured.items()}
             rows.append({
                 "watched": n,
                 "tick_cpu_ms": round(cpu["tick"] * 1000, 2),
                 "plain_cpu_ms": round(cpu["plain"] * 1000, 2),
                 "cpu_ratio": round(cpu["tick"] / cpu["plain"], 3) if cpu["plain"] else None,
-                "tick_held_ms": round(held["tick"] * 1000, 2),
-                "plain_held_ms": round(held["plain"] * 1000, 2),
+                "tick_held_ms": round(holds["tick"] * 1000, 2),
+                "plain_held_ms": round(holds["plain"] * 1000, 2),
             })  # fmt: skip
     finally:
         for start in range(0, len(ids), 1000):
