@@ -79,8 +79,11 @@ async def prune_in_turns(index: TargetingIndex, now_s: float, turns: LoopTurns |
 class IndexFeed:
     """Owns the ``ad-changes`` consumer of one process and folds what it reads into ``index``."""
 
-    def __init__(self, config: Config, index: TargetingIndex, *, client_id: str | None = None) -> None:
+    def __init__(
+        self, config: Config, index: TargetingIndex, *, client_id: str | None = None, turn_s: float = TURN_S
+    ) -> None:
         self._config = config
+        self._turn_s = turn_s
         self._client_id = client_id or f"index-feed-{os.getpid()}"
         self._topic = config.topics.ad_changes
         self.index = index
@@ -95,6 +98,8 @@ class IndexFeed:
         self.reconnects = 0
         self.bootstrap_s: float | None = None
         self.last_applied_s: float | None = None
+        #: Turns of the event loop the tail gave in the middle of a batch of changes or of a prune.
+        self.turns_given = 0
 
     def observe_propagation(self, seconds: float) -> None:
         """Called per change applied while tailing, with its age (record timestamp to apply)."""
@@ -224,7 +229,7 @@ class IndexFeed:
         while True:
             batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
             now_s = time.time()
-            turns = LoopTurns()
+            turns = LoopTurns(self._turn_s)
             for records in batch.values():
                 for record in records:
                     campaign = self._decode(record)
@@ -238,3 +243,4 @@ class IndexFeed:
             if time.monotonic() >= next_prune_s:
                 await prune_in_turns(index, now_s, turns)
                 next_prune_s = time.monotonic() + PRUNE_EVERY_S
+            self.turns_given += turns.given
