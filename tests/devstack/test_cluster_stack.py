@@ -205,7 +205,10 @@ async def test_two_ad_server_hosts_charge_once_and_both_stop_at_exhaustion(
                 token = (await http.get("/ad/user/u1/serve", params=params)).json()["request_id"]
                 first = await http.post(f"/ad/{token}/feedback", json={"click": 1})
                 assert first.status_code == 200, first.text
-            async with httpx.AsyncClient(base_url=host_b) as http:  # the retry, on the other host
+            # The retry, on the other host: there it is an orphan candidate, answered only once the first
+            # charge is older than any worker could still be publishing it (publish timeout + margin, 3 s)
+            # and ad-feedback has been read, so it may take longer than httpx's default 5 s on a busy machine.
+            async with httpx.AsyncClient(base_url=host_b, timeout=30) as http:
                 again = await http.post(f"/ad/{token}/feedback", json={"click": 1})
                 assert again.status_code == 200 and again.json() == first.json()
             store = BudgetStore(client, slot_s=config.slot_s)
