@@ -96,6 +96,14 @@ def _same_place(old: _Entry, new: _Entry) -> bool:
     return _cpm_units(old) == _cpm_units(new) and _loc_target(_campaign(old)) == _loc_target(_campaign(new))
 
 
+def _position(entries: list[_Entry], entry: _Entry) -> int:
+    """Where ``entry`` sits in a candidate list (which holds it)."""
+    i = bisect.bisect_left(entries, _order(entry), key=_order)
+    # The order is total (campaign id breaks ties), so the entry sits exactly at i.
+    assert entries[i] == entry
+    return i
+
+
 def _loc_accepts(target: _LocTarget, key: _LocKey) -> bool:
     """Whether a campaign with this location targeting belongs in the candidate list of ``key``."""
     return all(t in (ALL, k) for t, k in zip(target, key, strict=True))
@@ -433,12 +441,9 @@ class TargetingIndex:
         """Put ``new`` where ``old`` is (``_same_place``): in its location's posting and in every list."""
         target = _loc_target(_campaign(new))
         self._by_loc[target][_campaign_id(new)] = new
-        order = _order(old)
         for key, entries in self._lists.items():
             if _loc_accepts(target, key):
-                i = bisect.bisect_left(entries, order, key=_order)
-                assert entries[i] == old  # the order is total: the entry sits exactly at i
-                entries[i] = new
+                entries[_position(entries, old)] = new
 
     def _unindex(self, entry: _Entry) -> None:
         target = _loc_target(_campaign(entry))
@@ -448,10 +453,7 @@ class TargetingIndex:
             del self._by_loc[target]
         for key, entries in self._lists.items():
             if _loc_accepts(target, key):
-                i = bisect.bisect_left(entries, _order(entry), key=_order)
-                # The order is total (campaign id breaks ties), so the entry sits exactly at i.
-                assert entries[i] == entry
-                del entries[i]
+                del entries[_position(entries, entry)]
         gone: list[tuple[int, str]] = []
         for pos, (value, counts) in enumerate(zip(target, self._loc_counts, strict=True)):
             if value != ALL:
